@@ -1,0 +1,311 @@
+"""One typed settings object for every churnflow command.
+
+Read from one TOML file (default ``churnflow.toml`` in the working directory),
+overridable by ``CHURNFLOW_<SECTION>__<KEY>`` environment variables and, above
+those, by explicit overrides passed from the CLI or a flow parameter. Unknown keys
+and bad values are refused with the key path and the allowed values, because a
+silently ignored typo in a churn definition produces a plausible but wrong model.
+
+Relative paths (data files, the MLflow store, outputs) are resolved against the
+folder holding the config file, so a command gives the same result from any
+working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path("churnflow.toml")
+_TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)
+
+
+class ConfigError(ValueError):
+    """The settings file or an override is invalid; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMap(_Section):
+    """Canonical name = the user's column name. An empty string means "not present"."""
+
+    customer_id: str = "customer_id"
+    event_time: str = "event_time"
+    amount: str = "amount"
+    event_type: str = ""
+    signup_time: str = "signup_time"
+    churn_time: str = ""
+    label: str = ""
+    contact_time: str = "contact_time"
+    campaign: str = "campaign"
+    outcome: str = ""
+    pii: list[str] = Field(default_factory=lambda: ["email", "name", "phone"])
+
+    @field_validator("customer_id", "event_time", "contact_time")
+    @classmethod
+    def _required(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("this column is required; give the name it has in your data")
+        return v
+
+
+class DataSettings(_Section):
+    customers: str = "data/demo/customers.parquet"
+    customers_table: str = ""
+    events: str = "data/demo/events.parquet"
+    events_table: str = ""
+    contacts: str = ""
+    contacts_table: str = ""
+    end_date: str = ""
+    """Declared end of the data (ISO date). Events after it are an error; defaults to the last event."""
+    allow_negative_amounts: bool = False
+    drop_invalid_rows: bool = False
+    """Opt in to dropping rows that fail row-level rules; the dropped counts are reported."""
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+
+
+class ChurnSettings(_Section):
+    definition: Literal["inactivity", "explicit", "label"] = "inactivity"
+    horizon_days: int = Field(90, gt=0)
+    min_tenure_days: int = Field(0, ge=0)
+
+
+class FeatureSettings(_Section):
+    windows_days: list[int] = Field(default_factory=lambda: [30, 90, 365])
+    max_category_levels: int = Field(50, ge=2)
+    """Text attributes with more distinct values are identifiers or free text, not features."""
+    exclude: list[str] = Field(default_factory=list)
+    """Attribute columns never to use as features (e.g. a status updated after the fact)."""
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w <= 0 for w in v):
+            raise ValueError("give at least one positive window length in days")
+        return sorted(set(v))
+
+
+class TrainingSettings(_Section):
+    step_days: int = Field(30, gt=0)
+    n_train_snapshots: int = Field(6, ge=1)
+    n_trials: int = Field(30, ge=1)
+    timeout_seconds: float = Field(600, gt=0)
+    seed: int = 42
+    objective: Literal["pr_auc", "log_loss", "roc_auc"] = "pr_auc"
+    study_name: str = ""
+    """Empty: derived from the model name and the as-of date, so reruns resume the same study."""
+    storage: str = "sqlite:///mlruns/optuna.db"
+    pruning: bool = True
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    max_boost_rounds: int = Field(1000, ge=10)
+    early_stopping_rounds: int = Field(50, ge=5)
+    test_size: float = Field(0.2, gt=0, lt=0.5)
+    """Share of rows held out for the test set when the data are a snapshot table."""
+    promotion_margin: float = Field(0.0, ge=0)
+    """The challenger must beat the champion's test metric by at least this much."""
+    n_threads: int = Field(2, ge=1)
+
+
+class TrackingSettings(_Section):
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str = "mlruns/artifacts"
+    experiment: str = "churnflow"
+    model_name: str = "churnflow"
+
+
+class PlayRule(_Section):
+    """One playbook line: the first rule whose segment and reason match decides the action."""
+
+    segment: str = "*"
+    reason: str = "*"
+    """A reason group from the feature dictionary (recency, frequency, monetary, ...) or *."""
+    action: str
+    channel: str
+
+
+def _default_playbook() -> list[PlayRule]:
+    return [
+        PlayRule(segment="low value", reason="*", action="no action", channel="none"),
+        PlayRule(segment="champions", reason="*", action="personal call from account manager", channel="phone"),
+        PlayRule(segment="loyal", reason="recency", action="loyalty reward", channel="email"),
+        PlayRule(segment="loyal", reason="*", action="loyalty reward", channel="email"),
+        PlayRule(segment="*", reason="service", action="service call", channel="phone"),
+        PlayRule(segment="at risk", reason="*", action="win-back offer", channel="email"),
+        PlayRule(segment="new", reason="*", action="onboarding check-in", channel="email"),
+        PlayRule(segment="*", reason="*", action="win-back offer", channel="email"),
+    ]
+
+
+class ServingSettings(_Section):
+    output_dir: str = "outputs"
+    capacity: int = Field(500, ge=0)
+    """How many customers the team can contact this week (0 = no cap)."""
+    min_probability: float = Field(0.0, ge=0, le=1)
+    tier_high: float = Field(0.5, gt=0, lt=1)
+    tier_medium: float = Field(0.2, gt=0, lt=1)
+    cooldown_days: int = Field(30, ge=0)
+    suppression: Literal["suppress", "flag"] = "suppress"
+    include_contact_fields: bool = False
+    contact_fields: list[str] = Field(default_factory=lambda: ["name", "email", "phone"])
+    chunk_size: int = Field(250_000, ge=1)
+    drift_warn_psi: float = Field(0.1, ge=0)
+    drift_fail_psi: float = Field(0.25, ge=0)
+    list_database_url: str = ""
+    list_table: str = "priority_list"
+    playbook: list[PlayRule] = Field(default_factory=_default_playbook)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ServingSettings:
+        if self.tier_medium >= self.tier_high:
+            raise ValueError("tier_medium must be below tier_high")
+        if self.drift_warn_psi > self.drift_fail_psi:
+            raise ValueError("drift_warn_psi must not exceed drift_fail_psi")
+        return self
+
+
+class ScheduleSettings(_Section):
+    cron: str = "0 6 * * 1"
+    timezone: str = "UTC"
+    deployment_name: str = "weekly-score"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Berlin") from exc
+        return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHURNFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    churn: ChurnSettings = Field(default_factory=ChurnSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+    """Folder that relative paths are resolved against (the config file's folder)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        cols = self.data.columns
+        if self.churn.definition == "label" and not cols.label:
+            raise ValueError("churn.definition = 'label' needs data.columns.label (the churn flag column)")
+        if self.churn.definition == "explicit" and not cols.churn_time:
+            raise ValueError("churn.definition = 'explicit' needs data.columns.churn_time")
+        if self.churn.definition != "label" and not self.data.events:
+            raise ValueError(f"churn.definition = '{self.churn.definition}' needs data.events")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # ---- path helpers -------------------------------------------------------------
+    def path(self, value: str) -> Path:
+        """Resolve a file path from the settings against the config folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def url_or_path(self, value: str) -> str:
+        """Database URLs pass through (relative SQLite files resolved); file paths resolve."""
+        if "://" not in value:
+            return str(self.path(value))
+        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+            rel = value.removeprefix("sqlite:///")
+            if rel and rel != ":memory:":
+                return f"sqlite:///{self.path(rel)}"
+        return value
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.url_or_path(self.tracking.uri)
+
+    @property
+    def artifact_location(self) -> str:
+        return self.path(self.tracking.artifact_location).as_uri()
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.url_or_path(self.training.storage)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.path(self.serving.output_dir)
+
+    @property
+    def pii_columns(self) -> list[str]:
+        return list(self.data.columns.pii)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain data for logging: no PII values live here, only column names."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid settings in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see churnflow.toml for the allowed keys)"
+        lines.append(f"  - {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings: explicit overrides > CHURNFLOW_* environment > TOML file > defaults.
+
+    ``overrides`` are nested dicts by section, e.g. ``training={"n_trials": 5}``.
+    A missing default config is fine (embedded defaults); a missing explicit one is not.
+    """
+    path = Path(config) if config else Path(os.environ.get("CHURNFLOW_CONFIG", DEFAULT_CONFIG))
+    if config and not path.exists():
+        raise ConfigError(f"config file {path} not found; pass an existing file with --config")
+    toml_file = path if path.exists() else None
+    root = path.resolve().parent if toml_file else Path.cwd()
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    token = _TOML_FILE.set(toml_file)
+    try:
+        return Settings(root=root, **clean)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"cannot read settings file {path}: {exc}") from None
+    finally:
+        _TOML_FILE.reset(token)
