@@ -1,0 +1,474 @@
+"""Seeded, vectorised generator of a realistic demo customer base.
+
+``generate_demo_data(n_customers, seed, end_date)`` returns a :class:`DemoData` with the three
+canonical tables (``customers``, ``events``, ``contacts``) plus two ground-truth frames that
+real data never has (``assignments``: the randomisation log of retention offers; ``truth``:
+how and when each customer really left). Everything is drawn from one
+``numpy.random.default_rng(seed)`` in a fixed order, so the same ``(n, seed, end_date)``
+gives identical frames. No per-customer Python loops: 1M customers (~20M events) take
+seconds.
+
+The simulated world (time ``t`` in days since ``end_date - 3 years``):
+
+* **Acquisition**: signups over the 3 years before ``end_date`` with exponential growth
+  (about 2.2x more signups per day at the end than at the start); ids 1..N in signup order.
+* **Attributes**: ``plan`` (basic/plus/premium), ``channel`` (web/store/partner/referral),
+  ``region`` (6 regions), ``monthly_fee`` (plan price with regional/promo variation),
+  ``credit_limit`` (numbers stored as text with thousands separators, some blank),
+  ``notes_id`` (unique-ish identifier string that feature typing should drop), and fake PII
+  (``name``, ``email`` on reserved example domains, ``phone`` with the fictional 555 exchange,
+  ``address``).
+* **Activity**: per-customer purchase rates are gamma distributed, mean spend lognormal.
+  Purchases and logins follow an inhomogeneous Poisson process: seasonal (busy November and
+  December) and decaying linearly to 10% over the last 60-120 days (per customer) before the
+  customer leaves. Support tickets rise up to 5x over the same pre-churn window.
+* **Churn**: a constant per-customer hazard (depends on plan, channel, region, fee, credit
+  limit, activity rate and a gamma frailty). When it fires the customer either cancels
+  (``churn_time`` set; share depends on the plan) or lapses silently (no ``churn_time``,
+  activity just stops). The process runs past ``end_date`` so customers about to leave show
+  the pre-churn decay at the end of the data; many customers are still active at ``end_date``.
+* **Retention offers**: every 30 days during the last two years, at-risk customers (baseline
+  hazard in the top 40%, tenure >= 60 days, still active, no offer in the last 90 days) are
+  each offered with probability 0.4, independently of everything else. An offer multiplies the
+  churn hazard by :data:`OFFER_EFFECT` of its campaign for the next 90 days. ``outcome`` is
+  recorded but independent of the effect (the offer is what works, intention-to-treat).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["OFFER_EFFECT", "DemoData", "generate_demo_data", "write_demo_data"]
+
+# ---- knobs of the simulated world --------------------------------------------------------
+HISTORY_DAYS = 3 * 365
+SIGNUP_GROWTH = np.log(2.2) / HISTORY_DAYS  # signups/day grow 2.2x over the history
+SIM_BEYOND_DAYS = 365  # churn is simulated this far past end_date (pre-churn decay at the end)
+
+PLANS = ("basic", "plus", "premium")
+PLAN_P = (0.55, 0.30, 0.15)
+PLAN_FEE = (9.99, 19.99, 39.99)
+PLAN_HAZARD = (0.30, 0.0, -0.45)  # log hazard
+PLAN_RATE = (0.85, 1.0, 1.35)  # purchase-rate multiplier
+PLAN_SPEND = (0.0, 0.2, 0.5)  # log mean-spend offset
+PLAN_CANCEL_SHARE = (0.35, 0.50, 0.65)  # share of churners who cancel (rest lapse silently)
+
+CHANNELS = ("web", "store", "partner", "referral")
+CHANNEL_P = (0.45, 0.25, 0.18, 0.12)
+CHANNEL_HAZARD = (0.0, -0.15, 0.40, -0.30)
+
+REGIONS = ("north", "south", "east", "west", "central", "coastal")
+REGION_P = (0.22, 0.20, 0.18, 0.17, 0.13, 0.10)
+REGION_HAZARD = (0.0, 0.10, -0.05, 0.05, 0.15, -0.10)
+
+BASE_HAZARD_PER_YEAR = 0.33
+PURCHASES_PER_DAY = 0.0357  # mean of the gamma purchase rate (tuned for ~20 events/customer)
+PURCHASE_RATE_SHAPE = 1.3
+LOGINS_PER_PURCHASE = 0.45
+TICKETS_PER_DAY = 0.0019
+TICKET_PRECHURN_FACTOR = 5.0  # tickets/day multiply up to this just before leaving
+DECAY_FLOOR = 0.10  # activity multiplier at the moment of leaving
+DECAY_DAYS = (60.0, 120.0)  # pre-churn decay window, uniform per customer
+# Seasonal multiplier by calendar month (Jan..Dec) of the purchase intensity.
+SEASON = np.array([0.85, 0.82, 0.95, 0.95, 1.0, 0.95, 0.9, 0.9, 1.0, 1.05, 1.45, 1.7])
+LOGIN_SEASON = SEASON**0.3
+
+CAMPAIGNS = ("winback_10pct", "loyalty_points", "service_call")
+CAMPAIGN_P = (0.45, 0.30, 0.25)
+OFFER_EFFECT = {"winback_10pct": 0.55, "loyalty_points": 0.70, "service_call": 0.60}
+"""Churn-hazard multiplier for the 90 days after an offer of each campaign."""
+OUTCOMES = ("accepted", "declined", "no_response")
+OUTCOME_P = (0.25, 0.15, 0.60)
+CAMPAIGN_EVERY_DAYS = 30
+N_CAMPAIGNS = 24  # the last two years
+OFFER_WINDOW_DAYS = 90  # effect length and contact cooldown (a multiple of CAMPAIGN_EVERY_DAYS)
+OFFER_PROBABILITY = 0.4
+AT_RISK_QUANTILE = 0.6
+MIN_TENURE_FOR_OFFER = 60
+
+# Hour-of-day weights for activity (evening peak).
+_HOUR_W = np.array(
+    [0.5, 0.3, 0.2, 0.2, 0.2, 0.4, 1, 2, 3, 4, 4.5, 5, 5.5, 5, 4.5, 4.5, 5, 5.5, 6, 6.5, 6, 5, 3, 1.5]
+)
+_HOUR_CDF = np.cumsum(_HOUR_W) / _HOUR_W.sum()
+
+_FIRST = np.array(
+    ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Daniel", "Lisa", "Matthew", "Nancy", "Anthony", "Betty", "Mark", "Sandra", "Paul", "Ashley", "Steven", "Emily", "Andrew", "Donna", "Joshua", "Michelle", "Kevin", "Carol", "Brian", "Amanda", "George", "Melissa", "Omar", "Aisha", "Wei", "Mei", "Ravi", "Priya", "Carlos", "Sofia", "Luca", "Giulia", "Hans", "Ingrid", "Kenji", "Yuki", "Ahmed", "Fatima"]
+)
+_LAST = np.array(
+    ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Chen", "Patel", "Kim", "Muller", "Rossi", "Novak", "Silva", "Tanaka", "Khan", "Okafor"]
+)
+_DOMAINS = np.array(["example.com", "example.net", "example.org", "mail.example.com"])
+_STREETS = np.array(
+    ["Oak", "Maple", "Pine", "Cedar", "Elm", "Birch", "Willow", "Lake", "Hill", "River", "Park", "Main", "Church", "Station", "Mill", "Meadow", "Forest", "Spring", "Sunset", "Highland", "Valley", "Bridge", "Market", "Garden"]
+)
+_SUFFIXES = np.array(["Street", "Avenue", "Road", "Lane", "Drive", "Way", "Close", "Court"])
+# Three towns and one phone area code per region, in REGIONS order.
+_TOWNS = np.array(
+    ["Northbridge", "Frostvale", "Kingsmere", "Southport", "Suncrest", "Redwater", "Eastleigh", "Morningside", "Ashford", "Westfield", "Harrowgate", "Pinecliff", "Midland", "Centreville", "Hearthton", "Seaview", "Baymouth", "Saltmarsh"]
+)
+_AREA_CODES = np.array(["201", "305", "617", "415", "312", "808"])
+_ID_ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
+
+_SECONDS_PER_DAY = 86_400
+_KEY_TIME = 1 << 27  # > seconds in HISTORY_DAYS; event sort key = (id * _KEY_TIME + sec) * 4 + type
+EVENT_TYPES = ("purchase", "login", "support_ticket")
+
+
+@dataclass(frozen=True, eq=False)
+class DemoData:
+    """The demo tables (canonical names) plus ground truth for checking methods.
+
+    ``customers``, ``events`` and ``contacts`` are what a real company would have.
+    ``assignments`` logs every offer randomisation (``customer_id``, ``assign_time``,
+    ``treated``): one row per eligible customer per campaign, treated or not.
+    ``truth`` has per customer ``kind`` ("cancelled", "lapsed" or "active" at end_date),
+    ``end_time`` (when activity stopped; NaT if active at end_date), ``hazard_per_year`` (the
+    baseline churn hazard) and ``decay_days`` (length of the pre-churn decay).
+    """
+
+    customers: pd.DataFrame
+    events: pd.DataFrame
+    contacts: pd.DataFrame
+    assignments: pd.DataFrame
+    truth: pd.DataFrame
+
+
+# ---- small vectorised helpers --------------------------------------------------------------
+def _str_col(labels: np.ndarray | tuple[str, ...], codes: np.ndarray) -> pd.Series:
+    """A default-``str`` Series of ``labels[codes]`` built without a Python object array."""
+    dict_arr = pa.DictionaryArray.from_arrays(
+        pa.array(np.asarray(codes, dtype=np.int32)), pa.array(list(labels), type=pa.large_string())
+    )
+    return pd.Series(dict_arr.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _num_str(values: np.ndarray) -> pd.Series:
+    return pd.Series(values).astype("str")
+
+
+def _time_of_day_seconds(rng: np.random.Generator, size: int) -> np.ndarray:
+    hour = np.searchsorted(_HOUR_CDF, rng.random(size), side="right")
+    return np.minimum(hour, 23) * 3600 + rng.integers(0, 3600, size)
+
+
+def _to_datetime(epoch_ns: int, seconds: np.ndarray) -> np.ndarray:
+    return (epoch_ns + seconds.astype(np.int64) * 1_000_000_000).view("M8[ns]")
+
+
+def _month_table(epoch: pd.Timestamp, days: int) -> np.ndarray:
+    """Calendar month index (0 = January) of each whole day since ``epoch``."""
+    d = np.datetime64(epoch.date(), "D") + np.arange(days + 1)
+    return (d.astype("M8[M]").astype(np.int64) % 12).astype(np.int8)
+
+
+def _poisson_stream(
+    rng: np.random.Generator, max_rate: np.ndarray, start: np.ndarray, stop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate events of a homogeneous Poisson process at ``max_rate`` per customer on
+    ``[start, stop)`` (days); the caller thins them to the wanted intensity."""
+    dur = np.maximum(stop - start, 0.0)
+    counts = rng.poisson(max_rate * dur)
+    idx = np.repeat(np.arange(max_rate.size, dtype=np.int32), counts)
+    t = start[idx] + rng.random(idx.size) * dur[idx]
+    return idx, t
+
+
+# ---- the generator -------------------------------------------------------------------------
+def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-10-31") -> DemoData:
+    """Generate ``n_customers`` customers with events and retention contacts up to ``end_date``.
+
+    ``end_date`` is an ISO date; no row is at or after its midnight. Deterministic in
+    ``(n_customers, seed, end_date)``.
+    """
+    n = int(n_customers)
+    if n < 1:
+        raise ValueError("n_customers must be at least 1")
+    end = pd.Timestamp(end_date)
+    if end != end.normalize() or end.tz is not None:
+        raise ValueError(f"end_date must be a plain date such as 2026-10-31, got {end_date!r}")
+    rng = np.random.default_rng(seed)
+    L = HISTORY_DAYS
+    epoch = end - pd.Timedelta(days=L)
+    epoch_ns = int(epoch.as_unit("ns").value)
+    month_of_day = _month_table(epoch, L + SIM_BEYOND_DAYS + 1)
+
+    # -- acquisition: exponential growth, realistic time of day, ids in signup order --------
+    u = rng.random(n)
+    signup_day = np.floor(np.log1p(u * np.expm1(SIGNUP_GROWTH * L)) / SIGNUP_GROWTH)
+    signup_s = np.sort(
+        np.minimum(signup_day, L - 1).astype(np.int64) * _SECONDS_PER_DAY
+        + _time_of_day_seconds(rng, n)
+    )
+    signup = signup_s / _SECONDS_PER_DAY  # float days
+
+    # -- static attributes ----------------------------------------------------------------
+    plan = rng.choice(len(PLANS), size=n, p=PLAN_P)
+    channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_P)
+    region = rng.choice(len(REGIONS), size=n, p=REGION_P)
+    fee_z = rng.standard_normal(n)
+    monthly_fee = np.round(np.asarray(PLAN_FEE)[plan] * np.exp(0.12 * fee_z), 0) - 0.01
+    monthly_fee = np.maximum(monthly_fee, 4.99)
+    credit_z = rng.standard_normal(n)
+    credit = np.clip(np.round(2500 * np.exp(0.6 * credit_z) / 50) * 50, 100, 99_950).astype(np.int64)
+    credit_blank = rng.random(n) < 0.06
+
+    # -- behaviour --------------------------------------------------------------------------
+    purchase_rate = (
+        rng.gamma(PURCHASE_RATE_SHAPE, PURCHASES_PER_DAY / PURCHASE_RATE_SHAPE, n)
+        * np.asarray(PLAN_RATE)[plan]
+    )
+    login_rate = purchase_rate * rng.gamma(2.0, LOGINS_PER_PURCHASE / 2.0, n)
+    ticket_rate = rng.gamma(2.0, TICKETS_PER_DAY / 2.0, n)
+    mean_spend = np.exp(np.log(35.0) + np.asarray(PLAN_SPEND)[plan] + 0.6 * rng.standard_normal(n))
+    decay_days = rng.uniform(DECAY_DAYS[0], DECAY_DAYS[1], n)
+
+    log_h = (
+        np.asarray(PLAN_HAZARD)[plan]
+        + np.asarray(CHANNEL_HAZARD)[channel]
+        + np.asarray(REGION_HAZARD)[region]
+        + 0.25 * fee_z
+        - 0.15 * credit_z
+        - 0.45 * np.log(purchase_rate / PURCHASES_PER_DAY)
+    )
+    frailty = rng.gamma(2.0, 0.5, n)
+    hazard = BASE_HAZARD_PER_YEAR / 365.0 * np.exp(log_h - 0.25) * frailty  # per day
+    at_risk = hazard >= np.quantile(hazard, AT_RISK_QUANTILE)
+
+    # -- churn with randomised offers: cumulative hazard walked over campaign segments -------
+    campaign_days = L - CAMPAIGN_EVERY_DAYS * np.arange(N_CAMPAIGNS, 0, -1)
+    bounds = np.unique(
+        np.concatenate(
+            [[0.0, L, L + SIM_BEYOND_DAYS], campaign_days, campaign_days + OFFER_WINDOW_DAYS]
+        ).astype(np.float64)
+    )
+    budget = rng.exponential(1.0, n)  # churn when the cumulative hazard reaches this
+    cum_h = np.zeros(n)
+    leave = np.full(n, np.inf)  # day the customer stops (cancel or lapse), inf = beyond horizon
+    treat_until = np.full(n, -np.inf)
+    treat_mult = np.ones(n)
+    last_offer = np.full(n, -np.inf)
+    effects = np.array([OFFER_EFFECT[c] for c in CAMPAIGNS])
+    campaign_set = set(campaign_days.tolist())
+    a_ids, a_day, a_treated = [], [], []
+    c_ids, c_day, c_campaign = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if a in campaign_set:
+            eligible = np.flatnonzero(
+                at_risk
+                & (leave > a)
+                & (signup <= a - MIN_TENURE_FOR_OFFER)
+                & (last_offer <= a - OFFER_WINDOW_DAYS)
+            )
+            treated = rng.random(eligible.size) < OFFER_PROBABILITY
+            who = eligible[treated]
+            campaign = rng.choice(len(CAMPAIGNS), size=who.size, p=CAMPAIGN_P)
+            treat_until[who] = a + OFFER_WINDOW_DAYS
+            treat_mult[who] = effects[campaign]
+            last_offer[who] = a
+            a_ids.append(eligible)
+            a_day.append(np.full(eligible.size, a))
+            a_treated.append(treated)
+            c_ids.append(who)
+            c_day.append(np.full(who.size, a))
+            c_campaign.append(campaign)
+        rate = hazard * np.where(treat_until > a, treat_mult, 1.0)
+        lo = np.maximum(a, signup)
+        d_h = rate * np.maximum(b - lo, 0.0)
+        hit = np.isinf(leave) & (cum_h + d_h >= budget)
+        leave[hit] = lo[hit] + (budget[hit] - cum_h[hit]) / rate[hit]
+        cum_h += d_h
+    cancels = rng.random(n) < np.asarray(PLAN_CANCEL_SHARE)[plan]
+    left = leave < L
+    churn_s = np.ceil(np.where(left, leave, 0.0) * _SECONDS_PER_DAY).astype(np.int64)
+    stop_s = np.where(left, churn_s, L * _SECONDS_PER_DAY)  # exclusive end of activity, seconds
+    stop = np.minimum(leave, L)
+
+    # -- events: thinned Poisson streams --------------------------------------------------
+    def closeness(idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """0 far from leaving, rising linearly to 1 at the moment of leaving."""
+        return np.clip(1.0 - (leave[idx] - t) / decay_days[idx], 0.0, 1.0)
+
+    keys = []
+    for etype, (base, season) in enumerate(
+        [(purchase_rate, SEASON), (login_rate, LOGIN_SEASON), (ticket_rate, None)]
+    ):
+        if season is None:
+            top = TICKET_PRECHURN_FACTOR
+            idx, t = _poisson_stream(rng, base * top, signup, stop)
+            accept = (1.0 + (top - 1.0) * closeness(idx, t)) / top
+        else:
+            top = float(season.max())
+            idx, t = _poisson_stream(rng, base * top, signup, stop)
+            accept = season[month_of_day[t.astype(np.int64)]] / top
+            accept *= 1.0 - (1.0 - DECAY_FLOOR) * closeness(idx, t)
+        keep = rng.random(idx.size) < accept
+        idx, t = idx[keep], t[keep]
+        del accept, keep
+        # realistic time of day on the same date, when it stays inside the active interval
+        sec = np.floor(t).astype(np.int64) * _SECONDS_PER_DAY + _time_of_day_seconds(rng, idx.size)
+        raw = np.floor(t * _SECONDS_PER_DAY).astype(np.int64)
+        inside = (sec >= signup_s[idx]) & (sec < stop_s[idx])
+        sec = np.where(inside, sec, raw)
+        sec = np.clip(sec, signup_s[idx], stop_s[idx] - 1)
+        keys.append((idx.astype(np.int64) * _KEY_TIME + sec) * 4 + etype)
+        del idx, t, sec, raw, inside
+    key = np.concatenate(keys)
+    del keys
+    key.sort()
+    ev_type = (key & 3).astype(np.int8)
+    key >>= 2
+    ev_idx = key // _KEY_TIME
+    ev_sec = key - ev_idx * _KEY_TIME
+    del key
+    is_purchase = ev_type == 0
+    n_purchase = int(is_purchase.sum())
+    amount = np.zeros(ev_type.size)
+    p_idx = ev_idx[is_purchase]
+    p_month = month_of_day[ev_sec[is_purchase] // _SECONDS_PER_DAY]
+    holiday = np.where((p_month == 10) | (p_month == 11), 1.15, 1.0)
+    amount[is_purchase] = np.maximum(
+        np.round(
+            mean_spend[p_idx] * holiday * np.exp(0.45 * rng.standard_normal(n_purchase) - 0.1), 2
+        ),
+        0.5,
+    )
+    del p_idx, p_month, holiday, is_purchase
+    events = pd.DataFrame(
+        {
+            "customer_id": ev_idx + 1,
+            "event_time": _to_datetime(epoch_ns, ev_sec),
+            "amount": amount,
+            "event_type": _str_col(EVENT_TYPES, ev_type),
+        }
+    )
+    del ev_idx, ev_sec, amount, ev_type
+
+    # -- contacts and randomisation log ---------------------------------------------------
+    c_who = np.concatenate(c_ids) if c_ids else np.zeros(0, np.int64)
+    c_at = np.concatenate(c_day) if c_day else np.zeros(0)
+    c_camp = np.concatenate(c_campaign) if c_campaign else np.zeros(0, np.int64)
+    # contacted during business hours on the campaign day, but never after the customer left
+    c_sec = c_at.astype(np.int64) * _SECONDS_PER_DAY + rng.integers(9 * 3600, 17 * 3600, c_who.size)
+    c_sec = np.where(c_sec < stop_s[c_who], c_sec, c_at.astype(np.int64) * _SECONDS_PER_DAY)
+    outcome = rng.choice(len(OUTCOMES), size=c_who.size, p=OUTCOME_P)
+    order = np.lexsort((c_who, c_sec))
+    contacts = pd.DataFrame(
+        {
+            "customer_id": c_who[order].astype(np.int64) + 1,
+            "contact_time": _to_datetime(epoch_ns, c_sec[order]),
+            "campaign": _str_col(CAMPAIGNS, c_camp[order]),
+            "outcome": _str_col(OUTCOMES, outcome[order]),
+        }
+    )
+    a_who = np.concatenate(a_ids) if a_ids else np.zeros(0, np.int64)
+    a_at = np.concatenate(a_day) if a_day else np.zeros(0)
+    assignments = pd.DataFrame(
+        {
+            "customer_id": a_who.astype(np.int64) + 1,
+            "assign_time": _to_datetime(epoch_ns, a_at.astype(np.int64) * _SECONDS_PER_DAY),
+            "treated": np.concatenate(a_treated) if a_treated else np.zeros(0, bool),
+        }
+    )
+
+    # -- customers table with messy text and fake PII -------------------------------------
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    churn_time = _to_datetime(epoch_ns, churn_s)
+    churn_time[~(left & cancels)] = np.datetime64("NaT")
+    thousands, rest = credit // 1000, credit % 1000
+    credit_txt = pd.Series(
+        np.where(
+            thousands > 0,
+            _num_str(thousands) + "," + _num_str(rest).str.zfill(3),
+            _num_str(rest),
+        ),
+        dtype="str",
+    )
+    credit_txt[credit_blank] = ""
+    notes_chars = _ID_ALPHABET[rng.integers(0, _ID_ALPHABET.size, (n, 10))]
+    notes_id = "NT-" + pd.Series(notes_chars.view("S10").ravel()).str.decode("ascii").astype("str")
+    first = _str_col(_FIRST, f_code := rng.integers(0, _FIRST.size, n))
+    last = _str_col(_LAST, l_code := rng.integers(0, _LAST.size, n))
+    suffix_num = rng.integers(1, 100, n)
+    email_num = pd.Series(np.where(rng.random(n) < 0.6, _num_str(suffix_num), ""), dtype="str")
+    email = (
+        _str_col(np.char.lower(_FIRST), f_code)
+        + "."
+        + _str_col(np.char.lower(_LAST), l_code)
+        + email_num
+        + "@"
+        + _str_col(_DOMAINS, rng.integers(0, _DOMAINS.size, n))
+    )
+    phone = (
+        "+1 ("
+        + _str_col(_AREA_CODES, region)
+        + ") 555-"
+        + _num_str(rng.integers(0, 10_000, n)).str.zfill(4)
+    )
+    address = (
+        _num_str(rng.integers(1, 2500, n))
+        + " "
+        + _str_col(_STREETS, rng.integers(0, _STREETS.size, n))
+        + " "
+        + _str_col(_SUFFIXES, rng.integers(0, _SUFFIXES.size, n))
+        + ", "
+        + _str_col(_TOWNS, region * 3 + rng.integers(0, 3, n))
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "signup_time": _to_datetime(epoch_ns, signup_s),
+            "churn_time": churn_time,
+            "plan": _str_col(PLANS, plan),
+            "channel": _str_col(CHANNELS, channel),
+            "region": _str_col(REGIONS, region),
+            "monthly_fee": monthly_fee,
+            "credit_limit": credit_txt,
+            "notes_id": notes_id,
+            "name": first + " " + last,
+            "email": email,
+            "phone": phone,
+            "address": address,
+        }
+    )
+    kind = np.where(left, np.where(cancels, 0, 1), 2)
+    end_time = _to_datetime(epoch_ns, churn_s)
+    end_time[~left] = np.datetime64("NaT")
+    truth = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "kind": _str_col(("cancelled", "lapsed", "active"), kind),
+            "end_time": end_time,
+            "hazard_per_year": hazard * 365.0,
+            "decay_days": decay_days,
+        }
+    )
+    return DemoData(customers, events, contacts, assignments, truth)
+
+
+def write_demo_data(data: DemoData, folder: Path) -> dict[str, Path]:
+    """Write ``customers``, ``events`` and ``contacts`` as Parquet files in ``folder``.
+
+    Each file is written to a temporary file in the same folder and renamed into place, so a
+    reader never sees a half-written file. Returns ``{"customers": path, ...}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name in ("customers", "events", "contacts"):
+        frame: pd.DataFrame = getattr(data, name)
+        target = folder / f"{name}.parquet"
+        tmp = folder / f".{name}.parquet.tmp-{os.getpid()}"
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths[name] = target
+    return paths

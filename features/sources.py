@@ -1,0 +1,68 @@
+"""Reading raw tables from files or databases, nothing more.
+
+A source is a CSV or Parquet path, or a SQLAlchemy URL plus a table name or SQL query. What
+comes back is the user's table with the user's column names; mapping and validation happen in
+``features.contracts``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.settings import Settings
+
+
+class SourceError(OSError):
+    """A configured source cannot be read (missing file, unknown format, database error)."""
+
+
+def is_database_url(source: str) -> bool:
+    return "://" in source
+
+
+def read_source(source: str, table: str, settings: Settings, what: str) -> pd.DataFrame:
+    """Read one configured source; ``what`` names the settings key for error messages."""
+    if is_database_url(source):
+        return _read_sql(settings.url_or_path(source), table, what)
+    path = settings.path(source)
+    if not path.exists():
+        raise SourceError(
+            f"{what}: file {path} does not exist. Check data.{what} in your settings"
+            + (" or run `churnflow demo-data` to create the demo data." if "demo" in str(path) else ".")
+        )
+    suffix = "".join(path.suffixes[-2:]).lower()
+    try:
+        if suffix.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if suffix.endswith((".csv", ".csv.gz", ".txt")):
+            return pd.read_csv(path, low_memory=False)
+        if suffix.endswith((".tsv", ".tsv.gz")):
+            return pd.read_csv(path, sep="\t", low_memory=False)
+    except (ValueError, OSError) as exc:
+        raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
+    raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet")
+
+
+def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    if not table.strip():
+        raise SourceError(f"{what}: a database URL needs data.{what}_table (a table name or a SELECT query)")
+    query = table if table.lstrip().lower().startswith(("select", "with")) else f'SELECT * FROM "{table}"'
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql_query(sa.text(query), conn)
+    except Exception as exc:  # database drivers raise many types; name the source and re-raise
+        raise SourceError(f"{what}: cannot read {table!r} from {engine.url.render_as_string()}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def source_label(source: str, table: str) -> str:
+    """How an error message names a source: the file name, or the table in the database."""
+    if is_database_url(source):
+        return f"{table} ({source.split('://', 1)[0]} database)"
+    return Path(source).name
