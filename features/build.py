@@ -109,8 +109,22 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
         has_events=bool(has_events),
         has_contacts=has_contacts,
     )
-    names = behaviour_feature_names(schema) + numeric_attributes + list(levels)
-    return FeatureSchema(**(schema.to_dict() | {"features": names}))
+    # Attribute feature names must be safe for XGBoost and format templates: cleaned, and
+    # prefixed when they would collide with a behaviour feature.
+    behaviour = behaviour_feature_names(schema)
+    sources: dict[str, str] = {}
+    for col in numeric_attributes + list(levels):
+        name = slug(col)
+        if name in behaviour or name in sources:
+            name = f"attr_{name}"
+        sources[name] = col
+    rename = {col: name for name, col in sources.items()}
+    return FeatureSchema(**(schema.to_dict() | {
+        "features": behaviour + [rename[c] for c in numeric_attributes] + [rename[c] for c in levels],
+        "numeric_attributes": [rename[c] for c in numeric_attributes],
+        "categorical_levels": {rename[c]: v for c, v in levels.items()},
+        "attribute_sources": sources,
+    }))
 
 
 def behaviour_feature_names(schema: FeatureSchema) -> list[str]:
@@ -163,15 +177,18 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     if schema.has_contacts:
         out.update(_contact_features(tables.contacts, ids, t))
 
-    for col in schema.numeric_attributes:
+    src = schema.attribute_sources
+    for name in schema.numeric_attributes:
+        col = src.get(name, name)
         values = cu[col].reindex(ids) if col in cu else pd.Series(np.nan, index=ids)
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            out[col] = values.astype("float64").to_numpy()
+            out[name] = values.astype("float64").to_numpy()
         else:
-            out[col] = _parse_number_text(values).to_numpy()
-    for col, levels in schema.categorical_levels.items():
+            out[name] = _parse_number_text(values).to_numpy()
+    for name, levels in schema.categorical_levels.items():
+        col = src.get(name, name)
         values = cu[col].reindex(ids) if col in cu else pd.Series(pd.NA, index=ids)
-        out[col] = pd.Categorical(values.astype("string").str.strip(), categories=levels)
+        out[name] = pd.Categorical(values.astype("string").str.strip(), categories=levels)
 
     frame = pd.DataFrame({"customer_id": ids.to_numpy(), "as_of": np.full(n, as_of.to_datetime64())})
     features = pd.DataFrame({name: out[name] for name in schema.features})

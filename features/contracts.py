@@ -357,22 +357,35 @@ def _parse_column(raw: pd.Series, table: str, column: str, problems: list[Proble
 # ---- loading -----------------------------------------------------------------------------------
 
 
-def load_tables(settings: Settings, as_of: pd.Timestamp | None = None) -> Tables:
-    """Read, map and validate every configured source.
-
-    With ``as_of``, rows dated on or after it are cut right after reading, before anything
-    else sees them: training "as if today were as_of" cannot peek at later data.
-    """
+def source_names(settings: Settings) -> dict[str, str]:
+    """How errors name each configured source (file name or database table)."""
     d = settings.data
-    names = {
+    return {
         "customers": source_label(d.customers, d.customers_table) if d.customers else "customers",
         "events": source_label(d.events, d.events_table) if d.events else "events",
         "contacts": source_label(d.contacts, d.contacts_table) if d.contacts else "contacts",
     }
-    customers = read_source(d.customers, d.customers_table, settings, "customers") if d.customers else None
-    events = read_source(d.events, d.events_table, settings, "events") if d.events else None
-    contacts = read_source(d.contacts, d.contacts_table, settings, "contacts") if d.contacts else None
-    tables = validate_tables(customers, events, contacts, settings, names)
+
+
+def read_raw_tables(settings: Settings) -> dict[str, pd.DataFrame | None]:
+    """Read every configured source as it is (the I/O step, safe to retry)."""
+    d = settings.data
+    return {
+        "customers": read_source(d.customers, d.customers_table, settings, "customers") if d.customers else None,
+        "events": read_source(d.events, d.events_table, settings, "events") if d.events else None,
+        "contacts": read_source(d.contacts, d.contacts_table, settings, "contacts") if d.contacts else None,
+    }
+
+
+def load_tables(settings: Settings, as_of: pd.Timestamp | None = None,
+                raw: dict[str, pd.DataFrame | None] | None = None) -> Tables:
+    """Read (unless ``raw`` is given), map and validate every configured source.
+
+    With ``as_of``, rows dated on or after it are cut right after validation, before anything
+    else sees them: training "as if today were as_of" cannot peek at later data.
+    """
+    raw = read_raw_tables(settings) if raw is None else raw
+    tables = validate_tables(raw["customers"], raw["events"], raw["contacts"], settings, source_names(settings))
     return cut_at(tables, as_of) if as_of is not None else tables
 
 

@@ -57,6 +57,9 @@ PLAN_FEE = (9.99, 19.99, 39.99)
 PLAN_HAZARD = (0.30, 0.0, -0.45)  # log hazard
 PLAN_RATE = (0.85, 1.0, 1.35)  # purchase-rate multiplier
 PLAN_SPEND = (0.0, 0.2, 0.5)  # log mean-spend offset
+MEAN_SPEND = 35.0  # median of the per-customer mean spend (lognormal)
+SPEND_SIGMA = 0.6  # spread of the per-customer mean spend (log scale)
+AMOUNT_SIGMA = 0.45  # spread of single purchase amounts around the customer mean (log scale)
 PLAN_CANCEL_SHARE = (0.35, 0.50, 0.65)  # share of churners who cancel (rest lapse silently)
 
 CHANNELS = ("web", "store", "partner", "referral")
@@ -226,7 +229,9 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
     )
     login_rate = purchase_rate * rng.gamma(2.0, LOGINS_PER_PURCHASE / 2.0, n)
     ticket_rate = rng.gamma(2.0, TICKETS_PER_DAY / 2.0, n)
-    mean_spend = np.exp(np.log(35.0) + np.asarray(PLAN_SPEND)[plan] + 0.6 * rng.standard_normal(n))
+    mean_spend = np.exp(
+        np.log(MEAN_SPEND) + np.asarray(PLAN_SPEND)[plan] + SPEND_SIGMA * rng.standard_normal(n)
+    )
     decay_days = rng.uniform(DECAY_DAYS[0], DECAY_DAYS[1], n)
 
     log_h = (
@@ -335,7 +340,7 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
     holiday = np.where((p_month == 10) | (p_month == 11), 1.15, 1.0)
     amount[is_purchase] = np.maximum(
         np.round(
-            mean_spend[p_idx] * holiday * np.exp(0.45 * rng.standard_normal(n_purchase) - 0.1), 2
+            mean_spend[p_idx] * holiday * np.exp(AMOUNT_SIGMA * rng.standard_normal(n_purchase) - AMOUNT_SIGMA**2 / 2), 2
         ),
         0.5,
     )

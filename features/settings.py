@@ -88,6 +88,9 @@ class FeatureSettings(_Section):
     """Text attributes with more distinct values are identifiers or free text, not features."""
     exclude: list[str] = Field(default_factory=list)
     """Attribute columns never to use as features (e.g. a status updated after the fact)."""
+    value_column: str = ""
+    """Customers-table column with recurring revenue per month (e.g. a plan fee). Used for value at
+    risk and value segments when there is no spend history in the events."""
 
     @field_validator("windows_days")
     @classmethod

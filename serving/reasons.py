@@ -149,17 +149,7 @@ def render_phrase(template: str, features: pd.DataFrame, rows: np.ndarray) -> np
             out = np.strings.add(out, literal)
         if field is not None:
             column = features[field].iloc[rows]
-            spec = spec or ""
-            if "{" in spec:  # nested fields in the spec: too dynamic for the column-wise path
-                rendered = np.array(
-                    [
-                        string.Formatter().vformat("{" + field + (f"!{conversion}" if conversion else "") + ":" + spec + "}", (), row)
-                        for row in features.iloc[rows].to_dict("records")
-                    ],
-                    dtype=_STR,
-                )
-            else:
-                rendered = format_values(column.reset_index(drop=True), spec, conversion)
+            rendered = format_values(column.reset_index(drop=True), spec or "", conversion)
             out = np.strings.add(out, rendered)
     return out
 

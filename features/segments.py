@@ -1,0 +1,87 @@
+"""Stable customer segments from recency and value, fitted once at training.
+
+The boundaries (quantiles of the training snapshot) are stored with the model, so "champions"
+means the same thing every week until the next model, and any partition of customers can be
+segmented on its own. The rules are deliberately few and readable: a retention manager should
+be able to say why a customer is in a segment.
+
+Rules, first match wins (R = days since last activity, V = spend in the longest window, or
+activity count when there is no spend, or the configured monthly value column):
+- new: tenure under 90 days
+- champions: R in the most recent third and V in the top third
+- at risk: R in the least recent third and V in the top third (valuable, gone quiet)
+- loyal: V in the top third
+- low value: V in the bottom third
+- hibernating: R in the least recent third
+- regular: everybody else
+Without any activity history the segments are value thirds only (high/mid/low value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import FeatureSchema
+
+NEW_CUSTOMER_DAYS = 90
+SEGMENT_MEANINGS = {
+    "new": f"customer for less than {NEW_CUSTOMER_DAYS} days",
+    "champions": "recently active and among the most valuable third",
+    "at risk": "among the most valuable third but long inactive",
+    "loyal": "among the most valuable third",
+    "low value": "among the least valuable third",
+    "hibernating": "long inactive, not high value",
+    "regular": "everybody else",
+    "high value": "top third by monthly value",
+    "mid value": "middle third by monthly value",
+    "all customers": "no data to segment on",
+}
+
+
+def _value_column(schema: FeatureSchema, value_column: str = "") -> str | None:
+    if schema.has_events:
+        w = schema.windows_days[-1]
+        return f"monetary_{w}d" if schema.has_amount else f"frequency_{w}d"
+    for name, source in schema.attribute_sources.items():
+        if value_column and source == value_column and name in schema.numeric_attributes:
+            return name
+    return None
+
+
+def fit_segments(features: pd.DataFrame, schema: FeatureSchema, value_column: str = "") -> dict[str, Any]:
+    """Quantile boundaries from the training snapshot (JSON-ready, stored with the model)."""
+    value = _value_column(schema, value_column)
+    spec: dict[str, Any] = {"value_feature": value, "meanings": SEGMENT_MEANINGS}
+    if value is not None:
+        v = features[value].astype("float64")
+        spec["value_cuts"] = [float(v.quantile(1 / 3)), float(v.quantile(2 / 3))]
+    if schema.has_events:
+        r = features["recency_days"].astype("float64")
+        spec["recency_cuts"] = [float(r.quantile(1 / 3)), float(r.quantile(2 / 3))]
+    return spec
+
+
+def assign_segments(features: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
+    """Segment name of every row (vectorised, works on any partition)."""
+    n = len(features)
+    value = spec.get("value_feature")
+    if value is None:
+        return np.full(n, "all customers", dtype=object)
+    v = features[value].astype("float64").to_numpy()
+    v_low, v_high = spec["value_cuts"]
+    high_v = v >= v_high
+    low_v = np.nan_to_num(v, nan=-np.inf) <= v_low
+    if "recency_cuts" not in spec:
+        return np.select([high_v, low_v], ["high value", "low value"], default="mid value").astype(object)
+    r = features["recency_days"].astype("float64").to_numpy()
+    r_recent, r_old = spec["recency_cuts"]
+    recent = r <= r_recent
+    old = np.nan_to_num(r, nan=np.inf) > r_old
+    tenure = features["tenure_days"].astype("float64").to_numpy() if "tenure_days" in features else np.full(n, np.inf)
+    new = np.nan_to_num(tenure, nan=np.inf) < NEW_CUSTOMER_DAYS
+    conditions = [new, recent & high_v, old & high_v, high_v, low_v, old]
+    names = ["new", "champions", "at risk", "loyal", "low value", "hibernating"]
+    return np.select(conditions, names, default="regular").astype(object)

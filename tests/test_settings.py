@@ -1,0 +1,206 @@
+"""Settings: TOML file, CHURNFLOW_* environment, explicit overrides, and the refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from features.settings import ConfigError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CHURNFLOW_* variable from the caller's shell may leak into these tests."""
+    for name in list(os.environ):
+        if name.startswith("CHURNFLOW_"):
+            monkeypatch.delenv(name)
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "churnflow.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no churnflow.toml here: embedded defaults are used
+    s = load_settings()
+    assert s.churn.definition == "inactivity"
+    assert s.training.n_trials == 30
+    assert s.root == Path.cwd()
+
+
+def test_toml_file_values_are_read(tmp_path: Path) -> None:
+    cfg = _write(
+        tmp_path,
+        """
+[data]
+events = "ev.csv"
+[data.columns]
+customer_id = "cust_no"
+[churn]
+horizon_days = 60
+min_tenure_days = 14
+[training]
+n_trials = 7
+[features]
+windows_days = [90, 30, 30]
+""",
+    )
+    s = load_settings(cfg)
+    assert s.churn.horizon_days == 60
+    assert s.churn.min_tenure_days == 14
+    assert s.training.n_trials == 7
+    assert s.data.columns.customer_id == "cust_no"
+    # untouched keys keep their defaults
+    assert s.training.seed == 42
+    # windows are sorted and de-duplicated
+    assert s.features.windows_days == [30, 90]
+
+
+def test_env_var_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path, "[training]\nn_trials = 7\nseed = 3\n")
+    monkeypatch.setenv("CHURNFLOW_TRAINING__N_TRIALS", "11")
+    s = load_settings(cfg)
+    assert s.training.n_trials == 11
+    assert s.training.seed == 3  # the file still provides the other keys of the section
+
+
+def test_explicit_override_beats_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path, "[training]\nn_trials = 7\nseed = 3\n")
+    monkeypatch.setenv("CHURNFLOW_TRAINING__N_TRIALS", "11")
+    s = load_settings(cfg, training={"n_trials": 5})
+    assert s.training.n_trials == 5
+    assert s.training.seed == 3
+
+
+def test_none_override_is_ignored(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "[training]\nn_trials = 7\n")
+    s = load_settings(cfg, training=None)
+    assert s.training.n_trials == 7
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "[churn]\nhorizon = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    msg = str(info.value)
+    assert "churn.horizon" in msg
+    assert "unknown key" in msg
+    assert str(cfg) in msg
+
+
+def test_unknown_section_is_rejected(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "[trainng]\nn_trials = 3\n")
+    with pytest.raises(ConfigError, match=r"trainng.*unknown key"):
+        load_settings(cfg)
+
+
+def test_unknown_env_key_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path, "")
+    monkeypatch.setenv("CHURNFLOW_CHURN__HORIZON", "3")
+    with pytest.raises(ConfigError, match=r"churn\.horizon.*unknown key"):
+        load_settings(cfg)
+
+
+def test_bad_enum_value_names_key_and_allowed_values(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, '[churn]\ndefinition = "inactive"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    msg = str(info.value)
+    assert "churn.definition" in msg
+    for allowed in ("inactivity", "explicit", "label"):
+        assert allowed in msg
+
+
+def test_bad_number_names_key(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "[churn]\nhorizon_days = 0\n")
+    with pytest.raises(ConfigError, match=r"churn\.horizon_days"):
+        load_settings(cfg)
+
+
+def test_explicit_definition_needs_churn_time(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, '[churn]\ndefinition = "explicit"\n')
+    with pytest.raises(ConfigError, match=r"explicit.*churn_time"):
+        load_settings(cfg)
+    ok = _write(tmp_path, '[churn]\ndefinition = "explicit"\n[data.columns]\nchurn_time = "cancelled"\n')
+    assert load_settings(ok).data.columns.churn_time == "cancelled"
+
+
+def test_label_definition_needs_label_column(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, '[churn]\ndefinition = "label"\n')
+    with pytest.raises(ConfigError, match=r"data\.columns\.label"):
+        load_settings(cfg)
+
+
+def test_required_column_cannot_be_blank(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, '[data.columns]\ncustomer_id = " "\n')
+    with pytest.raises(ConfigError, match=r"data\.columns\.customer_id"):
+        load_settings(cfg)
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf_dir = tmp_path / "project" / "conf"
+    conf_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cfg = _write(
+        conf_dir,
+        """
+[data]
+events = "../data/events.csv"
+[tracking]
+uri = "sqlite:///mlruns/mlflow.db"
+[serving]
+output_dir = "out"
+""",
+    )
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(cfg)
+    assert s.root == conf_dir.resolve()
+    assert s.path(s.data.events).resolve() == (tmp_path / "project" / "data" / "events.csv").resolve()
+    assert s.output_dir == conf_dir.resolve() / "out"
+    assert s.tracking_uri == f"sqlite:///{conf_dir.resolve() / 'mlruns' / 'mlflow.db'}"
+    # absolute paths and non-sqlite URLs pass through untouched
+    assert s.path(str(tmp_path / "abs.csv")) == tmp_path / "abs.csv"
+    assert s.url_or_path("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert s.url_or_path("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
+def test_same_result_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path, '[data]\nevents = "e.parquet"\n')
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.chdir(a)
+    first = load_settings(cfg).path("e.parquet")
+    monkeypatch.chdir(b)
+    second = load_settings(Path("..") / "churnflow.toml").path("e.parquet")
+    assert first == second == tmp_path.resolve() / "e.parquet"
+
+
+def test_default_config_in_cwd_is_picked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, "[training]\nn_trials = 9\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().training.n_trials == 9
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(missing)
+
+
+def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "[churn\nhorizon_days = 3\n")
+    with pytest.raises(ConfigError, match=str(cfg.name)):
+        load_settings(cfg)
+
+
+def test_settings_are_validated_on_assignment() -> None:
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.churn.horizon_days = -1
