@@ -324,3 +324,10 @@ def build_snapshots(tables: Tables, as_of_dates: list[pd.Timestamp], settings: S
     for col, levels in schema.categorical_levels.items():
         out[col] = pd.Categorical(out[col], categories=levels)
     return out
+
+
+def latest_as_of(tables: Tables, today: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The as-of date a run uses when none is given: today, or the day after the data end when
+    the data stop earlier (a demo extract, a late export), so no week of silence is invented."""
+    today = pd.Timestamp.today().normalize() if today is None else pd.Timestamp(today).normalize()
+    return min(today, tables.end_date.normalize() + pd.Timedelta(days=1))

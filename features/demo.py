@@ -102,19 +102,44 @@ _HOUR_W = np.array(
 _HOUR_CDF = np.cumsum(_HOUR_W) / _HOUR_W.sum()
 
 _FIRST = np.array(
-    ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Daniel", "Lisa", "Matthew", "Nancy", "Anthony", "Betty", "Mark", "Sandra", "Paul", "Ashley", "Steven", "Emily", "Andrew", "Donna", "Joshua", "Michelle", "Kevin", "Carol", "Brian", "Amanda", "George", "Melissa", "Omar", "Aisha", "Wei", "Mei", "Ravi", "Priya", "Carlos", "Sofia", "Luca", "Giulia", "Hans", "Ingrid", "Kenji", "Yuki", "Ahmed", "Fatima"]
+    [
+        "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+        "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+        "Sarah", "Charles", "Karen", "Daniel", "Lisa", "Matthew", "Nancy", "Anthony", "Betty",
+        "Mark", "Sandra", "Paul", "Ashley", "Steven", "Emily", "Andrew", "Donna", "Joshua",
+        "Michelle", "Kevin", "Carol", "Brian", "Amanda", "George", "Melissa", "Omar", "Aisha",
+        "Wei", "Mei", "Ravi", "Priya", "Carlos", "Sofia", "Luca", "Giulia", "Hans", "Ingrid",
+        "Kenji", "Yuki", "Ahmed", "Fatima",
+    ]
 )
 _LAST = np.array(
-    ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Chen", "Patel", "Kim", "Muller", "Rossi", "Novak", "Silva", "Tanaka", "Khan", "Okafor"]
+    [
+        "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
+        "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson",
+        "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White",
+        "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young",
+        "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green",
+        "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter",
+        "Roberts", "Chen", "Patel", "Kim", "Muller", "Rossi", "Novak", "Silva", "Tanaka",
+        "Khan", "Okafor",
+    ]
 )
 _DOMAINS = np.array(["example.com", "example.net", "example.org", "mail.example.com"])
 _STREETS = np.array(
-    ["Oak", "Maple", "Pine", "Cedar", "Elm", "Birch", "Willow", "Lake", "Hill", "River", "Park", "Main", "Church", "Station", "Mill", "Meadow", "Forest", "Spring", "Sunset", "Highland", "Valley", "Bridge", "Market", "Garden"]
+    [
+        "Oak", "Maple", "Pine", "Cedar", "Elm", "Birch", "Willow", "Lake", "Hill", "River",
+        "Park", "Main", "Church", "Station", "Mill", "Meadow", "Forest", "Spring", "Sunset",
+        "Highland", "Valley", "Bridge", "Market", "Garden",
+    ]
 )
 _SUFFIXES = np.array(["Street", "Avenue", "Road", "Lane", "Drive", "Way", "Close", "Court"])
 # Three towns and one phone area code per region, in REGIONS order.
 _TOWNS = np.array(
-    ["Northbridge", "Frostvale", "Kingsmere", "Southport", "Suncrest", "Redwater", "Eastleigh", "Morningside", "Ashford", "Westfield", "Harrowgate", "Pinecliff", "Midland", "Centreville", "Hearthton", "Seaview", "Baymouth", "Saltmarsh"]
+    [
+        "Northbridge", "Frostvale", "Kingsmere", "Southport", "Suncrest", "Redwater",
+        "Eastleigh", "Morningside", "Ashford", "Westfield", "Harrowgate", "Pinecliff",
+        "Midland", "Centreville", "Hearthton", "Seaview", "Baymouth", "Saltmarsh",
+    ]
 )
 _AREA_CODES = np.array(["201", "305", "617", "415", "312", "808"])
 _ID_ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)

@@ -1,0 +1,253 @@
+"""The ``churnflow`` command line: every step of the workflow, one command each.
+
+Heavy libraries (pandas, xgboost, mlflow, prefect, shap) are imported inside the commands so
+``churnflow --help`` answers at once. Every command ends with where its outputs are and the
+next command to run; every failure says what to do next.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="churnflow: find the customers about to leave, say why, and whom to call first.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default: ./churnflow.toml).")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="As-of date YYYY-MM-DD: only data before it is used (default: latest complete day)."),
+]
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str, hint: str = "") -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    if hint:
+        console.print(f"[yellow]next:[/] {hint}")
+    return typer.Exit(code=2)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from features.contracts import DataValidationError
+    from features.schema import SchemaMismatchError
+    from features.settings import ConfigError
+    from features.sources import SourceError
+
+    return (ConfigError, DataValidationError, SourceError, SchemaMismatchError, ValueError, FileNotFoundError)
+
+
+def _run(fn, *args, **kwargs):
+    """Run a flow; turn expected failures into a clear message and exit code 2."""
+    _quiet_env()
+    try:
+        return fn(*args, **kwargs)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _settings(config: Path | None, **overrides):
+    from features.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc), "fix the key named above in your settings file") from None
+
+
+@app.command("demo-data")
+def demo_data(
+    config: ConfigOpt = None,
+    customers: Annotated[int, typer.Option(help="Number of customers to generate (1k to 1M).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 42,
+    out: Annotated[Path | None, typer.Option(help="Folder to write to (default: the folder of data.customers).")] = None,
+) -> None:
+    """Generate a realistic demo customer base (customers, events, contacts) as Parquet files."""
+    from features.demo import generate_demo_data, write_demo_data
+
+    settings = _settings(config)
+    folder = out or settings.path(settings.data.customers).parent
+    with console.status(f"generating {customers:,} customers (seed {seed})"):
+        data = generate_demo_data(customers, seed=seed)
+        paths = write_demo_data(data, folder)
+    console.print(
+        f"wrote {len(data.customers):,} customers, {len(data.events):,} events, "
+        f"{len(data.contacts):,} contacts to [bold]{folder}[/]"
+    )
+    for name, path in paths.items():
+        console.print(f"  {name}: {path}")
+    console.print("[yellow]next:[/] churnflow validate")
+
+
+@app.command()
+def validate(config: ConfigOpt = None) -> None:
+    """Load and validate the configured sources; print what was found or every problem."""
+    _quiet_env()
+    from features.contracts import load_tables
+
+    settings = _settings(config)
+    try:
+        tables = load_tables(settings)
+    except _known_errors() as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title="validated sources")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for key, value in tables.fingerprint().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    for name, count in tables.dropped_rows.items():
+        table.add_row(f"dropped rows ({name})", f"{count:,}")
+    console.print(table)
+    console.print("[green]data are valid.[/] [yellow]next:[/] churnflow train")
+
+
+@app.command()
+def features(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Parquet file to write (default: outputs/features/...).")] = None,
+) -> None:
+    """Build one point-in-time feature table (plus its dictionary) as of a date."""
+    from flows.features_flow import build_features_flow
+
+    _settings(config)
+    result = _run(build_features_flow, str(config) if config else None, as_of, str(out) if out else "")
+    console.print(f"wrote {int(result['rows']):,} customers as of {result['as_of']} to [bold]{result['features']}[/]")
+    console.print(f"feature dictionary: {result['dictionary']}")
+    console.print("[yellow]next:[/] churnflow train")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials in the study (overrides training.n_trials).")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Tuning wall-clock limit in seconds.")] = None,
+) -> None:
+    """Tune, fit, calibrate, evaluate, explain and register a churn model (train as if today were --as-of)."""
+    from flows.train_flow import train_flow
+
+    _settings(config)
+    result = _run(train_flow, str(config) if config else None, as_of, trials, timeout)
+    from flows.summaries import print_train_summary
+
+    print_train_summary(console, result)
+
+
+@app.command()
+def score(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    model_version: Annotated[str | None, typer.Option(help="Registered model version (default: the champion).")] = None,
+    force: Annotated[bool, typer.Option(help="Publish even when drift is above drift_fail_psi.")] = False,
+) -> None:
+    """Score every active customer and publish this week's retention-priority list."""
+    from flows.score_flow import score_flow
+
+    _settings(config)
+    result = _run(score_flow, str(config) if config else None, as_of, model_version, force)
+    from flows.summaries import print_score_summary
+
+    print_score_summary(console, result)
+
+
+@app.command()
+def pipeline(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials (overrides training.n_trials).")] = None,
+) -> None:
+    """Train, then score: the whole weekly job in one flow run."""
+    from flows.pipeline_flow import pipeline_flow
+    from flows.summaries import print_score_summary, print_train_summary
+
+    _settings(config)
+    result = _run(pipeline_flow, str(config) if config else None, as_of, trials)
+    print_train_summary(console, result["train"])
+    print_score_summary(console, result["score"])
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    customers: Annotated[int, typer.Option(help="Demo customers to generate.")] = 20_000,
+    trials: Annotated[int, typer.Option(help="Optuna trials for the demo's tuning.")] = 15,
+) -> None:
+    """The main job on embedded defaults: demo data, then the pipeline flow, then where to look."""
+    settings = _settings(config)
+    if not settings.path(settings.data.customers).exists():
+        demo_data(config=config, customers=customers, seed=42, out=None)
+    else:
+        console.print(f"demo data already in {settings.path(settings.data.customers).parent} (kept)")
+    pipeline(config=config, as_of=None, trials=trials)
+    from flows.summaries import print_where_to_look
+
+    print_where_to_look(console, settings)
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    top: Annotated[int, typer.Option(help="How many customers of the list to show.")] = 15,
+) -> None:
+    """Show a published priority list (latest, or --as-of) in the terminal and where its files are."""
+    from flows.summaries import print_published
+
+    settings = _settings(config)
+    try:
+        print_published(console, settings, as_of, top)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc), "run `churnflow score` first") from None
+
+
+@app.command()
+def schedule(
+    config: ConfigOpt = None,
+    start_server: Annotated[
+        bool, typer.Option(help="Start a local `prefect server start` when PREFECT_API_URL is not set.")
+    ] = True,
+) -> None:
+    """Serve the weekly `score` deployment on the cron schedule from settings (runs until stopped)."""
+    from flows.schedule import serve_weekly
+
+    settings = _settings(config)
+    _quiet_env()
+    serve_weekly(settings, str(config.resolve()) if config else None, start_server=start_server, console=console)
+
+
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check settings, data sources, tracking store, registry champion and Prefect; say what to fix."""
+    from flows.doctor import run_checks
+
+    _quiet_env()
+    ok = run_checks(console, config)
+    raise typer.Exit(code=0 if ok else 1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="churnflow")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

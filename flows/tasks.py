@@ -1,0 +1,51 @@
+"""Prefect tasks shared by the flows: thin wrappers, retries only where a retry can help.
+
+Reading a source can fail for a moment (a database restarting, a network share); validating it
+cannot get better by trying again, so only the read is retried. DataFrames pass between tasks
+in memory: no result persistence and no input hashing (``cache_policy=NONE``), which would
+cost seconds per million rows and store customer data in Prefect's result storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from features.contracts import Tables, load_tables, read_raw_tables
+from features.settings import Settings, load_settings
+
+task_options: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
+
+
+@task(name="load-settings", **task_options)
+def settings_task(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
+    return load_settings(config, **(overrides or {}))
+
+
+@task(name="read-sources", retries=2, retry_delay_seconds=[2, 10], **task_options)
+def read_sources_task(settings: Settings) -> dict[str, pd.DataFrame | None]:
+    raw = read_raw_tables(settings)
+    rows = {k: (0 if v is None else len(v)) for k, v in raw.items()}
+    get_run_logger().info("read sources: %s rows", rows)
+    return raw
+
+
+@task(name="validate-sources", **task_options)
+def validate_task(settings: Settings, raw: dict[str, pd.DataFrame | None],
+                  as_of: pd.Timestamp | None = None) -> Tables:
+    tables = load_tables(settings, as_of=as_of, raw=raw)
+    get_run_logger().info(
+        "validated: %d customers, %d events, data end %s%s",
+        len(tables.customers),
+        0 if tables.events is None else len(tables.events),
+        tables.end_date.date(),
+        f", dropped rows {tables.dropped_rows}" if tables.dropped_rows else "",
+    )
+    return tables
+
+
+def parse_as_of(value: str | None) -> pd.Timestamp | None:
+    return None if value in (None, "") else pd.Timestamp(value).normalize()
