@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contracts import Tables
 from features.labels import active_customers, check_label_window, churn_labels
@@ -34,8 +36,9 @@ _RESERVED = {"customer_id", "signup_time", "churn_time", "label"}
 
 def _parse_number_text(values: pd.Series) -> pd.Series:
     """'1,200', ' 3 450 ', '$12.5', '' → 1200.0, 3450.0, 12.5, NaN."""
-    text = values.astype("string").str.strip()
-    text = text.str.replace(r"[,\s$€£%]", "", regex=True).replace("", pd.NA)
+    arrow = pa.array(values.astype("string[pyarrow]").array, type=pa.large_string()) if len(values) else pa.array([], pa.large_string())
+    cleaned = pc.replace_substring_regex(arrow, r"[,\s$€£%]", "")
+    text = pd.Series(cleaned.to_pandas(), index=values.index, dtype="string[pyarrow]").replace("", pd.NA)
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
@@ -76,9 +79,10 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
             else:
                 numeric_attributes.append(col)
         else:
-            text = non_null.astype("string").str.strip()
+            text = non_null.astype("string[pyarrow]").str.strip()
             text = text[text != ""]
-            parsed = _parse_number_text(text)
+            distinct = pd.Series(text.unique()[:20_000], dtype="string[pyarrow]")
+            parsed = _parse_number_text(distinct)
             if len(text) and parsed.notna().mean() >= NUMERIC_SHARE:
                 numeric_attributes.append(col)
             elif text.nunique() <= max_levels:
@@ -195,28 +199,59 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     return pd.concat([frame, features], axis=1)
 
 
+def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray) -> bool:
+    """True when each customer's rows are adjacent and in time order (validated tables are)."""
+    if len(pos) < 2:
+        return True
+    change = pos[1:] != pos[:-1]
+    runs = int(change.sum()) + 1
+    return runs == int(np.count_nonzero(np.bincount(pos))) and bool(np.all(change | (times[1:] >= times[:-1])))
+
+
+def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarray:
+    """Position of each row's type in ``event_types`` (-1 for others), without string compares."""
+    col = events["event_type"]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.astype("category")
+    lookup = pd.Index(event_types).get_indexer(col.cat.categories)
+    codes = col.cat.codes.to_numpy()
+    return np.where(codes >= 0, lookup[codes], -1)
+
+
 def _event_features(events: pd.DataFrame, ids: pd.Index, t: np.datetime64, schema: FeatureSchema,
                     signup: np.ndarray) -> dict[str, np.ndarray]:
     n = len(ids)
-    before = events["event_time"].to_numpy() < t
+    all_times = events["event_time"].to_numpy()
+    before = all_times < t
     pos = ids.get_indexer(events["customer_id"].to_numpy()[before])
     keep = pos >= 0
     pos = pos[keep]
-    times = events["event_time"].to_numpy()[before][keep]
+    times = all_times[before][keep]
+    amount = np.nan_to_num(events["amount"].to_numpy(dtype="float64")[before][keep]) if schema.has_amount else None
+    types = _event_type_codes(events, schema.event_types)[before][keep] if schema.event_types else None
+    if not _grouped_in_time_order(pos, times):
+        order = np.lexsort((times, pos))
+        pos, times = pos[order], times[order]
+        amount = amount[order] if amount is not None else None
+        types = types[order] if types is not None else None
     age = (t - times) / DAY  # days before as-of, > 0
-    amount = events["amount"].to_numpy(dtype="float64")[before][keep] if schema.has_amount else None
-    amount = np.nan_to_num(amount) if amount is not None else None
 
     def count(mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
         if mask is None:
             return np.bincount(pos, weights=weights, minlength=n).astype("float64")
         return np.bincount(pos[mask], weights=None if weights is None else weights[mask], minlength=n).astype("float64")
 
+    # Rows of a customer are adjacent and in time order: first row = first event, last = latest.
+    change = pos[1:] != pos[:-1]
+    starts = np.r_[0, np.flatnonzero(change) + 1] if len(pos) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:] - 1, len(pos) - 1] if len(pos) else starts
+    last_age = np.full(n, np.nan)
+    first_age = np.full(n, np.nan)
+    last_age[pos[starts]] = age[ends]
+    first_age[pos[starts]] = age[starts]
+
     f: dict[str, np.ndarray] = {}
     total = count()
-    last_age = _group_first(pos, age, n, largest=False)
-    first_age = _group_first(pos, age, n, largest=True)
-
     tenure = (t - signup) / DAY
     tenure = np.where(np.isnan(tenure), first_age, np.fmax(tenure, np.nan_to_num(first_age)))
     f["tenure_days"] = tenure
@@ -233,21 +268,21 @@ def _event_features(events: pd.DataFrame, ids: pd.Index, t: np.datetime64, schem
         for w in windows:
             f[f"monetary_{w}d"] = money[w]
 
-    # Rhythm: gaps between distinct active days ("purchase-days" in the RFM literature).
+    # Rhythm: gaps between distinct active days ("purchase-days" in the RFM literature). Whole
+    # days before T fall (weakly) along each customer's rows, so a new day is a change of value.
     day = np.floor(age).astype(np.int64)
-    key = np.unique(pos.astype(np.int64) * 1_000_000 + day)
-    kpos, kday = key // 1_000_000, key % 1_000_000
-    active_days = np.bincount(kpos, minlength=n).astype("float64")
-    same = kpos[1:] == kpos[:-1]
-    gaps = (kday[1:] - kday[:-1])[same].astype("float64")
-    gpos = kpos[1:][same]
+    new_day = np.r_[True, change | (day[1:] != day[:-1])] if len(pos) else np.zeros(0, dtype=bool)
+    dpos, dday = pos[new_day], day[new_day]
+    same = dpos[1:] == dpos[:-1]
+    gaps = (dday[:-1] - dday[1:])[same].astype("float64")
+    gpos = dpos[1:][same]
     n_gaps = np.bincount(gpos, minlength=n).astype("float64")
     gsum = np.bincount(gpos, weights=gaps, minlength=n)
     gsq = np.bincount(gpos, weights=gaps * gaps, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         gap_mean = np.where(n_gaps > 0, gsum / n_gaps, np.nan)
         gap_var = np.where(n_gaps > 1, (gsq - n_gaps * gap_mean**2) / np.maximum(n_gaps - 1, 1), np.nan)
-        f["active_days_total"] = active_days
+        f["active_days_total"] = np.bincount(dpos, minlength=n).astype("float64")
         f["gap_mean_days"] = gap_mean
         f["gap_std_days"] = np.sqrt(np.clip(gap_var, 0, None))
         f["overdue_ratio"] = last_age / gap_mean
@@ -258,19 +293,19 @@ def _event_features(events: pd.DataFrame, ids: pd.Index, t: np.datetime64, schem
             if amount is not None:
                 m_earlier = (money[w1] - money[w0]) / (w1 - w0)
                 f["trend_monetary"] = np.where(m_earlier > 0, (money[w0] / w0) / np.where(m_earlier > 0, m_earlier, 1), np.nan)
-        if schema.event_types:
+        if types is not None:
             wl = windows[-1]
             in_window = age <= wl
-            types = events["event_type"].to_numpy()[before][keep]
-            for name in schema.event_types:
+            denominator = np.where(freq[wl] > 0, freq[wl], 1)
+            for code, name in enumerate(schema.event_types):
                 f[f"share_{slug(name)}_{wl}d"] = np.where(
-                    freq[wl] > 0, count(in_window & (types == name)) / np.where(freq[wl] > 0, freq[wl], 1), np.nan
+                    freq[wl] > 0, count(in_window & (types == code)) / denominator, np.nan
                 )
     return f
 
 
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
-    """Per-customer min (or max) of ``values``; NaN for customers without rows."""
+    """Per-customer min (or max) of ``values`` for unordered rows; NaN for customers without rows."""
     out = np.full(n, np.nan)
     if len(pos):
         order = np.lexsort((-values if largest else values, pos))

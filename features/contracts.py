@@ -258,7 +258,7 @@ def validate_tables(
                     _report_or_drop(names["events"], c.amount, "is not a number", raw[bad_amount], problems, drop, dropped)
                     ev = ev.loc[~bad_amount]
             if "event_type" in ev:
-                ev["event_type"] = ev["event_type"].astype("string").fillna("unknown").astype(str)
+                ev["event_type"] = ev["event_type"].astype("string[pyarrow]").fillna("unknown").astype("category")
 
     # ---- customers: mapping and parsing (derived from events when not configured)
     reserved = {"customer_id": c.customer_id, "signup_time": c.signup_time, "churn_time": c.churn_time, "label": c.label}
@@ -328,7 +328,7 @@ def validate_tables(
     else:
         end = pd.Timestamp.today().normalize()
     if ev is not None:
-        ev = ev.sort_values(["customer_id", "event_time"], kind="stable").reset_index(drop=True)
+        ev = _sorted_by_customer_and_time(ev)
     if customers is None and ev is not None:
         cu = cu.sort_values("customer_id").reset_index(drop=True)
     for table, n in dropped.items():
@@ -345,9 +345,22 @@ def _report_or_drop(table: str, column: str, rule: str, bad: pd.Series, problems
         problems.append(_problem(table, column, rule, bad))
 
 
+def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
+    """Events ordered by customer, then time (what feature building relies on); a no-op when
+    the source is already in that order, as exports usually are."""
+    codes, _ = pd.factorize(ev["customer_id"], sort=True)
+    times = ev["event_time"].to_numpy().view("int64")
+    if len(ev) < 2 or bool(np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (times[1:] >= times[:-1])))):
+        return ev.reset_index(drop=True)
+    order = np.lexsort((times, codes))
+    return ev.take(order).reset_index(drop=True)
+
+
 def _parse_column(raw: pd.Series, table: str, column: str, problems: list[Problem], drop: bool,
                   dropped: dict[str, int]) -> tuple[pd.Series, pd.Series]:
     parsed = parse_dates(raw)
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return parsed, pd.Series(False, index=raw.index)
     bad = parsed.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
     if bad.any():
         _report_or_drop(table, column, "has dates that cannot be parsed", raw[bad], problems, drop, dropped)

@@ -171,7 +171,9 @@ def _top_k(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _strip_bias(contributions: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
-    contrib = np.asarray(contributions, dtype=np.float64)
+    contrib = np.asarray(contributions)
+    if not np.issubdtype(contrib.dtype, np.floating):
+        contrib = contrib.astype(np.float64)  # float32 from XGBoost is kept: half the memory
     if contrib.ndim != 2:
         raise ValueError(f"contributions must be 2-D (rows x features), got shape {contrib.shape}")
     if contrib.shape[1] == len(feature_names) + 1:

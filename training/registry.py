@@ -275,6 +275,9 @@ def log_and_register(
             _log_trials(tune_result)
 
         bundle_dir = bundle.save(tmp / "bundle")
+        # No signature on purpose: MLflow's inferred one turns categories into strings and then
+        # rejects them (docs STACK.md); the bundle's FeatureSchema checks and coerces the input.
+        # No input example either: it would store customer rows in the registry.
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=str(MODEL_FILE),

@@ -1,0 +1,102 @@
+"""Benchmark: point-in-time features for 100k and 1M demo customers (~20 events each).
+
+Prints wall time and peak memory of churnflow's ``build_features`` for one as-of date, and
+beside it the same core aggregations (recency, frequency and monetary over 3 windows) in DuckDB
+SQL, as the reference for how fast this can go on this machine. Run:
+
+    .venv/bin/python benchmarks/bench_features.py --customers 100000 1000000
+
+Each size runs in a fresh subprocess so peak memory (ru_maxrss) belongs to that size alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def run_one(n: int, seed: int) -> dict[str, float]:
+    import duckdb
+    import pandas as pd
+
+    from features.build import build_features, infer_schema
+    from features.contracts import validate_tables
+    from features.demo import generate_demo_data
+    from features.settings import Settings
+
+    settings = Settings(data={"contacts": "", "columns": {"event_type": "event_type", "churn_time": "churn_time",
+                                                          "pii": ["name", "email", "phone", "address"]}})
+    data = generate_demo_data(n, seed=seed)
+    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    tables = validate_tables(data.customers, data.events, None, settings)
+    t_validate = time.perf_counter() - t0
+    as_of = pd.Timestamp("2026-08-01")
+    t0 = time.perf_counter()
+    schema = infer_schema(tables, settings)
+    feats = build_features(tables, as_of, settings, schema)
+    t_features = time.perf_counter() - t0
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    events = tables.events[["customer_id", "event_time", "amount"]]
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    con.register("events", events)
+    windows = schema.windows_days
+    cols = ",\n".join(
+        f"count(*) FILTER (WHERE event_time >= TIMESTAMP '{as_of}' - INTERVAL {w} DAY) AS frequency_{w}d, "
+        f"coalesce(sum(amount) FILTER (WHERE event_time >= TIMESTAMP '{as_of}' - INTERVAL {w} DAY), 0) AS monetary_{w}d"
+        for w in windows
+    )
+    sql = (
+        f"SELECT customer_id, date_diff('second', max(event_time), TIMESTAMP '{as_of}') / 86400.0 AS recency_days, "
+        f"{cols} FROM events WHERE event_time < TIMESTAMP '{as_of}' GROUP BY customer_id"
+    )
+    t0 = time.perf_counter()
+    ref = con.execute(sql).df()
+    t_duckdb = time.perf_counter() - t0
+
+    # The two must agree, or the comparison means nothing.
+    merged = feats.merge(ref, on="customer_id", suffixes=("", "_sql"))
+    for col in ["recency_days"] + [f"frequency_{w}d" for w in windows]:
+        diff = (merged[col] - merged[f"{col}_sql"]).abs().max()
+        assert diff < 1e-6, f"{col} differs from DuckDB by {diff}"
+    return {
+        "customers": n,
+        "events": len(tables.events),
+        "active_customers": len(feats),
+        "features": len(schema.features),
+        "validate_s": round(t_validate, 2),
+        "features_s": round(t_features, 2),
+        "duckdb_rfm_s": round(t_duckdb, 2),
+        "peak_rss_mb": round(rss_peak),
+        "rss_after_generation_mb": round(rss_data),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.customers[0], args.seed)))
+        return
+    for n in args.customers:
+        out = subprocess.run([sys.executable, __file__, "--one", "--customers", str(n), "--seed", str(args.seed)],
+                             check=True, capture_output=True, text=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{result['customers']:>9,} customers {result['events']:>11,} events | validate {result['validate_s']:6.2f} s | "
+            f"features {result['features_s']:6.2f} s ({result['features']} features) | DuckDB RFM {result['duckdb_rfm_s']:5.2f} s | "
+            f"peak RSS {result['peak_rss_mb']:,} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()

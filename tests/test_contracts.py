@@ -1,0 +1,599 @@
+"""Data contracts: mapping, parsing and every validation rule, with messages a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from features.contracts import (
+    DataValidationError,
+    Problem,
+    Tables,
+    load_tables,
+    parse_dates,
+    parse_flag,
+    validate_tables,
+)
+from features.settings import Settings
+from features.sources import SourceError
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _settings(**sections: Any) -> Settings:
+    return Settings(**sections)
+
+
+def _customers() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            "signup_time": ["2020-01-01", "2020-01-02", "2020-01-04"],
+            "plan": ["a", "b", "a"],
+        }
+    )
+
+
+def _events() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3, 1],
+            "event_time": ["2020-02-01", "2020-02-02", "2020-02-03", "2020-02-04"],
+            "amount": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+
+
+def _contacts() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"customer_id": [1, 2], "contact_time": ["2020-01-05", "2020-01-06"], "campaign": ["spring", "winback"]}
+    )
+
+
+def _fail(cu: pd.DataFrame | None, ev: pd.DataFrame | None, co: pd.DataFrame | None = None,
+          settings: Settings | None = None, names: dict[str, str] | None = None) -> DataValidationError:
+    with pytest.raises(DataValidationError) as info:
+        validate_tables(cu, ev, co, settings or _settings(), names)
+    return info.value
+
+
+def _only(err: DataValidationError, table: str, column: str) -> Problem:
+    found = [p for p in err.problems if p.table == table and p.column == column]
+    assert found, f"no problem for {table}.{column} in {err.problems}"
+    return found[0]
+
+
+NAMES = {"customers": "crm.csv", "events": "orders.parquet", "contacts": "calls.csv"}
+
+
+# ---- the happy path -----------------------------------------------------------------------------
+
+
+def test_valid_tables_are_canonical() -> None:
+    t = validate_tables(_customers(), _events().iloc[::-1], _contacts(), _settings())
+    assert isinstance(t, Tables)
+    assert t.customers["signup_time"].dtype == "datetime64[ns]"
+    assert t.events["event_time"].dtype == "datetime64[ns]"
+    assert t.events["amount"].dtype == "float64"
+    assert t.contacts["contact_time"].dtype == "datetime64[ns]"
+    assert t.customers["customer_id"].dtype == "int64"  # keeps its source dtype
+    assert t.events["customer_id"].dtype == "int64"
+    # events sorted by customer and time
+    assert t.events["customer_id"].tolist() == [1, 1, 2, 3]
+    assert t.events.loc[t.events["customer_id"] == 1, "event_time"].is_monotonic_increasing
+    # end date defaults to the day of the last event
+    assert t.end_date == pd.Timestamp("2020-02-04")
+    assert t.dropped_rows == {}
+
+
+def test_customers_default_to_distinct_event_ids() -> None:
+    ev = _events()
+    t = validate_tables(None, ev, None, _settings(data={"customers": ""}))
+    assert t.customers["customer_id"].tolist() == [1, 2, 3]
+
+
+def test_declared_end_date_is_used() -> None:
+    t = validate_tables(_customers(), _events(), None, _settings(data={"end_date": "2020-03-31"}))
+    assert t.end_date == pd.Timestamp("2020-03-31")
+
+
+# ---- every rule: table, column, rule, rows ------------------------------------------------------
+
+
+def test_missing_mapped_column_lists_present_columns() -> None:
+    ev = _events().rename(columns={"event_time": "ts"})
+    err = _fail(_customers(), ev, names=NAMES)
+    p = _only(err, "orders.parquet", "event_time")
+    assert "is missing" in p.rule
+    msg = str(err)
+    assert "orders.parquet" in msg
+    assert "'event_time'" in msg
+    for present in ("customer_id", "ts", "amount"):
+        assert present in msg
+
+
+def test_unparsable_dates_are_reported_with_rows() -> None:
+    cu = _customers()
+    cu.loc[1, "signup_time"] = "not a date"
+    err = _fail(cu, _events(), names=NAMES)
+    p = _only(err, "crm.csv", "signup_time")
+    assert "cannot be parsed" in p.rule
+    assert p.rows == [1]
+    assert p.values == ["not a date"]
+    assert p.count == 1
+    assert "crm.csv" in str(err) and "not a date" in str(err) and "row index 1" in str(err)
+
+
+def test_unparsable_event_dates_name_the_user_column() -> None:
+    ev = _events().rename(columns={"event_time": "ts"})
+    ev.loc[2, "ts"] = "2020-13-45"
+    err = _fail(_customers(), ev, settings=_settings(data={"columns": {"event_time": "ts"}}), names=NAMES)
+    p = _only(err, "orders.parquet", "ts")
+    assert "cannot be parsed" in p.rule and p.rows == [2]
+
+
+def test_blank_dates_are_missing_not_unparsable() -> None:
+    cu = _customers()
+    cu.loc[0, "signup_time"] = ""
+    t = validate_tables(cu, _events(), None, _settings())
+    assert pd.isna(t.customers.loc[0, "signup_time"])
+
+
+def test_duplicate_customer_ids() -> None:
+    cu = pd.concat([_customers(), _customers().iloc[[1]]], ignore_index=True)
+    err = _fail(cu, _events(), names=NAMES)
+    p = _only(err, "crm.csv", "customer_id")
+    assert "duplicate" in p.rule
+    assert p.rows == [3]
+    assert p.values == [2]
+
+
+def test_events_for_unknown_customers() -> None:
+    ev = _events()
+    ev.loc[2, "customer_id"] = 99
+    err = _fail(_customers(), ev, names=NAMES)
+    p = _only(err, "orders.parquet", "customer_id")
+    assert "unknown customer" in p.rule
+    assert p.rows == [2]
+    assert p.count == 1
+    assert "99" in str(err)
+
+
+def test_negative_amounts_refused_unless_allowed() -> None:
+    ev = _events()
+    ev.loc[1, "amount"] = -5.0
+    err = _fail(_customers(), ev, names=NAMES)
+    p = _only(err, "orders.parquet", "amount")
+    assert "negative" in p.rule and "allow_negative_amounts" in p.rule
+    assert p.rows == [1] and p.values == [-5.0]
+    t = validate_tables(_customers(), ev, None, _settings(data={"allow_negative_amounts": True}))
+    assert (t.events["amount"] < 0).sum() == 1
+
+
+@pytest.mark.parametrize(("cu_empty", "ev_empty", "table"), [(True, False, "crm.csv"), (False, True, "orders.parquet")])
+def test_empty_tables(cu_empty: bool, ev_empty: bool, table: str) -> None:
+    cu = _customers().iloc[:0] if cu_empty else _customers()
+    ev = _events().iloc[:0] if ev_empty else _events()
+    err = _fail(cu, ev, names=NAMES)
+    assert err.problems[0].table == table
+    assert "empty" in str(err)
+
+
+def test_events_after_declared_end_date() -> None:
+    err = _fail(_customers(), _events(), settings=_settings(data={"end_date": "2020-02-02"}), names=NAMES)
+    p = _only(err, "orders.parquet", "event_time")
+    assert "end of the data" in p.rule and "2020-02-02" in p.rule
+    assert sorted(p.rows) == [2, 3]
+    assert p.count == 2
+
+
+def test_event_on_the_declared_end_day_is_fine() -> None:
+    ev = _events()
+    ev.loc[3, "event_time"] = "2020-02-04 23:59"
+    t = validate_tables(_customers(), ev, None, _settings(data={"end_date": "2020-02-04"}))
+    assert len(t.events) == 4
+
+
+def test_amount_not_a_number() -> None:
+    ev = _events().astype({"amount": object})
+    ev.loc[0, "amount"] = "ten"
+    err = _fail(_customers(), ev, names=NAMES)
+    p = _only(err, "orders.parquet", "amount")
+    assert p.rule == "is not a number"
+    assert p.rows == [0] and p.values == ["ten"]
+
+
+def test_churn_flag_not_parsable() -> None:
+    cu = _customers().assign(Churn=["Yes", "maybe", "no"])
+    s = _settings(data={"columns": {"label": "Churn"}}, churn={"definition": "label"})
+    err = _fail(cu, _events(), settings=s, names=NAMES)
+    p = _only(err, "crm.csv", "Churn")
+    assert "churn flag" in p.rule
+    assert p.rows == [1] and p.values == ["maybe"]
+
+
+def test_churn_time_before_signup_time() -> None:
+    cu = _customers().assign(cancelled=[None, "2019-06-01", "2020-05-01"])
+    s = _settings(data={"columns": {"churn_time": "cancelled"}})
+    err = _fail(cu, _events(), settings=s, names=NAMES)
+    bad = [p for p in err.problems if p.rule == "churn_time before signup_time"]
+    assert bad, err.problems
+    assert all(p.table == "crm.csv" and p.rows == [1] for p in bad)
+    assert {"churn_time", "signup_time"} <= {p.column for p in bad}
+
+
+def test_contacts_for_unknown_customers() -> None:
+    co = _contacts()
+    co.loc[1, "customer_id"] = 7
+    err = _fail(_customers(), _events(), co, names=NAMES)
+    p = _only(err, "calls.csv", "customer_id")
+    assert "unknown customer" in p.rule
+    assert p.rows == [1] and p.values == [7]
+
+
+def test_missing_contacts_column() -> None:
+    co = _contacts().drop(columns="campaign")
+    err = _fail(_customers(), _events(), co, names=NAMES)
+    assert "is missing" in _only(err, "calls.csv", "campaign").rule
+
+
+def test_two_broken_rules_reported_at_once() -> None:
+    cu = pd.concat([_customers(), _customers().iloc[[0]]], ignore_index=True)  # duplicate id
+    ev = _events()
+    ev.loc[0, "amount"] = -1.0  # negative amount
+    ev.loc[1, "customer_id"] = 42  # unknown customer
+    err = _fail(cu, ev, names=NAMES)
+    got = {(p.table, p.column) for p in err.problems}
+    assert {("crm.csv", "customer_id"), ("orders.parquet", "amount"), ("orders.parquet", "customer_id")} <= got
+    assert "3 problem(s)" in str(err)
+
+
+def test_two_parse_problems_reported_at_once() -> None:
+    cu = _customers()
+    cu.loc[0, "signup_time"] = "??"
+    ev = _events().astype({"amount": object})
+    ev.loc[0, "amount"] = "ten"
+    err = _fail(cu, ev, names=NAMES)
+    assert {(p.table, p.column) for p in err.problems} == {("crm.csv", "signup_time"), ("orders.parquet", "amount")}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="validate_tables raises after the parsing phase (contracts.py: `if problems: raise` "
+    "before the pandera checks), so a duplicate id is only reported in a second round",
+)
+def test_parse_problem_and_duplicate_reported_at_once() -> None:
+    cu = pd.concat([_customers(), _customers().iloc[[0]]], ignore_index=True)
+    cu.loc[1, "signup_time"] = "??"
+    err = _fail(cu, _events(), names=NAMES)
+    got = {(p.table, p.column) for p in err.problems}
+    assert {("crm.csv", "signup_time"), ("crm.csv", "customer_id")} <= got
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a blank customer id makes the events id column float64; validate_tables then casts "
+    "both id columns to str ('1.0' vs '1') and reports every valid event as an unknown customer",
+)
+def test_blank_event_customer_id_is_the_only_problem() -> None:
+    ev = _events().astype({"customer_id": "float64"})
+    ev.loc[2, "customer_id"] = float("nan")
+    err = _fail(_customers(), ev, names=NAMES)
+    assert len(err.problems) == 1
+    assert err.problems[0].rows == [2]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with drop_invalid_rows, one blank customer id in the events drops ALL events "
+    "(float ids cast to '1.0' never match the customers' '1') and turns customer_id into str",
+)
+def test_drop_blank_event_customer_id_drops_one_row() -> None:
+    ev = _events().astype({"customer_id": "float64"})
+    ev.loc[2, "customer_id"] = float("nan")
+    t = validate_tables(_customers(), ev, None, _settings(data={"drop_invalid_rows": True}))
+    assert t.dropped_rows == {"events": 1}
+    assert len(t.events) == 3
+
+
+# ---- drop_invalid_rows --------------------------------------------------------------------------
+
+
+def test_drop_invalid_rows_drops_exactly_the_offenders() -> None:
+    cu = pd.concat([_customers(), _customers().iloc[[1]]], ignore_index=True)  # duplicate of id 2
+    cu = pd.concat([cu, pd.DataFrame({"customer_id": [4], "signup_time": ["garbage"], "plan": ["b"]})],
+                   ignore_index=True)
+    ev = _events().astype({"amount": object})
+    ev.loc[0, "amount"] = "ten"  # not a number
+    ev.loc[1, "amount"] = -3.0  # negative
+    ev = pd.concat([ev, pd.DataFrame({"customer_id": [77, 3], "event_time": ["2020-02-05", "yesterday-ish"],
+                                      "amount": [1.0, 1.0]})], ignore_index=True)
+    t = validate_tables(cu, ev, None, _settings(data={"drop_invalid_rows": True}), NAMES)
+    assert t.customers["customer_id"].tolist() == [1, 2, 3]
+    assert t.customers.loc[t.customers["customer_id"] == 2, "plan"].tolist() == ["b"]  # first kept
+    # kept: (3, 2020-02-03) and (1, 2020-02-04); dropped: ten, -3, unknown 77, bad date
+    assert sorted(zip(t.events["customer_id"], t.events["event_time"].dt.day, strict=True)) == [(1, 4), (3, 3)]
+    assert t.dropped_rows == {"crm.csv": 2, "orders.parquet": 4}
+
+
+def test_drop_invalid_rows_drops_churn_before_signup_and_contacts() -> None:
+    cu = _customers().assign(cancelled=[None, "2019-06-01", "2020-05-01"])
+    co = _contacts()
+    co.loc[1, "customer_id"] = 9
+    s = _settings(data={"drop_invalid_rows": True, "columns": {"churn_time": "cancelled"}})
+    t = validate_tables(cu, _events(), co, s, NAMES)
+    assert t.customers["customer_id"].tolist() == [1, 3]
+    assert t.contacts["customer_id"].tolist() == [1]
+    assert t.dropped_rows["crm.csv"] == 1
+    assert t.dropped_rows["calls.csv"] == 1
+    # the events of the dropped customer are now unknown and dropped too
+    assert 2 not in set(t.events["customer_id"])
+    assert t.dropped_rows["orders.parquet"] == 1
+
+
+def test_drop_invalid_rows_does_not_hide_missing_columns() -> None:
+    ev = _events().drop(columns="amount")
+    with pytest.raises(DataValidationError, match="is missing"):
+        validate_tables(_customers(), ev, None, _settings(data={"drop_invalid_rows": True}))
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series([20200131, 20201231]),
+        pd.Series(["20200131", "20201231"]),
+        pd.Series(["2020-01-31", "2020-12-31T00:00:00"]),
+        pd.Series(["31/01/2020", "31/12/2020"]),
+        pd.Series(pd.to_datetime(["2020-01-31", "2020-12-31"])),
+        pd.Series(pd.to_datetime(["2020-01-31 01:00", "2020-12-31 01:00"]).tz_localize("Europe/Berlin")),
+        pd.Series([" 2020-01-31 ", "2020-12-31"]),
+    ],
+    ids=["yyyymmdd-int", "yyyymmdd-str", "iso", "d/m/Y", "datetime", "tz-aware", "padded"],
+)
+def test_parse_dates_formats(values: pd.Series) -> None:
+    out = parse_dates(values)
+    assert out.dtype == "datetime64[ns]"
+    assert out.tolist() == [pd.Timestamp("2020-01-31"), pd.Timestamp("2020-12-31")]
+
+
+def test_parse_dates_time_zones_convert_to_utc() -> None:
+    out = parse_dates(pd.Series(["2020-06-01T10:00:00+02:00", "2020-06-01T10:00:00Z"]))
+    assert out.tolist() == [pd.Timestamp("2020-06-01 08:00"), pd.Timestamp("2020-06-01 10:00")]
+    aware = pd.Series(pd.to_datetime(["2020-06-01 10:00"]).tz_localize("Europe/Berlin"))
+    assert parse_dates(aware).tolist() == [pd.Timestamp("2020-06-01 08:00")]
+
+
+def test_parse_dates_day_first_when_ambiguous_rows_disambiguate() -> None:
+    # 13/02 cannot be month-first, so the whole column is read day-first
+    out = parse_dates(pd.Series(["01/02/2020", "13/02/2020"]))
+    assert out.tolist() == [pd.Timestamp("2020-02-01"), pd.Timestamp("2020-02-13")]
+
+
+def test_parse_dates_unparsable_is_nat() -> None:
+    out = parse_dates(pd.Series(["2020-01-01", "never", None]))
+    assert out.iloc[0] == pd.Timestamp("2020-01-01")
+    assert out.iloc[1:].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (pd.Series([0, 1, 1]), [0, 1, 1]),
+        (pd.Series([0.0, 1.0]), [0, 1]),
+        (pd.Series([True, False]), [1, 0]),
+        (pd.Series(["Yes", "no", " YES "]), [1, 0, 1]),
+        (pd.Series(["TRUE", "false", "True"]), [1, 0, 1]),
+    ],
+    ids=["int", "float", "bool", "yes/no", "true/false"],
+)
+def test_parse_flag(values: pd.Series, expected: list[int]) -> None:
+    assert parse_flag(values).tolist() == expected
+
+
+def test_parse_flag_unknown_is_na() -> None:
+    out = parse_flag(pd.Series(["yes", "perhaps", "2"]))
+    assert out.iloc[0] == 1
+    assert out.iloc[1:].isna().all()
+
+
+@pytest.mark.parametrize(
+    "flags", [[0, 1, 1], [False, True, True], ["no", "Yes", "yes"], ["FALSE", "true", "TRUE"]],
+    ids=["01", "bool", "yesno", "truefalse"],
+)
+def test_label_column_becomes_int8(flags: list[Any]) -> None:
+    cu = _customers().assign(Churn=flags)
+    s = _settings(data={"columns": {"label": "Churn"}}, churn={"definition": "label"})
+    t = validate_tables(cu, _events(), None, s)
+    assert t.customers["label"].dtype == "int8"
+    assert t.customers["label"].tolist() == [0, 1, 1]
+    assert "Churn" not in t.customers
+
+
+# ---- column mapping -----------------------------------------------------------------------------
+
+
+def _mapped_settings(**data: Any) -> Settings:
+    return _settings(
+        data={
+            **data,
+            "columns": {
+                "customer_id": "cust_no",
+                "event_time": "ts",
+                "amount": "value",
+                "event_type": "kind",
+                "signup_time": "joined",
+                "contact_time": "when",
+                "campaign": "camp",
+            },
+        }
+    )
+
+
+def _raw_mapped() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    cu = pd.DataFrame({"cust_no": ["c1", "c2", "c3"], "joined": ["2020-01-01", "2020-01-15", "2020-02-01"],
+                       "region": ["n", "s", "n"]})
+    ev = pd.DataFrame({"cust_no": ["c1", "c2", "c1", "c3"],
+                       "ts": ["2020-03-01", "2020-03-02", "2020-04-01", "2020-04-20"],
+                       "value": [10.0, 20.0, 30.0, 40.0], "kind": ["buy", "visit", "buy", "visit"]})
+    co = pd.DataFrame({"cust_no": ["c2"], "when": ["2020-03-15"], "camp": ["winback"]})
+    return cu, ev, co
+
+
+def test_column_mapping_end_to_end() -> None:
+    from features.build import build_features, infer_schema
+
+    cu, ev, co = _raw_mapped()
+    s = _mapped_settings(contacts="c.csv")
+    t = validate_tables(cu, ev, co, s)
+    assert list(t.events.columns) == ["customer_id", "event_time", "amount", "event_type"]
+    assert {"customer_id", "signup_time", "region"} == set(t.customers.columns)
+    assert list(t.contacts.columns) == ["customer_id", "contact_time", "campaign"]
+    assert t.events["customer_id"].tolist() == ["c1", "c1", "c2", "c3"]
+    schema = infer_schema(t, s)
+    feats = build_features(t, pd.Timestamp("2020-05-01"), s, schema).set_index("customer_id")
+    assert feats.loc["c1", "events_total"] == 2
+    assert feats.loc["c1", "monetary_total"] == 40.0
+    assert feats.loc["c2", "contacts_365d"] == 1
+    assert feats.loc["c3", "share_visit_365d"] == 1.0
+    assert feats.loc["c2", "region"] == "s"
+
+
+def test_canonical_name_clash_is_dropped_not_mixed_up() -> None:
+    # the user's table has a column literally called "amount" that is NOT the mapped amount
+    cu, ev, _ = _raw_mapped()
+    ev = ev.assign(amount=[-1.0, -1.0, -1.0, -1.0])
+    t = validate_tables(cu, ev, None, _mapped_settings())
+    assert t.events["amount"].tolist() == [10.0, 30.0, 20.0, 40.0]
+
+
+# ---- loading from files and databases -----------------------------------------------------------
+
+
+def _canonical_raw() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    cu = pd.DataFrame({
+        "customer_id": [1, 2, 3, 4],
+        "signup_time": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-03-01", "2020-07-01"]),
+        "plan": ["basic", "pro", "basic", "pro"],
+        "fee": [10.0, 20.0, 10.0, 20.0],
+    })
+    ev = pd.DataFrame({
+        "customer_id": [1, 1, 2, 3, 3, 4, 2],
+        "event_time": pd.to_datetime(["2020-01-05", "2020-05-31 23:00", "2020-06-01", "2020-04-01 10:30",
+                                      "2020-06-15", "2020-07-02", "2020-02-03"], format="ISO8601"),
+        "amount": [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+    })
+    co = pd.DataFrame({
+        "customer_id": [1, 3, 2],
+        "contact_time": pd.to_datetime(["2020-03-01", "2020-06-02", "2020-05-31"]),
+        "campaign": ["a", "b", "a"],
+    })
+    return cu, ev, co
+
+
+def _assert_same_tables(a: Tables, b: Tables) -> None:
+    for name in ("customers", "events", "contacts"):
+        pd.testing.assert_frame_equal(
+            getattr(a, name).reset_index(drop=True), getattr(b, name).reset_index(drop=True), check_like=True
+        )
+    assert a.end_date == b.end_date
+
+
+def test_load_tables_csv_parquet_sqlite_agree(tmp_path: Path) -> None:
+    sa = pytest.importorskip("sqlalchemy")
+    cu, ev, co = _canonical_raw()
+    cu.to_csv(tmp_path / "customers.csv", index=False)
+    ev.to_csv(tmp_path / "events.csv", index=False)
+    co.to_csv(tmp_path / "contacts.csv", index=False)
+    cu.to_parquet(tmp_path / "customers.parquet", index=False)
+    ev.to_parquet(tmp_path / "events.parquet", index=False)
+    co.to_parquet(tmp_path / "contacts.parquet", index=False)
+    url = f"sqlite:///{tmp_path}/shop.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cu.to_sql("customers", conn, index=False)
+        ev.to_sql("events", conn, index=False)
+        co.to_sql("contacts", conn, index=False)
+    engine.dispose()
+
+    from_csv = load_tables(_settings(data={
+        "customers": "customers.csv", "events": "events.csv", "contacts": "contacts.csv"}).model_copy(
+        update={"root": tmp_path}))
+    from_parquet = load_tables(_settings(data={
+        "customers": str(tmp_path / "customers.parquet"), "events": str(tmp_path / "events.parquet"),
+        "contacts": str(tmp_path / "contacts.parquet")}))
+    from_sql = load_tables(_settings(data={
+        "customers": url, "customers_table": "customers",
+        "events": url, "events_table": "SELECT customer_id, event_time, amount FROM events",
+        "contacts": url, "contacts_table": "contacts"}))
+    assert len(from_csv.events) == 7 and len(from_csv.customers) == 4 and len(from_csv.contacts) == 3
+    _assert_same_tables(from_csv, from_parquet)
+    _assert_same_tables(from_csv, from_sql)
+
+
+def test_sql_errors_name_the_database_table(tmp_path: Path) -> None:
+    sa = pytest.importorskip("sqlalchemy")
+    cu, ev, _ = _canonical_raw()
+    ev.loc[0, "customer_id"] = 999
+    url = f"sqlite:///{tmp_path}/shop.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cu.to_sql("customers", conn, index=False)
+        ev.to_sql("events", conn, index=False)
+    engine.dispose()
+    s = _settings(data={"customers": url, "customers_table": "customers", "events": url, "events_table": "events"})
+    with pytest.raises(DataValidationError, match=r"events \(sqlite database\): column 'customer_id'"):
+        load_tables(s)
+    with pytest.raises(SourceError, match="customers"):
+        load_tables(_settings(data={"customers": url, "customers_table": "nope", "events": url,
+                                    "events_table": "events"}))
+
+
+def test_load_tables_as_of_cuts_everything_on_or_after(tmp_path: Path) -> None:
+    cu, ev, co = _canonical_raw()
+    cu = cu.assign(churn_time=pd.to_datetime(["2020-05-01", "2020-06-20", None, None]))
+    cu.to_parquet(tmp_path / "customers.parquet", index=False)
+    ev.to_parquet(tmp_path / "events.parquet", index=False)
+    co.to_parquet(tmp_path / "contacts.parquet", index=False)
+    s = _settings(data={"customers": "customers.parquet", "events": "events.parquet",
+                        "contacts": "contacts.parquet", "columns": {"churn_time": "churn_time"}}).model_copy(
+        update={"root": tmp_path})
+    as_of = pd.Timestamp("2020-06-01")
+    t = load_tables(s, as_of=as_of)
+    assert (t.events["event_time"] < as_of).all()
+    assert len(t.events) == 4  # 2020-06-01, 06-15, 07-02 are gone; 05-31 23:00 stays
+    assert (t.contacts["contact_time"] < as_of).all() and len(t.contacts) == 2
+    assert not (t.customers["signup_time"] >= as_of).any()
+    assert t.customers["customer_id"].tolist() == [1, 2, 3]
+    assert not (t.customers["churn_time"] >= as_of).any()
+    assert t.customers["churn_time"].notna().sum() == 1  # the later churn date is forgotten
+    assert t.end_date == pd.Timestamp("2020-05-31")
+
+
+def test_missing_file_names_the_settings_key(tmp_path: Path) -> None:
+    s = _settings(data={"customers": str(tmp_path / "nope.csv"), "events": str(tmp_path / "events.csv")})
+    with pytest.raises(SourceError, match=r"data\.customers"):
+        load_tables(s)
+    _, ev, _ = _canonical_raw()
+    ev.to_csv(tmp_path / "events.csv", index=False)
+    s = _settings(data={"customers": "", "events": str(tmp_path / "events.csv"),
+                        "contacts": str(tmp_path / "calls.csv")})
+    with pytest.raises(SourceError, match=r"data\.contacts"):
+        load_tables(s)
+
+
+def test_unsupported_file_type(tmp_path: Path) -> None:
+    (tmp_path / "events.xlsx").write_text("x")
+    with pytest.raises(SourceError, match="unsupported file type"):
+        load_tables(_settings(data={"customers": "", "events": str(tmp_path / "events.xlsx")}))
+
+
+def test_database_url_needs_a_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shop.db"
+    with pytest.raises(SourceError, match=r"data\.events_table"):
+        load_tables(_settings(data={"customers": "", "events": url}))
