@@ -95,7 +95,7 @@ def make_split(n: int = 1200, n_train: int = 2) -> tuple[pd.DataFrame, pd.DataFr
 
 
 def settings_for(root: Path, **training: object) -> Settings:
-    base = {"n_trials": 3, "max_boost_rounds": 80, "early_stopping_rounds": 10, "n_threads": 2}
+    base = {"n_trials": 3, "max_boost_rounds": 80, "early_stopping_rounds": 10, "n_threads": 1}
     return Settings(root=root, training=base | training, tracking={"model_name": "churn-test"})
 
 
@@ -440,8 +440,8 @@ def test_gate_refuses_a_worse_model(trained, data, registry_root) -> None:
     assert second.champion_metric is not None and second.challenger_metric < second.champion_metric
 
     client = MlflowClient()
-    assert client.get_model_version_by_alias("gate-test", "champion").version == first.version
-    assert client.get_model_version_by_alias("gate-test", "challenger").version == second.version
+    assert str(client.get_model_version_by_alias("gate-test", "champion").version) == first.version
+    assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == second.version
     tags = client.get_model_version("gate-test", second.version).tags
     assert tags["decision"] == "rejected" and tags["champion_version"] == first.version
     assert float(tags["champion_metric"]) == pytest.approx(second.champion_metric, abs=1e-6)
