@@ -75,7 +75,8 @@ class FeatureSchema:
             col = frame[name]
             if name in self.categorical_levels:
                 levels = self.categorical_levels[name]
-                values = col.astype("string") if not isinstance(col.dtype, pd.CategoricalDtype) else col.astype("string")
+                values = col.astype("string")
+                values = values.where(values.isin(levels))
                 out[name] = pd.Categorical(values, categories=levels)
             else:
                 out[name] = pd.to_numeric(col, errors="coerce").astype(np.float64)

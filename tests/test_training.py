@@ -158,6 +158,7 @@ def test_calibration_improves_ece_of_a_miscalibrated_booster(data, tmp_path) -> 
     assert raw.mean() > y.mean() + 0.15, "the input must be miscalibrated for this test to mean anything"
     assert expected_calibration_error(cal, y) < 0.5 * expected_calibration_error(raw, y)
     assert bundle.calibrator.method == "isotonic"
+    assert cal.min() > 0 and cal.max() < 1, "calibrated probabilities are bounded away from 0 and 1"
 
 
 def test_contributions_sum_to_margin_after_early_stopping(data, tmp_path) -> None:
@@ -259,6 +260,7 @@ def test_resume_after_kill_runs_only_the_remaining_trials(data, tmp_path) -> Non
     assert states.count("COMPLETE") + states.count("PRUNED") == n_trials
     assert "RUNNING" not in states and states.count("FAIL") >= 1  # the killed trial
     assert result.n_run_now == n_trials - len(before)
+    assert all(not t.intermediate_values for t in trials), "pruning off: no pruning callback"
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     for t in trials:  # earlier trials kept unchanged
@@ -290,6 +292,8 @@ def test_tuning_and_fit_are_deterministic_with_fixed_seeds(data, tmp_path) -> No
         assert key in r1.best_params
     assert r1.best_params["tree_method"] == "hist" and r1.best_params["eval_metric"] == "aucpr"
     assert r1.trials["best_iteration"].notna().all()
+    # pruning on: the pruning callback reports the validation metric at every boosting round
+    assert all(len(t.intermediate_values) > 5 for t in r1.study.trials)
 
 
 def test_log_loss_objective_minimises(data, tmp_path) -> None:
@@ -463,3 +467,21 @@ def test_not_promoted_when_not_beating_recency(data, registry_root) -> None:
     assert not res.promoted and "recency" in res.reason and res.champion_version is None
     with pytest.raises(NoChampionError, match="churnflow train"):
         load_bundle(settings)
+
+
+def test_gate_promotes_when_the_champion_cannot_score_todays_features(data, registry_root) -> None:
+    from mlflow.tracking import MlflowClient
+
+    train, valid, test = data
+    settings = Settings(root=registry_root, tracking={"model_name": "schema-test"})
+    old_schema = FeatureSchema(features=[*FEATURES, "old_feature"], categorical_levels=SCHEMA.categorical_levels)
+    add = {"old_feature": 1.0}
+    old = fit_tuned(train.assign(**add), valid.assign(**add), old_schema, settings, {"max_depth": 3}, 20)
+    _, first = _register(settings, old, train.assign(**add), test.assign(**add))
+    assert first.promoted
+    new = fit_tuned(train, valid, SCHEMA, settings, {"max_depth": 3}, 20)
+    _, second = _register(settings, new, train, test)  # today's features lack old_feature
+    assert second.promoted and "cannot score today's features" in second.reason
+    assert second.champion_metric is None and second.champion_version == first.version
+    tags = MlflowClient().get_model_version("schema-test", second.version).tags
+    assert tags["decision"] == "promoted" and "old_feature" in tags["reason"]

@@ -59,7 +59,10 @@ def fit_calibrator(
     if len(np.unique(y)) < 2:
         return Calibrator(method="identity")
     if method == "isotonic":
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+        # A block of validation rows with no churner does not make churn impossible: bound the
+        # map away from 0 and 1 (1/(n+2), Laplace-style) so log loss stays finite and sensible.
+        eps = 1.0 / (len(y) + 2)
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=eps, y_max=1.0 - eps).fit(p, y)
         return Calibrator(
             method="isotonic",
             x=tuple(float(v) for v in iso.X_thresholds_),

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import xgboost as xgb
 import pandas as pd
+import xgboost as xgb
 
 from features.schema import FeatureSchema
 from features.settings import Settings

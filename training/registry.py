@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from xgboost.core import XGBoostError
 
 import features as _features_pkg
 import training as _training_pkg
@@ -182,7 +183,8 @@ def decide_promotion(
     try:
         champion, _ = load_bundle(settings, champion_version)
         champ_metric = float(bundle_metrics(champion, test)[objective])
-    except Exception as exc:  # schema mismatch, missing artifacts, ...
+    except (ValueError, KeyError, OSError, MlflowException, XGBoostError) as exc:
+        # SchemaMismatchError (a ValueError) when features changed; missing/corrupt artifacts.
         return True, f"champion v{champion_version} cannot score today's features: {exc}"[:4900], None
     gain = improvement(objective, ours, champ_metric)
     margin = settings.training.promotion_margin

@@ -1,0 +1,109 @@
+"""What the CLI prints at the end of each command: results, where they are, what to run next."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from features.settings import Settings
+
+_SHOWN = ["pr_auc", "roc_auc", "log_loss", "brier", "lift_top_10", "recall_top_10"]
+
+
+def print_train_summary(console: Console, result: dict[str, Any]) -> None:
+    table = Table(title=f"model {result['model_name']} v{result['version']} — test snapshot {result['plan']['test']}"
+                  + ("" if result["plan"]["out_of_time"] else " (stratified split, NOT out-of-time)"))
+    table.add_column("metric")
+    table.add_column("tuned", justify="right")
+    baselines = result.get("baselines", {})
+    for name in baselines:
+        table.add_column(name, justify="right")
+    for metric in _SHOWN:
+        if metric not in result["metrics"]:
+            continue
+        row = [metric, f"{result['metrics'][metric]:.4f}"]
+        row += [f"{b.get(metric, float('nan')):.4f}" for b in baselines.values()]
+        table.add_row(*row)
+    console.print(table)
+    if not result["beats_recency"]:
+        console.print("[bold red]THE TUNED MODEL DOES NOT BEAT THE RECENCY BASELINE — not promoted.[/]")
+    for note in result.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+    failed = [c for c in result.get("checks", []) if not c["passed"]]
+    for c in failed:
+        console.print(f"[red]behavioural check failed:[/] {c['name']}: {c['detail']}")
+    verdict = "[green]promoted to champion[/]" if result["promoted"] else "[yellow]not promoted[/]"
+    console.print(f"{verdict}: {result['reason']}")
+    console.print(f"trials in study: {result['trials']}; MLflow run {result['run_id']} in {result['tracking_uri']}")
+    console.print("[yellow]next:[/] churnflow score")
+
+
+def print_score_summary(console: Console, result: dict[str, Any]) -> None:
+    s = result["summary"]
+    console.print(
+        f"scored [bold]{s.get('n_scored', 0):,}[/] customers as of {result['as_of']} with model "
+        f"{s.get('model_name')} v{s.get('model_version')}; [bold]{s.get('n_listed', 0):,}[/] on the list "
+        f"({s.get('n_contactable', 0):,} to contact)"
+    )
+    for key, title in (("segments", "top segments"), ("top_reasons", "top reasons")):
+        value = s.get(key)
+        if isinstance(value, dict) and value:
+            top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]
+            console.print(f"{title}: " + ", ".join(f"{k} ({_count(v):,})" for k, v in top))
+    for warning in s.get("warnings", []):
+        console.print(f"[yellow]{warning}[/]")
+    folder = Path(result["folder"])
+    console.print(f"priority list: [bold]{folder / 'priority_list.csv'}[/]")
+    console.print(f"report:        [bold]{folder / 'report.html'}[/]")
+    console.print("[yellow]next:[/] open the report, or `churnflow report` to see the list here")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, dict):
+        return int(value.get("count", value.get("n", 0)) or 0)
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
+def print_where_to_look(console: Console, settings: Settings) -> None:
+    console.rule("where to look")
+    console.print(f"MLflow UI:  mlflow ui --backend-store-uri {settings.tracking.uri}   (then http://127.0.0.1:5000)")
+    console.print("Prefect UI: prefect server start   (then http://127.0.0.1:4200; runs of this demo used a "
+                  "temporary server, `churnflow schedule` keeps one running)")
+    console.print("weekly:     churnflow schedule   (serves the Monday 06:00 scoring deployment)")
+
+
+def latest_folder(settings: Settings, as_of: str | None) -> Path:
+    root = settings.output_dir
+    if as_of:
+        folder = root / as_of
+    else:
+        dated = sorted(p for p in root.glob("????-??-??") if p.is_dir()) if root.exists() else []
+        if not dated:
+            raise FileNotFoundError(f"no published lists under {root}")
+        folder = dated[-1]
+    if not (folder / "summary.json").exists():
+        raise FileNotFoundError(f"no published list in {folder}")
+    return folder
+
+
+def print_published(console: Console, settings: Settings, as_of: str | None, top: int) -> None:
+    import pandas as pd
+
+    folder = latest_folder(settings, as_of)
+    summary = json.loads((folder / "summary.json").read_text())
+    listed = pd.read_parquet(folder / "priority_list.parquet")
+    table = Table(title=f"priority list {folder.name} — model v{summary.get('model_version')}")
+    for col in ("rank", "customer_id", "churn_probability", "risk_tier", "value_at_risk", "segment", "reason_1",
+                "recommended_action", "status"):
+        table.add_column(col)
+    for row in listed.head(top).itertuples(index=False):
+        table.add_row(*(str(getattr(row, c)) for c in ("rank", "customer_id", "churn_probability", "risk_tier",
+                                                       "value_at_risk", "segment", "reason_1",
+                                                       "recommended_action", "status")))
+    console.print(table)
+    console.print(f"{len(listed):,} customers on the list; files in [bold]{folder}[/]")
+    console.print(f"report: {folder / 'report.html'}")
