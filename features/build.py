@@ -38,8 +38,14 @@ def _parse_number_text(values: pd.Series) -> pd.Series:
     """'1,200', ' 3 450 ', '$12.5', '' → 1200.0, 3450.0, 12.5, NaN."""
     arrow = pa.array(values.astype("string[pyarrow]").array, type=pa.large_string()) if len(values) else pa.array([], pa.large_string())
     cleaned = pc.replace_substring_regex(arrow, r"[,\s$€£%]", "")
-    text = pd.Series(cleaned.to_pandas(), index=values.index, dtype="string[pyarrow]").replace("", pd.NA)
+    text = pd.Series(cleaned.to_pandas().to_numpy(), index=values.index, dtype="string[pyarrow]").replace("", pd.NA)
     return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def known_levels(values: pd.Series, levels: list[str]) -> pd.Categorical:
+    """A categorical with exactly the recorded levels; values never seen in training become missing."""
+    text = pd.Series(values).astype("string").str.strip()
+    return pd.Categorical(text.where(text.isin(levels)), categories=levels)
 
 
 def slug(value: str) -> str:
@@ -97,6 +103,7 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
     event_types: list[str] = []
     if has_events and tables.events is not None and "event_type" in tables.events:
         counts = tables.events["event_type"].value_counts()
+        counts = counts[counts > 0]  # a category column remembers levels of rows cut away
         event_types = sorted(counts.index[:MAX_EVENT_TYPES].tolist())
         if len(event_types) < 2:
             event_types = []
@@ -192,7 +199,7 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
         values = cu[col].reindex(ids) if col in cu else pd.Series(pd.NA, index=ids)
-        out[name] = pd.Categorical(values.astype("string").str.strip(), categories=levels)
+        out[name] = known_levels(values, levels)
 
     frame = pd.DataFrame({"customer_id": ids.to_numpy(), "as_of": np.full(n, as_of.to_datetime64())})
     features = pd.DataFrame({name: out[name] for name in schema.features})
@@ -253,7 +260,7 @@ def _event_features(events: pd.DataFrame, ids: pd.Index, t: np.datetime64, schem
     f: dict[str, np.ndarray] = {}
     total = count()
     tenure = (t - signup) / DAY
-    tenure = np.where(np.isnan(tenure), first_age, np.fmax(tenure, np.nan_to_num(first_age)))
+    tenure = np.where(np.isnan(tenure), first_age, tenure)  # the same start as labels.customer_start
     f["tenure_days"] = tenure
     f["recency_days"] = last_age
     f["events_total"] = total
@@ -270,7 +277,7 @@ def _event_features(events: pd.DataFrame, ids: pd.Index, t: np.datetime64, schem
 
     # Rhythm: gaps between distinct active days ("purchase-days" in the RFM literature). Whole
     # days before T fall (weakly) along each customer's rows, so a new day is a change of value.
-    day = np.floor(age).astype(np.int64)
+    day = np.ceil(age).astype(np.int64)  # calendar days before T: 00:00 and 10:00 of one day agree
     new_day = np.r_[True, change | (day[1:] != day[:-1])] if len(pos) else np.zeros(0, dtype=bool)
     dpos, dday = pos[new_day], day[new_day]
     same = dpos[1:] == dpos[:-1]
@@ -357,7 +364,7 @@ def build_snapshots(tables: Tables, as_of_dates: list[pd.Timestamp], settings: S
         frames.append(feats)
     out = pd.concat(frames, ignore_index=True)
     for col, levels in schema.categorical_levels.items():
-        out[col] = pd.Categorical(out[col], categories=levels)
+        out[col] = known_levels(out[col], levels)
     return out
 
 

@@ -207,12 +207,12 @@ def _customers_schema(settings: Settings) -> pa.DataFrameSchema:
 
 def _events_schema(known: pd.Index, end: pd.Timestamp | None, settings: Settings, has_amount: bool) -> pa.DataFrameSchema:
     end_check = [] if end is None else [
-        pa.Check(lambda s: s < end + pd.Timedelta(days=1),
+        pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
                  name=f"is after the declared end of the data ({end.date()}; data.end_date)")
     ]
     cols = {
         "customer_id": pa.Column(nullable=False, checks=pa.Check(lambda s: s.isin(known), name="refers to an unknown customer (not in the customers table)")),
-        "event_time": pa.Column(nullable=False, checks=end_check),
+        "event_time": pa.Column(nullable=True, checks=end_check),  # blanks reported when parsing
     }
     if has_amount and not settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
@@ -248,7 +248,8 @@ def validate_tables(
         has_amount = bool(c.amount) and "amount" in ev
         if not found:
             ev = ev[[k for k in ev_map if ev_map[k] and k in ev]].copy()
-            ev["event_time"], bad = _parse_column(ev["event_time"], names["events"], c.event_time, problems, drop, dropped)
+            ev["event_time"], bad = _parse_column(ev["event_time"], names["events"], c.event_time, problems, drop,
+                                                  dropped, required=True)
             ev = ev.loc[~bad]
             if has_amount:
                 raw = ev["amount"]
@@ -282,9 +283,10 @@ def validate_tables(
             if bad.any():
                 _report_or_drop(names["customers"], c.label, "is not a churn flag (0/1, true/false, yes/no)", raw[bad], problems, drop, dropped)
                 cu = cu.loc[~bad]
-            cu["label"] = cu["label"].astype("int8")
-    if problems:
-        raise DataValidationError(problems)
+            if not cu["label"].isna().any():
+                cu["label"] = cu["label"].astype("int8")
+    if any(not p.rows for p in problems):
+        raise DataValidationError(problems)  # columns missing: the row rules cannot run
 
     cu = _validate(cu, _customers_schema(settings), names["customers"], drop, problems, dropped)
     if drop and cu["customer_id"].duplicated().any():
@@ -294,9 +296,7 @@ def validate_tables(
 
     ev_end = pd.Timestamp(settings.data.end_date) if settings.data.end_date else None
     if ev is not None:
-        if ev["customer_id"].dtype != cu["customer_id"].dtype:
-            ev["customer_id"] = ev["customer_id"].astype(str)
-            cu["customer_id"] = cu["customer_id"].astype(str)
+        ev["customer_id"], cu["customer_id"] = _common_id_type(ev["customer_id"], cu["customer_id"])
         ev = _validate(ev, _events_schema(pd.Index(cu["customer_id"]), ev_end, settings, has_amount),
                        names["events"], drop, problems, dropped)
 
@@ -307,10 +307,10 @@ def validate_tables(
         problems += found
         if not found:
             co = co[[k for k in co_map if co_map[k] and k in co]].copy()
-            co["contact_time"], bad = _parse_column(co["contact_time"], names["contacts"], c.contact_time, problems, drop, dropped)
+            co["contact_time"], bad = _parse_column(co["contact_time"], names["contacts"], c.contact_time, problems,
+                                                    drop, dropped, required=True)
             co = co.loc[~bad]
-            if co["customer_id"].dtype != cu["customer_id"].dtype:
-                co["customer_id"] = co["customer_id"].astype(str)
+            co["customer_id"], _ = _common_id_type(co["customer_id"], cu["customer_id"])
             co = _validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=pa.Check(
                 lambda s: s.isin(pd.Index(cu["customer_id"])), name="refers to an unknown customer (not in the customers table)"))}),
                 names["contacts"], drop, problems, dropped)
@@ -356,14 +356,34 @@ def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
     return ev.take(order).reset_index(drop=True)
 
 
+def _common_id_type(ids: pd.Series, known: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Make two id columns comparable: a blank id turns integers into floats (1.0 is customer 1),
+    and only a genuine mix of numbers and text falls back to comparing as text."""
+    def integral(s: pd.Series) -> pd.Series:
+        if pd.api.types.is_float_dtype(s):
+            finite = s.dropna()
+            if (finite == finite.round()).all():
+                return s.astype("Int64")
+        return s
+
+    ids, known = integral(ids), integral(known)
+    if pd.api.types.is_numeric_dtype(ids) and pd.api.types.is_numeric_dtype(known):
+        return ids, known
+    if ids.dtype != known.dtype:
+        return ids.astype("string").astype(object).where(ids.notna()), known.astype("string").astype(object)
+    return ids, known
+
+
 def _parse_column(raw: pd.Series, table: str, column: str, problems: list[Problem], drop: bool,
-                  dropped: dict[str, int]) -> tuple[pd.Series, pd.Series]:
+                  dropped: dict[str, int], required: bool = False) -> tuple[pd.Series, pd.Series]:
     parsed = parse_dates(raw)
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        return parsed, pd.Series(False, index=raw.index)
-    bad = parsed.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
+    blank = raw.isna() | (raw.astype("string").str.strip() == "") if not pd.api.types.is_datetime64_any_dtype(raw) else raw.isna()
+    if required and blank.any():
+        _report_or_drop(table, column, "has empty dates", raw[blank].astype("string").fillna("<empty>"), problems, drop, dropped)
+    bad = parsed.isna() & ~blank
     if bad.any():
         _report_or_drop(table, column, "has dates that cannot be parsed", raw[bad], problems, drop, dropped)
+    bad = bad | (blank if required else False)
     return parsed, (bad if drop else pd.Series(False, index=raw.index))
 
 

@@ -69,15 +69,15 @@ class FeatureSchema:
 
         Unseen category values become missing (XGBoost routes them down the default branch).
         """
+        from features.build import known_levels
+
         self.check_columns(frame)
         out = {}
         for name in self.features:
             col = frame[name]
             if name in self.categorical_levels:
                 levels = self.categorical_levels[name]
-                values = col.astype("string")
-                values = values.where(values.isin(levels))
-                out[name] = pd.Categorical(values, categories=levels)
+                out[name] = known_levels(col, levels)
             else:
                 out[name] = pd.to_numeric(col, errors="coerce").astype(np.float64)
         return pd.DataFrame(out, index=frame.index)

@@ -260,11 +260,6 @@ def test_two_parse_problems_reported_at_once() -> None:
     assert {(p.table, p.column) for p in err.problems} == {("crm.csv", "signup_time"), ("orders.parquet", "amount")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_tables raises after the parsing phase (contracts.py: `if problems: raise` "
-    "before the pandera checks), so a duplicate id is only reported in a second round",
-)
 def test_parse_problem_and_duplicate_reported_at_once() -> None:
     cu = pd.concat([_customers(), _customers().iloc[[0]]], ignore_index=True)
     cu.loc[1, "signup_time"] = "??"
@@ -273,11 +268,6 @@ def test_parse_problem_and_duplicate_reported_at_once() -> None:
     assert {("crm.csv", "signup_time"), ("crm.csv", "customer_id")} <= got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a blank customer id makes the events id column float64; validate_tables then casts "
-    "both id columns to str ('1.0' vs '1') and reports every valid event as an unknown customer",
-)
 def test_blank_event_customer_id_is_the_only_problem() -> None:
     ev = _events().astype({"customer_id": "float64"})
     ev.loc[2, "customer_id"] = float("nan")
@@ -286,11 +276,6 @@ def test_blank_event_customer_id_is_the_only_problem() -> None:
     assert err.problems[0].rows == [2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with drop_invalid_rows, one blank customer id in the events drops ALL events "
-    "(float ids cast to '1.0' never match the customers' '1') and turns customer_id into str",
-)
 def test_drop_blank_event_customer_id_drops_one_row() -> None:
     ev = _events().astype({"customer_id": "float64"})
     ev.loc[2, "customer_id"] = float("nan")

@@ -185,12 +185,6 @@ def test_gap_std_needs_three_days() -> None:
     assert np.isnan(f["gap_std_days"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build.py _event_features: day = floor((T - time) / 1 day) puts a midnight event in the "
-    "bucket of the previous calendar day, so a 00:00 and a 10:00 event on the same day count as "
-    "two active days (and 10:00 the day before plus 00:00 count as one)",
-)
 def test_midnight_and_daytime_events_on_the_same_day_count_once() -> None:
     tables = _tables({"customer_id": [1], "signup_time": ["2020-01-01"]},
                      [(1, "2020-12-02 00:00", 1, "a"), (1, "2020-12-02 10:00", 1, "a"),
@@ -230,12 +224,6 @@ def test_tenure(main: Any) -> None:
     assert feats.loc[4, "tenure_days"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tenure disagrees between membership and feature when an event precedes the signup: "
-    "labels.customer_start uses the signup date (31 days for customer 7) while build.py "
-    "_event_features takes fmax(signup tenure, first event age) (60.5 days)",
-)
 def test_tenure_feature_agrees_with_min_tenure_membership(main: Any) -> None:
     tables, _, feats, _ = main
     members = set(active_customers(tables, T, min_tenure_days=45))
@@ -278,18 +266,11 @@ def test_as_of_is_normalised_to_midnight(main: Any) -> None:
     pd.testing.assert_frame_equal(late, feats)
 
 
-_ARROW_REASON = (
-    "build.py _parse_number_text (commit dd406bb): pd.Series(cleaned.to_pandas(), "
-    "index=values.index) re-aligns the RangeIndex result on the caller's index (customer ids in "
-    "build_features), so numbers-as-text attributes are shifted to other customers or NaN, e.g. "
-    "_parse_number_text(pd.Series(['1,200', '3 450', ''], index=[10, 11, 12])) -> [nan, nan, nan]"
-)
 
 
 # ---- static attributes -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=_ARROW_REASON)
 def test_numbers_as_text_become_float(main: Any) -> None:
     feats, schema = main[2], main[3]
     assert "fee" in schema.numeric_attributes
@@ -355,13 +336,6 @@ def test_unseen_category_level_at_scoring_is_nan(main: Any) -> None:
     assert list(feats["plan"].cat.categories) == ["basic", "max", "pro"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build.py build_features (and build_snapshots, FeatureSchema.to_model_frame) call "
-    "pd.Categorical(values, categories=levels) with values outside the levels; pandas 3.1 warns "
-    "(Pandas4Warning) that this will raise in a future version, i.e. scoring with a new level "
-    "will crash on pandas 4",
-)
 @pytest.mark.filterwarnings("error::pandas.errors.Pandas4Warning")
 def test_unseen_category_level_is_future_proof(main: Any) -> None:
     tables, s, _, schema = main
@@ -377,7 +351,6 @@ def test_missing_attribute_column_at_scoring_is_nan(main: Any) -> None:
     assert feats["fee"].isna().all() and feats["plan"].isna().all()
 
 
-@pytest.mark.xfail(strict=True, reason=_ARROW_REASON)
 def test_attribute_typing_through_validation() -> None:
     raw_cu = pd.DataFrame({
         "customer_id": list(range(1, 9)),
@@ -420,8 +393,7 @@ def test_event_row_order_does_not_matter(main: Any) -> None:
 def test_partition_independence(main: Any, subset: list[int]) -> None:
     tables, s, feats, schema = main
     part = build_features(tables, T, s, schema, customer_ids=pd.Index(subset)).set_index("customer_id")
-    # "fee" (numbers as text) is left out until _ARROW_REASON is fixed; then compare all columns
-    pd.testing.assert_frame_equal(part.drop(columns="fee"), feats.loc[subset].drop(columns="fee"))
+    pd.testing.assert_frame_equal(part, feats.loc[subset])
 
 
 def test_partitions_with_only_their_own_rows(main: Any) -> None:
@@ -438,7 +410,6 @@ def test_partitions_with_only_their_own_rows(main: Any) -> None:
     pd.testing.assert_frame_equal(part.drop(columns="fee"), feats.loc[ids].drop(columns="fee"))
 
 
-@pytest.mark.xfail(strict=True, reason=_ARROW_REASON)
 def test_partition_independence_numbers_as_text(main: Any) -> None:
     tables, s, feats, schema = main
     part = build_features(tables, T, s, schema, customer_ids=pd.Index([7, 1])).set_index("customer_id")

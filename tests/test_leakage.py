@@ -254,13 +254,6 @@ def test_load_tables_as_of_gives_the_same_features(tmp_path: Path) -> None:
     assert from_full["customer_id"].tolist() == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contracts.py validate_tables (commit dd406bb) makes event_type a category; cut_at keeps "
-    "the categories of events dated on or after T and infer_schema's value_counts() lists "
-    "zero-count categories, so a schema inferred from load_tables(as_of=T) has event types that "
-    "first appear after T (share_refund_365d). DESIGN.md also says event_type is str",
-)
 def test_schema_from_cut_tables_knows_only_the_past(tmp_path: Path) -> None:
     s = _write_csv_world(tmp_path)
     full = load_tables(s)
