@@ -164,7 +164,7 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
 
     Returns ``customer_id``, ``as_of`` and ``schema.features`` in schema order.
     """
-    as_of = pd.Timestamp(as_of).normalize()
+    as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
     t = as_of.to_datetime64()
     if customer_ids is None:
         customer_ids = active_customers(
@@ -353,7 +353,7 @@ def build_snapshots(tables: Tables, as_of_dates: list[pd.Timestamp], settings: S
     """
     frames = []
     for as_of in as_of_dates:
-        as_of = pd.Timestamp(as_of).normalize()
+        as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
         feats = build_features(tables, as_of, settings, schema)
         if with_labels:
             if settings.churn.definition != "label":
@@ -372,4 +372,4 @@ def latest_as_of(tables: Tables, today: pd.Timestamp | None = None) -> pd.Timest
     """The as-of date a run uses when none is given: today, or the day after the data end when
     the data stop earlier (a demo extract, a late export), so no week of silence is invented."""
     today = pd.Timestamp.today().normalize() if today is None else pd.Timestamp(today).normalize()
-    return min(today, tables.end_date.normalize() + pd.Timedelta(days=1))
+    return min(today, tables.end_date.normalize() + pd.Timedelta(days=1)).as_unit("ns")

@@ -112,8 +112,8 @@ class TrainingSettings(_Section):
     storage: str = "sqlite:///mlruns/optuna.db"
     pruning: bool = True
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
-    max_boost_rounds: int = Field(1000, ge=10)
-    early_stopping_rounds: int = Field(50, ge=5)
+    max_boost_rounds: int = Field(500, ge=10)
+    early_stopping_rounds: int = Field(30, ge=5)
     test_size: float = Field(0.2, gt=0, lt=0.5)
     """Share of rows held out for the test set when the data are a snapshot table."""
     promotion_margin: float = Field(0.0, ge=0)

@@ -8,7 +8,14 @@ from prefect import flow, get_run_logger, task
 
 from features.build import build_features, infer_schema, latest_as_of
 from features.export import write_feature_table
-from flows.tasks import parse_as_of, read_sources_task, settings_task, task_options, validate_task
+from flows.tasks import (
+    parse_as_of,
+    read_sources_task,
+    run_name,
+    settings_task,
+    task_options,
+    validate_task,
+)
 
 
 @task(name="build-features", **task_options)
@@ -17,7 +24,7 @@ def build_features_task(tables, as_of, settings):
     return build_features(tables, as_of, settings, schema), schema
 
 
-@flow(name="build_features", flow_run_name="build-features-{as_of}", validate_parameters=True)
+@flow(name="build_features", flow_run_name=run_name("build-features"), validate_parameters=True)
 def build_features_flow(config: str | None = None, as_of: str | None = None, out: str = "") -> dict[str, str]:
     """Features as of ``as_of`` (default: latest complete day) from data strictly before it."""
     settings = settings_task(config)

@@ -7,10 +7,11 @@ from typing import Any
 from prefect import flow
 
 from flows.score_flow import score_flow
+from flows.tasks import run_name
 from flows.train_flow import train_flow
 
 
-@flow(name="pipeline", flow_run_name="pipeline-{as_of}", validate_parameters=True)
+@flow(name="pipeline", flow_run_name=run_name("pipeline"), validate_parameters=True)
 def pipeline_flow(config: str | None = None, as_of: str | None = None, trials: int | None = None,
                   force: bool = False) -> dict[str, Any]:
     """Train as of ``as_of`` and publish that date's list; the two runs appear as subflows."""

@@ -10,7 +10,14 @@ from prefect import flow, get_run_logger, task
 from features.build import latest_as_of
 from features.contracts import Tables, cut_at
 from features.settings import Settings
-from flows.tasks import parse_as_of, read_sources_task, settings_task, task_options, validate_task
+from flows.tasks import (
+    parse_as_of,
+    read_sources_task,
+    run_name,
+    settings_task,
+    task_options,
+    validate_task,
+)
 from serving.priority import build_priority_list, build_summary
 from serving.publish import (
     publish_outputs,
@@ -71,7 +78,7 @@ def database_task(priority_list: pd.DataFrame, settings: Settings, as_of: pd.Tim
                                   settings.serving.list_table, as_of)
 
 
-@flow(name="score", flow_run_name="score-{as_of}", validate_parameters=True)
+@flow(name="score", flow_run_name=run_name("score"), validate_parameters=True)
 def score_flow(config: str | None = None, as_of: str | None = None, model_version: str | None = None,
                force: bool = False) -> dict[str, Any]:
     """Publish the retention-priority list as of ``as_of`` (default: computed when the run starts)."""

@@ -8,6 +8,7 @@ cost seconds per million rows and store customer data in Prefect's result storag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -48,4 +49,15 @@ def validate_task(settings: Settings, raw: dict[str, pd.DataFrame | None],
 
 
 def parse_as_of(value: str | None) -> pd.Timestamp | None:
-    return None if value in (None, "") else pd.Timestamp(value).normalize()
+    return None if value in (None, "") else pd.Timestamp(value).normalize().as_unit("ns")
+
+
+def run_name(flow: str) -> Callable[[], str]:
+    """Flow run names carry the as-of date ("latest" when it is computed at run time)."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        return f"{flow}-{flow_run.parameters.get('as_of') or 'latest'}"
+
+    return name

@@ -20,7 +20,14 @@ from features.profile import fit_reference
 from features.schema import FeatureSchema
 from features.segments import fit_segments
 from features.settings import Settings
-from flows.tasks import parse_as_of, read_sources_task, settings_task, task_options, validate_task
+from flows.tasks import (
+    parse_as_of,
+    read_sources_task,
+    run_name,
+    settings_task,
+    task_options,
+    validate_task,
+)
 from training.evaluate import attach_metrics, evaluate
 from training.explain import behavioural_checks, explain
 from training.fit import fit_baseline, fit_tuned
@@ -96,13 +103,13 @@ def explain_task(bundle, test, settings, plot_dir: Path):
 
 
 @task(name="register-and-promote", retries=1, retry_delay_seconds=5, **task_options)
-def register_task(settings, bundle, evaluation, test, tuned, plan, fingerprint, explanation, checks, plots, run_name):
+def register_task(settings, bundle, evaluation, test, tuned, plan, fingerprint, explanation, checks, plots, mlflow_run_name):
     return log_and_register(settings, bundle, evaluation, test, tune_result=tuned, plan=plan,
                             fingerprint=fingerprint, importance=explanation.importance, checks=checks,
-                            plots=plots, run_name=run_name)
+                            plots=plots, run_name=mlflow_run_name)
 
 
-@flow(name="train", flow_run_name="train-{as_of}", validate_parameters=True)
+@flow(name="train", flow_run_name=run_name("train"), validate_parameters=True)
 def train_flow(config: str | None = None, as_of: str | None = None, trials: int | None = None,
                timeout: float | None = None) -> dict[str, Any]:
     """Train as if today were ``as_of`` (default: with all data); register and maybe promote."""

@@ -105,7 +105,7 @@ def _value_feature(bundle: ModelBundle, settings: Settings) -> str | None:
 def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
                     customer_ids: pd.Index | None = None) -> ScoreResult:
     """Score every active customer at ``as_of`` in partitions of ``serving.chunk_size``."""
-    as_of = pd.Timestamp(as_of).normalize()
+    as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
     if customer_ids is None:
         customer_ids = active_customers(
             tables, as_of, settings.churn.min_tenure_days,

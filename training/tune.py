@@ -98,7 +98,7 @@ def suggest_params(trial: optuna.Trial, pos_weight_max: float) -> dict[str, Any]
     """The search space: tree shape, learning rate, sampling, regularisation, class weight."""
     return {
         "max_depth": trial.suggest_int("max_depth", 2, 8),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
         "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 50.0, log=True),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),

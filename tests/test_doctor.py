@@ -1,0 +1,94 @@
+"""`churnflow doctor`: names what is missing and the command that fixes it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import flows.cli as cli
+
+PROJECT_TOML = """
+[data]
+customers = "data/demo/customers.parquet"
+events = "data/demo/events.parquet"
+contacts = "data/demo/contacts.parquet"
+
+[data.columns]
+event_type = "event_type"
+churn_time = "churn_time"
+outcome = "outcome"
+pii = ["name", "email", "phone", "address"]
+
+[features]
+value_column = "monthly_fee"
+
+[tracking]
+uri = "sqlite:///mlruns/mlflow.db"
+artifact_location = "mlruns/artifacts"
+"""
+
+
+@pytest.fixture
+def doctor(monkeypatch: pytest.MonkeyPatch):
+    """Run `churnflow doctor --config ...` in-process; a wide console so no message is wrapped."""
+    monkeypatch.setattr(cli, "console", Console(width=250, color_system=None))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for name in [n for n in os.environ if n.startswith("CHURNFLOW_")]:
+        monkeypatch.delenv(name)
+
+    def run(config: Path):
+        result = CliRunner().invoke(cli.app, ["doctor", "--config", str(config)])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, " ".join(result.output.split())
+
+    return run
+
+
+def test_doctor_names_missing_data_then_missing_model(tmp_path: Path, doctor) -> None:
+    config = tmp_path / "churnflow.toml"
+    config.write_text(PROJECT_TOML)
+
+    code, out = doctor(config)
+    assert code == 1, out
+    assert str(tmp_path / "data" / "demo" / "customers.parquet") in out
+    assert "does not exist" in out
+    assert "churnflow demo-data" in out
+
+    from features.demo import generate_demo_data, write_demo_data
+
+    write_demo_data(generate_demo_data(1000, seed=3), tmp_path / "data" / "demo")
+    code, out = doctor(config)
+    assert code == 1, out  # no champion is a problem
+    assert "does not exist" not in out
+    assert "1,000 customers" in out
+    assert "alias 'champion'" in out
+    assert "run `churnflow train`" in out
+
+
+def test_doctor_reports_bad_settings(tmp_path: Path, doctor) -> None:
+    config = tmp_path / "churnflow.toml"
+    config.write_text('[training]\nn_trails = 5\n')
+    code, out = doctor(config)
+    assert code == 1, out
+    assert "training.n_trails" in out
+    assert "unknown key" in out
+
+
+def test_doctor_reports_unreachable_prefect(tmp_path: Path, doctor, monkeypatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    config = tmp_path / "churnflow.toml"
+    config.write_text('[training]\nn_trials = 5\n')  # data missing as well: still one row each
+    code, out = doctor(config)
+    assert code == 1, out
+    assert f"http://127.0.0.1:{port}/api/health" in out
+    assert "prefect server start" in out
