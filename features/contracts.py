@@ -23,6 +23,8 @@ from features.sources import read_source, source_label
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
+_HASHED = {"customer_id", "event_time", "amount", "event_type", "contact_time", "campaign", "outcome",
+           "signup_time", "churn_time"}
 _RULE_NAMES = {"field_uniqueness": "has duplicate values (must be unique)", "not_nullable": "has empty values"}
 _TRUE = {"1", "true", "yes", "y", "t", "churn", "churned"}
 _FALSE = {"0", "false", "no", "n", "f", "stay", "stayed", "retained"}
@@ -82,7 +84,9 @@ class Tables:
             if time_col in frame and len(frame):
                 out[f"{name}_from"] = str(frame[time_col].min().date()) if frame[time_col].notna().any() else ""
                 out[f"{name}_to"] = str(frame[time_col].max().date()) if frame[time_col].notna().any() else ""
-            hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+            # The columns churnflow uses: hashing free text (names, addresses) would double the cost.
+            used = [c for c in frame.columns if c in _HASHED or c == "label" or frame[c].dtype.kind in "biufM"]
+            hashed = pd.util.hash_pandas_object(frame[used], index=False).to_numpy()
             out[f"{name}_sha256"] = hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
         return out
 
