@@ -49,7 +49,7 @@ def print_score_summary(console: Console, result: dict[str, Any]) -> None:
         f"{s.get('model_name')} v{s.get('model_version')}; [bold]{s.get('n_listed', 0):,}[/] on the list "
         f"({s.get('n_contactable', 0):,} to contact)"
     )
-    for key, title in (("segments", "top segments"), ("top_reasons", "top reasons")):
+    for key, title in (("segments_listed", "top segments"), ("top_reasons_listed", "top reasons")):
         value = s.get(key)
         if isinstance(value, dict) and value:
             top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]

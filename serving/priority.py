@@ -429,6 +429,18 @@ def build_summary(
             if drift is not None and len(drift)
             else {}
         ),
+        "drift_features": (
+            [{"feature": str(r.feature), "psi": round(float(r.psi), 6), "status": str(r.status)}
+             for r in drift.sort_values("psi", ascending=False).itertuples(index=False)]
+            if drift is not None and len(drift)
+            else []
+        ),
+        "top_reasons_listed": (
+            {str(k): int(v) for k, v in scored.loc[scored["customer_id"].isin(priority_list["customer_id"]),
+                                                    "reason_feature_1"].replace("", "none").value_counts().head(10).items()}
+            if "reason_feature_1" in scored.columns
+            else {}
+        ),
     }
     if extra:
         summary.update(dict(extra))

@@ -68,6 +68,8 @@ def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> N
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["model_version"] == str(champion.version)
     assert summary["n_scored"] == len(scores)
+    assert summary["top_reasons_listed"] and summary["drift_features"]
+    assert summary["input_fingerprint"]["events_rows"] > 0
 
 
 def test_no_personal_data_in_outputs_or_mlflow(project: dict[str, Any]) -> None:
