@@ -74,12 +74,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _api(api_url: str, method: str, path: str, body: dict | None = None) -> Any:
+def _api(api_url: str, method: str, path: str, body: dict | None = None, attempts: int = 5) -> Any:
+    """One REST call; a busy local server (503, SQLite locked on 2 cores) is asked again."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{api_url}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as response:
-        return json.loads(response.read() or b"null")
+    for attempt in range(attempts):
+        req = urllib.request.Request(f"{api_url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == attempts - 1:
+                raise
+        time.sleep(1 + attempt)
+    return None
 
 
 def _tail(log: Path, n: int = 40) -> str:
