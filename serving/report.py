@@ -127,7 +127,7 @@ def line_chart(x: Sequence[float], y: Sequence[float], width: int = 460, height:
 
 
 # ---- gains normalisation -------------------------------------------------------------------
-_SHARE_KEYS = ("share", "top_share", "fraction", "population_share", "top_fraction", "top_k_share", "k", "top")
+_SHARE_KEYS = ("cum_share", "share", "top_share", "fraction", "population_share", "top_fraction", "top_k_share", "k", "top")
 _RECALL_KEYS = ("recall", "captured", "cum_recall", "gain", "share_of_churners", "cumulative_recall")
 
 
@@ -154,7 +154,7 @@ def normalise_gains(gains: Any) -> list[dict[str, float]]:
         if isinstance(item, Mapping):
             share = next((item[k] for k in _SHARE_KEYS if k in item), None)
             recall = next((item[k] for k in _RECALL_KEYS if k in item), None)
-            lift = item.get("lift")
+            lift = item.get("lift", item.get("cum_lift"))
         elif isinstance(item, list | tuple) and len(item) >= 2:
             share, recall, lift = item[0], item[1], (item[2] if len(item) > 2 else None)
         else:

@@ -70,6 +70,8 @@ def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> N
     assert summary["n_scored"] == len(scores)
     assert summary["top_reasons_listed"] and summary["drift_features"]
     assert summary["input_fingerprint"]["events_rows"] > 0
+    report = (folder / "report.html").read_text()
+    assert "no gains curve" not in report, "the model's gains (training metrics) must reach the report"
 
 
 def test_no_personal_data_in_outputs_or_mlflow(project: dict[str, Any]) -> None:
