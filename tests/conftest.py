@@ -44,11 +44,13 @@ cooldown_days = 30
 
 def write_project(root: Path, n_customers: int = 1500, seed: int = 7, extra_toml: str = "",
                   end_date: str = "2026-10-31") -> Path:
-    """A project folder with demo data and a churnflow.toml whose stores all live inside it."""
+    """A project folder with demo data (none when ``n_customers`` is 0) and a churnflow.toml whose
+    stores all live inside it."""
     from features.demo import generate_demo_data, write_demo_data
 
     root.mkdir(parents=True, exist_ok=True)
-    write_demo_data(generate_demo_data(n_customers, seed=seed, end_date=end_date), root / "data")
+    if n_customers:
+        write_demo_data(generate_demo_data(n_customers, seed=seed, end_date=end_date), root / "data")
     config = root / "churnflow.toml"
     config.write_text(SMALL_PROJECT_TOML + extra_toml)
     return config

@@ -10,26 +10,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import flows.cli as cli
-
-PROJECT_TOML = """
-[data]
-customers = "data/demo/customers.parquet"
-events = "data/demo/events.parquet"
-contacts = "data/demo/contacts.parquet"
-
-[data.columns]
-event_type = "event_type"
-churn_time = "churn_time"
-outcome = "outcome"
-pii = ["name", "email", "phone", "address"]
-
-[features]
-value_column = "monthly_fee"
-
-[tracking]
-uri = "sqlite:///mlruns/mlflow.db"
-artifact_location = "mlruns/artifacts"
-"""
+from tests.conftest import write_project
 
 
 @pytest.fixture
@@ -50,18 +31,15 @@ def doctor(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_doctor_names_missing_data_then_missing_model(tmp_path: Path, doctor) -> None:
-    config = tmp_path / "churnflow.toml"
-    config.write_text(PROJECT_TOML)
+    config = write_project(tmp_path, n_customers=0)
 
     code, out = doctor(config)
     assert code == 1, out
-    assert str(tmp_path / "data" / "demo" / "customers.parquet") in out
+    assert str(tmp_path / "data" / "customers.parquet") in out
     assert "does not exist" in out
-    assert "churnflow demo-data" in out
+    assert "data.customers" in out  # the settings key to fix
 
-    from features.demo import generate_demo_data, write_demo_data
-
-    write_demo_data(generate_demo_data(1000, seed=3), tmp_path / "data" / "demo")
+    write_project(tmp_path, n_customers=1000, seed=3)
     code, out = doctor(config)
     assert code == 1, out  # no champion is a problem
     assert "does not exist" not in out

@@ -24,41 +24,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flows.schedule import local_prefect_server, stop_process_group
+from tests.conftest import write_project
 
 TZ = "America/New_York"  # not UTC, so a schedule that ignored the zone would be off by 4-5 hours
 DEPLOYMENT = "weekly-score"
 CHURNFLOW = str(Path(sys.executable).with_name("churnflow"))
 
-PROJECT_TOML = f"""
-[data]
-customers = "data/demo/customers.parquet"
-events = "data/demo/events.parquet"
-contacts = "data/demo/contacts.parquet"
-
-[data.columns]
-event_type = "event_type"
-churn_time = "churn_time"
-outcome = "outcome"
-pii = ["name", "email", "phone", "address"]
-
-[features]
-value_column = "monthly_fee"
-
-[training]
-n_train_snapshots = 2
-n_trials = 2
-timeout_seconds = 60
-max_boost_rounds = 200
-storage = "sqlite:///mlruns/optuna.db"
-
-[tracking]
-uri = "sqlite:///mlruns/mlflow.db"
-artifact_location = "mlruns/artifacts"
-
-[serving]
-output_dir = "outputs"
-capacity = 50
-
+SCHEDULE_TOML = f"""
 [schedule]
 cron = "0 6 * * 1"
 timezone = "{TZ}"
@@ -110,11 +82,7 @@ def next_monday_0600(after: datetime, tz: ZoneInfo) -> datetime:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_schedule_serves_weekly_score_in_configured_timezone(tmp_path: Path, monkeypatch) -> None:
-    from features.demo import generate_demo_data, write_demo_data
-
-    write_demo_data(generate_demo_data(1500, seed=7), tmp_path / "data" / "demo")
-    config = tmp_path / "churnflow.toml"
-    config.write_text(PROJECT_TOML)
+    config = write_project(tmp_path, extra_toml=SCHEDULE_TOML)
 
     prefect_home = tmp_path / "prefect_home"
     quiet = {
