@@ -18,7 +18,7 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.priority import build_priority_list, build_summary
+from serving.priority import build_summary
 from serving.publish import (
     publish_outputs,
     read_previous_list,
@@ -26,7 +26,7 @@ from serving.publish import (
     write_list_to_database,
 )
 from serving.report import render_report
-from serving.score import drift_gate, explain_customers, score_customers, scores_table
+from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
 from training.bundle import ModelBundle
 from training.registry import load_bundle
 
@@ -57,14 +57,7 @@ def drift_task(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str
 def priority_task(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
                   scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     previous = read_previous_list(settings.output_dir, as_of)
-    # Who makes the list does not depend on reasons; reasons are computed for them only.
-    draft, _ = build_priority_list(scored, settings, tables.contacts, previous, as_of)
-    reasons = explain_customers(tables, as_of, bundle, settings, pd.Index(draft["customer_id"]))
-    with_reasons = scored.merge(reasons, on="customer_id", how="left")
-    for col in reasons.columns.drop("customer_id"):
-        with_reasons[col] = with_reasons[col].fillna("")
-    priority_list, dropped = build_priority_list(with_reasons, settings, tables.contacts, previous, as_of)
-    return priority_list, dropped, with_reasons
+    return priority_list_with_reasons(tables, as_of, bundle, settings, scored, previous)
 
 
 @task(name="publish", **task_options)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.build import build_snapshots, infer_schema, snapshot_as_of
+from features.build import infer_schema
 from features.contracts import Tables
 from features.dictionary import dictionary_records
 from features.profile import fit_reference
@@ -32,25 +32,15 @@ from training.evaluate import attach_metrics, evaluate
 from training.explain import behavioural_checks, explain
 from training.fit import fit_baseline, fit_tuned
 from training.registry import log_and_register
-from training.split import (
-    SplitPlan,
-    plan_as_of_dates,
-    snapshot_plan,
-    split_snapshots,
-    stratified_split,
-)
+from training.split import SplitPlan, plan_for, training_snapshots
 from training.tune import tune
 
 
 @task(name="plan-snapshots", **task_options)
 def plan_task(tables: Tables, settings: Settings) -> SplitPlan:
-    if settings.churn.definition == "label":
-        return snapshot_plan(snapshot_as_of(tables))
-    start = tables.events["event_time"].min() if tables.events is not None and len(tables.events) else None
-    plan = plan_as_of_dates(tables.end_date, settings.churn.horizon_days, settings.training.step_days,
-                            settings.training.n_train_snapshots, data_start=start)
-    get_run_logger().info("as-of dates: train %s, valid %s, test %s",
-                          [str(d.date()) for d in plan.train], plan.valid.date(), plan.test.date())
+    plan = plan_for(tables, settings)
+    get_run_logger().info("as-of dates: train %s, valid %s, test %s (out of time: %s)",
+                          [str(d.date()) for d in plan.train], plan.valid, plan.test.date(), plan.out_of_time)
     return plan
 
 
@@ -58,12 +48,7 @@ def plan_task(tables: Tables, settings: Settings) -> SplitPlan:
 def snapshots_task(tables: Tables, plan: SplitPlan, settings: Settings
                    ) -> tuple[FeatureSchema, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     schema = infer_schema(tables, settings)
-    if not plan.out_of_time:
-        snap = build_snapshots(tables, [plan.test], settings, schema)
-        train, valid, test = stratified_split(snap, settings.training.test_size, settings.training.seed)
-    else:
-        snap = build_snapshots(tables, [*plan.train, plan.valid, plan.test], settings, schema)
-        train, valid, test = split_snapshots(snap, plan)
+    train, valid, test = training_snapshots(tables, plan, settings, schema)
     get_run_logger().info("snapshots: %d train, %d valid, %d test rows; churn rate %.3f / %.3f / %.3f",
                           len(train), len(valid), len(test), train["label"].mean(), valid["label"].mean(),
                           test["label"].mean())

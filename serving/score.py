@@ -151,6 +151,25 @@ def explain_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, 
     return pd.concat(frames, ignore_index=True)
 
 
+def priority_list_with_reasons(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
+                               scored: pd.DataFrame, previous: pd.DataFrame | None
+                               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """This week's list with reasons, the customers who dropped off, and the scores with reasons.
+
+    Who makes the list does not depend on reasons (ranking is by value at risk), so the list is
+    drafted first and reasons are computed for its customers only.
+    """
+    from serving.priority import build_priority_list
+
+    draft, _ = build_priority_list(scored, settings, tables.contacts, previous, as_of)
+    reasons = explain_customers(tables, as_of, bundle, settings, pd.Index(draft["customer_id"]))
+    with_reasons = scored.merge(reasons, on="customer_id", how="left")
+    for col in reasons.columns.drop("customer_id"):
+        with_reasons[col] = with_reasons[col].fillna("")
+    priority_list, dropped = build_priority_list(with_reasons, settings, tables.contacts, previous, as_of)
+    return priority_list, dropped, with_reasons
+
+
 def drift_gate(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str]:
     """Warnings for drifted features; raises when any is above the refusal threshold unless forced."""
     if drift is None or drift.empty:

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from features.build import build_snapshots, snapshot_as_of
+from features.contracts import Tables
+from features.schema import FeatureSchema
+from features.settings import Settings
+
 
 @dataclass(frozen=True)
 class SplitPlan:
@@ -142,3 +147,23 @@ def stratified_split(
         rest, test_size=test_size / (1 - test_size), stratify=rest["label"], random_state=seed
     )
     return train, valid, test
+
+
+def plan_for(tables: Tables, settings: Settings) -> SplitPlan:
+    """The as-of dates this data supports: out of time for event data, one snapshot for tables."""
+    if settings.churn.definition == "label":
+        return snapshot_plan(snapshot_as_of(tables))
+    ev = tables.events
+    start = ev["event_time"].min() if ev is not None and len(ev) else None
+    return plan_as_of_dates(tables.end_date, settings.churn.horizon_days, settings.training.step_days,
+                            settings.training.n_train_snapshots, data_start=start)
+
+
+def training_snapshots(tables: Tables, plan: SplitPlan, settings: Settings, schema: FeatureSchema
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train / valid / test feature+label tables for a plan (stratified when not out of time)."""
+    if not plan.out_of_time:
+        snap = build_snapshots(tables, [plan.test], settings, schema)
+        return stratified_split(snap, settings.training.test_size, settings.training.seed)
+    snap = build_snapshots(tables, [*plan.train, plan.valid, plan.test], settings, schema)
+    return split_snapshots(snap, plan)
