@@ -119,6 +119,7 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
         has_amount=bool(has_amount),
         has_events=bool(has_events),
         has_contacts=has_contacts,
+        has_signup="signup_time" in cu.columns,
     )
     # Attribute feature names must be safe for XGBoost and format templates: cleaned, and
     # prefixed when they would collide with a behaviour feature.
@@ -140,7 +141,8 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
 
 def behaviour_feature_names(schema: FeatureSchema) -> list[str]:
     """The event/contact feature names a schema implies, in a fixed order."""
-    names = ["tenure_days"]
+    # Tenure needs a start: a signup date or a first event (a bare snapshot table has neither).
+    names = ["tenure_days"] if schema.has_events or schema.has_signup else []
     if schema.has_events:
         w = schema.windows_days
         names += ["recency_days", "events_total"] + [f"frequency_{d}d" for d in w]
@@ -183,7 +185,7 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
 
     if schema.has_events and tables.events is not None:
         out.update(_event_features(tables.events, ids, t, schema, signup))
-    else:
+    elif "tenure_days" in schema.features:
         out["tenure_days"] = (t - signup) / DAY
     if schema.has_contacts:
         out.update(_contact_features(tables.contacts, ids, t))

@@ -229,8 +229,13 @@ def validate_tables(
     contacts: pd.DataFrame | None,
     settings: Settings,
     names: dict[str, str] | None = None,
+    require_label: bool = True,
 ) -> Tables:
-    """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O)."""
+    """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
+
+    ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
+    churn flag yet, so a missing label column is expected rather than an error.
+    """
     names = names or {"customers": "customers", "events": "events", "contacts": "contacts"}
     c = settings.data.columns
     problems: list[Problem] = []
@@ -266,7 +271,8 @@ def validate_tables(
                 ev["event_type"] = ev["event_type"].astype("string[pyarrow]").fillna("unknown").astype("category")
 
     # ---- customers: mapping and parsing (derived from events when not configured)
-    reserved = {"customer_id": c.customer_id, "signup_time": c.signup_time, "churn_time": c.churn_time, "label": c.label}
+    label = c.label if require_label or (customers is not None and c.label in customers.columns) else ""
+    reserved = {"customer_id": c.customer_id, "signup_time": c.signup_time, "churn_time": c.churn_time, "label": label}
     if customers is None:
         if ev is None:
             raise DataValidationError([Problem(names["customers"], "*", "no customers or events source configured", [], [], 0)])
@@ -280,7 +286,7 @@ def validate_tables(
             if user and col in cu:
                 cu[col], bad = _parse_column(cu[col], names["customers"], user, problems, drop, dropped)
                 cu = cu.loc[~bad]
-        if c.label and "label" in cu:
+        if label and "label" in cu:
             raw = cu["label"]
             cu["label"] = parse_flag(raw)
             bad = cu["label"].isna()
@@ -415,14 +421,15 @@ def read_raw_tables(settings: Settings) -> dict[str, pd.DataFrame | None]:
 
 
 def load_tables(settings: Settings, as_of: pd.Timestamp | None = None,
-                raw: dict[str, pd.DataFrame | None] | None = None) -> Tables:
+                raw: dict[str, pd.DataFrame | None] | None = None, require_label: bool = True) -> Tables:
     """Read (unless ``raw`` is given), map and validate every configured source.
 
     With ``as_of``, rows dated on or after it are cut right after validation, before anything
     else sees them: training "as if today were as_of" cannot peek at later data.
     """
     raw = read_raw_tables(settings) if raw is None else raw
-    tables = validate_tables(raw["customers"], raw["events"], raw["contacts"], settings, source_names(settings))
+    tables = validate_tables(raw["customers"], raw["events"], raw["contacts"], settings, source_names(settings),
+                             require_label=require_label)
     return cut_at(tables, as_of) if as_of is not None else tables
 
 

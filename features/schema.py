@@ -28,6 +28,7 @@ class FeatureSchema:
     has_amount: bool = True
     has_events: bool = True
     has_contacts: bool = False
+    has_signup: bool = True
     attribute_sources: dict[str, str] = field(default_factory=dict)
     """Feature name → customers-table column, for attributes whose name had to be cleaned."""
 

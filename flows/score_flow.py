@@ -77,7 +77,7 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
     """Publish the retention-priority list as of ``as_of`` (default: computed when the run starts)."""
     settings = settings_task(config)
     raw = read_sources_task(settings)
-    tables = validate_task(settings, raw)
+    tables = validate_task(settings, raw, require_label=False)  # scoring needs no churn flag
     day = parse_as_of(as_of) or latest_as_of(tables)
     tables = cut_at(tables, day)
     bundle, version = load_model_task(settings, model_version)

@@ -36,8 +36,8 @@ def read_sources_task(settings: Settings) -> dict[str, pd.DataFrame | None]:
 
 @task(name="validate-sources", **task_options)
 def validate_task(settings: Settings, raw: dict[str, pd.DataFrame | None],
-                  as_of: pd.Timestamp | None = None) -> Tables:
-    tables = load_tables(settings, as_of=as_of, raw=raw)
+                  as_of: pd.Timestamp | None = None, require_label: bool = True) -> Tables:
+    tables = load_tables(settings, as_of=as_of, raw=raw, require_label=require_label)
     get_run_logger().info(
         "validated: %d customers, %d events, data end %s%s",
         len(tables.customers),

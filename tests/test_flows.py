@@ -200,3 +200,50 @@ def test_cdnow_runs_through_the_pipeline(tmp_path: Path) -> None:
     listed = pd.read_parquet(folder / "priority_list.parquet")
     assert 0 < len(listed) <= 200
     assert (listed["reason_1"] != "").all()
+
+
+def test_snapshot_table_trains_stratified_and_scores_without_label(tmp_path: Path) -> None:
+    """definition = "label": a customers table with a yes/no churn flag, no events, no dates."""
+    import numpy as np
+
+    from flows.score_flow import score_flow
+    from flows.train_flow import train_flow
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    tenure = rng.integers(0, 72, n)
+    contract = rng.choice(["Month-to-month", "One year", "Two year"], n)
+    monthly = rng.uniform(20, 110, n).round(2)
+    risk = 1 / (1 + np.exp(-(-1 + 1.5 * (contract == "Month-to-month") - 0.04 * tenure)))
+    table = pd.DataFrame({"customerID": [f"{i:04d}-X" for i in range(n)], "tenure": tenure, "Contract": contract,
+                          "MonthlyCharges": monthly,
+                          "TotalCharges": [" " if t == 0 else f"{t * m:,.2f}" for t, m in zip(tenure, monthly, strict=True)],
+                          "Churn": np.where(rng.random(n) < risk, "Yes", "No")})
+    table.to_csv(tmp_path / "telco.csv", index=False)
+    table.drop(columns="Churn").to_csv(tmp_path / "telco_next_week.csv", index=False)
+    toml = """
+[data]
+customers = "{file}"
+events = ""
+[data.columns]
+customer_id = "customerID"
+label = "Churn"
+signup_time = ""
+pii = []
+[churn]
+definition = "label"
+[features]
+value_column = "MonthlyCharges"
+[training]
+n_trials = 2
+"""
+    (tmp_path / "train.toml").write_text(toml.format(file="telco.csv"))
+    (tmp_path / "score.toml").write_text(toml.format(file="telco_next_week.csv"))
+    trained = train_flow(config=str(tmp_path / "train.toml"))
+    assert trained["plan"]["out_of_time"] is False
+    assert trained["promoted"] and trained["metrics"]["roc_auc"] > 0.6
+    result = score_flow(config=str(tmp_path / "score.toml"))
+    listed = pd.read_parquet(Path(result["folder"]) / "priority_list.parquet")
+    assert len(listed) > 0 and (listed["reason_1"] != "").all()
+    scores = pd.read_parquet(Path(result["folder"]) / "scores.parquet")
+    assert len(scores) == n

@@ -134,7 +134,7 @@ def rfm_columns(frame: pd.DataFrame, windows_days: list[int] | None = None) -> l
         return max(found)[1] if found else None
 
     cols = [RECENCY, longest("frequency"), longest("monetary"), "tenure_days"]
-    return [c for c in cols if c is not None and c in frame.columns]
+    return [c for c in cols if c is not None and c in frame.columns and frame[c].notna().any()]
 
 
 def _recency_score(frame: pd.DataFrame, fill: float) -> np.ndarray:
