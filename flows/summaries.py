@@ -77,11 +77,13 @@ def print_where_to_look(console: Console, settings: Settings) -> None:
 
 
 def latest_folder(settings: Settings, as_of: str | None) -> Path:
+    from serving.publish import published_folders
+
     root = settings.output_dir
     if as_of:
         folder = root / as_of
     else:
-        dated = sorted(p for p in root.glob("????-??-??") if p.is_dir()) if root.exists() else []
+        dated = published_folders(root)
         if not dated:
             raise FileNotFoundError(f"no published lists under {root}")
         folder = dated[-1]

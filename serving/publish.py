@@ -198,21 +198,21 @@ def publish_outputs(
     return final
 
 
+def published_folders(output_root: Path) -> list[Path]:
+    """Dated output folders, oldest first (hidden temporary folders are not dated folders)."""
+    root = Path(output_root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and _DATED.match(p.name)), key=lambda p: p.name)
+
+
 def read_previous_list(output_root: Path, as_of: date | datetime | pd.Timestamp) -> pd.DataFrame | None:
     """The priority list of the latest dated folder strictly before ``as_of`` (None if none).
 
     Hidden temporary folders and folders without a list are skipped.
     """
-    root = Path(output_root)
-    if not root.is_dir():
-        return None
     day = pd.Timestamp(as_of).date().isoformat()
-    dated = sorted(
-        (p for p in root.iterdir() if p.is_dir() and _DATED.match(p.name) and p.name < day),
-        key=lambda p: p.name,
-        reverse=True,
-    )
-    for folder in dated:
+    for folder in reversed([p for p in published_folders(output_root) if p.name < day]):
         if (folder / "priority_list.parquet").exists():
             return pd.read_parquet(folder / "priority_list.parquet")
         if (folder / "priority_list.csv").exists():

@@ -62,8 +62,8 @@ def iter_partitions(tables: Tables, customer_ids: pd.Index, size: int) -> Iterat
     for start in range(0, len(ids), size):
         part = ids[start:start + size]
         if sorted_events:
-            lo, hi = np.searchsorted(ev_ids, [part[0], part[-1]], side="left")[0], np.searchsorted(
-                ev_ids, part[-1], side="right")
+            lo = np.searchsorted(ev_ids, part[0], side="left")
+            hi = np.searchsorted(ev_ids, part[-1], side="right")
             sub = Tables(customers=tables.customers, events=ev.iloc[lo:hi], contacts=tables.contacts,
                          end_date=tables.end_date, dropped_rows=tables.dropped_rows)
             yield part, partition_tables(sub, part)
