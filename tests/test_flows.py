@@ -247,3 +247,23 @@ n_trials = 2
     assert len(listed) > 0 and (listed["reason_1"] != "").all()
     scores = pd.read_parquet(Path(result["folder"]) / "scores.parquet")
     assert len(scores) == n
+
+
+def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from features.export import read_feature_schema
+    from flows.cli import app
+
+    config = write_project(tmp_path, n_customers=800)
+    out = tmp_path / "features_2026-06-01.parquet"
+    result = CliRunner().invoke(app, ["features", "--config", str(config), "--as-of", "2026-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    assert (table["as_of"] == pd.Timestamp("2026-06-01")).all() and table["customer_id"].is_unique
+    schema = read_feature_schema(out)
+    assert list(table.columns[2:]) == schema.features
+    assert "email" in schema.dropped and "notes_id" in schema.dropped  # PII and identifier, with reasons
+    dictionary = json.loads(out.with_suffix(".dictionary.json").read_text())
+    assert set(dictionary["features"]) == set(schema.features)
+    assert dictionary["dropped_columns"]["email"].startswith("personal data")
