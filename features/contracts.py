@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from features.errors import ChurnflowError
 from features.settings import Settings
 from features.sources import read_source, source_label
 
@@ -44,7 +45,7 @@ class Problem:
         return f"{self.table}: column '{self.column}' {self.rule} — {self.count} row(s), e.g. {shown}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(ChurnflowError, ValueError):
     """The input data break the contract; ``problems`` lists every broken rule."""
 
     def __init__(self, problems: list[Problem], hint: str = "") -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.errors import ChurnflowError
+
 
 @dataclass(frozen=True)
 class FeatureSchema:
@@ -84,5 +86,5 @@ class FeatureSchema:
         return pd.DataFrame(out, index=frame.index)
 
 
-class SchemaMismatchError(ValueError):
+class SchemaMismatchError(ChurnflowError, ValueError):
     """Today's features do not match the model's recorded feature schema."""

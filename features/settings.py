@@ -26,11 +26,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from features.errors import ChurnflowError
+
 DEFAULT_CONFIG = Path("churnflow.toml")
 _TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)
 
 
-class ConfigError(ValueError):
+class ConfigError(ChurnflowError, ValueError):
     """The settings file or an override is invalid; the message says which key and why."""
 
 

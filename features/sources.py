@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.errors import ChurnflowError
 from features.settings import Settings
 
 
-class SourceError(OSError):
+class SourceError(ChurnflowError, OSError):
     """A configured source cannot be read (missing file, unknown format, database error)."""
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.build import build_features
 from features.contracts import Tables
+from features.errors import ChurnflowError
 from features.labels import active_customers
 from features.profile import bin_counts, combine_counts, psi_from_counts
 from features.segments import assign_segments
@@ -187,7 +188,7 @@ def drift_gate(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str
     return messages
 
 
-class DriftRefusedError(RuntimeError):
+class DriftRefusedError(ChurnflowError, RuntimeError):
     """Today's data drifted beyond the refusal threshold and publishing was not forced."""
 
 

@@ -32,6 +32,7 @@ from xgboost.core import XGBoostError
 
 import features as _features_pkg
 import training as _training_pkg
+from features.errors import ChurnflowError
 from features.settings import Settings
 from training.bundle import ModelBundle
 from training.evaluate import Evaluation, bundle_metrics, improvement
@@ -46,7 +47,7 @@ MODEL_FILE = Path(__file__).with_name("churn_model.py")
 MODEL_NAME_IN_RUN = "model"
 
 
-class NoChampionError(LookupError):
+class NoChampionError(ChurnflowError, LookupError):
     """No model version carries the champion alias yet."""
 
 
