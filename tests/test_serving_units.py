@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from serving.priority import (
     value_at_risk,
 )
 from serving.publish import (
+    ListTable,
     publish_outputs,
+    publish_week,
     read_previous_list,
     standard_writers,
     write_csv,
@@ -453,6 +456,95 @@ def test_write_list_to_database_replaces_rows_of_the_date(tmp_path: Path) -> Non
         rows = conn.execute(sa.text("select as_of, count(*) from priority_list group by as_of order by as_of")).all()
     engine.dispose()
     assert [(str(a), n) for a, n in rows] == [("2024-03-04", 2), ("2024-03-11", 3)]
+
+
+# ---- publishing folder and database as one unit ----------------------------------------
+def _week(tmp_path: Path, rows: pd.DataFrame, note: str, timeout: float = 5.0) -> tuple[Path, ListTable]:
+    url = f"sqlite:///{tmp_path / 'db' / 'lists.db'}?timeout={timeout}"
+    files = {"priority_list.csv": lambda p: write_csv(rows, p), "note.txt": lambda p: p.write_text(note)}
+    return files, ListTable(url, "priority_list", rows)
+
+
+def _table_rows(tmp_path: Path) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        return con.execute("select * from priority_list order by as_of, customer_id").fetchall()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_publish_week_failing_row_write_changes_nothing(tmp_path: Path, use_exchange: bool) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first")
+    folder = publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    before_files, before_rows = _snapshot(folder), _table_rows(tmp_path)
+    assert len(before_rows) == len(lst) > 0 and before_files["note.txt"] == b"first"
+
+    # the database refuses new rows (a real SQLite error inside the transaction, after the delete)
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        con.execute("create trigger no_inserts before insert on priority_list "
+                    "begin select raise(abort, 'list table frozen for maintenance'); end")
+    files, table = _week(tmp_path, lst.head(2), "second")
+    with pytest.raises(Exception, match="frozen for maintenance"):
+        publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    assert _snapshot(folder) == before_files
+    assert _table_rows(tmp_path) == before_rows
+    assert _hidden(tmp_path / "out") == []
+
+    # first publication of another date fails the same way: no folder appears at all
+    with pytest.raises(Exception, match="frozen"):
+        publish_week(tmp_path / "out", date(2024, 3, 11), files, table, use_exchange=use_exchange)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2024-03-04"]
+
+    # once the database accepts rows again, folder and rows are both replaced
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        con.execute("drop trigger no_inserts")
+    publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    assert (folder / "note.txt").read_text() == "second"
+    assert len(_table_rows(tmp_path)) == 2
+    assert _hidden(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_publish_week_failing_commit_swaps_the_previous_folder_back(tmp_path: Path, use_exchange: bool) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first", timeout=0.2)
+    folder = publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    before_files, before_rows = _snapshot(folder), _table_rows(tmp_path)
+
+    # a reader holds its read transaction open: the writer gets its rows in, but SQLite refuses
+    # the commit ("database is locked"), i.e. after the new folder was already swapped in
+    reader = sqlite3.connect(tmp_path / "db" / "lists.db", isolation_level=None)
+    try:
+        reader.execute("begin")
+        reader.execute("select count(*) from priority_list").fetchall()
+        files, table = _week(tmp_path, lst.head(1), "second", timeout=0.2)
+        with pytest.raises(Exception, match="locked"):
+            publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    finally:
+        reader.close()
+    assert _snapshot(folder) == before_files
+    assert _table_rows(tmp_path) == before_rows
+    assert _hidden(tmp_path / "out") == []
+
+
+def test_publish_week_creates_the_table_in_the_same_transaction(tmp_path: Path) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first")
+    files["broken.txt"] = lambda p: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        publish_week(tmp_path / "out", AS_OF, files, table)
+    assert not (tmp_path / "out" / "2024-03-04").exists()
+    # the writers run before the database is touched: no database file, no empty table
+    assert not (tmp_path / "db" / "lists.db").exists()
+    unbindable = pd.DataFrame({"customer_id": [1], "payload": [{"not": "a column value"}]})
+    files, table = _week(tmp_path, unbindable, "x")  # CREATE TABLE works, the INSERT fails
+    with pytest.raises(Exception, match="binding parameter|type"):
+        publish_week(tmp_path / "out", AS_OF, files, table)
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        assert con.execute("select name from sqlite_master").fetchall() == []  # CREATE rolled back
 
 
 # ---- report -----------------------------------------------------------------------------
