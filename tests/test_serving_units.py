@@ -42,9 +42,10 @@ from serving.publish import (
     write_list_to_database,
 )
 from serving.reasons import format_values, reasons_reference, top_reasons
-from serving.report import normalise_gains, render_report
+from serving.report import GAINS_COLUMNS, gains_points, render_report
 from training.bundle import ModelBundle
 from training.calibration import Calibrator
+from training.evaluate import gains_table
 
 DICTIONARY = {
     "recency_days": {
@@ -359,7 +360,7 @@ def _outputs(seed: int = 0) -> dict:
     lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
     scores = _scored().drop(columns=["email", "name"]).assign(as_of=pd.Timestamp(AS_OF))
     summary = build_summary(scores, lst, pd.DataFrame(columns=["customer_id"]), None, _cfg(), AS_OF, {"model_version": "3"})
-    html_text = render_report(summary, lst, [{"share": 0.1, "recall": 0.4}], None)
+    html_text = render_report(summary, lst, None, None)
     return standard_writers(scores, lst, summary, html_text)
 
 
@@ -555,7 +556,8 @@ def _report_inputs() -> tuple[dict, pd.DataFrame, list, pd.DataFrame]:
     lst, dropped = build_priority_list(scored, _cfg(), as_of=AS_OF)
     drift = pd.DataFrame({"feature": ["x", "y", "score"], "psi": [0.01, 0.3, np.nan], "status": ["ok", "fail", "missing"]})
     summary = build_summary(scored, lst, dropped, drift, _cfg(), AS_OF, {"model_name": "churnflow", "model_version": 7})
-    gains = [{"top_share": 0.05, "recall": 0.2, "lift": 4.0}, {"top_share": 0.1, "recall": 0.35, "lift": 3.5}, {"top_share": 1.0, "recall": 1.0, "lift": 1.0}]
+    rng = np.random.default_rng(0)
+    gains = gains_table(rng.integers(0, 2, 500), rng.uniform(size=500)).to_dict(orient="records")
     return summary, lst, gains, drift
 
 
@@ -567,7 +569,7 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
     for bad in ('src="http', "src='http", 'href="http', "href='http", "@import", "url(http", "//cdn"):
         assert bad not in lowered, bad
     assert '<script>alert("x")</script>' not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     assert "at risk &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert page.count("<script>") == 1  # only our own inline script
     for section in ('id="headline"', 'id="tiers"', 'id="segments"', 'id="reasons"', 'id="gains"', 'id="drift"', 'id="list"', 'id="search"', "<svg", "polyline"):
@@ -576,12 +578,24 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
     assert page.count("<tr><td") >= len(lst)  # list rows rendered server-side
 
 
-def test_normalise_gains_shapes() -> None:
-    want = [{"share": 0.1, "recall": 0.4, "lift": 4.0}]
-    assert normalise_gains([{"share": 0.1, "recall": 0.4}]) == want
-    assert normalise_gains({"gains": {"fraction": [10], "captured": [0.4], "lift": [4.0]}}) == want
-    assert normalise_gains([[0.1, 0.4]]) == want
-    assert normalise_gains({"auc": 0.8}) == []
+def test_report_reads_the_one_gains_shape_of_gains_table() -> None:
+    label = np.array([1] * 30 + [0] * 70)
+    records = gains_table(label, np.linspace(1, 0, 100)).to_dict(orient="records")
+    assert tuple(records[0]) == GAINS_COLUMNS  # the report and the producer agree on the names
+    points = gains_points(records)
+    assert [p["share"] for p in points] == pytest.approx([i / 10 for i in range(1, 11)])
+    assert points[0] == {"share": pytest.approx(0.1), "recall": pytest.approx(1 / 3), "lift": pytest.approx(10 / 3)}
+    assert points[2]["recall"] == pytest.approx(1.0)  # a perfect ranking finds every churner by 30%
+    page = render_report({"as_of": "2024-03-04"}, _scored().head(0), records, None)
+    assert "33.3%" in page and "3.33" in page and "<polyline" in page
+    # no churner in the test period: recall is unknown (null in metrics.json), nothing to draw
+    empty = gains_table(np.zeros(20), np.linspace(1, 0, 20)).to_dict(orient="records")
+    empty = [r | {"cum_recall": None, "cum_lift": None} for r in empty]
+    assert gains_points(empty) == []
+    assert "no gains curve" in render_report({}, _scored().head(0), empty, None)
+    # any other shape is refused by name, not guessed at
+    with pytest.raises(ValueError, match="cum_share"):
+        gains_points([{"share": 0.1, "recall": 0.4, "lift": 4.0}])
 
 
 def test_no_tmp_left_and_pid_in_tmp_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
