@@ -170,6 +170,11 @@ class ServingSettings(_Section):
     list_database_url: str = ""
     list_table: str = "priority_list"
     playbook: list[PlayRule] = Field(default_factory=_default_playbook)
+    holdout_share: float = Field(0.1, ge=0, le=0.5)
+    """Share of the would-be-contacted customers held back at random as a control group, so the
+    campaign's effect can be measured once the horizon has passed (0 = no control group)."""
+    decay_alarm_drop: float = Field(0.05, gt=0, lt=1)
+    """Alarm when the realised ROC-AUC of recent lists is this much below the model's test ROC-AUC."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ServingSettings:
