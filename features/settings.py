@@ -202,6 +202,26 @@ class ScheduleSettings(_Section):
         return v
 
 
+class ComputeSettings(_Section):
+    """Where per-customer work runs: this process, or a Dask cluster (``pip install churnflow[dask]``).
+
+    ``local`` is the default and needs nothing extra. ``dask`` connects to ``scheduler_address``
+    (e.g. ``tcp://scheduler:8786``) when given, else starts a local cluster of ``n_workers``
+    processes that churnflow stops again at the end of the run.
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler_address: str = ""
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "2GiB"
+    """Per worker, in Dask's notation ("2GiB", "4GB") or "auto"."""
+    local_directory: str = ""
+    """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
+    n_partitions: int = Field(0, ge=0)
+    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHURNFLOW_",
@@ -217,6 +237,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     """Folder that relative paths are resolved against (the config file's folder)."""
 
