@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from features.errors import ChurnflowError
+from features.io import resolve_sqlite_url
 
 DEFAULT_CONFIG = Path("churnflow.toml")
 _TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)
@@ -277,11 +278,7 @@ class Settings(BaseSettings):
         """Database URLs pass through (relative SQLite files resolved); file paths resolve."""
         if "://" not in value:
             return str(self.path(value))
-        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            rel = value.removeprefix("sqlite:///")
-            if rel and rel != ":memory:":
-                return f"sqlite:///{self.path(rel)}"
-        return value
+        return resolve_sqlite_url(value, self.root)
 
     @property
     def tracking_uri(self) -> str:

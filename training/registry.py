@@ -33,6 +33,7 @@ from xgboost.core import XGBoostError
 import features as _features_pkg
 import training as _training_pkg
 from features.errors import ChurnflowError
+from features.io import ensure_sqlite_folder, write_json
 from features.settings import Settings
 from training.bundle import ModelBundle
 from training.evaluate import Evaluation, bundle_metrics, improvement
@@ -74,8 +75,7 @@ def setup_mlflow(settings: Settings) -> str:
     current directory instead of under ``mlruns/``.
     """
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_folder(uri)
     if settings.artifact_location.startswith("file:"):
         settings.path(settings.tracking.artifact_location).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -136,11 +136,6 @@ def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
         for k, v in metrics.items()
         if isinstance(v, int | float | np.floating) and math.isfinite(float(v))
     }
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    return path
 
 
 def _log_trials(tune_result: TuneResult) -> None:
@@ -257,19 +252,19 @@ def log_and_register(
         reports.mkdir()
         evaluation.comparison.to_csv(reports / "comparison.csv")
         evaluation.gains.to_csv(reports / "gains.csv", index=False)
-        _write_json(reports / "evaluation.json", evaluation.to_dict())
-        _write_json(reports / "feature_dictionary.json", bundle.dictionary)
-        _write_json(reports / "schema.json", bundle.schema.to_dict())
+        write_json(reports / "evaluation.json", evaluation.to_dict())
+        write_json(reports / "feature_dictionary.json", bundle.dictionary)
+        write_json(reports / "schema.json", bundle.schema.to_dict())
         if fingerprint:
-            _write_json(reports / "data_fingerprint.json", fingerprint)
+            write_json(reports / "data_fingerprint.json", fingerprint)
         if plan is not None:
-            _write_json(reports / "as_of_dates.json", plan.to_dict())
+            write_json(reports / "as_of_dates.json", plan.to_dict())
         if tune_result is not None:
             tune_result.trials.to_csv(reports / "trials.csv", index=False)
         if importance is not None:
             importance.to_csv(reports / "shap_importance.csv", index=False)
         if checks is not None:
-            _write_json(reports / "behavioural_checks.json", [{"name": n, "passed": p, "detail": d} for n, p, d in checks])
+            write_json(reports / "behavioural_checks.json", [{"name": n, "passed": p, "detail": d} for n, p, d in checks])
             mlflow.log_metrics({f"check.{n}": float(p) for n, p, _ in checks})
         mlflow.log_artifacts(str(reports), artifact_path="reports")
         for path in all_plots.values():
