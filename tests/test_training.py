@@ -310,7 +310,7 @@ def test_log_loss_objective_minimises(data, tmp_path) -> None:
 # ---- evaluation and explanation ----------------------------------------------------------------
 def test_evaluation_compares_with_baselines(trained, data) -> None:
     ev = trained["eval"]
-    assert set(ev.baselines) == {"recency", "logistic_rfm", "xgboost_untuned"}
+    assert set(ev.baselines) == {"recency", "logistic_rfm", "logistic_all", "xgboost_shallow", "xgboost_untuned"}
     assert ev.beats_recency
     assert ev.metrics["pr_auc"] > ev.baselines["recency"]["pr_auc"]
     for name in ev.baselines:
