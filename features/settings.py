@@ -114,7 +114,9 @@ class TrainingSettings(_Section):
     """Empty: derived from the model name and the as-of date, so reruns resume the same study."""
     storage: str = "sqlite:///mlruns/optuna.db"
     pruning: bool = True
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    calibration: Literal["auto", "identity", "sigmoid", "beta", "isotonic"] = "auto"
+    """Strictly increasing probability map (never reorders the list); auto picks the one with the
+    lowest cross-validated log loss on the calibration rows, or none (identity)."""
     max_boost_rounds: int = Field(500, ge=10)
     early_stopping_rounds: int = Field(30, ge=5)
     test_size: float = Field(0.2, gt=0, lt=0.5)
