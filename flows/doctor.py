@@ -105,15 +105,15 @@ def _data_checks(settings) -> list[Check]:
 def _mlflow_checks(settings) -> list[Check]:
     try:
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
-        from training.registry import CHAMPION, setup_mlflow
+        from training.registry import CHAMPION, experiment_id, registry_client
     except Exception as exc:  # pragma: no cover - broken install
         return [Check("tracking store", PROBLEM, f"cannot import MLflow: {_message(exc)}",
                       "reinstall: pip install -e .")]
     uri = settings.tracking_uri
     try:
-        setup_mlflow(settings)
+        client = registry_client(settings)
+        experiment_id(client, settings)
     except Exception as exc:
         return [
             Check("tracking store", PROBLEM, f"{uri}: {_message(exc)}",
@@ -124,7 +124,7 @@ def _mlflow_checks(settings) -> list[Check]:
     checks = [Check("tracking store", OK, f"{uri} (experiment '{settings.tracking.experiment}')")]
     name = settings.tracking.model_name
     try:
-        version = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         checks.append(Check("champion model", PROBLEM,
                             f"no version of model '{name}' has the alias '{CHAMPION}'",
