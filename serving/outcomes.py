@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from features.contracts import Tables
 from features.errors import ChurnflowError
+from features.io import fsync_file, write_json
 from features.labels import Definition, churn_labels
 from serving.holdout import STATUS_HOLDOUT
 from serving.priority import STATUS_NEW, STATUS_STILL_ON, STATUS_SUPPRESSED
-from serving.publish import write_json
 
 OUTCOME_FILE = "outcome.json"
 GROUP_CONTACT = "contact"
@@ -411,9 +411,8 @@ def write_outcome_once(folder: Path, record: Mapping[str, Any]) -> bool:
         return False
     tmp = folder / f".{OUTCOME_FILE}.tmp-{os.getpid()}"
     try:
-        write_json(record, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        write_json(tmp, record)
+        fsync_file(tmp)
         try:
             os.link(tmp, target)
         except FileExistsError:
