@@ -240,6 +240,7 @@ class ScheduleSettings(_Section):
     cron: str = "0 6 * * 1"
     timezone: str = "UTC"
     deployment_name: str = "weekly-score"
+    work_pool: str = ""  # set: `churnflow schedule` registers the deployment on this Prefect work pool
 
     @field_validator("cron")
     @classmethod
