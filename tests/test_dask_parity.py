@@ -1,0 +1,183 @@
+"""The Dask engine gives the local engine's results: same features, labels, schema, list cut.
+
+One local cluster of two single-thread workers serves the whole module (threads of this
+process: the machine running the suite is small and shared; real scheduling and shuffles all
+the same); every result is compared with the local engine's on the same data.
+Skipped without the extra: ``pip install churnflow[dask]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("dask.distributed")
+
+import dask
+
+from features.build import build_snapshots, infer_schema
+from features.contracts import DataValidationError, load_tables
+from features.partitioned import (
+    ComputeError,
+    build_snapshots_partitioned,
+    customer_partition,
+    dask_client,
+    in_source_order,
+    read_partitioned,
+    sorted_by_customer,
+)
+from features.settings import ComputeSettings, Settings, load_settings
+from serving.partitioned import merge_candidates, partition_candidates
+from serving.priority import build_priority_list
+from tests.conftest import write_project
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    # dask's Parquet reader on pandas 3.1 (dask 2026.8): not ours to fix
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
+]
+AS_OF = [pd.Timestamp("2026-05-01"), pd.Timestamp("2026-06-01")]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                              local_directory=str(tmp_path_factory.mktemp("dask")))
+    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}), dask_client(compute, processes=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(write_project(tmp_path_factory.mktemp("project"), n_customers=1500, seed=7))
+
+
+def local_snapshots(settings: Settings) -> tuple[pd.DataFrame, object]:
+    tables = load_tables(settings)
+    schema = infer_schema(tables, settings)
+    out = build_snapshots(tables, AS_OF, settings, schema)
+    return out.sort_values(["as_of", "customer_id"], kind="stable").reset_index(drop=True), schema
+
+
+def dask_snapshots(settings: Settings, n_partitions: int) -> tuple[pd.DataFrame, object]:
+    raw = read_partitioned(settings, n_partitions)
+    parts, facts = build_snapshots_partitioned(raw, AS_OF, settings)
+    return sorted_by_customer(dask.compute(*parts)), facts.schema
+
+
+@pytest.fixture(scope="module")
+def local(project: Settings) -> tuple[pd.DataFrame, object]:
+    return local_snapshots(project)
+
+
+@pytest.mark.parametrize("n_partitions", [1, 2, 8, 32])
+def test_features_and_labels_equal_the_local_engine(client: object, project: Settings, local: tuple,
+                                                    n_partitions: int) -> None:
+    expected, expected_schema = local
+    got, schema = dask_snapshots(project, n_partitions)
+    assert schema == expected_schema  # category levels, event types, kept and dropped attributes
+    assert expected_schema.categorical_levels and expected_schema.event_types and expected_schema.dropped
+    assert expected["label"].nunique() == 2
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_each_customer_s_rows_share_one_partition(client: object, project: Settings) -> None:
+    raw = read_partitioned(project, 8)
+    seen: set[int] = set()
+    for i, (cu, ev, co) in enumerate(dask.compute(*raw.delayed())):
+        ids = set(cu["customer_id"])
+        assert ids and not ids & seen, f"partition {i} is empty or shares customers"
+        assert set(ev["customer_id"]) <= ids and set(co["customer_id"]) <= ids
+        assert (customer_partition(cu["customer_id"], 8) == i).all()
+        assert in_source_order(ev).index.is_monotonic_increasing  # back in file order
+        seen |= ids
+    assert len(seen) == 1500
+
+
+def test_partition_of_an_id_is_stable_across_types_and_runs() -> None:
+    as_int = customer_partition(pd.Series([1, 42, 1_000_003, 7]), 32)
+    assert (customer_partition(pd.Series([1.0, 42.0, 1_000_003.0, 7.0]), 32) == as_int).all()
+    assert (customer_partition(pd.Series(["1", "42", "1000003", "7"]), 32) == as_int).all()
+    # Fixed values: a fixed-key hash, unlike Python's salted hash(), gives them in every process.
+    assert as_int.tolist() == [6, 28, 16, 0]
+    assert customer_partition(pd.Series(["C-001", "C-002"]), 8).tolist() == [0, 7]
+
+
+def test_csv_and_sql_sources_give_the_same_features(client: object, project: Settings, local: tuple,
+                                                    tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    data = {name: pd.read_parquet(project.path(f"data/{name}.parquet")) for name in ("customers", "events", "contacts")}
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    data["customers"].to_sql("customers", engine, index=False)
+    engine.dispose()
+    data["events"].to_csv(tmp_path / "events.csv", index=False)
+    data["contacts"].to_csv(tmp_path / "contacts.csv", index=False)
+    settings = project.model_copy(deep=True)
+    settings.data.customers = f"sqlite:///{tmp_path / 'crm.db'}"
+    settings.data.customers_table = "customers"
+    settings.data.events = str(tmp_path / "events.csv")
+    settings.data.contacts = str(tmp_path / "contacts.csv")
+    expected, expected_schema = local_snapshots(settings)
+    got, schema = dask_snapshots(settings, 2)
+    assert schema == expected_schema
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_validation_reports_every_partition_s_problems_like_the_local_engine(client: object, project: Settings,
+                                                                           tmp_path: Path) -> None:
+    events = pd.read_parquet(project.path("data/events.parquet"))
+    events.loc[[3, 5000, 20000], "amount"] = -1.0  # customers in different partitions
+    events.loc[[7, 15000], "customer_id"] = 999_999  # unknown customer
+    events.to_parquet(tmp_path / "events.parquet")
+    settings = project.model_copy(deep=True)
+    settings.data.events = str(tmp_path / "events.parquet")
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, 4)
+
+    def found(error: pytest.ExceptionInfo[DataValidationError]) -> list[tuple]:
+        # the same rows and counts; values compared as numbers (pandera may show 999999 as 999999.0)
+        return sorted((p.table, p.column, p.rule, p.count, tuple(p.rows), tuple(float(v) for v in p.values))
+                      for p in error.value.problems)
+
+    assert len(found(dask_error)) == 2
+    assert found(dask_error) == found(local_error)
+    assert str(dask_error.value).splitlines()[-1] == str(local_error.value).splitlines()[-1]  # the hint
+
+
+def test_capacity_cut_from_partition_top_k_equals_the_local_list(client: object, project: Settings) -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    scored = pd.DataFrame({
+        "customer_id": np.arange(1, n + 1),
+        "as_of": pd.Timestamp("2026-06-01"),
+        "churn_probability": rng.choice([0.1, 0.3, 0.6, 0.9], n),  # ties, broken by customer id
+        "value_at_risk": rng.choice([0.0, 50.0, 120.0], n),
+        "segment": "loyal",
+    })
+    contacts = pd.DataFrame({"customer_id": rng.choice(scored["customer_id"], 400),
+                             "contact_time": pd.Timestamp("2026-05-20")})  # inside the cool-down
+    settings = project.model_copy(deep=True)
+    settings.serving.capacity, settings.serving.min_probability = 50, 0.2
+    expected, _ = build_priority_list(scored, settings, contacts)
+
+    part = customer_partition(scored["customer_id"], 8)
+    contact_part = customer_partition(contacts["customer_id"], 8)
+    futures = [client.submit(partition_candidates, scored[part == i], settings, contacts[contact_part == i])
+               for i in range(8)]
+    candidates = merge_candidates(client.gather(futures))
+    assert len(candidates) < len(scored) / 2
+    got, _ = build_priority_list(candidates, settings, contacts)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_exact=True)
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    compute = ComputeSettings(engine="dask", scheduler_address="tcp://127.0.0.1:9")
+    with pytest.raises(ComputeError, match=r"compute.scheduler_address"), dask_client(compute, timeout="2s"):
+        pass
