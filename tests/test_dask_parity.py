@@ -8,6 +8,7 @@ Skipped without the extra: ``pip install churnflow[dask]``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,38 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+@pytest.mark.parametrize("with_customers_table", [True, False])
+def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
+                                                         with_customers_table: bool) -> None:
+    from features.demo import generate_demo_data, write_demo_data
+
+    data = generate_demo_data(40, seed=3)
+    silent = data.customers["customer_id"][customer_partition(data.customers["customer_id"], 16) == 2]
+    assert len(silent) == 6  # partitions 4 and 13 hold no customer at all
+    data = dataclasses.replace(data, events=data.events[~data.events["customer_id"].isin(silent)],
+                               contacts=data.contacts[~data.contacts["customer_id"].isin(silent)])
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    write_demo_data(data, tmp_path / "data")
+    if not with_customers_table:  # customers are then the ids seen in the events
+        settings.data.customers = ""
+        settings.data.columns.churn_time = ""  # (the local engine refuses it without a customers table)
+    expected, expected_schema = local_snapshots(settings)
+    assert expected["customer_id"].isin(silent).any() == with_customers_table  # scored without any event
+    got, schema = dask_snapshots(settings, 16)
+    assert schema == expected_schema
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
+    from features.profile import bin_counts, combine_counts, fit_reference
+
+    expected, schema = local
+    reference = fit_reference(expected, None, schema)
+    parts, _ = build_snapshots_partitioned(read_partitioned(project, 8), AS_OF, project)
+    counts = dask.compute(*[dask.delayed(bin_counts)(reference, part) for part in parts])
+    assert combine_counts(counts) == bin_counts(reference, expected)
+
+
 def test_each_customer_s_rows_share_one_partition(client: object, project: Settings) -> None:
     raw = read_partitioned(project, 8)
     seen: set[int] = set()
@@ -107,7 +140,16 @@ def test_partition_of_an_id_is_stable_across_types_and_runs() -> None:
     assert customer_partition(pd.Series(["C-001", "C-002"]), 8).tolist() == [0, 7]
 
 
-def test_csv_and_sql_sources_give_the_same_features(client: object, project: Settings, local: tuple,
+def write_folder(frame: pd.DataFrame, folder: Path, n_files: int) -> Path:
+    """``frame`` as a folder of Parquet files (several input blocks; a name ending in .parquet,
+    as Spark writes them, so the local engine reads the folder too)."""
+    folder.mkdir()
+    for i, chunk in enumerate(np.array_split(np.arange(len(frame)), n_files)):
+        frame.iloc[chunk].to_parquet(folder / f"part-{i}.parquet")
+    return folder
+
+
+def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: object, project: Settings, local: tuple,
                                                     tmp_path: Path) -> None:
     import sqlalchemy as sa
 
@@ -115,12 +157,11 @@ def test_csv_and_sql_sources_give_the_same_features(client: object, project: Set
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
     data["customers"].to_sql("customers", engine, index=False)
     engine.dispose()
-    data["events"].to_csv(tmp_path / "events.csv", index=False)
     data["contacts"].to_csv(tmp_path / "contacts.csv", index=False)
     settings = project.model_copy(deep=True)
     settings.data.customers = f"sqlite:///{tmp_path / 'crm.db'}"
     settings.data.customers_table = "customers"
-    settings.data.events = str(tmp_path / "events.csv")
+    settings.data.events = str(write_folder(data["events"], tmp_path / "events.parquet", 3))
     settings.data.contacts = str(tmp_path / "contacts.csv")
     expected, expected_schema = local_snapshots(settings)
     got, schema = dask_snapshots(settings, 2)
@@ -133,9 +174,8 @@ def test_validation_reports_every_partition_s_problems_like_the_local_engine(cli
     events = pd.read_parquet(project.path("data/events.parquet"))
     events.loc[[3, 5000, 20000], "amount"] = -1.0  # customers in different partitions
     events.loc[[7, 15000], "customer_id"] = 999_999  # unknown customer
-    events.to_parquet(tmp_path / "events.parquet")
     settings = project.model_copy(deep=True)
-    settings.data.events = str(tmp_path / "events.parquet")
+    settings.data.events = str(write_folder(events, tmp_path / "events.parquet", 3))  # rows numbered across files
     with pytest.raises(DataValidationError) as local_error:
         load_tables(settings)
     with pytest.raises(DataValidationError) as dask_error:
@@ -149,6 +189,12 @@ def test_validation_reports_every_partition_s_problems_like_the_local_engine(cli
     assert len(found(dask_error)) == 2
     assert found(dask_error) == found(local_error)
     assert str(dask_error.value).splitlines()[-1] == str(local_error.value).splitlines()[-1]  # the hint
+
+    settings.data.drop_invalid_rows = True
+    expected, _ = local_snapshots(settings)
+    parts, facts = build_snapshots_partitioned(read_partitioned(settings, 4), AS_OF, settings)
+    pd.testing.assert_frame_equal(sorted_by_customer(dask.compute(*parts)), expected, check_exact=True)
+    assert facts.dropped_rows == load_tables(settings).dropped_rows == {"events.parquet": 5}
 
 
 def test_capacity_cut_from_partition_top_k_equals_the_local_list(client: object, project: Settings) -> None:
