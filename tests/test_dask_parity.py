@@ -227,3 +227,15 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
     compute = ComputeSettings(engine="dask", scheduler_address="tcp://127.0.0.1:9")
     with pytest.raises(ComputeError, match=r"compute.scheduler_address"), dask_client(compute, timeout="2s"):
         pass
+
+
+def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
+    from features.settings import ConfigError
+
+    config = write_project(tmp_path, n_customers=0, extra_toml=(
+        '\n[compute]\nengine = "dask"\nscheduler_address = "tcp://scheduler:8786"\nn_partitions = 64\n'))
+    compute = load_settings(config).compute
+    assert (compute.engine, compute.scheduler_address, compute.n_partitions) == ("dask", "tcp://scheduler:8786", 64)
+    assert load_settings(write_project(tmp_path / "default", n_customers=0)).compute.engine == "local"
+    with pytest.raises(ConfigError, match="compute.engine"):
+        load_settings(config, compute={"engine": "spark"})
