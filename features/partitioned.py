@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -447,6 +448,33 @@ def sorted_by_customer(frames: Sequence[pd.DataFrame | None]) -> pd.DataFrame:
     out = pd.concat(present, ignore_index=True)
     keys = [c for c in ("as_of", "customer_id") if c in out]
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def write_part(frame: pd.DataFrame | None, folder: str, number: int) -> str | None:
+    """One partition's table as ``part-<number>.parquet`` in ``folder`` (written aside, then
+    renamed: a worker that dies mid-write leaves no half file under the final name)."""
+    if frame is None:
+        return None
+    target = Path(folder) / f"part-{number:05d}.parquet"
+    partial = target.with_name(f".{target.name}.partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(target)
+    return str(target)
+
+
+def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
+    """Compute every partition's table straight to a Parquet folder, one file per partition, so
+    results too large for the client never meet in one process (read back with
+    ``pd.read_parquet(folder)`` or ``dd.read_parquet``). ``folder`` must be empty or new; making
+    the folder's appearance atomic is the publishing step's job."""
+    import dask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise ComputeError(f"{folder} is not empty: write partitions to a new folder")
+    write = dask.delayed(write_part, pure=True)
+    paths = dask.compute(*[write(part, str(folder), i) for i, part in enumerate(parts)])
+    return [Path(p) for p in paths if p is not None]
 
 
 def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,

@@ -30,6 +30,7 @@ from features.partitioned import (
     in_source_order,
     read_partitioned,
     sorted_by_customer,
+    write_parts,
 )
 from features.settings import ComputeSettings, Settings, load_settings
 from serving.partitioned import merge_candidates, partition_candidates
@@ -116,6 +117,17 @@ def test_drift_bin_counts_add_up_across_partitions(client: object, project: Sett
     parts, _ = build_snapshots_partitioned(read_partitioned(project, 8), AS_OF, project)
     counts = dask.compute(*[dask.delayed(bin_counts)(reference, part) for part in parts])
     assert combine_counts(counts) == bin_counts(reference, expected)
+
+
+def test_partitions_written_to_a_parquet_folder_read_back_as_the_local_table(
+        client: object, project: Settings, local: tuple, tmp_path: Path) -> None:
+    parts, _ = build_snapshots_partitioned(read_partitioned(project, 4), AS_OF, project)
+    written = write_parts(parts, tmp_path / "snapshots")
+    assert [p.name for p in written] == [f"part-{i:05d}.parquet" for i in range(4)]
+    back = sorted_by_customer([pd.read_parquet(tmp_path / "snapshots")])
+    pd.testing.assert_frame_equal(back, local[0], check_exact=True)
+    with pytest.raises(ComputeError, match="not empty"):
+        write_parts(parts, tmp_path / "snapshots")
 
 
 def test_each_customer_s_rows_share_one_partition(client: object, project: Settings) -> None:
