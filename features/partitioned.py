@@ -72,7 +72,8 @@ if TYPE_CHECKING:
 
 PARTITION = "_partition"
 ROW = "_row"
-"""Position of a row in its source (input block << 32 | row in block): restores source order."""
+"""Row number in the source (as a full read would index it): restores source order, and names
+the rows a validation problem is about."""
 _RESERVED = ("customer_id", "signup_time", "churn_time", "label")
 TABLES = ("customers", "events", "contacts")
 
