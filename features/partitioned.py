@@ -478,22 +478,32 @@ def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
     return [Path(p) for p in paths if p is not None]
 
 
-def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
-                                with_labels: bool = True, schema: FeatureSchema | None = None
-                                ) -> tuple[list[Delayed], GlobalFacts]:
-    """Validate every partition (kept in worker memory), decide the global facts, then build.
+def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True
+                        ) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
+    """Validate every partition, keep the results in worker memory, and bring back the summaries.
 
-    Returns one delayed feature table per partition (``dd.from_delayed`` turns them into a Dask
-    DataFrame, e.g. to write Parquet; :func:`sorted_by_customer` collects small ones) and the
-    global facts. Uses the active ``distributed.Client`` when there is one.
+    Uses the active ``distributed.Client`` when there is one (else Dask's local scheduler).
     """
     import dask
 
     validate = dask.delayed(validate_partition, pure=True)
-    validated = [validate(cu, ev, co, settings, with_labels) for cu, ev, co in raw.delayed()]
+    validated = [validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]
     validated = list(dask.persist(*validated))
     summarize = dask.delayed(summarize_partition, pure=True)
-    summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    return validated, dask.compute(*[summarize(v, settings) for v in validated])
+
+
+def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
+                                with_labels: bool = True, schema: FeatureSchema | None = None
+                                ) -> tuple[list[Delayed], GlobalFacts]:
+    """Validate every partition, decide the global facts, then build each partition's snapshots.
+
+    Returns one delayed feature table per partition (:func:`write_parts` writes them to a
+    Parquet folder, :func:`sorted_by_customer` collects small ones) and the global facts.
+    """
+    import dask
+
+    validated, summaries = validate_partitions(raw, settings, require_label=with_labels)
     facts = global_facts(summaries, settings, schema)
     build = dask.delayed(partition_snapshots, pure=True)
     as_of = [pd.Timestamp(t).normalize().as_unit("ns") for t in as_of_dates]

@@ -251,3 +251,39 @@ def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
     assert load_settings(write_project(tmp_path / "default", n_customers=0)).compute.engine == "local"
     with pytest.raises(ConfigError, match="compute.engine"):
         load_settings(config, compute={"engine": "spark"})
+
+
+def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, project: Settings) -> None:
+    import xgboost as xgb
+
+    from features.build import build_features
+    from features.profile import fit_reference
+    from features.segments import fit_segments
+    from serving.partitioned import score_partitioned, score_rows
+    from serving.score import score_customers, scores_table
+    from training.bundle import ModelBundle
+    from training.calibration import Calibrator
+
+    as_of = pd.Timestamp("2026-09-01")
+    tables = load_tables(project)
+    schema = infer_schema(tables, project)
+    feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
+    label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
+    booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
+                        xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
+    bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
+                         segments=fit_segments(feats, schema, project.features.value_column))
+    bundle.reference = fit_reference(feats, bundle.predict_proba(feats), schema)
+    local_result = score_customers(tables, as_of, bundle, project)
+
+    result = score_partitioned(read_partitioned(project, 8), as_of, bundle, project)
+    scored = sorted_by_customer(dask.compute(*score_rows(result.parts)))
+    expected = sorted_by_customer([local_result.scored])
+    assert result.n_scored == len(expected) > 1000
+    pd.testing.assert_frame_equal(scored, expected, check_exact=False, rtol=1e-12, atol=0)
+    pd.testing.assert_frame_equal(scores_table(scored, "3"), scores_table(expected, "3"), check_exact=True)
+    pd.testing.assert_frame_equal(result.drift, local_result.drift, check_exact=True)
+    got_list, _ = build_priority_list(result.candidates, project, tables.contacts, as_of=as_of)
+    expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
+    assert len(expected_list) >= project.serving.capacity
+    pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)
