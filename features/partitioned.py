@@ -20,7 +20,8 @@ capacity cut is a top-k per partition followed by a global merge (``serving.part
 *Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
 the source (``_row``) and a partition is put back in source order before anything runs: the
 local functions then see each customer's rows in the same order as on one machine, and even
-floating-point sums come out bit-identical.
+floating-point sums come out bit-identical. Numbering the rows costs one pass that counts the
+rows of each input block (Parquet row counts, CSV blocks) before the shuffle.
 
 *Pointing churnflow at a cluster.* Start a scheduler and workers that can import churnflow and
 read the data paths (``dask scheduler`` / ``dask worker tcp://host:8786``, or any Dask
@@ -28,14 +29,19 @@ deployment), then set ``[compute] engine = "dask"`` and ``scheduler_address = "t
 in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cluster of
 ``n_workers`` processes with ``memory_limit`` each and stops it at the end.
 
+*Scoring* (``serving.partitioned.score_partitioned``) runs ``score_partition`` per partition on
+the workers; the drift bin counts and the list candidates come back, the score rows stay on the
+workers until :func:`write_parts` writes them.
+
 *Not done yet* (the next session): ``DaskTaskRunner`` in the flows (passing paths, not
-collections), the final fit with ``xgboost.dask`` on all snapshot rows, Optuna trials on the
-workers through the RDB storage, weekly scoring and atomic publishing on the engine, worker-loss
-tests and ``benchmarks/bench_dask.py``. The schema proxy holds one row per distinct attribute
-combination: identifier-like attribute columns keep it near one row per customer (exclude them
-with ``features.exclude``); a text column with more than 20,000 distinct values is typed from a
-different subset of its values than locally, and ties for the eighth most frequent event type
-may be broken differently.
+collections; ``engine = "dask"`` is read by nothing yet), reasons for the listed customers and
+atomic publishing on the engine, training snapshots written per partition with the final fit by
+``xgboost.dask`` and Optuna trials on the workers through the RDB storage, worker-loss tests and
+``benchmarks/bench_dask.py``. Known limits: the schema proxy holds one row per distinct
+attribute combination, so identifier-like attribute columns keep it near one row per customer
+(exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
+is typed from a different subset of its values than locally, and a tie for the eighth most
+frequent event type may be broken differently.
 """
 
 from __future__ import annotations
