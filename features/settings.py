@@ -284,7 +284,8 @@ class ComputeSettings(_Section):
     local_directory: str = ""
     """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
     n_partitions: int = Field(0, ge=0)
-    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
+    """Customer partitions (each customer's rows stay together); 0 = as many as the largest source
+    has input blocks (Parquet files or row groups, 64 MiB of CSV). Aim for 100k-1M customers each."""
 
 
 class Settings(BaseSettings):
