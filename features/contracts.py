@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,7 @@ class Problem:
         if not self.rows:
             return head
         shown = ", ".join(f"{self.where(r)}: {v!r}" for r, v in zip(self.rows, self.values, strict=False))
-        return f"{head} — {self.count} row(s), e.g. {shown}"
+        return f"{head} — {self.count} row(s), e.g. {shown}" if self.count else f"{head} — e.g. {shown}"
 
 
 class DataValidationError(ChurnflowError, ValueError):
@@ -71,7 +71,7 @@ class DataValidationError(ChurnflowError, ValueError):
         self.problems = problems
         lines = [f"input data failed validation ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
-        if hint or any(p.rows for p in problems):
+        if hint or any(p.count for p in problems):
             lines.append(
                 hint
                 or "Fix the source data or the column mapping in [data.columns]; "
@@ -207,7 +207,7 @@ class _Run:
         try:
             parsed = parse_dates(raw, fmt, d.dayfirst)
         except DateFormatError as exc:
-            self.problems.append(src.problem(user, exc.reason, exc.examples))
+            self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
         blank = raw.isna() if pd.api.types.is_datetime64_any_dtype(raw) else (
             raw.isna() | (raw.astype("string").str.strip() == ""))

@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from features.contracts import Tables, load_tables, read_raw_tables
+from features.errors import ChurnflowError
 from features.settings import Settings, load_settings
 
 task_options: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
@@ -26,7 +27,15 @@ def settings_task(config: str | None, overrides: dict[str, Any] | None = None) -
     return load_settings(config, **(overrides or {}))
 
 
-@task(name="read-sources", retries=2, retry_delay_seconds=[2, 10], **task_options)
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass on a second try: I/O and database errors, never a missing file,
+    a wrong encoding or any other error churnflow explains (those fail the same way again)."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    cause = exc.__cause__ if isinstance(exc, ChurnflowError) else exc
+    return cause is not None and not isinstance(cause, (ChurnflowError, ValueError, LookupError, FileNotFoundError))
+
+
+@task(name="read-sources", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **task_options)
 def read_sources_task(settings: Settings) -> dict[str, pd.DataFrame | None]:
     raw = read_raw_tables(settings)
     rows = {k: (0 if v is None else len(v)) for k, v in raw.items()}
