@@ -147,7 +147,7 @@ def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
 
 def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:
     """Compare ids as text unless every table stores them as numbers."""
-    numeric = [pd.api.types.is_numeric_dtype(clean_ids(frame[sources[k].columns["customer_id"]]))
+    numeric = [pd.api.types.is_numeric_dtype(frame[sources[k].columns["customer_id"]])
                for k, frame in raw.items() if frame is not None]
     return not all(numeric)
 

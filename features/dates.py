@@ -22,6 +22,8 @@ FAMILIES = {
     "month name": r".*[A-Za-z]{3,}.*\d.*|.*\d.*[A-Za-z]{3,}.*",
 }
 DAY_MONTH = "day/month/year"
+SAMPLE = 20_000
+"""Values whose format is checked before a column in one unambiguous format is parsed at once."""
 EXAMPLE_FIX = 'data.dayfirst = true (25/03/2024 is 25 March) or false (03/25/2024 is 25 March)'
 
 
@@ -51,6 +53,15 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     text = values.astype("string").str.strip().replace("", pd.NA)
     if fmt:
         return _naive(pd.to_datetime(text, format=fmt, errors="coerce", utc=True))
+    present = text.dropna()
+    spread = present.iloc[:: max(1, len(present) // SAMPLE)]
+    seen = [f for f in FAMILIES if (_families(spread) == f).any()]
+    if len(seen) == 1 and seen[0] != DAY_MONTH:
+        # One unambiguous format in a sample spread over the column: parse every row with it. Only
+        # when some row fails is every row classified (a rare second format is then named).
+        parsed = _parse_family(text, seen[0], False)
+        if not (parsed.isna() & text.notna()).any():
+            return parsed
     family = _families(text)
     found = [f for f in FAMILIES if (family == f).any()]
     if DAY_MONTH in found:

@@ -106,3 +106,23 @@ def test_messages_keep_bracketed_words(churnflow, tmp_path: Path) -> None:
     (tmp_path / "e.csv").write_text("cust,event_time\n1,2024-01-01\n")
     code, out = churnflow("validate", "--config", str(config))
     assert code == 2 and "'[id]'" in out, out
+
+
+def test_read_retries_only_transient_errors() -> None:
+    """A wrong encoding or a missing file fails the same way again: no retry; a dropped database
+    connection (an OSError under the SourceError) may pass on a second try."""
+    from types import SimpleNamespace
+
+    from features.sources import SourceError
+    from flows.tasks import transient
+
+    def retried(exc: BaseException) -> bool:
+        return transient(None, None, SimpleNamespace(data=exc))
+
+    assert not retried(SourceError("events: events.csv is not utf-8 text"))
+    try:
+        raise SourceError("events: cannot read 'orders'") from ConnectionResetError("reset by peer")
+    except SourceError as exc:
+        assert retried(exc)
+    assert retried(TimeoutError("slow share"))
+    assert not retried(UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid"))
