@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from features.errors import ChurnflowError
+from features.io import resolve_sqlite_url
 
 DEFAULT_CONFIG = Path("churnflow.toml")
 _TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)
@@ -161,7 +162,9 @@ class TrainingSettings(_Section):
     """Empty: derived from the model name and the as-of date, so reruns resume the same study."""
     storage: str = "sqlite:///mlruns/optuna.db"
     pruning: bool = True
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    calibration: Literal["auto", "identity", "sigmoid", "beta", "isotonic"] = "auto"
+    """Strictly increasing probability map (never reorders the list); auto picks the one with the
+    lowest cross-validated log loss on the calibration rows, or none (identity)."""
     max_boost_rounds: int = Field(500, ge=10)
     early_stopping_rounds: int = Field(30, ge=5)
     test_size: float = Field(0.2, gt=0, lt=0.5)
@@ -218,6 +221,11 @@ class ServingSettings(_Section):
     list_database_url: str = ""
     list_table: str = "priority_list"
     playbook: list[PlayRule] = Field(default_factory=_default_playbook)
+    holdout_share: float = Field(0.1, ge=0, le=0.5)
+    """Share of the would-be-contacted customers held back at random as a control group, so the
+    campaign's effect can be measured once the horizon has passed (0 = no control group)."""
+    decay_alarm_drop: float = Field(0.05, gt=0, lt=1)
+    """Alarm when the realised ROC-AUC of recent lists is this much below the model's test ROC-AUC."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ServingSettings:
@@ -258,6 +266,26 @@ class ScheduleSettings(_Section):
         return v
 
 
+class ComputeSettings(_Section):
+    """Where per-customer work runs: this process, or a Dask cluster (``pip install churnflow[dask]``).
+
+    ``local`` is the default and needs nothing extra. ``dask`` connects to ``scheduler_address``
+    (e.g. ``tcp://scheduler:8786``) when given, else starts a local cluster of ``n_workers``
+    processes that churnflow stops again at the end of the run.
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler_address: str = ""
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "2GiB"
+    """Per worker, in Dask's notation ("2GiB", "4GB") or "auto"."""
+    local_directory: str = ""
+    """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
+    n_partitions: int = Field(0, ge=0)
+    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHURNFLOW_",
@@ -273,6 +301,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     """Folder that relative paths are resolved against (the config file's folder)."""
 
@@ -322,11 +351,7 @@ class Settings(BaseSettings):
         """Database URLs pass through (relative SQLite files resolved); file paths resolve."""
         if "://" not in value:
             return str(self.path(value))
-        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            rel = value.removeprefix("sqlite:///")
-            if rel and rel != ":memory:":
-                return f"sqlite:///{self.path(rel)}"
-        return value
+        return resolve_sqlite_url(value, self.root)
 
     @property
     def tracking_uri(self) -> str:

@@ -1,7 +1,8 @@
 """Prefect tasks shared by the flows: thin wrappers, retries only where a retry can help.
 
 Reading a source can fail for a moment (a database restarting, a network share); validating it
-cannot get better by trying again, so only the read is retried. DataFrames pass between tasks
+cannot get better by trying again, so only reads are retried, and only for errors that can be
+transient (``transient_only``): a wrong encoding or a missing model fails at once. DataFrames pass between tasks
 in memory: no result persistence and no input hashing (``cache_policy=NONE``), which would
 cost seconds per million rows and store customer data in Prefect's result storage.
 """
@@ -22,20 +23,25 @@ from features.settings import Settings, load_settings
 task_options: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
 
 
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O hiccups, never an error that the same input repeats.
+
+    Expected errors (``ChurnflowError``) and value errors (a Latin-1 file read as UTF-8, a bad
+    date) give the same result on every try; retrying them only delays the message.
+    """
+    return not isinstance(state.data, ChurnflowError | ValueError | TypeError | KeyError)
+
+
+retry_io: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": transient_only}
+"""Task options of a step that reads from outside (files, databases, the model registry)."""
+
+
 @task(name="load-settings", **task_options)
 def settings_task(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
     return load_settings(config, **(overrides or {}))
 
 
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may pass on a second try: I/O and database errors, never a missing file,
-    a wrong encoding or any other error churnflow explains (those fail the same way again)."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    cause = exc.__cause__ if isinstance(exc, ChurnflowError) else exc
-    return cause is not None and not isinstance(cause, (ChurnflowError, ValueError, LookupError, FileNotFoundError))
-
-
-@task(name="read-sources", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=transient, **task_options)
+@task(name="read-sources", **retry_io, **task_options)
 def read_sources_task(settings: Settings) -> dict[str, pd.DataFrame | None]:
     raw = read_raw_tables(settings)
     rows = {k: (0 if v is None else len(v)) for k, v in raw.items()}
