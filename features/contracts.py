@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,6 +126,18 @@ def parse_flag(values: pd.Series) -> pd.Series:
     out[text.isin(_TRUE)] = 1
     out[text.isin(_FALSE)] = 0
     return out
+
+
+def parse_amounts(values: pd.Series) -> pd.Series:
+    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00" or "€ 30" too.
+    A comma is read as a thousands separator only in groups of three ("1,200"), never as a decimal
+    point ("12,50" is not a number and is reported), so no amount is silently scaled."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    text = values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+    grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").fillna(False).astype(bool)
+    text = text.where(~grouped, text.str.replace(",", "", regex=False))
+    return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
@@ -255,10 +268,10 @@ def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     ev = run.dates(ev, src, "event_time", required=True)
     if "amount" in ev:
         before = ev["amount"]
-        ev["amount"] = pd.to_numeric(before, errors="coerce").astype("float64")
+        ev["amount"] = parse_amounts(before)
         bad = ev["amount"].isna() & before.notna() & (before.astype("string").str.strip() != "")
         if bad.any():
-            run.report(src, "amount", "is not a number", before[bad])
+            run.report(src, "amount", "is not a number (write decimals with a point: 12.50)", before[bad])
             if run.drop:
                 ev = ev.loc[~bad]
     if "event_type" in ev:
@@ -327,16 +340,19 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
 
 def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
     """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
-    known = {str(v).lstrip("0"): v for v in cu["customer_id"].dropna()}
+    def loose(value: object) -> str:
+        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0")
+
+    known = {loose(v): v for v in cu["customer_id"].dropna()}
     out = []
     for p in problems:
-        pairs = [(v, known[str(v).lstrip("0")]) for v in p.values if "unknown customer" in p.rule
-                 and v is not None and str(v).lstrip("0") in known]
+        pairs = [(v, known[loose(v)]) for v in p.values if "unknown customer" in p.rule
+                 and v is not None and loose(v) in known]
         if pairs:
             ours, theirs = pairs[0]
             p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
-                        f"is {theirs!r} in the customers table; write the ids the same way in both (keep the leading "
-                        "zeros, or export both as text)", p.rows, p.values, p.count, p.kind)
+                        f"is {theirs!r} in the customers table; write the ids the same way in both (keep leading "
+                        "zeros, no decimals; or export both as text)", p.rows, p.values, p.count, p.kind)
         out.append(p)
     return out
 

@@ -48,8 +48,7 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.astype("datetime64[ns]")
     if pd.api.types.is_numeric_dtype(values):
-        as_int = pd.to_numeric(values, errors="coerce").astype("Int64").astype("string")
-        return pd.to_datetime(as_int, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+        return _parse_numbers(values)
     text = values.astype("string").str.strip().replace("", pd.NA)
     if fmt:
         return _naive(pd.to_datetime(text, format=fmt, errors="coerce", utc=True))
@@ -72,6 +71,18 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
         mask = family == name
         out[mask] = _parse_family(text[mask], name, bool(dayfirst))
     return out
+
+
+def _parse_numbers(values: pd.Series) -> pd.Series:
+    """Numbers are ``yyyymmdd`` (8 digits) or Unix time in seconds (10 digits) or milliseconds
+    (13 digits): the three never overlap, so the column's range says which it is."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    present = numbers.dropna()
+    for low, high, unit in ((1e9, 1e11, "s"), (1e12, 1e14, "ms")):
+        if len(present) and present.between(low, high).all():
+            return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
+    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
 
 
 def _naive(parsed: pd.Series) -> pd.Series:

@@ -23,6 +23,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -431,6 +432,13 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         return Settings(root=root, **clean)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path) if toml_file else 'the built-in defaults', clean)) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON for a list/table key
+        section = str(exc).split('field "', 1)[-1].split('"', 1)[0]
+        names = sorted(n for n in os.environ if n.upper().startswith(f"CHURNFLOW_{section}".upper()))
+        raise ConfigError(
+            f"invalid environment variable {' or '.join(names) or 'CHURNFLOW_' + section.upper() + '__*'}: "
+            "a list or table value must be JSON, e.g. CHURNFLOW_DATA__COLUMNS__PII='[\"full_name\", \"email\"]'"
+        ) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

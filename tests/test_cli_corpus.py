@@ -2,7 +2,8 @@
 their own files (``cust_no``, ``event_at``, ``order_value``), run through ``churnflow validate``.
 
 Every case must end with exit code 2, a message holding each fragment of its ``expect.txt``
-(the user's own file, column and settings names, the fix), and no traceback.
+(the user's own file, column and settings names, the fix), and no traceback. An ``env.txt``
+(NAME=value lines) sets environment variables for the case.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def churnflow(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_clear_message(case: str, churnflow, tmp_path: Path) -> None:
+def test_bad_input_gets_one_clear_message(case: str, churnflow, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    env = CORPUS / case / "env.txt"
+    for line in env.read_text().splitlines() if env.exists() else []:
+        monkeypatch.setenv(*line.split("=", 1))
     folder = tmp_path / case  # a copy: no case may create files in the repository (e.g. a SQLite db)
     folder.mkdir()
     for f in (CORPUS / case).iterdir():
@@ -61,6 +66,23 @@ def test_the_fixed_corpus_case_validates(churnflow, tmp_path: Path) -> None:
     code, out = churnflow("validate", "--config", str(config))
     assert code == 0, out
     assert "data are valid" in out
+
+
+def test_excel_style_exports_are_read(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark, padded header names, semicolons, currency and thousands separators."""
+    from features.contracts import load_tables
+    from features.settings import load_settings
+
+    (tmp_path / "customers.csv").write_bytes("\ufeffcust_no ; plan\n0007;basic\n0008;pro\n".encode())
+    (tmp_path / "events.csv").write_text('cust_no,event_at,order_value\n0007,2024-04-01,"$1,200.50"\n'
+                                         "0008,2024-04-02,€ 30\n")
+    config = tmp_path / "churnflow.toml"
+    config.write_text('[data]\ncustomers = "customers.csv"\nevents = "events.csv"\n[data.columns]\n'
+                      'customer_id = "cust_no"\nevent_time = "event_at"\namount = "order_value"\n')
+    tables = load_tables(load_settings(config))
+    assert tables.customers["customer_id"].tolist() == ["0007", "0008"]
+    assert tables.customers["plan"].str.strip().tolist() == ["basic", "pro"]
+    assert tables.events["amount"].tolist() == [1200.5, 30.0]
 
 
 def test_ids_keep_their_leading_zeros(tmp_path: Path) -> None:

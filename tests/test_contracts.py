@@ -202,7 +202,7 @@ def test_amount_not_a_number() -> None:
     ev.loc[0, "amount"] = "ten"
     err = _fail(_customers(), ev, names=NAMES)
     p = _only(err, "orders.parquet", "amount")
-    assert p.rule == "is not a number"
+    assert p.rule.startswith("is not a number")
     assert p.rows == [0] and p.values == ["ten"]
 
 
