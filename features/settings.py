@@ -245,15 +245,14 @@ class ScheduleSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        # The parser Prefect itself validates deployment schedules with: what passes here, serves.
-        from prefect._internal.schemas.validators import validate_cron_string
+        # croniter is the parser Prefect vendors to validate deployment schedules: what passes here,
+        # `churnflow schedule` can serve (and features/ must not import Prefect).
+        from croniter import croniter
 
-        try:
-            return validate_cron_string(v.strip())
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
-                "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)") from None
+        if croniter.is_valid(v.strip()):
+            return v.strip()
+        raise ValueError(f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
+                         "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)")
 
     @field_validator("timezone")
     @classmethod
