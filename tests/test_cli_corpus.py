@@ -143,3 +143,12 @@ def test_read_retries_only_transient_errors() -> None:
     assert not retried(SourceError("events: events.csv is not utf-8 text"))
     assert not retried(UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid"))
     assert retried(TimeoutError("slow network share"))
+
+
+def test_debug_flag_shows_the_traceback(churnflow, tmp_path: Path) -> None:
+    from features.contracts import DataValidationError
+
+    for f in (CORPUS / "pii_misspelt").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    result = CliRunner().invoke(cli.app, ["--debug", "validate", "--config", str(tmp_path / "churnflow.toml")])
+    assert isinstance(result.exception, DataValidationError)  # raised, so Python prints its traceback
