@@ -23,6 +23,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -245,15 +246,14 @@ class ScheduleSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        # The parser Prefect itself validates deployment schedules with: what passes here, serves.
-        from prefect._internal.schemas.validators import validate_cron_string
+        # croniter is the parser Prefect vendors to validate deployment schedules: what passes here,
+        # `churnflow schedule` can serve (and features/ must not import Prefect).
+        from croniter import croniter
 
-        try:
-            return validate_cron_string(v.strip())
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
-                "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)") from None
+        if croniter.is_valid(v.strip()):
+            return v.strip()
+        raise ValueError(f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
+                         "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)")
 
     @field_validator("timezone")
     @classmethod
@@ -433,6 +433,13 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         return Settings(root=root, **clean)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path) if toml_file else 'the built-in defaults', clean)) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON for a list/table key
+        section = str(exc).split('field "', 1)[-1].split('"', 1)[0]
+        names = sorted(n for n in os.environ if n.upper().startswith(f"CHURNFLOW_{section}".upper()))
+        raise ConfigError(
+            f"invalid environment variable {' or '.join(names) or 'CHURNFLOW_' + section.upper() + '__*'}: "
+            "a list or table value must be JSON, e.g. CHURNFLOW_DATA__COLUMNS__PII='[\"full_name\", \"email\"]'"
+        ) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

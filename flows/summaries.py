@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from features.settings import Settings
@@ -32,12 +33,12 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
     if not result["beats_recency"]:
         console.print("[bold red]THE TUNED MODEL DOES NOT BEAT THE RECENCY BASELINE — not promoted.[/]")
     for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(str(note))}")
     failed = [c for c in result.get("checks", []) if not c["passed"]]
     for c in failed:
-        console.print(f"[red]behavioural check failed:[/] {c['name']}: {c['detail']}")
+        console.print(f"[red]behavioural check failed:[/] {escape(str(c['name']))}: {escape(str(c['detail']))}")
     verdict = "[green]promoted to champion[/]" if result["promoted"] else "[yellow]not promoted[/]"
-    console.print(f"{verdict}: {result['reason']}")
+    console.print(f"{verdict}: {escape(str(result['reason']))}")
     console.print(f"trials in study: {result['trials']}; MLflow run {result['run_id']} in {result['tracking_uri']}")
     console.print("[yellow]next:[/] churnflow score")
 
@@ -55,10 +56,10 @@ def print_score_summary(console: Console, result: dict[str, Any]) -> None:
             top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]
             console.print(f"{title}: " + ", ".join(f"{k} ({_count(v):,})" for k, v in top))
     for warning in s.get("warnings", []):
-        console.print(f"[yellow]{warning}[/]")
+        console.print(f"[yellow]{escape(str(warning))}[/]")
     folder = Path(result["folder"])
-    console.print(f"priority list: [bold]{folder / 'priority_list.csv'}[/]")
-    console.print(f"report:        [bold]{folder / 'report.html'}[/]")
+    console.print(f"priority list: [bold]{escape(str(folder / 'priority_list.csv'))}[/]")
+    console.print(f"report:        [bold]{escape(str(folder / 'report.html'))}[/]")
     console.print("[yellow]next:[/] open the report, or `churnflow report` to see the list here")
 
 
@@ -107,5 +108,5 @@ def print_published(console: Console, settings: Settings, as_of: str | None, top
                                                        "value_at_risk", "segment", "reason_1",
                                                        "recommended_action", "status")))
     console.print(table)
-    console.print(f"{len(listed):,} customers on the list; files in [bold]{folder}[/]")
+    console.print(f"{len(listed):,} customers on the list; files in [bold]{escape(str(folder))}[/]")
     console.print(f"report: {folder / 'report.html'}")
