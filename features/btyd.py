@@ -24,7 +24,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, gammaln, hyp2f1
 
 PARAMETERS = ("r", "alpha", "a", "b")
-FIT_SAMPLE = 50_000
+FIT_SAMPLE = 20_000
 """Customers the fit uses at most (a seeded sample): four parameters need no more."""
 LOG_BOUNDS = [(np.log(1e-4), np.log(1e3)), (np.log(1e-4), np.log(1e8)), (np.log(1e-6), np.log(1e4)),
               (np.log(1e-6), np.log(1e6))]
@@ -67,7 +67,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, *, seed: int = 
     rows, weights = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
     start = np.log([1.0, max(float(np.mean(big_t[keep])) / 10, 1e-3), 1.0, 1.0])
     fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], weights),
-                   method="Nelder-Mead", bounds=LOG_BOUNDS, options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-7})
+                   method="L-BFGS-B", bounds=LOG_BOUNDS, options={"ftol": 1e-12, "gtol": 1e-8})
     return dict(zip(PARAMETERS, (float(v) for v in np.exp(fit.x)), strict=True))
 
 

@@ -152,7 +152,7 @@ def test_past_changes_do_change_features(data: st.DataObject) -> None:
 BTYD = ["p_alive", "expected_active_days"]
 
 
-@HYPO
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_btyd_features_ignore_the_future(data: st.DataObject) -> None:
     """The schema's BG/NBD parameters were fitted on everything (future included); features at
