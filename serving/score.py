@@ -85,28 +85,17 @@ def score_partition(part: Tables, ids: pd.Index, as_of: pd.Timestamp, bundle: Mo
         for col in contact:
             feats[col] = extra[col].to_numpy()
     s = settings.serving
-    monthly = _value_feature(bundle, settings)
+    monthly = bundle.schema.monthly_value()
     if monthly is not None:  # no spend history: monthly value over the horizon
         feats["value_over_horizon"] = feats[monthly].astype("float64") * settings.churn.horizon_days / 30.0
     rows = annotate_partition(
         feats, probability, pd.DataFrame(index=feats.index), horizon_days=settings.churn.horizon_days,
         tier_high=s.tier_high, tier_medium=s.tier_medium, contact_fields=contact,
-        value_column="value_over_horizon" if monthly is not None else None,
+        value_column="value_over_horizon" if monthly is not None else None, spend=bundle.schema.spend_window(),
     )
     rows.insert(1, "as_of", as_of)
     counts = bin_counts(bundle.reference, feats, probability) if bundle.reference else {}
     return rows, counts
-
-
-def _value_feature(bundle: ModelBundle, settings: Settings) -> str | None:
-    """The monthly value attribute, used only when the events carry no spend amounts."""
-    if bundle.schema.has_amount:
-        return None
-    column = settings.features.value_column
-    for name, source in bundle.schema.attribute_sources.items():
-        if source == column:
-            return name
-    return None
 
 
 def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from features.schema import FeatureSchema
 from features.settings import Settings
+from features.spec import name_for
 from training.bundle import ModelBundle
 from training.calibration import Calibrator, expected_calibration_error
 from training.tune import base_params, direction, label_array, make_dmatrix
@@ -43,7 +43,7 @@ from training.tune import base_params, direction, label_array, make_dmatrix
 logger = logging.getLogger(__name__)
 
 TOP_FRACTIONS = (0.05, 0.10, 0.20)
-RECENCY = "recency_days"
+RECENCY = name_for("recency")
 
 
 # ---- metric primitives ----------------------------------------------------------------------
@@ -132,17 +132,11 @@ def gains_table(label: np.ndarray, score: np.ndarray, n_bins: int = 10) -> pd.Da
 
 
 # ---- baselines -----------------------------------------------------------------------------
-def rfm_columns(frame: pd.DataFrame, windows_days: list[int] | None = None) -> list[str]:
-    """recency_days, frequency/monetary over the longest window, tenure_days (those present)."""
-    def longest(prefix: str) -> str | None:
-        found = [
-            (int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"{prefix}_(\d+)d", c))
-        ]
-        if windows_days:
-            found = [f for f in found if f[0] in windows_days] or found
-        return max(found)[1] if found else None
-
-    cols = [RECENCY, longest("frequency"), longest("monetary"), "tenure_days"]
+def rfm_columns(frame: pd.DataFrame, schema: FeatureSchema) -> list[str]:
+    """Recency, frequency and monetary over the longest window, tenure (those present and not
+    empty), found by their roles in the schema."""
+    roles = ("recency", "frequency", "monetary", "tenure")
+    cols = [schema.feature_for(role) for role in roles]
     return [c for c in cols if c is not None and c in frame.columns and frame[c].notna().any()]
 
 
@@ -347,7 +341,7 @@ def evaluate(
         baseline_scores["recency"] = _recency_score(test, fill)
     else:
         notes.append(f"recency baseline skipped: no '{RECENCY}' feature (snapshot table?)")
-    cols = rfm_columns(train, bundle.schema.windows_days)
+    cols = rfm_columns(train, bundle.schema)
     if cols:
         baselines["logistic_rfm"] = logistic_rfm_baseline(train, test, cols)
         notes.append(f"logistic_rfm uses {cols}")
