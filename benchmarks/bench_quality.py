@@ -3,11 +3,11 @@
 Two public data sets, every model scored on the same held-out rows:
 
 - **CDNOW** (``data/cdnow``, ``configs/cdnow.toml``): an event log, out of time. churnflow trains
-  with ``training.recipe.train_model`` and is scored on its own test snapshot; the baselines are
-  fitted on the labelled snapshots before it (the training and validation as-of dates of the
-  same plan) and scored on the same test rows: recency, BG/NBD (probability of no purchase in the
-  horizon, fitted on the history before the test date), logistic regression on all encoded
-  features, a fixed shallow XGBoost (depth 3, 300 rounds, learning rate 0.05).
+  with ``training.recipe.train_model``; scored is the model its evaluation reports, the one that
+  never saw the test snapshot, beside the baselines that evaluation fitted on the same
+  development rows (``Evaluation.scores``): recency, logistic regression on RFM and on all
+  encoded features, a fixed shallow XGBoost (depth 3, 300 rounds, learning rate 0.05); plus
+  BG/NBD (probability of no purchase in the horizon, fitted on the history before the test date).
 - **IBM HR attrition** (``data/attrition``, ``configs/attrition.toml``): a snapshot table with a
   churn flag. Repeated stratified 5-fold (3 repeats): on each training fold churnflow trains
   (its own internal splits included) and so do logistic regression and the shallow XGBoost; all
@@ -64,6 +64,7 @@ from training.evaluate import (  # noqa: E402
 from training.recipe import train_model  # noqa: E402
 
 CHURNFLOW = "churnflow"
+EVENT_BASELINES = ("recency", "logistic_rfm", "logistic_all", "xgboost_shallow")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -199,24 +200,21 @@ def simple_model_scores(train: pd.DataFrame, test: pd.DataFrame, schema: Feature
 
 
 def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
+    """churnflow's own out-of-time evaluation: the model that never saw the test rows and the
+    baselines ``training.evaluate`` fitted on the same development rows, plus BG/NBD."""
     settings = bench_settings(ROOT / "configs" / "cdnow.toml", work, "cdnow", args)
     tables = load_tables(settings)
     folds = Folds()
     start = time.perf_counter()
     trained = train_model(tables, settings)
     folds.seconds[CHURNFLOW] = time.perf_counter() - start
-    test, schema, plan = trained.test, trained.bundle.schema, trained.plan
-    # Every labelled snapshot the plan allows before the test date (labels end by then).
-    train = build_snapshots(tables, [*plan.train, plan.valid], settings, schema)
-    recency = pd.to_numeric(test[RECENCY], errors="coerce")
-    scores = {
-        CHURNFLOW: trained.bundle.predict_proba(test),
-        "recency": recency.fillna(recency.max() + 1).to_numpy(np.float64),
-        "bgnbd": bgnbd_churn_probability(test, settings.churn.horizon_days),
-    }
-    folds.add(test["label"].to_numpy(), scores | simple_model_scores(train, test, schema, settings, folds))
-    print(f"cdnow: test as-of {plan.test.date()}, {len(train)} training rows, {len(test)} test rows, "
-          f"churn rate {test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s")
+    test, evaluated = trained.test, trained.evaluation.scores
+    scores = {CHURNFLOW: evaluated["model"]}
+    scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
+    scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days)
+    folds.add(test["label"].to_numpy(), scores)
+    print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
+          f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)
     return folds
 
 
