@@ -45,12 +45,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
-from scipy.special import gammaln  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import RepeatedStratifiedKFold  # noqa: E402
 
+from features import btyd  # noqa: E402
 from features.build import build_snapshots, infer_schema, snapshot_as_of  # noqa: E402
 from features.contracts import Tables, load_tables  # noqa: E402
 from features.schema import FeatureSchema  # noqa: E402
@@ -144,36 +143,20 @@ def summarise(folds: Folds, n_boot: int, seed: int) -> dict[str, dict[str, objec
 
 
 # ---- BG/NBD (Fader, Hardie & Lee 2005), fitted on the history before the test date -------------
-def bgnbd_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Repeat purchase-days x, recency t_x and age T in weeks, from point-in-time features."""
+def bgnbd_churn_probability(frame: pd.DataFrame, horizon_days: int, seed: int) -> np.ndarray:
+    """P(no purchase in the next ``horizon_days``) = 1 − P(alive)·(1 − P(no purchase | alive)).
+
+    Fitted with ``features.btyd`` (tested on the published CDNOW parameters) on the point-in-time
+    RFM summary of the test rows: repeat purchase-days ``x``, first-to-last ``t_x`` and age ``T``
+    in weeks. Given alive, purchases are Poisson with a gamma(r + x, α + T) rate, so none in the
+    horizon has probability ((α + T) / (α + T + h))^(r + x).
+    """
     x = frame["active_days_total"].to_numpy(np.float64) - 1
     age = (frame["tenure_days"].to_numpy(np.float64) - 1) / 7
     t_x = (frame["tenure_days"].to_numpy(np.float64) - frame[RECENCY].to_numpy(np.float64)) / 7
-    return x, t_x, age
-
-
-def bgnbd_fit(x: np.ndarray, t_x: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """Maximum likelihood (r, alpha, a, b); tests/test_cdnow.py checks it on the published fit."""
-
-    def negative_log_likelihood(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-        a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
-        a3 = -(r + x) * np.log(alpha + age)
-        a4 = np.where(x > 0, np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
-        return float(-np.sum(a1 + a2 + np.logaddexp(a3, a4)))
-
-    fit = minimize(negative_log_likelihood, np.zeros(4), method="Nelder-Mead",
-                   options={"maxiter": 5000, "xatol": 1e-8, "fatol": 1e-8})
-    return np.exp(fit.x)
-
-
-def bgnbd_churn_probability(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """P(no purchase in the next ``horizon_days``) = 1 − P(alive)·(1 − P(no purchase | alive))."""
-    x, t_x, age = bgnbd_inputs(frame)
-    r, alpha, a, b = bgnbd_fit(x, t_x, age)
-    odds_dead = np.where(x > 0, a / (b + np.maximum(x, 1) - 1) * ((alpha + age) / (alpha + t_x)) ** (r + x), 0.0)
-    alive = 1.0 / (1.0 + odds_dead)
+    params = btyd.fit_bgnbd(x, t_x, age, seed=seed)
+    alive = btyd.p_alive(params, x, t_x, age)
+    r, alpha = params["r"], params["alpha"]
     silent_if_alive = ((alpha + age) / (alpha + age + horizon_days / 7)) ** (r + x)
     return 1.0 - alive * (1.0 - silent_if_alive)
 
@@ -211,7 +194,7 @@ def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     test, evaluated = trained.test, trained.evaluation.scores
     scores = {CHURNFLOW: evaluated["model"]}
     scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
-    scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days)
+    scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days, args.seed)
     folds.add(test["label"].to_numpy(), scores)
     print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
           f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)
