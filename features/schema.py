@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.errors import ChurnflowError
@@ -71,19 +70,14 @@ class FeatureSchema:
         """Select the model's features in training order with training dtypes.
 
         Unseen category values become missing (XGBoost routes them down the default branch).
+        The logic is the model's inference kernel, the same code the logged MLflow model runs.
         """
-        from features.build import known_levels
+        # The kernel is a self-contained file (numpy, pandas, xgboost only), so this import
+        # cannot close a cycle; it lives in training/ because it is logged with the model.
+        from training.churn_model import model_frame
 
         self.check_columns(frame)
-        out = {}
-        for name in self.features:
-            col = frame[name]
-            if name in self.categorical_levels:
-                levels = self.categorical_levels[name]
-                out[name] = known_levels(col, levels)
-            else:
-                out[name] = pd.to_numeric(col, errors="coerce").astype(np.float64)
-        return pd.DataFrame(out, index=frame.index)
+        return model_frame(frame, self.features, self.categorical_levels)
 
 
 class SchemaMismatchError(ChurnflowError, ValueError):

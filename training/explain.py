@@ -83,9 +83,8 @@ def shap_plots(
     bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str]
 ) -> dict[str, Path]:
     """Bar and beeswarm summaries plus dependence plots of the top features, from given values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # shap draws on pyplot's current figure; the backend is chosen at the program's entry point
+    # (headless machines fall back to Agg by themselves). Every figure is closed after saving.
     import matplotlib.pyplot as plt
     import shap
 
