@@ -1,4 +1,9 @@
-"""Flow: load champion → features → score → drift gate → reasons → priority list → publish."""
+"""Flow: settings → read → validate → load the model → ``serving.weekly.score_week`` → publish.
+
+The recipe of a week's outputs lives in ``serving/weekly.py``; here each step that deserves its
+own state gets a task: reading and loading the model may be retried (transient I/O), scoring
+and publishing are one task each so a failed run shows which of them failed and why.
+"""
 
 from __future__ import annotations
 
@@ -7,68 +12,55 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.build import latest_as_of
-from features.contracts import Tables, cut_at
+from features.contracts import Tables
 from features.settings import Settings
 from flows.tasks import (
     parse_as_of,
     read_sources_task,
+    retry_io,
     run_name,
     settings_task,
     task_options,
     validate_task,
 )
-from serving.priority import build_summary
 from serving.publish import (
     publish_outputs,
     read_previous_list,
     standard_writers,
     write_list_to_database,
 )
-from serving.report import render_report
-from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
+from serving.weekly import WeeklyOutputs, score_week, scoring_date
 from training.bundle import ModelBundle
 from training.registry import load_bundle
 
 
-@task(name="load-model", **task_options)
+@task(name="load-model", **retry_io, **task_options)
 def load_model_task(settings: Settings, version: str | None) -> tuple[ModelBundle, str]:
     bundle, version = load_bundle(settings, version)
     get_run_logger().info("model %s version %s", settings.tracking.model_name, version)
     return bundle, version
 
 
-@task(name="score", **task_options)
-def score_task(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings):
-    result = score_customers(tables, as_of, bundle, settings)
-    get_run_logger().info("scored %d customers in %d partition(s)", len(result.scored), result.n_partitions)
-    return result
-
-
-@task(name="drift-gate", **task_options)
-def drift_task(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str]:
-    messages = drift_gate(drift, settings, force)
-    for m in messages:
-        get_run_logger().warning(m)
-    return messages
-
-
-@task(name="priority-list", **task_options)
-def priority_task(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
-                  scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    previous = read_previous_list(settings.output_dir, as_of)
-    return priority_list_with_reasons(tables, as_of, bundle, settings, scored, previous)
+@task(name="score-week", **task_options)
+def score_week_task(tables: Tables, day: pd.Timestamp, bundle: ModelBundle, version: str,
+                    settings: Settings, force: bool) -> WeeklyOutputs:
+    previous = read_previous_list(settings.output_dir, day)
+    outputs = score_week(tables, day, bundle, version, settings, previous_list=previous, force=force)
+    for warning in outputs.warnings:
+        get_run_logger().warning(warning)
+    get_run_logger().info("scored %d customers in %d partition(s); %d on the list", len(outputs.scores),
+                          outputs.n_partitions, len(outputs.priority_list))
+    return outputs
 
 
 @task(name="publish", **task_options)
-def publish_task(settings: Settings, as_of: pd.Timestamp, files: dict[str, Any]) -> str:
-    return str(publish_outputs(settings.output_dir, as_of, files))
-
-
-@task(name="write-list-to-database", retries=2, retry_delay_seconds=[2, 10], **task_options)
-def database_task(priority_list: pd.DataFrame, settings: Settings, as_of: pd.Timestamp) -> int:
-    return write_list_to_database(priority_list, settings.url_or_path(settings.serving.list_database_url),
-                                  settings.serving.list_table, as_of)
+def publish_task(settings: Settings, outputs: WeeklyOutputs) -> str:
+    files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
+    folder = publish_outputs(settings.output_dir, outputs.as_of, files)
+    if settings.serving.list_database_url:
+        write_list_to_database(outputs.priority_list, settings.url_or_path(settings.serving.list_database_url),
+                               settings.serving.list_table, outputs.as_of)
+    return str(folder)
 
 
 @flow(name="score", flow_run_name=run_name("score"), validate_parameters=True)
@@ -78,24 +70,9 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
     settings = settings_task(config)
     raw = read_sources_task(settings)
     tables = validate_task(settings, raw, require_label=False)  # scoring needs no churn flag
-    day = parse_as_of(as_of) or latest_as_of(tables)
-    tables = cut_at(tables, day)
+    day = scoring_date(tables, parse_as_of(as_of))
     bundle, version = load_model_task(settings, model_version)
-    result = score_task(tables, day, bundle, settings)
-    warnings = drift_task(result.drift, settings, force)
-    priority_list, dropped, scored = priority_task(tables, day, bundle, settings, result.scored)
-    extra = {
-        "model_name": settings.tracking.model_name,
-        "model_version": version,
-        "input_fingerprint": tables.fingerprint(),
-        "warnings": warnings,
-        "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, (int, float))},
-    }
-    summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
-    html = render_report(summary, priority_list, gains=bundle.metrics.get("gains"), drift=result.drift)
-    files = standard_writers(scores_table(result.scored, version), priority_list, summary, html)
-    folder = publish_task(settings, day, files)
-    if settings.serving.list_database_url:
-        database_task(priority_list, settings, day)
+    outputs = score_week_task(tables, day, bundle, version, settings, force)
+    folder = publish_task(settings, outputs)
     get_run_logger().info("published %s", folder)
-    return {"folder": folder, "as_of": str(day.date()), "summary": summary}
+    return {"folder": folder, "as_of": str(day.date()), "summary": outputs.summary}

@@ -1,7 +1,8 @@
 """Prefect tasks shared by the flows: thin wrappers, retries only where a retry can help.
 
 Reading a source can fail for a moment (a database restarting, a network share); validating it
-cannot get better by trying again, so only the read is retried. DataFrames pass between tasks
+cannot get better by trying again, so only reads are retried, and only for errors that can be
+transient (``transient_only``): a wrong encoding or a missing model fails at once. DataFrames pass between tasks
 in memory: no result persistence and no input hashing (``cache_policy=NONE``), which would
 cost seconds per million rows and store customer data in Prefect's result storage.
 """
@@ -16,9 +17,23 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from features.contracts import Tables, load_tables, read_raw_tables
+from features.errors import ChurnflowError
 from features.settings import Settings, load_settings
 
 task_options: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O hiccups, never an error that the same input repeats.
+
+    Expected errors (``ChurnflowError``) and value errors (a Latin-1 file read as UTF-8, a bad
+    date) give the same result on every try; retrying them only delays the message.
+    """
+    return not isinstance(state.data, ChurnflowError | ValueError | TypeError | KeyError)
+
+
+retry_io: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": transient_only}
+"""Task options of a step that reads from outside (files, databases, the model registry)."""
 
 
 @task(name="load-settings", **task_options)
@@ -26,7 +41,7 @@ def settings_task(config: str | None, overrides: dict[str, Any] | None = None) -
     return load_settings(config, **(overrides or {}))
 
 
-@task(name="read-sources", retries=2, retry_delay_seconds=[2, 10], **task_options)
+@task(name="read-sources", **retry_io, **task_options)
 def read_sources_task(settings: Settings) -> dict[str, pd.DataFrame | None]:
     raw = read_raw_tables(settings)
     rows = {k: (0 if v is None else len(v)) for k, v in raw.items()}

@@ -37,14 +37,11 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from training.registry import setup_mlflow
+    from training.registry import registry_client
 
     result = project["result"]
     settings = load_settings(project["config"])
-    setup_mlflow(settings)
-    champion = MlflowClient().get_model_version_by_alias(settings.tracking.model_name, "champion")
+    champion = registry_client(settings).get_model_version_by_alias(settings.tracking.model_name, "champion")
     assert str(champion.version) == result["train"]["version"]
     assert champion.tags["decision"] == "promoted"
 

@@ -184,7 +184,7 @@ def test_calibration_improves_ece_of_a_miscalibrated_booster(data, tmp_path) -> 
     y = test["label"].to_numpy()
     assert raw.mean() > y.mean() + 0.15, "the input must be miscalibrated for this test to mean anything"
     assert expected_calibration_error(cal, y) < 0.5 * expected_calibration_error(raw, y)
-    assert bundle.calibrator.method == "isotonic"
+    assert bundle.calibrator.method != "identity", "auto must choose a map for a miscalibrated booster"
     assert cal.min() > 0 and cal.max() < 1, "calibrated probabilities are bounded away from 0 and 1"
 
 
@@ -281,12 +281,22 @@ tune(dev, folds, schema, settings, study_name="resume")
 
 
 def _trial_states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """Trials in the storage; empty while the tuning process has not created the study yet."""
-    if not Path(url.removeprefix("sqlite:///")).exists():
+    """Trials in the storage; empty while the tuning process has not created the study yet.
+
+    Optuna creates its tables when it opens a storage: the poller must not open it before the
+    tuning process has (both would create the tables at once), so it first looks with sqlite3.
+    """
+    import sqlite3
+
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.exists():
         return []
     try:
+        with sqlite3.connect(path) as db:
+            if not db.execute("SELECT count(*) FROM studies WHERE study_name = ?", (name,)).fetchone()[0]:
+                return []
         return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    except Exception:  # study not created yet, or the schema is being written right now
+    except Exception:  # tables not created yet, or being written right now
         return []
 
 
@@ -415,7 +425,7 @@ def test_log_loss_objective_minimises(data, tmp_path) -> None:
 # ---- evaluation and explanation ----------------------------------------------------------------
 def test_evaluation_compares_with_baselines(trained, cv) -> None:
     ev = trained["eval"]
-    assert set(ev.baselines) == {"recency", "logistic_rfm", "xgboost_untuned"}
+    assert set(ev.baselines) == {"recency", "logistic_rfm", "logistic_all", "xgboost_shallow", "xgboost_untuned"}
     assert ev.beats_recency
     assert ev.metrics["pr_auc"] > ev.baselines["recency"]["pr_auc"]
     for name in ev.baselines:
@@ -480,19 +490,21 @@ def _register(settings: Settings, bundle, train, test, *, tune_result: TuneResul
     return ev, log_and_register(settings, bundle, ev, test, tune_result=tune_result, fingerprint={"rows": len(train)})
 
 
-def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_root) -> None:
+def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_root, monkeypatch) -> None:
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    from training.registry import load_bundle
+    from training.registry import load_bundle, registry_client
 
     train, _, test = data
     settings = Settings(root=registry_root, training=trained["settings"].training.model_dump(), tracking={"model_name": "pyfunc-test"})
     bundle = trained["bundle"]
+    uri_before = mlflow.get_tracking_uri()
     _, res = _register(settings, bundle, train, test, tune_result=trained["tune"], baseline=trained["baseline"])
     assert res.promoted and res.reason == "no champion yet" and res.version == "1"
+    assert mlflow.get_tracking_uri() == uri_before, "library code must not set a process-wide tracking URI"
 
     expected = bundle.predict_proba(test)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)  # the test is the program's entry point
     model = mlflow.pyfunc.load_model("models:/pyfunc-test@champion")
     out = model.predict(test)
     np.testing.assert_allclose(out["churn_probability"].to_numpy(), expected, rtol=0, atol=1e-12)
@@ -504,9 +516,9 @@ def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_
     np.testing.assert_allclose(loaded.predict_proba(test), expected, atol=1e-12)
 
     # the run holds nested trial runs, reports and no PII values
-    client = MlflowClient()
+    client = registry_client(settings)
     children = client.search_runs(
-        [mlflow.get_experiment_by_name(settings.tracking.experiment).experiment_id],
+        [client.get_experiment_by_name(settings.tracking.experiment).experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'",
     )
     assert len(children) == len(trained["tune"].trials)
@@ -531,9 +543,7 @@ def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_
 
 
 def test_gate_refuses_a_worse_model(trained, data, registry_root) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from training.registry import load_bundle
+    from training.registry import load_bundle, registry_client
 
     train, valid, test = data
     settings = Settings(root=registry_root, training=trained["settings"].training.model_dump(), tracking={"model_name": "gate-test"})
@@ -551,7 +561,7 @@ def test_gate_refuses_a_worse_model(trained, data, registry_root) -> None:
     assert second.champion_version == first.version
     assert second.champion_metric is not None and second.challenger_metric < second.champion_metric
 
-    client = MlflowClient()
+    client = registry_client(settings)
     assert str(client.get_model_version_by_alias("gate-test", "champion").version) == first.version
     assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == second.version
     tags = client.get_model_version("gate-test", second.version).tags
@@ -578,7 +588,7 @@ def test_not_promoted_when_not_beating_recency(data, registry_root) -> None:
 
 
 def test_gate_promotes_when_the_champion_cannot_score_todays_features(data, registry_root) -> None:
-    from mlflow.tracking import MlflowClient
+    from training.registry import registry_client
 
     train, valid, test = data
     settings = Settings(root=registry_root, tracking={"model_name": "schema-test"})
@@ -591,5 +601,5 @@ def test_gate_promotes_when_the_champion_cannot_score_todays_features(data, regi
     _, second = _register(settings, new, train, test)  # today's features lack old_feature
     assert second.promoted and "cannot score today's features" in second.reason
     assert second.champion_metric is None and second.champion_version == first.version
-    tags = MlflowClient().get_model_version("schema-test", second.version).tags
+    tags = registry_client(settings).get_model_version("schema-test", second.version).tags
     assert tags["decision"] == "promoted" and "old_feature" in tags["reason"]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from features.io import write_json
 from features.schema import FeatureSchema
 from training.calibration import Calibrator
 from training.churn_model import (
@@ -115,14 +116,14 @@ class ModelBundle:
         folder.mkdir(parents=True, exist_ok=True)
         if self.booster is not None:
             self.booster.save_model(folder / BOOSTER_FILE)
-        _write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict())
-        _write_json(folder / MODEL_FILE, model_spec(self.family, self.tree_weight, self.best_iteration,
+        write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict())
+        write_json(folder / MODEL_FILE, model_spec(self.family, self.tree_weight, self.best_iteration,
                                                     self.linear, self.fitted_through))
         self.schema.save(folder / SCHEMA_FILE)
-        _write_json(folder / DICTIONARY_FILE, self.dictionary)
-        _write_json(folder / SEGMENTS_FILE, self.segments)
-        _write_json(folder / REFERENCE_FILE, self.reference)
-        _write_json(folder / METRICS_FILE, self.metrics)
+        write_json(folder / DICTIONARY_FILE, self.dictionary)
+        write_json(folder / SEGMENTS_FILE, self.segments)
+        write_json(folder / REFERENCE_FILE, self.reference)
+        write_json(folder / METRICS_FILE, self.metrics)
         return folder
 
     @classmethod
@@ -146,10 +147,6 @@ class ModelBundle:
             tree_weight=float(spec["tree_weight"]),
             fitted_through=str(spec.get("fitted_through", "")),
         )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _read_json(path: Path) -> Any:

@@ -60,26 +60,50 @@ def model_frame(frame: pd.DataFrame, features: list[str], categorical_levels: di
 
 
 # ---- calibration ---------------------------------------------------------------------------
-def logit(p: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    return np.log(p / (1 - p))
+# The calibration maps of ``training/calibration.py`` (which imports these three functions, so
+# training, scoring and the MLflow model apply one and the same map). Strictly increasing for
+# every fitted method: calibration never reorders customers.
+TIE_BREAK = 1e-6
+"""Weight of the raw score in the isotonic map: far below any calibration error that matters,
+far above float64 resolution for raw scores that differ by more than ~1e-9."""
+_LOG_CLIP = 1e-15
 
 
-def sigmoid(margin: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(margin, dtype=np.float64)))
+def logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), _LOG_CLIP, 1.0 - _LOG_CLIP)
+    return np.log(q) - np.log1p(-q)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    # exp(-log(1 + e^-z)): accurate in the far tails, where the list's order still matters.
+    return np.exp(-np.logaddexp(0.0, -np.asarray(z, dtype=np.float64)))
+
+
+def apply_calibration(
+    raw_probability: np.ndarray,
+    method: str,
+    x: tuple[float, ...] | list[float] = (),
+    y: tuple[float, ...] | list[float] = (),
+    a: float = 1.0,
+    b: float = 0.0,
+    c: float = 0.0,
+) -> np.ndarray:
+    """Map raw probabilities to calibrated ones; strictly increasing for every fitted method."""
+    p = np.asarray(raw_probability, dtype=np.float64)
+    if method == "isotonic":
+        return (1.0 - TIE_BREAK) * np.interp(p, np.asarray(x), np.asarray(y)) + TIE_BREAK * p
+    if method == "sigmoid":
+        return sigmoid(a * logit(p) + b)
+    if method == "beta":
+        q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
+        return sigmoid(a * np.log(q) - b * np.log1p(-q) + c)
+    return p
 
 
 def calibrate(raw_probability: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Apply a calibration map stored as ``Calibrator.to_dict()`` (isotonic knots, Platt a/b)."""
-    p = np.asarray(raw_probability, dtype=np.float64)
-    method = spec.get("method", "identity")
-    if method == "isotonic":
-        return np.interp(p, np.asarray(spec["x"], dtype=np.float64), np.asarray(spec["y"], dtype=np.float64))
-    if method == "sigmoid":
-        return sigmoid(float(spec.get("a", 1.0)) * logit(p) + float(spec.get("b", 0.0)))
-    if method == "identity":
-        return p
-    raise ValueError(f"unknown calibration method {method!r}")
+    """Apply a calibration map stored as ``Calibrator.to_dict()``."""
+    return apply_calibration(raw_probability, spec.get("method", "identity"), spec.get("x", ()), spec.get("y", ()),
+                             float(spec.get("a", 1.0)), float(spec.get("b", 0.0)), float(spec.get("c", 0.0)))
 
 
 # ---- the linear model ----------------------------------------------------------------------

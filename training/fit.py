@@ -46,7 +46,8 @@ def fit_choice(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice
 
 def oof_calibrator(choice: Choice, settings: Settings) -> Calibrator:
     """The calibration map, fitted on the chosen candidate's out-of-fold predictions."""
-    return fit_calibrator(sigmoid(choice.oof_margin), choice.oof_label, method=settings.training.calibration)
+    return fit_calibrator(sigmoid(choice.oof_margin), choice.oof_label, method=settings.training.calibration,
+                          seed=settings.training.seed)
 
 
 def fit_bundle(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice, calibrator: Calibrator,

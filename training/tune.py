@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 
+from features.io import ensure_sqlite_folder
 from features.schema import FeatureSchema
 from features.settings import Settings
 from training.errors import TuningBudgetError
@@ -133,14 +133,6 @@ def suggest_params(trial: optuna.Trial, pos_weight_max: float) -> dict[str, Any]
     }
 
 
-def sqlite_folder(url: str) -> None:
-    """Create the folder of a SQLite database URL (Optuna does not)."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
 def fail_stale_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     """Mark trials left RUNNING (by a killed process) as FAIL so they neither count nor block.
 
@@ -164,7 +156,7 @@ def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, i
     reproducible).
     """
     cfg = settings.training
-    sqlite_folder(url)
+    ensure_sqlite_folder(url)  # Optuna does not create it
     rdb = optuna.storages.get_storage(url)
     optuna.create_study(storage=rdb, study_name=name, direction=direction(cfg.objective), load_if_exists=True)
     fail_stale_trials(rdb, name)

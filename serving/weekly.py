@@ -1,0 +1,115 @@
+"""One week's outputs from validated tables and a model: the whole scoring recipe, no I/O.
+
+``score_week`` is what the ``score`` flow, ``churnflow score``, the benchmarks and a Python session
+call. It decides nothing the flow used to decide on its own: the data are cut at the as-of date
+(nothing on or after it is seen), today's customers table is checked against the model's inputs
+(a missing column is a schema error that ``force`` does not override: it is not drift), every
+active customer is scored in partitions, the drift gate runs, reasons are computed for the
+listed customers only, and the priority list, summary and report are built. Reading the sources,
+loading the model and publishing stay outside (``features.contracts``, ``training.registry``,
+``serving.publish``), so this function is pure: the same inputs give the same outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from features.build import latest_as_of
+from features.contracts import Tables, cut_at, source_names
+from features.schema import FeatureSchema, SchemaMismatchError
+from features.settings import Settings
+from serving.priority import build_summary
+from serving.report import render_report
+from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
+from training.bundle import ModelBundle
+
+
+@dataclass(frozen=True)
+class WeeklyOutputs:
+    """Everything one scoring run publishes, plus what the caller may log."""
+
+    as_of: pd.Timestamp
+    scores: pd.DataFrame
+    """``scores.parquet``: every scored customer (no reasons, no contact fields)."""
+    priority_list: pd.DataFrame
+    dropped: pd.DataFrame
+    """Customers on last week's list who are not on this one, and why."""
+    summary: dict[str, Any]
+    report_html: str
+    drift: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    n_partitions: int = 1
+
+
+def scoring_date(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
+    """The as-of date of a run: the given one, else the day after the data end (or today)."""
+    if as_of is None:
+        return latest_as_of(tables)
+    return pd.Timestamp(as_of).normalize().as_unit("ns")
+
+
+def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings) -> None:
+    """Refuse tables that lack a column or source the model was trained on.
+
+    Without this check the features built from a missing column are all missing, which the drift
+    gate would report as drift (and ``--force`` would publish). The message names the column as
+    it is called in the user's file and the file itself.
+    """
+    files = source_names(settings)
+    mapped = settings.data.columns
+    customers = set(tables.customers.columns)
+    attributes = [*schema.numeric_attributes, *schema.categorical_levels]
+    missing = sorted({schema.attribute_sources.get(name, name) for name in attributes}
+                     - customers)
+    if schema.has_signup and "signup_time" not in customers:
+        missing.append(mapped.signup_time or "signup_time")
+    problems = [f"{files['customers']} has no column {', '.join(repr(c) for c in missing)}"] if missing else []
+    if schema.has_events and (tables.events is None or tables.events.empty):
+        problems.append(f"no events were read from {files['events']} (data.events)")
+    elif schema.has_amount and tables.events is not None and "amount" not in tables.events.columns:
+        problems.append(f"{files['events']} has no column '{mapped.amount or 'amount'}' (data.columns.amount)")
+    if schema.has_contacts and tables.contacts is None:
+        problems.append("no contacts table is configured (data.contacts)")
+    if problems:
+        raise SchemaMismatchError(
+            "today's data lack input(s) the model was trained on: " + "; ".join(problems) + ". "
+            "Restore the column or source (or its name in [data.columns]), or retrain with "
+            "`churnflow train` on data without it. `--force` does not override this: the model "
+            "would score every customer as if the value were unknown."
+        )
+
+
+def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,
+               settings: Settings, *, previous_list: pd.DataFrame | None = None,
+               force: bool = False, model_name: str | None = None) -> WeeklyOutputs:
+    """Score every active customer as of ``as_of`` and build the week's list, summary and report.
+
+    ``previous_list``: last week's published list (``serving.publish.read_previous_list``), for
+    each customer's status and the dropped customers. ``force``: publish despite drift above
+    ``serving.drift_fail_psi`` (never despite missing model inputs).
+    Raises ``SchemaMismatchError`` or ``DriftRefusedError`` (both ``ChurnflowError``).
+    """
+    day = scoring_date(tables, as_of)
+    tables = cut_at(tables, day)
+    check_model_inputs(tables, bundle.schema, settings)
+    result = score_customers(tables, day, bundle, settings)
+    warnings = drift_gate(result.drift, settings, force)
+    priority_list, dropped, scored = priority_list_with_reasons(
+        tables, day, bundle, settings, result.scored, previous_list)
+    extra = {
+        "model_name": model_name or settings.tracking.model_name,
+        "model_version": str(model_version),
+        "input_fingerprint": tables.fingerprint(),
+        "warnings": warnings,
+        "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
+    }
+    summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
+    html = render_report(summary, priority_list, gains=bundle.metrics.get("gains"), drift=result.drift)
+    return WeeklyOutputs(
+        as_of=day, scores=scores_table(result.scored, str(model_version)), priority_list=priority_list,
+        dropped=dropped, summary=summary, report_html=html, drift=result.drift, warnings=warnings,
+        n_partitions=result.n_partitions,
+    )
