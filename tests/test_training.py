@@ -411,7 +411,8 @@ def test_cross_validated_selection_picks_the_linear_model_on_linear_data(tmp_pat
     assert choice.family in {"linear", "blend"} and choice.tree_weight <= 0.5
     assert choice.cv_scores["linear"] > choice.cv_scores["tree"]
     assert set(choice.cv_scores) == {"tree", "linear", "blend_0.75", "blend_0.50", "blend_0.25"}
-    assert len(choice.oof_margin) == len(choice.oof_label) == 2 * n
+    assert len(choice.oof_margin) == len(choice.oof_label) == n  # one per row, averaged over repeats
+    np.testing.assert_array_equal(choice.oof_label, label)
 
 
 def test_log_loss_objective_minimises(data, tmp_path) -> None:

@@ -118,16 +118,29 @@ def choose_model(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, setting
     cv_scores = {(f"blend_{w:.2f}" if family_of(w) == "blend" else family_of(w)): s for w, s in scores.items()}
     logger.info("candidates (mean %s over %d folds): %s -> %s", objective, len(folds),
                 {k: round(v, 5) for k, v in cv_scores.items()}, family_of(weight))
-    oof = np.concatenate([weight * t + (1 - weight) * m for t, m in zip(tree, linear, strict=True)])
+    oof_margin, oof_label = out_of_fold(folds, [weight * t + (1 - weight) * m for t, m in zip(tree, linear, strict=True)], y)
     return Choice(family=family_of(weight), tree_weight=weight, tree_params=dict(tuned.best_params),
-                  n_rounds=iteration + 1, linear_c=c, cv_scores=cv_scores, oof_margin=oof,
-                  oof_label=np.concatenate(labels))
+                  n_rounds=iteration + 1, linear_c=c, cv_scores=cv_scores, oof_margin=oof_margin,
+                  oof_label=oof_label)
+
+
+def out_of_fold(folds: Folds, margins: list[np.ndarray], label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One out-of-fold margin per validated row (the mean over repeats) and its label.
+
+    Repeated k-fold validates each row once per repeat; averaging keeps one row once, so the
+    calibrator's own cross-validation never sees a row's copy on both sides.
+    """
+    positions = np.concatenate([v for _, v in folds])
+    values = np.concatenate(margins)
+    rows, inverse = np.unique(positions, return_inverse=True)
+    mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    return mean, label[rows]
 
 
 def untuned_choice(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings) -> Choice:
     """XGBoost with library defaults through the same CV (rounds, out-of-fold calibration)."""
     params = base_params(settings)
     tree, iteration = tree_oof(dev, folds, schema, settings, params)
-    y = label_array(dev)
+    oof_margin, oof_label = out_of_fold(folds, tree, label_array(dev))
     return Choice(family="tree", tree_weight=1.0, tree_params=params, n_rounds=iteration + 1, linear_c=0.0,
-                  cv_scores={}, oof_margin=np.concatenate(tree), oof_label=np.concatenate([y[v] for _, v in folds]))
+                  cv_scores={}, oof_margin=oof_margin, oof_label=oof_label)
