@@ -32,6 +32,7 @@ from training.tune import (
     direction,
     fold_matrices,
     label_array,
+    validation_margin,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,10 +76,7 @@ def tree_oof(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: S
     """Validation margins of each fold's early-stopped booster, and the mean best iteration."""
     matrices = fold_matrices(dev, folds, schema)
     _, iterations, boosters = cv_trees(params, matrices, settings)
-    margins = [
-        b.predict(dvalid, output_margin=True, iteration_range=(0, b.best_iteration + 1))
-        for b, (_, dvalid) in zip(boosters, matrices, strict=True)
-    ]
+    margins = [validation_margin(b, dvalid) for b, (_, dvalid) in zip(boosters, matrices, strict=True)]
     return margins, int(round(float(np.mean(iterations))))
 
 
@@ -106,7 +104,10 @@ def choose_model(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, setting
     """Score the tuned tree, the best linear model and their blends on the same folds; pick one."""
     objective = settings.training.objective
     y = label_array(dev)
-    tree, iteration = tree_oof(dev, folds, schema, settings, tuned.best_params)
+    if tuned.best_oof is not None:  # the best trial ran now: its fold margins are at hand
+        tree, iteration = tuned.best_oof, tuned.best_iteration
+    else:
+        tree, iteration = tree_oof(dev, folds, schema, settings, tuned.best_params)
     linear, c = linear_oof(dev, folds, schema, objective)
     labels = [y[v] for _, v in folds]
     scores: dict[float, float] = {}

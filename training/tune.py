@@ -5,7 +5,8 @@ A trial's value is the mean of its validation metric over the folds of
 snapshot table; rolling-origin validation dates of event data), never one small split: a single
 validation set rewards the trial that fits its noise. Each fold early-stops on its own validation
 rows; the trial records the mean best iteration, which the final fit uses. The running mean is
-reported after every fold, so a median rule prunes unpromising trials after two folds.
+reported after every fold (all trials see the folds in the same order), so a median rule
+prunes an unpromising trial as soon as one fold shows it.
 
 The study lives in persistent storage (SQLite under ``mlruns/`` by default) under a name derived
 from the model, the test as-of date, the objective and a hash of the data and folds
@@ -21,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,8 @@ class TuneResult:
     trials: pd.DataFrame
     n_run_now: int
     """Trials started by this invocation (0 when the budget was already spent)."""
+    best_oof: list[np.ndarray] | None = field(default=None, repr=False)
+    """Validation margins of the best trial per fold, when it ran in this invocation."""
 
 
 def eval_metric(objective: str) -> str:
@@ -162,7 +165,7 @@ def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, i
     fail_stale_trials(rdb, name)
     existing = optuna.load_study(study_name=name, storage=rdb).get_trials(deepcopy=False)
     pruner: optuna.pruners.BasePruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if cfg.pruning else optuna.pruners.NopPruner()
+        optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.pruning else optuna.pruners.NopPruner()
     )
     sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(existing))
     study = optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner)
@@ -199,9 +202,18 @@ def cv_trees(params: dict[str, Any], matrices: list[tuple[xgb.DMatrix, xgb.DMatr
     return scores, iterations, boosters
 
 
-def cv_objective(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings
-                 ) -> Callable[[optuna.Trial], float]:
-    """The trial function: mean validation metric of the suggested params over the folds."""
+def validation_margin(booster: xgb.Booster, dvalid: xgb.DMatrix) -> np.ndarray:
+    """Margins of an early-stopped booster (trees up to its best iteration) on validation rows."""
+    return booster.predict(dvalid, output_margin=True, iteration_range=(0, booster.best_iteration + 1))
+
+
+def cv_objective(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings,
+                 oof: dict[int, list[np.ndarray]]) -> Callable[[optuna.Trial], float]:
+    """The trial function: mean validation metric of the suggested params over the folds.
+
+    Each completed trial's validation margins per fold are kept in ``oof`` (by trial number), so
+    the candidate comparison need not refit the best trial's boosters.
+    """
     matrices = fold_matrices(dev, folds, schema)
     y = label_array(dev)
     pos = max(float(y.sum()), 1.0)
@@ -209,7 +221,9 @@ def cv_objective(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, setting
     fixed = base_params(settings)
 
     def objective(trial: optuna.Trial) -> float:
-        scores, iterations, _ = cv_trees(fixed | suggest_params(trial, pos_weight_max), matrices, settings, trial)
+        scores, iterations, boosters = cv_trees(fixed | suggest_params(trial, pos_weight_max), matrices, settings,
+                                                trial)
+        oof[trial.number] = [validation_margin(b, dvalid) for b, (_, dvalid) in zip(boosters, matrices, strict=True)]
         trial.set_user_attr("best_iteration", int(round(float(np.mean(iterations)))))
         trial.set_user_attr("fold_values", [round(s, 6) for s in scores])
         return float(np.mean(scores))
@@ -256,10 +270,11 @@ def tune(
     study, n_before, finished = open_study(settings, name, storage or settings.optuna_storage)
     remaining = cfg.n_trials - finished
     started = time.monotonic()
+    oof: dict[int, list[np.ndarray]] = {}
     if remaining > 0:
         logger.info("study %s: %d finished, running %d more over %d folds (timeout %.0f s)",
                     name, finished, remaining, len(folds), cfg.timeout_seconds)
-        study.optimize(cv_objective(dev, folds, schema, settings), n_trials=remaining,
+        study.optimize(cv_objective(dev, folds, schema, settings, oof), n_trials=remaining,
                        timeout=cfg.timeout_seconds, callbacks=[trial_logger(cfg.n_trials)])
     else:
         logger.info("study %s: budget of %d trials already spent; not tuning", name, cfg.n_trials)
@@ -278,6 +293,7 @@ def tune(
         best_value=float(best.value),
         trials=trials_frame(study),
         n_run_now=len(study.get_trials(deepcopy=False)) - n_before,
+        best_oof=oof.get(best.number),
     )
 
 
