@@ -401,26 +401,23 @@ def evaluate(
 
 
 def attach_metrics(bundle: ModelBundle, evaluation: Evaluation) -> ModelBundle:
-    """Store the evaluation summary (with the gains table) in the bundle's metrics.json."""
-    bundle.metrics = evaluation.to_dict()
-    return bundle
+    """A copy of the (frozen) bundle with the evaluation summary as its metrics.json."""
+    return replace(bundle, metrics=evaluation.to_dict())
 
 
 # ---- plots ----------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure of its own (no pyplot state, no global backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, path: Path) -> Path:
     """Reliability curve before and after calibration (quantile bins)."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure(5, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
     for name, p in (("raw booster", raw), ("calibrated", calibrated)):
         true, pred = calibration_curve(label, np.clip(p, 0, 1), n_bins=10, strategy="quantile")
@@ -431,16 +428,15 @@ def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     """Cumulative gains: share of churners found when contacting the top x % of the list."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(label, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = _figure(6, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="random")
     for name, s in scores.items():
         order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
@@ -453,5 +449,4 @@ def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> 
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
