@@ -17,9 +17,16 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from features.columns import (
+    TABLE_COLUMNS,
+    column_mapping,
+    customer_setting_issues,
+    personal_data_issues,
+)
+from features.dates import DateFormatError, parse_dates
 from features.errors import ChurnflowError
 from features.settings import Settings
-from features.sources import read_source, source_label
+from features.sources import read_source, source_kind, source_label
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +42,26 @@ _FALSE = {"0", "false", "no", "n", "f", "stay", "stayed", "retained"}
 class Problem:
     table: str
     column: str
+    """The column as the user's file names it."""
     rule: str
     rows: list[Any]
+    """0-based positions in the source (``where`` turns them into file lines or row numbers)."""
     values: list[Any]
     count: int
+    kind: str = "table"
+    """``csv``: rows are shown as file lines (header = line 1); otherwise "row N" (1 = first row)."""
+
+    def where(self, row: Any) -> str:
+        if not isinstance(row, (int, np.integer)):
+            return f"row {row}"
+        return f"line {row + 2}" if self.kind == "csv" else f"row {row + 1}"
 
     def __str__(self) -> str:
-        shown = ", ".join(f"row index {r}: {v!r}" for r, v in zip(self.rows, self.values, strict=False))
-        return f"{self.table}: column '{self.column}' {self.rule} — {self.count} row(s), e.g. {shown}"
+        head = f"{self.table}: " + (self.rule if self.column == "*" else f"column '{self.column}' {self.rule}")
+        if not self.rows:
+            return head
+        shown = ", ".join(f"{self.where(r)}: {v!r}" for r, v in zip(self.rows, self.values, strict=False))
+        return f"{head} — {self.count} row(s), e.g. {shown}"
 
 
 class DataValidationError(ChurnflowError, ValueError):
@@ -52,11 +71,12 @@ class DataValidationError(ChurnflowError, ValueError):
         self.problems = problems
         lines = [f"input data failed validation ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
-        lines.append(
-            hint
-            or "Fix the source data or the column mapping in [data.columns]; "
-            "set data.drop_invalid_rows = true to drop offending rows instead (counts are reported)."
-        )
+        if hint or any(p.rows for p in problems):
+            lines.append(
+                hint
+                or "Fix the source data or the column mapping in [data.columns]; "
+                "set data.drop_invalid_rows = true to drop offending rows instead (counts are reported)."
+            )
         super().__init__("\n".join(lines))
 
 
@@ -95,38 +115,6 @@ class Tables:
 # ---- parsing helpers -------------------------------------------------------------------------
 
 
-def parse_dates(values: pd.Series) -> pd.Series:
-    """Parse a date column in any common format to naive datetime64[ns].
-
-    Accepts datetimes (time zones converted to UTC), ``yyyymmdd`` integers or strings, ISO
-    strings and, as a last resort, pandas' mixed-format parser. Unparsable values become NaT;
-    the caller reports them.
-    """
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("datetime64[ns]")
-    if pd.api.types.is_numeric_dtype(values):
-        as_int = pd.to_numeric(values, errors="coerce")
-        return pd.to_datetime(as_int.astype("Int64").astype("string"), format="%Y%m%d", errors="coerce").astype(
-            "datetime64[ns]"
-        )
-    text = values.astype("string").str.strip().replace("", pd.NA)
-    present = text.notna()
-    best: pd.Series | None = None
-    for fmt in ("ISO8601", "%Y%m%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y"):
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-        if best is None or parsed.notna().sum() > best.notna().sum():
-            best = parsed
-        if parsed[present].notna().all():
-            break
-    assert best is not None
-    if best[present].isna().any():
-        mixed = pd.to_datetime(text, format="mixed", errors="coerce", utc=True)
-        best = best.fillna(mixed)
-    return best.dt.tz_localize(None).astype("datetime64[ns]")
-
-
 def parse_flag(values: pd.Series) -> pd.Series:
     """Churn flags as 0/1 from 0/1, booleans, or yes/no/true/false text; anything else is NA."""
     if pd.api.types.is_bool_dtype(values):
@@ -139,89 +127,238 @@ def parse_flag(values: pd.Series) -> pd.Series:
     return out
 
 
-def _problem(table: str, column: str, rule: str, bad: pd.Series) -> Problem:
-    head = bad.head(MAX_EXAMPLES)
-    return Problem(table, column, rule, [int(i) if isinstance(i, (int, np.integer)) else i for i in head.index], head.tolist(), int(len(bad)))
+def clean_ids(ids: pd.Series) -> pd.Series:
+    """Ids as written: text is trimmed (blank = missing), whole floats (1.0 from a blank) are ints."""
+    if pd.api.types.is_float_dtype(ids):
+        finite = ids.dropna()
+        if (finite == finite.round()).all():
+            return ids.astype("Int64")
+        return ids
+    if pd.api.types.is_numeric_dtype(ids) or pd.api.types.is_bool_dtype(ids):
+        return ids
+    text = ids.astype("string").str.strip()
+    return text.where(text != "").astype(object).where(text.notna() & (text != ""), None)
 
 
-def _rename(frame: pd.DataFrame, mapping: dict[str, str], table: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """Rename user columns to canonical names; report every mapped column that is missing."""
-    problems = []
-    for canonical, user in mapping.items():
-        if user and user not in frame.columns:
-            problems.append(
-                Problem(
-                    table,
-                    user,
-                    f"is missing (mapped to '{canonical}' in [data.columns]); columns present: {list(frame.columns)[:20]}",
-                    [],
-                    [],
-                    0,
-                )
-            )
-    reverse = {user: canonical for canonical, user in mapping.items() if user and user in frame.columns}
-    clashes = [c for c in frame.columns if c in mapping and c not in reverse and mapping[c] and c != mapping[c]]
-    frame = frame.drop(columns=clashes).rename(columns=reverse)
-    return frame, problems
+def common_ids(ids: pd.Series, known: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The one declared way ids are compared across tables.
+
+    Numbers in both tables compare as numbers. Otherwise both compare as text exactly as written
+    (after trimming spaces; whole numbers written without decimals): ``7`` matches ``'7'`` but not
+    ``'007'``, because leading zeros are part of an identifier. A mismatch is reported, never fixed
+    by guessing.
+    """
+    if pd.api.types.is_numeric_dtype(ids) and pd.api.types.is_numeric_dtype(known):
+        return ids, known
+
+    def text(s: pd.Series) -> pd.Series:
+        return s.astype("string").astype(object).where(s.notna(), None)
+
+    return text(ids), text(known)
+
+
+@dataclass
+class _Source:
+    """One input table: how errors name it, how they count rows, the columns it maps."""
+
+    label: str
+    kind: str
+    columns: dict[str, str]
+    """Canonical name → the user's column name."""
+
+    def user(self, canonical: str) -> str:
+        return self.columns.get(canonical, canonical)
+
+    def problem(self, column: str, rule: str, bad: pd.Series) -> Problem:
+        head = bad.head(MAX_EXAMPLES)
+        rows = [int(i) if isinstance(i, (int, np.integer)) else i for i in head.index]
+        return Problem(self.label, column, rule, rows, head.tolist(), int(len(bad)), self.kind)
+
+    def mapped(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The mapped columns under canonical names (other user columns dropped)."""
+        return pd.DataFrame({c: raw[u] for c, u in self.columns.items()}, index=raw.index)
+
+
+@dataclass
+class _Run:
+    """Problems found so far and rows dropped, shared by the per-table steps of one validation."""
+
+    settings: Settings
+    problems: list[Problem] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def drop(self) -> bool:
+        return self.settings.data.drop_invalid_rows
+
+    def report(self, src: _Source, canonical: str, rule: str, bad: pd.Series) -> None:
+        """A row-level problem: stop the load, or drop the rows when data.drop_invalid_rows is set."""
+        problem = src.problem(src.user(canonical), rule, bad)
+        if self.drop:
+            self.dropped[src.label] = self.dropped.get(src.label, 0) + len(bad)
+            log.warning("dropping rows: %s", problem)
+        else:
+            self.problems.append(problem)
+
+    def dates(self, frame: pd.DataFrame, src: _Source, canonical: str, required: bool = False) -> pd.DataFrame:
+        """Parse one date column in place (one format per column); bad rows reported or dropped."""
+        raw, user, d = frame[canonical], src.user(canonical), self.settings.data
+        fmt = d.date_formats.get(user, d.date_format)
+        try:
+            parsed = parse_dates(raw, fmt, d.dayfirst)
+        except DateFormatError as exc:
+            self.problems.append(src.problem(user, exc.reason, exc.examples))
+            return frame
+        blank = raw.isna() if pd.api.types.is_datetime64_any_dtype(raw) else (
+            raw.isna() | (raw.astype("string").str.strip() == ""))
+        if required and blank.any():
+            self.report(src, canonical, "has empty dates", raw[blank].astype("string").fillna("<empty>"))
+        unparsable = parsed.isna() & ~blank
+        if unparsable.any():
+            rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
+            self.report(src, canonical, rule, raw[unparsable])
+        frame = frame.assign(**{canonical: parsed})
+        bad = unparsable | (blank if required else False)
+        return frame.loc[~bad] if self.drop else frame
+
+    def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
+        """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""
+        try:
+            schema.validate(frame, lazy=True)
+            return frame
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            found = []
+            for (column, check), group in cases.groupby(["column", "check"], sort=True, dropna=False):
+                rows = group["index"].dropna()
+                rule = _RULE_NAMES.get(str(check), str(check))
+                found.append(Problem(src.label, src.user(str(column)), rule, rows.head(MAX_EXAMPLES).astype(int).tolist(),
+                                     group["failure_case"].head(MAX_EXAMPLES).tolist(), int(len(group)), src.kind))
+            bad_index = pd.Index(cases["index"].dropna().astype(int).unique())
+            if self.drop and all(p.rows for p in found):
+                self.dropped[src.label] = self.dropped.get(src.label, 0) + len(bad_index)
+                for p in found:
+                    log.warning("dropping rows: %s", p)
+                return frame.drop(index=bad_index)
+            self.problems.extend(found)
+            return frame
 
 
 # ---- validation --------------------------------------------------------------------------------
 
 
-def _failure_problems(exc: pa.errors.SchemaErrors, table: str) -> tuple[list[Problem], pd.Index]:
-    cases = exc.failure_cases
-    problems = []
-    for (column, check), group in cases.groupby(["column", "check"], sort=True, dropna=False):
-        rows = group["index"].dropna()
-        problems.append(
-            Problem(table, str(column), _RULE_NAMES.get(str(check), str(check)), rows.head(MAX_EXAMPLES).astype(int).tolist(),
-                    group["failure_case"].head(MAX_EXAMPLES).tolist(), int(len(group)))
-        )
-    bad_index = pd.Index(cases["index"].dropna().astype(int).unique())
-    return problems, bad_index
+def _unknown_id_check(known: pd.Series, customers_label: str) -> pa.Check:
+    return pa.Check(lambda s: s.isin(pd.Index(known)) | s.isna(),
+                    name=f"refers to an unknown customer (not in {customers_label})")
 
 
-def _validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, table: str, drop: bool,
-              problems: list[Problem], dropped: dict[str, int]) -> pd.DataFrame:
-    try:
-        schema.validate(frame, lazy=True)
-        return frame
-    except pa.errors.SchemaErrors as exc:
-        found, bad_index = _failure_problems(exc, table)
-        row_level = [p for p in found if p.rows]
-        if drop and len(row_level) == len(found):
-            dropped[table] = dropped.get(table, 0) + len(bad_index)
-            for p in found:
-                log.warning("dropping rows: %s", p)
-            return frame.drop(index=bad_index)
-        problems.extend(found)
-        return frame
+def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Events under canonical names: parsed times, numeric amounts, categorical types."""
+    ev = src.mapped(raw)
+    ev["customer_id"] = clean_ids(ev["customer_id"])
+    ev = run.dates(ev, src, "event_time", required=True)
+    if "amount" in ev:
+        before = ev["amount"]
+        ev["amount"] = pd.to_numeric(before, errors="coerce").astype("float64")
+        bad = ev["amount"].isna() & before.notna() & (before.astype("string").str.strip() != "")
+        if bad.any():
+            run.report(src, "amount", "is not a number", before[bad])
+            if run.drop:
+                ev = ev.loc[~bad]
+    if "event_type" in ev:
+        ev["event_type"] = ev["event_type"].astype("string[pyarrow]").fillna("unknown").astype("category")
+    return ev
 
 
-def _customers_schema(settings: Settings) -> pa.DataFrameSchema:
-    cols: dict[str, pa.Column] = {
-        "customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first",
-                                 checks=pa.Check(lambda s: s.notna(), name="must not be empty", element_wise=False)),
-    }
-    if settings.data.columns.signup_time and settings.data.columns.churn_time:
-        return pa.DataFrameSchema(cols, checks=[
-            pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]), name="churn_time before signup_time")
-        ])
-    return pa.DataFrameSchema(cols)
+def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Customers: canonical reserved columns, parsed dates and label; other columns kept as attributes."""
+    reserved = set(src.columns)
+    clashes = [c for c in raw.columns if c in TABLE_COLUMNS["customers"] and src.columns.get(c) != c]
+    cu = raw.drop(columns=clashes).rename(columns={u: c for c, u in src.columns.items()})
+    cu["customer_id"] = clean_ids(cu["customer_id"])
+    for col in ("signup_time", "churn_time"):
+        if col in reserved:
+            cu = run.dates(cu, src, col)
+    if "label" in reserved:
+        before = cu["label"]
+        cu["label"] = parse_flag(before)
+        bad = cu["label"].isna()
+        if bad.any():
+            run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad])
+            cu = cu.loc[~bad] if run.drop else cu
+        if not cu["label"].isna().any():
+            cu["label"] = cu["label"].astype("int8")
+    checks = []
+    if {"signup_time", "churn_time"} <= reserved and "churn_time" in cu and cu["churn_time"].dtype.kind == "M":
+        checks.append(pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]),
+                               name=f"{src.user('churn_time')} before {src.user('signup_time')}"))
+    schema = pa.DataFrameSchema({"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")},
+                                checks=checks)
+    cu = run.validate(cu, schema, src)
+    if run.drop and cu["customer_id"].duplicated().any():
+        dup = cu["customer_id"].duplicated()
+        run.dropped[src.label] = run.dropped.get(src.label, 0) + int(dup.sum())
+        cu = cu.loc[~dup]
+    return cu
 
 
-def _events_schema(known: pd.Index, end: pd.Timestamp | None, settings: Settings, has_amount: bool) -> pa.DataFrameSchema:
-    end_check = [] if end is None else [
-        pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
-                 name=f"is after the declared end of the data ({end.date()}; data.end_date)")
-    ]
-    cols = {
-        "customer_id": pa.Column(nullable=False, checks=pa.Check(lambda s: s.isin(known), name="refers to an unknown customer (not in the customers table)")),
-        "event_time": pa.Column(nullable=True, checks=end_check),  # blanks reported when parsing
-    }
-    if has_amount and not settings.data.allow_negative_amounts:
-        cols["amount"] = pa.Column(nullable=True, checks=pa.Check(lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
-    return pa.DataFrameSchema(cols)
+def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
+    """Events refer to known customers, end by the declared end date, and have no negative amounts."""
+    end = pd.Timestamp(run.settings.data.end_date) if run.settings.data.end_date else None
+    ev["customer_id"], cu_ids = common_ids(ev["customer_id"], cu["customer_id"])
+    cols: dict[str, pa.Column] = {"customer_id": pa.Column(nullable=False, checks=_unknown_id_check(cu_ids, customers.label))}
+    if end is not None and ev["event_time"].dtype.kind == "M":
+        cols["event_time"] = pa.Column(nullable=True, checks=pa.Check(
+            lambda s: ~(s >= end + pd.Timedelta(days=1)), name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
+    if "amount" in ev and not run.settings.data.allow_negative_amounts:
+        cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
+            lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
+    return run.validate(ev, pa.DataFrameSchema(cols), src)
+
+
+def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
+    """Past retention contacts: parsed times, known customers, campaign/outcome as text."""
+    co = src.mapped(raw)
+    co["customer_id"] = clean_ids(co["customer_id"])
+    co = run.dates(co, src, "contact_time", required=True)
+    co["customer_id"], cu_ids = common_ids(co["customer_id"], cu["customer_id"])
+    co = run.validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=_unknown_id_check(cu_ids, customers.label))}), src)
+    for col in ("campaign", "outcome"):
+        if col in co:
+            co[col] = co[col].astype("string").fillna("unknown").astype(str)
+    return co
+
+
+def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
+    """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
+    known = {str(v).lstrip("0"): v for v in cu["customer_id"].dropna()}
+    out = []
+    for p in problems:
+        pairs = [(v, known[str(v).lstrip("0")]) for v in p.values if "unknown customer" in p.rule
+                 and v is not None and str(v).lstrip("0") in known]
+        if pairs:
+            ours, theirs = pairs[0]
+            p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
+                        f"is {theirs!r} in the customers table; write the ids the same way in both (keep the leading "
+                        "zeros, or export both as text)", p.rows, p.values, p.count, p.kind)
+        out.append(p)
+    return out
+
+
+def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source], settings: Settings,
+                       require_label: bool) -> list[Problem]:
+    """Settings naming columns the data lack, and columns that look like personal data."""
+    issues = []
+    for key, frame in raw.items():
+        if frame is not None:
+            mapping, missing = column_mapping(key, [str(c) for c in frame.columns], settings, require_label)
+            sources[key].columns = mapping
+            issues += missing
+    customers = raw["customers"]
+    issues += customer_setting_issues(None if customers is None else [str(c) for c in customers.columns], settings)
+    if customers is not None and not issues:
+        issues += personal_data_issues(customers, sources["customers"].columns, settings)
+    return [Problem(sources[i.table].label, i.column, i.rule, [], [], 0) for i in issues]
 
 
 def validate_tables(
@@ -231,129 +368,58 @@ def validate_tables(
     settings: Settings,
     names: dict[str, str] | None = None,
     require_label: bool = True,
+    kinds: dict[str, str] | None = None,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
-    churn flag yet, so a missing label column is expected rather than an error.
+    churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
+    which sources are CSV files (problems then cite file lines).
     """
-    names = names or {"customers": "customers", "events": "events", "contacts": "contacts"}
-    c = settings.data.columns
-    problems: list[Problem] = []
-    dropped: dict[str, int] = {}
-    drop = settings.data.drop_invalid_rows
-
-    for key, frame in (("customers", customers), ("events", events), ("contacts", contacts)):
+    names, kinds = names or {}, kinds or {}
+    raw = {"customers": customers, "events": events, "contacts": contacts}
+    sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
+    for key, frame in raw.items():
         if frame is not None and frame.empty:
-            raise DataValidationError([Problem(names[key], "*", "table is empty", [], [], 0)],
+            raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
                                       hint="The source has no rows; check the path, table name or query.")
+    if customers is None and events is None:
+        raise DataValidationError([Problem("customers", "*", "no customers or events source configured", [], [], 0)],
+                                  hint="Set data.customers and/or data.events in your settings.")
+    found = _settings_problems(raw, sources, settings, require_label)
+    if found:
+        raise DataValidationError(found, hint="Fix the column names in your settings (or the file's header).")
 
-    # ---- events: mapping and parsing
-    ev = None
-    has_amount = False
-    if events is not None:
-        ev_map = {"customer_id": c.customer_id, "event_time": c.event_time, "amount": c.amount, "event_type": c.event_type}
-        ev, found = _rename(events, ev_map, names["events"])
-        problems += found
-        has_amount = bool(c.amount) and "amount" in ev
-        if not found:
-            ev = ev[[k for k in ev_map if ev_map[k] and k in ev]].copy()
-            ev["event_time"], bad = _parse_column(ev["event_time"], names["events"], c.event_time, problems, drop,
-                                                  dropped, required=True)
-            ev = ev.loc[~bad]
-            if has_amount:
-                raw = ev["amount"]
-                ev["amount"] = pd.to_numeric(raw, errors="coerce").astype("float64")
-                bad_amount = ev["amount"].isna() & raw.notna()
-                if bad_amount.any():
-                    _report_or_drop(names["events"], c.amount, "is not a number", raw[bad_amount], problems, drop, dropped)
-                    ev = ev.loc[~bad_amount]
-            if "event_type" in ev:
-                ev["event_type"] = ev["event_type"].astype("string[pyarrow]").fillna("unknown").astype("category")
-
-    # ---- customers: mapping and parsing (derived from events when not configured)
-    label = c.label if require_label or (customers is not None and c.label in customers.columns) else ""
-    reserved = {"customer_id": c.customer_id, "signup_time": c.signup_time, "churn_time": c.churn_time, "label": label}
+    run = _Run(settings)
+    ev = _events(events, sources["events"], run) if events is not None else None
     if customers is None:
-        if ev is None:
-            raise DataValidationError([Problem(names["customers"], "*", "no customers or events source configured", [], [], 0)])
-        cu = pd.DataFrame({"customer_id": pd.unique(ev["customer_id"])})
-        cu_problems: list[Problem] = []
+        assert ev is not None
+        cu = pd.DataFrame({"customer_id": pd.unique(ev["customer_id"].dropna())})
+        sources["customers"].label = f"{sources['events'].label} (customers are its distinct ids)"
     else:
-        cu, cu_problems = _rename(customers, reserved, names["customers"])
-    problems += cu_problems
-    if customers is not None and not cu_problems:
-        for col, user in (("signup_time", c.signup_time), ("churn_time", c.churn_time)):
-            if user and col in cu:
-                cu[col], bad = _parse_column(cu[col], names["customers"], user, problems, drop, dropped)
-                cu = cu.loc[~bad]
-        if label and "label" in cu:
-            raw = cu["label"]
-            cu["label"] = parse_flag(raw)
-            bad = cu["label"].isna()
-            if bad.any():
-                _report_or_drop(names["customers"], c.label, "is not a churn flag (0/1, true/false, yes/no)", raw[bad], problems, drop, dropped)
-                cu = cu.loc[~bad]
-            if not cu["label"].isna().any():
-                cu["label"] = cu["label"].astype("int8")
-    if any(not p.rows for p in problems):
-        raise DataValidationError(problems)  # columns missing: the row rules cannot run
-
-    cu = _validate(cu, _customers_schema(settings), names["customers"], drop, problems, dropped)
-    if drop and cu["customer_id"].duplicated().any():
-        dup = cu["customer_id"].duplicated()
-        dropped[names["customers"]] = dropped.get(names["customers"], 0) + int(dup.sum())
-        cu = cu.loc[~dup]
-
-    ev_end = pd.Timestamp(settings.data.end_date) if settings.data.end_date else None
+        cu = _customers(customers, sources["customers"], run)
     if ev is not None:
-        ev["customer_id"], cu["customer_id"] = _common_id_type(ev["customer_id"], cu["customer_id"])
-        ev = _validate(ev, _events_schema(pd.Index(cu["customer_id"]), ev_end, settings, has_amount),
-                       names["events"], drop, problems, dropped)
+        ev = _check_events(ev, cu, sources["events"], sources["customers"], run)
+    co = _contacts(contacts, cu, sources["contacts"], sources["customers"], run) if contacts is not None else None
+    if run.problems:
+        raise DataValidationError(_id_hint(run.problems, cu))
+    return _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
 
-    co = None
-    if contacts is not None:
-        co_map = {"customer_id": c.customer_id, "contact_time": c.contact_time, "campaign": c.campaign, "outcome": c.outcome}
-        co, found = _rename(contacts, co_map, names["contacts"])
-        problems += found
-        if not found:
-            co = co[[k for k in co_map if co_map[k] and k in co]].copy()
-            co["contact_time"], bad = _parse_column(co["contact_time"], names["contacts"], c.contact_time, problems,
-                                                    drop, dropped, required=True)
-            co = co.loc[~bad]
-            co["customer_id"], _ = _common_id_type(co["customer_id"], cu["customer_id"])
-            co = _validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=pa.Check(
-                lambda s: s.isin(pd.Index(cu["customer_id"])), name="refers to an unknown customer (not in the customers table)"))}),
-                names["contacts"], drop, problems, dropped)
-            for col in ("campaign", "outcome"):
-                if col in co:
-                    co[col] = co[col].astype("string").fillna("unknown").astype(str)
 
-    if problems:
-        raise DataValidationError(problems)
-
+def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,
+            dropped: dict[str, int], sort_customers: bool) -> Tables:
+    declared = pd.Timestamp(settings.data.end_date) if settings.data.end_date else None
     if ev is not None and len(ev):
-        end = ev_end if ev_end is not None else ev["event_time"].max().normalize()
-    elif ev_end is not None:
-        end = ev_end
+        end = declared if declared is not None else ev["event_time"].max().normalize()
     else:
-        end = pd.Timestamp.today().normalize()
+        end = declared if declared is not None else pd.Timestamp.today().normalize()
     if ev is not None:
         ev = _sorted_by_customer_and_time(ev)
-    if customers is None and ev is not None:
+    if sort_customers:
         cu = cu.sort_values("customer_id").reset_index(drop=True)
     for table, n in dropped.items():
         log.warning("dropped %d invalid row(s) from %s (data.drop_invalid_rows = true)", n, table)
     return Tables(customers=cu.reset_index(drop=True), events=ev, contacts=co, end_date=end, dropped_rows=dropped)
-
-
-def _report_or_drop(table: str, column: str, rule: str, bad: pd.Series, problems: list[Problem],
-                    drop: bool, dropped: dict[str, int]) -> None:
-    if drop:
-        dropped[table] = dropped.get(table, 0) + len(bad)
-        log.warning("dropping rows: %s", _problem(table, column, rule, bad))
-    else:
-        problems.append(_problem(table, column, rule, bad))
 
 
 def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
@@ -367,37 +433,6 @@ def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
     return ev.take(order).reset_index(drop=True)
 
 
-def _common_id_type(ids: pd.Series, known: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Make two id columns comparable: a blank id turns integers into floats (1.0 is customer 1),
-    and only a genuine mix of numbers and text falls back to comparing as text."""
-    def integral(s: pd.Series) -> pd.Series:
-        if pd.api.types.is_float_dtype(s):
-            finite = s.dropna()
-            if (finite == finite.round()).all():
-                return s.astype("Int64")
-        return s
-
-    ids, known = integral(ids), integral(known)
-    if pd.api.types.is_numeric_dtype(ids) and pd.api.types.is_numeric_dtype(known):
-        return ids, known
-    if ids.dtype != known.dtype:
-        return ids.astype("string").astype(object).where(ids.notna()), known.astype("string").astype(object)
-    return ids, known
-
-
-def _parse_column(raw: pd.Series, table: str, column: str, problems: list[Problem], drop: bool,
-                  dropped: dict[str, int], required: bool = False) -> tuple[pd.Series, pd.Series]:
-    parsed = parse_dates(raw)
-    blank = raw.isna() | (raw.astype("string").str.strip() == "") if not pd.api.types.is_datetime64_any_dtype(raw) else raw.isna()
-    if required and blank.any():
-        _report_or_drop(table, column, "has empty dates", raw[blank].astype("string").fillna("<empty>"), problems, drop, dropped)
-    bad = parsed.isna() & ~blank
-    if bad.any():
-        _report_or_drop(table, column, "has dates that cannot be parsed", raw[bad], problems, drop, dropped)
-    bad = bad | (blank if required else False)
-    return parsed, (bad if drop else pd.Series(False, index=raw.index))
-
-
 # ---- loading -----------------------------------------------------------------------------------
 
 
@@ -409,6 +444,12 @@ def source_names(settings: Settings) -> dict[str, str]:
         "events": source_label(d.events, d.events_table) if d.events else "events",
         "contacts": source_label(d.contacts, d.contacts_table) if d.contacts else "contacts",
     }
+
+
+def source_kinds(settings: Settings) -> dict[str, str]:
+    """Which sources are CSV files (problems cite their file lines) and which are tables."""
+    d = settings.data
+    return {"customers": source_kind(d.customers), "events": source_kind(d.events), "contacts": source_kind(d.contacts)}
 
 
 def read_raw_tables(settings: Settings) -> dict[str, pd.DataFrame | None]:
@@ -428,9 +469,10 @@ def load_tables(settings: Settings, as_of: pd.Timestamp | None = None,
     With ``as_of``, rows dated on or after it are cut right after validation, before anything
     else sees them: training "as if today were as_of" cannot peek at later data.
     """
+    settings.check_sources()
     raw = read_raw_tables(settings) if raw is None else raw
     tables = validate_tables(raw["customers"], raw["events"], raw["contacts"], settings, source_names(settings),
-                             require_label=require_label)
+                             require_label=require_label, kinds=source_kinds(settings))
     return cut_at(tables, as_of) if as_of is not None else tables
 
 

@@ -36,13 +36,14 @@ The simulated world (time ``t`` in days since ``end_date - 3 years``):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from features.io import atomic_write
 
 __all__ = ["OFFER_EFFECT", "DemoData", "generate_demo_data", "write_demo_data"]
 
@@ -488,17 +489,8 @@ def write_demo_data(data: DemoData, folder: Path) -> dict[str, Path]:
     Each file is written to a temporary file in the same folder and renamed into place, so a
     reader never sees a half-written file. Returns ``{"customers": path, ...}``.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name in ("customers", "events", "contacts"):
         frame: pd.DataFrame = getattr(data, name)
-        target = folder / f"{name}.parquet"
-        tmp = folder / f".{name}.parquet.tmp-{os.getpid()}"
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths[name] = target
+        paths[name] = atomic_write(Path(folder) / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False))
     return paths

@@ -8,7 +8,6 @@ churnflow. Files are written to a temporary name and renamed: a crash never leav
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,29 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.dictionary import dictionary_records
+from features.io import atomic_write, write_json
 from features.schema import FeatureSchema
 
 
 def write_feature_table(frame: pd.DataFrame, schema: FeatureSchema, out: Path) -> dict[str, Path]:
+    """Write ``frame`` to ``out`` (Parquet, schema in its metadata) and its dictionary beside it.
+
+    The dictionary is renamed into place first, so a table on disk always has its dictionary.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"churnflow.schema"] = json.dumps(schema.to_dict(), sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    dictionary = out.with_suffix(".dictionary.json")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp_dict = dictionary.with_name(f".{dictionary.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        tmp_dict.write_text(json.dumps(
-            {"features": dictionary_records(schema), "dropped_columns": schema.dropped}, indent=2, sort_keys=True
-        ))
-        os.replace(tmp, out)
-        os.replace(tmp_dict, dictionary)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_dict.unlink(missing_ok=True)
+    records = {"features": dictionary_records(schema), "dropped_columns": schema.dropped}
+    dictionary = atomic_write(out.with_suffix(".dictionary.json"), lambda p: write_json(p, records))
+    atomic_write(out, lambda p: pq.write_table(table, p))
     return {"features": out, "dictionary": dictionary}
 
 

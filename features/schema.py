@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ChurnflowError
+from features.naming import known_levels
+from features.spec import declared_features
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,26 @@ class FeatureSchema:
     has_signup: bool = True
     attribute_sources: dict[str, str] = field(default_factory=dict)
     """Feature name → customers-table column, for attributes whose name had to be cleaned."""
+    roles: dict[str, str] = field(default_factory=dict)
+    """Feature name → role from ``features.spec`` (recency, frequency, monetary, monthly_value, ...)."""
+    windows: dict[str, int] = field(default_factory=dict)
+    """Feature name → window in days, for windowed features."""
+    btyd: dict[str, Any] = field(default_factory=dict)
+    """BG/NBD: ``horizon_days`` when the features are built, plus ``r, alpha, a, b`` and ``as_of``
+    once fitted at the model's as-of date (applied unchanged at any later as-of date)."""
+
+    def feature_for(self, role: str) -> str | None:
+        """The feature playing ``role``; among windowed ones, the longest window. None if absent."""
+        named = [f for f in self.features if self.roles.get(f) == role]
+        return max(named, key=lambda f: self.windows.get(f, 0)) if named else None
+
+    def window_of(self, feature: str | None) -> int | None:
+        return self.windows.get(feature) if feature is not None else None
+
+    def value_feature(self) -> str | None:
+        """What "value" means for segments: spend over the longest window, else activity count
+        over it, else the configured monthly value attribute."""
+        return self.feature_for("monetary") or self.feature_for("frequency") or self.feature_for("monthly_value")
 
     @property
     def categorical(self) -> list[str]:
@@ -47,7 +69,14 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
-        return cls(**data)
+        schema = cls(**data)
+        if schema.roles or not schema.features:
+            return schema
+        # Saved before roles existed: the spec gives every feature its role.
+        declared = {f.name: f for f in declared_features(schema)}
+        return cls(**(data | {"roles": {n: declared[n].role for n in schema.features if n in declared},
+                              "windows": {n: declared[n].window for n in schema.features
+                                          if n in declared and declared[n].window is not None}}))
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
@@ -72,8 +101,6 @@ class FeatureSchema:
 
         Unseen category values become missing (XGBoost routes them down the default branch).
         """
-        from features.build import known_levels
-
         self.check_columns(frame)
         out = {}
         for name in self.features:

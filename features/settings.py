@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from features.errors import ChurnflowError
+from features.io import resolve_sqlite_url
 
 DEFAULT_CONFIG = Path("churnflow.toml")
 _TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)
@@ -41,7 +42,12 @@ class _Section(BaseModel):
 
 
 class ColumnMap(_Section):
-    """Canonical name = the user's column name. An empty string means "not present"."""
+    """Canonical name = the user's column name. An empty string means "not present".
+
+    Optional columns (amount, event_type, signup_time, campaign, ...) left at their default are
+    used when the file has a column of that name and ignored when it has not; a name the user
+    wrote (file or environment) must exist, or loading stops with the closest column names.
+    """
 
     customer_id: str = "customer_id"
     event_time: str = "event_time"
@@ -54,6 +60,12 @@ class ColumnMap(_Section):
     campaign: str = "campaign"
     outcome: str = ""
     pii: list[str] = Field(default_factory=lambda: ["email", "name", "phone"])
+    """Columns holding personal data: never features. Names given here must exist in the customers
+    table (the defaults are dropped when present, ignored when absent)."""
+
+    def is_explicit(self, key: str) -> bool:
+        """True when the user set ``key`` (in the file or environment), not the code default."""
+        return key in self.model_fields_set
 
     @field_validator("customer_id", "event_time", "contact_time")
     @classmethod
@@ -64,18 +76,52 @@ class ColumnMap(_Section):
 
 
 class DataSettings(_Section):
-    customers: str = "data/demo/customers.parquet"
+    customers: str = ""
+    """Customers file or database URL; empty: the distinct customer ids of the events."""
     customers_table: str = ""
-    events: str = "data/demo/events.parquet"
+    events: str = ""
+    """Activity / transactions log; empty for a snapshot table with a churn flag."""
     events_table: str = ""
     contacts: str = ""
     contacts_table: str = ""
     end_date: str = ""
     """Declared end of the data (ISO date). Events after it are an error; defaults to the last event."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV/TSV files (e.g. "latin-1", "cp1252", "utf-16")."""
+    date_format: str = ""
+    """strftime format of every text date column (e.g. "%d/%m/%Y %H:%M"); empty: detected per column,
+    refusing a column whose format is ambiguous."""
+    date_formats: dict[str, str] = Field(default_factory=dict)
+    """Per-column formats, keyed by your column name; they win over ``date_format``."""
+    dayfirst: bool | None = None
+    """For d/m vs m/d dates the data cannot decide: true = 25/03/2024 style, false = 03/25/2024."""
     allow_negative_amounts: bool = False
     drop_invalid_rows: bool = False
     """Opt in to dropping rows that fail row-level rules; the dropped counts are reported."""
     columns: ColumnMap = Field(default_factory=ColumnMap)
+
+    @field_validator("end_date")
+    @classmethod
+    def _iso_date(cls, v: str) -> str:
+        from datetime import date
+
+        if v.strip():
+            try:
+                date.fromisoformat(v.strip())
+            except ValueError:
+                raise ValueError(f"{v!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-06-30") from None
+        return v.strip()
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}; use e.g. utf-8, latin-1, cp1252, utf-16") from None
+        return v
 
 
 class ChurnSettings(_Section):
@@ -93,6 +139,9 @@ class FeatureSettings(_Section):
     value_column: str = ""
     """Customers-table column with recurring revenue per month (e.g. a plan fee). Used for value at
     risk and value segments when there is no spend history in the events."""
+    allow_personal: list[str] = Field(default_factory=list)
+    """Columns that look like personal data (e-mails, phones, names) but may be features anyway:
+    the explicit opt-in. Without it such a column stops loading."""
 
     @field_validator("windows_days")
     @classmethod
@@ -113,7 +162,9 @@ class TrainingSettings(_Section):
     """Empty: derived from the model name and the as-of date, so reruns resume the same study."""
     storage: str = "sqlite:///mlruns/optuna.db"
     pruning: bool = True
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    calibration: Literal["auto", "identity", "sigmoid", "beta", "isotonic"] = "auto"
+    """Strictly increasing probability map (never reorders the list); auto picks the one with the
+    lowest cross-validated log loss on the calibration rows, or none (identity)."""
     max_boost_rounds: int = Field(500, ge=10)
     early_stopping_rounds: int = Field(30, ge=5)
     test_size: float = Field(0.2, gt=0, lt=0.5)
@@ -170,6 +221,11 @@ class ServingSettings(_Section):
     list_database_url: str = ""
     list_table: str = "priority_list"
     playbook: list[PlayRule] = Field(default_factory=_default_playbook)
+    holdout_share: float = Field(0.1, ge=0, le=0.5)
+    """Share of the would-be-contacted customers held back at random as a control group, so the
+    campaign's effect can be measured once the horizon has passed (0 = no control group)."""
+    decay_alarm_drop: float = Field(0.05, gt=0, lt=1)
+    """Alarm when the realised ROC-AUC of recent lists is this much below the model's test ROC-AUC."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ServingSettings:
@@ -185,6 +241,19 @@ class ScheduleSettings(_Section):
     timezone: str = "UTC"
     deployment_name: str = "weekly-score"
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        # The parser Prefect itself validates deployment schedules with: what passes here, serves.
+        from prefect._internal.schemas.validators import validate_cron_string
+
+        try:
+            return validate_cron_string(v.strip())
+        except ValueError:
+            raise ValueError(
+                f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
+                "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)") from None
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
@@ -195,6 +264,26 @@ class ScheduleSettings(_Section):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Berlin") from exc
         return v
+
+
+class ComputeSettings(_Section):
+    """Where per-customer work runs: this process, or a Dask cluster (``pip install churnflow[dask]``).
+
+    ``local`` is the default and needs nothing extra. ``dask`` connects to ``scheduler_address``
+    (e.g. ``tcp://scheduler:8786``) when given, else starts a local cluster of ``n_workers``
+    processes that churnflow stops again at the end of the run.
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    scheduler_address: str = ""
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "2GiB"
+    """Per worker, in Dask's notation ("2GiB", "4GB") or "auto"."""
+    local_directory: str = ""
+    """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
+    n_partitions: int = Field(0, ge=0)
+    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
 
 
 class Settings(BaseSettings):
@@ -212,6 +301,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
     """Folder that relative paths are resolved against (the config file's folder)."""
 
@@ -222,9 +312,19 @@ class Settings(BaseSettings):
             raise ValueError("churn.definition = 'label' needs data.columns.label (the churn flag column)")
         if self.churn.definition == "explicit" and not cols.churn_time:
             raise ValueError("churn.definition = 'explicit' needs data.columns.churn_time")
-        if self.churn.definition != "label" and not self.data.events:
-            raise ValueError(f"churn.definition = '{self.churn.definition}' needs data.events")
         return self
+
+    def check_sources(self) -> None:
+        """Refuse settings that configure no usable data (checked when data are loaded, so the
+        settings themselves load without any file, e.g. for `churnflow demo-data`)."""
+        d = self.data
+        if self.churn.definition != "label" and not d.events:
+            raise ConfigError(
+                f"churn.definition = '{self.churn.definition}' needs an activity log: set data.events "
+                "(a file or database URL), or use churn.definition = 'label' with a churn flag column "
+                "(data.columns.label) in data.customers")
+        if not d.customers and not d.events:
+            raise ConfigError("no data configured: set data.customers and/or data.events in your settings")
 
     @classmethod
     def settings_customise_sources(
@@ -251,11 +351,7 @@ class Settings(BaseSettings):
         """Database URLs pass through (relative SQLite files resolved); file paths resolve."""
         if "://" not in value:
             return str(self.path(value))
-        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
-            rel = value.removeprefix("sqlite:///")
-            if rel and rel != ":memory:":
-                return f"sqlite:///{self.path(rel)}"
-        return value
+        return resolve_sqlite_url(value, self.root)
 
     @property
     def tracking_uri(self) -> str:
@@ -282,14 +378,39 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid settings in {source}:"]
+OPTION_NAMES: dict[tuple[str, str], str] = {}
+"""(section, key) → the CLI option that set it, filled by the CLI so errors blame ``--trials``."""
+
+
+def _origin(loc: tuple[Any, ...], overrides: dict[str, Any], file: str) -> str:
+    """Where the bad value came from: a CLI option / override, a CHURNFLOW_* variable, or the file."""
+    section, key = (str(loc[0]), str(loc[1])) if len(loc) > 1 else (str(loc[0]) if loc else "", "")
+    if key and isinstance(overrides.get(section), dict) and key in overrides[section]:
+        option = OPTION_NAMES.get((section, key))
+        return f"option {option}" if option else "an override passed to the flow"
+    env = {name.upper(): name for name in os.environ if name.upper().startswith("CHURNFLOW_")}
+    for candidate in (f"CHURNFLOW_{section}__{key}".upper(), f"CHURNFLOW_{section}".upper()):
+        if key and candidate in env:
+            return f"environment variable {env[candidate]}"
+    return file
+
+
+def _format_validation_error(exc: ValidationError, source: str, overrides: dict[str, Any] | None = None) -> str:
+    problems: list[str] = []
+    origins: set[str] = set()
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(settings as a whole)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see churnflow.toml for the allowed keys)"
-        lines.append(f"  - {key}: {msg}")
+        origin = _origin(loc, overrides or {}, source)
+        origins.add(origin)
+        problems.append((key, msg, origin))
+    head = f"invalid settings in {source}:" if origins <= {source} else "invalid settings:"
+    lines = [head]
+    for key, msg, origin in problems:
+        lines.append(f"  - {key}: {msg}" + ("" if origin == source and head.endswith(f"{source}:") else f" (from {origin})"))
     return "\n".join(lines)
 
 
@@ -309,7 +430,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     try:
         return Settings(root=root, **clean)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, str(path))) from None
+        raise ConfigError(_format_validation_error(exc, str(path) if toml_file else 'the built-in defaults', clean)) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

@@ -24,7 +24,11 @@ def is_database_url(source: str) -> bool:
 
 
 def read_source(source: str, table: str, settings: Settings, what: str) -> pd.DataFrame:
-    """Read one configured source; ``what`` names the settings key for error messages."""
+    """Read one configured source; ``what`` names the settings key for error messages.
+
+    The customer id column of a CSV is read as text, so ``0007`` stays ``0007``: ids are
+    identifiers, not numbers (see ``features.contracts`` for how ids are compared).
+    """
     if is_database_url(source):
         return _read_sql(settings.url_or_path(source), table, what)
     path = settings.path(source)
@@ -34,13 +38,20 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             + (" or run `churnflow demo-data` to create the demo data." if "demo" in str(path) else ".")
         )
     suffix = "".join(path.suffixes[-2:]).lower()
+    text = {"dtype": {settings.data.columns.customer_id: str}, "encoding": settings.data.encoding,
+            "low_memory": False}
     try:
         if suffix.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         if suffix.endswith((".csv", ".csv.gz", ".txt")):
-            return pd.read_csv(path, low_memory=False)
+            return pd.read_csv(path, **text)
         if suffix.endswith((".tsv", ".tsv.gz")):
-            return pd.read_csv(path, sep="\t", low_memory=False)
+            return pd.read_csv(path, sep="\t", **text)
+    except UnicodeError as exc:
+        raise SourceError(
+            f"{what}: {path.name} is not {settings.data.encoding} text ({exc.reason} at byte {exc.start}). "
+            f"Set data.encoding to the file's encoding, e.g. data.encoding = \"latin-1\" (or \"cp1252\" "
+            "for Excel exports), or save the file as UTF-8.") from None
     except (ValueError, OSError) as exc:
         raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet")
@@ -51,8 +62,14 @@ def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:
 
     if not table.strip():
         raise SourceError(f"{what}: a database URL needs data.{what}_table (a table name or a SELECT query)")
-    query = table if table.lstrip().lower().startswith(("select", "with")) else f'SELECT * FROM "{table}"'
     engine = sa.create_engine(url)
+    database = engine.url.database
+    local = engine.url.get_backend_name() == "sqlite" and database and database != ":memory:"
+    if local and not Path(database).exists():  # SQLite would create an empty database: "no such table"
+        engine.dispose()
+        raise SourceError(f"{what}: the SQLite database file {database} does not exist. "
+                          f"Check data.{what} (sqlite:///relative/path.db or sqlite:////absolute/path.db).")
+    query = table if table.lstrip().lower().startswith(("select", "with")) else f'SELECT * FROM "{table}"'
     try:
         with engine.connect() as conn:
             return pd.read_sql_query(sa.text(query), conn)
@@ -60,6 +77,15 @@ def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:
         raise SourceError(f"{what}: cannot read {table!r} from {engine.url.render_as_string()}: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def source_kind(source: str) -> str:
+    """``csv`` (errors give file line numbers), ``table`` (Parquet, SQL: "row N") or ``none``."""
+    if not source:
+        return "none"
+    if is_database_url(source):
+        return "table"
+    return "csv" if Path(source).suffix.lower() in {".csv", ".tsv", ".txt", ".gz"} else "table"
 
 
 def source_label(source: str, table: str) -> str:

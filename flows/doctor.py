@@ -10,8 +10,6 @@ libraries are imported inside the checks, so a broken settings file is reported 
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,16 +153,13 @@ def _prefect_check() -> Check:
                      "PREFECT_API_URL is not set: each flow run starts a temporary local server (~7 s)",
                      "`churnflow schedule` starts a local server itself; for production set "
                      "PREFECT_API_URL to your server")
+    from flows.schedule import prefect_health
+
     url = url.rstrip("/")
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-            healthy = response.status == 200
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return Check("prefect", PROBLEM, f"{url}/health (from {source}) failed: {_message(exc)}",
+    problem = prefect_health(url, timeout=5)
+    if problem is not None:
+        return Check("prefect", PROBLEM, f"{url}/health (from {source}) failed: {problem}",
                      "start the server (`prefect server start`) or fix/unset PREFECT_API_URL")
-    if not healthy:
-        return Check("prefect", PROBLEM, f"{url}/health answered {response.status}",
-                     "check the Prefect server's logs")
     return Check("prefect", OK, f"server at {url} is healthy (from {source})")
 
 

@@ -1,9 +1,15 @@
-"""The weekly schedule: serve the ``score`` deployment on a cron from settings.
+"""The weekly schedule: serve the ``score`` deployment on the cron of ``[schedule]``.
+
+``[schedule]`` in the settings is the one place the cron and time zone live: ``churnflow
+schedule`` serves the deployment with them, and ``prefect.yaml`` (for a work pool) carries no
+schedule of its own (see the README, "The weekly schedule").
 
 Schedules need a real Prefect server (an ephemeral one only warns and schedules nothing). When
-``PREFECT_API_URL`` is not set we start ``prefect server start`` on loopback ourselves, say so,
-and stop it (by process group) when serving ends; in production point ``PREFECT_API_URL`` at
-your server, or deploy ``prefect.yaml`` to a work pool instead.
+no API URL is configured (``PREFECT_API_URL`` or the Prefect profile) we start ``prefect server
+start`` on loopback ourselves, say so, point this command's Prefect settings at it (a settings
+context, not a process-wide environment change; flow-run processes inherit it) and stop the
+server (by process group) when serving ends. In production point ``PREFECT_API_URL`` at your
+server.
 """
 
 from __future__ import annotations
@@ -25,12 +31,20 @@ from features.settings import Settings
 DEFAULT_PORT = 4200
 
 
-def _healthy(api_url: str) -> bool:
+def prefect_health(api_url: str, timeout: float = 2.0) -> str | None:
+    """None when ``<api_url>/health`` answers 200; otherwise what went wrong, in words."""
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"answered HTTP {response.status}"
+    except (OSError, ValueError) as exc:  # URLError is an OSError; ValueError: not a URL
+        return str(getattr(exc, "reason", exc)) or type(exc).__name__
+
+
+def configured_api_url() -> str:
+    """The Prefect API URL from the environment or the active Prefect profile ("" if none)."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or ""
 
 
 @contextmanager
@@ -46,7 +60,7 @@ def local_prefect_server(port: int = DEFAULT_PORT, timeout: float = 90.0) -> Ite
                             start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
-        while not _healthy(api_url):
+        while prefect_health(api_url) is not None:
             if proc.poll() is not None:
                 raise RuntimeError(f"`{' '.join(cmd)}` exited with code {proc.returncode}; is port {port} free?")
             if time.monotonic() > deadline:
@@ -75,7 +89,7 @@ def serve_weekly(settings: Settings, config: str | None, start_server: bool = Tr
                  console: Console | None = None) -> None:
     """Serve the weekly scoring deployment until interrupted (Ctrl-C or SIGTERM)."""
     console = console or Console()
-    if os.environ.get("PREFECT_API_URL"):
+    if configured_api_url():
         _serve(settings, config, console)
         return
     if not start_server:
@@ -84,8 +98,9 @@ def serve_weekly(settings: Settings, config: str | None, start_server: bool = Tr
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, or drop --no-start-server."
         )
     console.print("PREFECT_API_URL is not set: starting a local Prefect server (`prefect server start`) ...")
-    with local_prefect_server() as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with local_prefect_server() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
         console.print(f"Prefect server at {api_url.removesuffix('/api')} (UI); it stops when this command stops.")
         _serve(settings, config, console)
 

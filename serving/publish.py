@@ -1,12 +1,18 @@
-"""Writing one week's outputs all-or-nothing, byte-identical on reruns.
+"""Publishing one week's outputs as one unit: all sinks change together, or none does.
 
-People and downstream jobs read ``outputs/<as-of>/`` while the next run may be writing, and a
-run can die halfway (disk full, killed container). So every file is written into a hidden
-sibling folder ``.<as-of>.tmp-<pid>`` and the folder is renamed into place only once all
-files are complete. A rerun of the same date swaps the folders (atomically with Linux
-``renameat2(RENAME_EXCHANGE)``, otherwise: old folder renamed aside, new one renamed in, old one
-deleted), so readers see either last run's complete folder or this run's, never a mix, and a
-failure leaves the previous folder untouched and no partial folder behind.
+People and downstream jobs read ``outputs/<as-of>/`` (and the optional list table) while the next
+run may be writing, and a run can die halfway (disk full, killed container, database down). So
+:func:`publish_week` works in three steps:
+
+1. every file is written into a hidden sibling folder ``.<as-of>.tmp-<pid>`` and flushed to disk;
+2. the database transaction is opened and this week's rows replace the rows of that date;
+3. the folder is swapped into place (atomically with Linux ``renameat2(RENAME_EXCHANGE)``,
+   otherwise old folder renamed aside, new one renamed in), then the transaction commits.
+
+A failing writer or row write drops the temporary folder and rolls back: nothing that was
+published before changes. A failing commit swaps the previous folder back. Readers therefore see
+either last run's complete folder and rows or this run's, never a mix, and a retry of the whole
+step (the flow's job) starts from a clean state.
 
 Reruns on the same inputs give byte-identical files: Parquet carries no timestamps (pyarrow
 writes none; the pandas schema metadata depends only on the frame), JSON has sorted keys, the
@@ -25,20 +31,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
-import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from features.io import ensure_sqlite_folder, fsync_file, write_json
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 Writer = Callable[[Path], None]
 """Writes one output file at the given path."""
@@ -66,26 +75,6 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     out.to_csv(path, index=False, encoding=CSV_ENCODING, float_format=CSV_FLOAT_FORMAT, lineterminator="\n", date_format="%Y-%m-%d")
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return value.isoformat()
-    return value
-
-
-def write_json(data: Mapping[str, Any], path: Path) -> None:
-    """Sorted keys, 2-space indent, NaN/inf as null (strict JSON), trailing newline."""
-    text = json.dumps(_json_safe(data), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-
-
 def write_text(text: str, path: Path) -> None:
     path.write_bytes(text.encode("utf-8"))
 
@@ -98,7 +87,7 @@ def standard_writers(
         "scores.parquet": lambda p: write_parquet(scores, p),
         "priority_list.csv": lambda p: write_csv(priority_list, p),
         "priority_list.parquet": lambda p: write_parquet(priority_list, p),
-        "summary.json": lambda p: write_json(summary, p),
+        "summary.json": lambda p: write_json(p, summary),
         "report.html": lambda p: write_text(report_html, p),
     }
 
@@ -133,7 +122,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale(root: Path, day: str) -> None:
     """Delete leftovers of crashed runs for this date (their process is gone)."""
     for path in root.glob(f".{day}.*-*"):
-        m = re.search(r"\.(?:tmp|old)-(\d+)$", path.name)
+        m = re.search(r"\.(?:tmp|old|undo)-(\d+)$", path.name)
         if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -147,56 +136,112 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def publish_outputs(
+@dataclass(frozen=True)
+class ListTable:
+    """The database sink of a week: ``rows`` replace the rows of the as-of date in ``table``.
+
+    ``url`` is an SQLAlchemy URL (the table is created on first use, with the list's columns plus
+    ``as_of`` as a date; a ``sqlite:///`` file's folder is created too).
+    """
+
+    url: str
+    table: str
+    rows: pd.DataFrame
+
+
+def publish_week(
     output_root: Path,
     as_of: date | datetime | pd.Timestamp,
     files: Mapping[str, Writer],
+    database: ListTable | None = None,
     *,
     use_exchange: bool = True,
 ) -> Path:
-    """Write ``files`` (name -> writer) into ``output_root/<as-of>/`` all-or-nothing.
+    """Publish ``files`` (name -> writer) to ``output_root/<as-of>/`` and ``database``, as one unit.
 
-    Returns the published folder. On any writer error the temporary folder is removed, the
-    previous folder of that date (if any) is left as it was, and the error is re-raised.
+    Returns the published folder. On any error (a writer, the rows, the commit) the previous
+    folder and rows of that date are left exactly as they were, no temporary folder remains, and
+    the error is re-raised (see the module docstring for the order of the steps).
     ``use_exchange=False`` forces the portable rename-aside path (used by the tests).
     """
     root = Path(output_root)
     root.mkdir(parents=True, exist_ok=True)
-    day = pd.Timestamp(as_of).date().isoformat()
-    final = root / day
-    tmp = root / f".{day}.tmp-{os.getpid()}"
-    old = root / f".{day}.old-{os.getpid()}"
-    _remove_stale(root, day)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    day = pd.Timestamp(as_of).date()
+    final = root / day.isoformat()
+    _remove_stale(root, day.isoformat())
+    staged = _stage_folder(root, day.isoformat(), files)
+    try:
+        with _rows_replaced(database, day) as commit:
+            aside = _swap_in(staged, final, use_exchange)
+            try:
+                commit()
+            except BaseException:
+                _swap_back(final, aside, use_exchange)
+                raise
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(root)
+    return final
+
+
+publish_outputs = publish_week
+"""The former name of :func:`publish_week` (files only, when no ``database`` is given)."""
+
+
+def _sibling(root: Path, day: str, kind: str) -> Path:
+    """The hidden working folder ``.<day>.<kind>-<pid>`` beside the dated folder."""
+    return root / f".{day}.{kind}-{os.getpid()}"
+
+
+def _stage_folder(root: Path, day: str, files: Mapping[str, Writer]) -> Path:
+    """Write every file into a fresh hidden folder and flush it; on error nothing is left."""
+    staged = _sibling(root, day, "tmp")
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir()
     try:
         for name in sorted(files):
             if Path(name).name != name or name.startswith("."):
                 raise ValueError(f"output file name must be a plain file name, got {name!r}")
-            path = tmp / name
-            files[name](path)
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if not final.exists():
-            os.rename(tmp, final)
-        elif use_exchange and _exchange(tmp, final):
-            shutil.rmtree(tmp)  # tmp now holds the previous run's folder
-        else:
-            os.rename(final, old)
-            try:
-                os.rename(tmp, final)
-            except BaseException:
-                os.rename(old, final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(root)
+            files[name](staged / name)
+            fsync_file(staged / name)
+        _fsync_dir(staged)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
         raise
-    return final
+    return staged
 
+
+def _swap_in(staged: Path, final: Path, use_exchange: bool) -> Path | None:
+    """Put ``staged`` at ``final``; return where the previous folder now is (None: there was none)."""
+    if not final.exists():
+        os.rename(staged, final)
+        return None
+    if use_exchange and _exchange(staged, final):
+        return staged
+    old = _sibling(final.parent, final.name, "old")
+    os.rename(final, old)
+    try:
+        os.rename(staged, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    return old
+
+
+def _swap_back(final: Path, aside: Path | None, use_exchange: bool) -> None:
+    """Undo :func:`_swap_in`: the previous folder (if any) back at ``final``, this run's removed."""
+    if aside is not None and use_exchange and _exchange(aside, final):
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    undone = _sibling(final.parent, final.name, "undo")
+    os.rename(final, undone)
+    if aside is not None:
+        os.rename(aside, final)
+    shutil.rmtree(undone, ignore_errors=True)
 
 def published_folders(output_root: Path) -> list[Path]:
     """Dated output folders, oldest first (hidden temporary folders are not dated folders)."""
@@ -220,27 +265,70 @@ def read_previous_list(output_root: Path, as_of: date | datetime | pd.Timestamp)
     return None
 
 
+# ---- the database sink ----------------------------------------------------------------------
+@contextlib.contextmanager
+def _rows_replaced(sink: ListTable | None, day: date) -> Iterator[Callable[[], None]]:
+    """Replace the rows of ``day`` inside an open transaction and yield its ``commit``.
+
+    Leaving the block without calling it rolls the transaction back.
+    """
+    if sink is None:
+        yield lambda: None
+        return
+    engine = _engine(sink.url)
+    try:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                _replace_rows(conn, sink.table, sink.rows, day)
+                yield transaction.commit
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+def _engine(url: str) -> sa.Engine:
+    """An engine whose transactions cover DDL too (Python's sqlite3 would auto-commit a CREATE)."""
+    import sqlalchemy as sa
+
+    ensure_sqlite_folder(url)
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":  # SQLAlchemy's recipe for SQLite transactional DDL
+
+        @sa.event.listens_for(engine, "connect")
+        def _driver_leaves_transactions_to_us(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _replace_rows(conn: sa.Connection, table: str, rows: pd.DataFrame, day: date) -> int:
+    """Delete the rows of ``day`` and insert ``rows`` with an ``as_of`` column (creates the table)."""
+    import sqlalchemy as sa
+
+    frame = rows.copy()
+    frame.insert(0, "as_of", day)
+    if sa.inspect(conn).has_table(table):
+        tbl = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        conn.execute(sa.delete(tbl).where(tbl.c.as_of == day))
+    frame.to_sql(table, conn, if_exists="append", index=False, dtype={"as_of": sa.Date()})
+    return len(frame)
+
+
 def write_list_to_database(
     priority_list: pd.DataFrame, url: str, table: str, as_of: date | datetime | pd.Timestamp
 ) -> int:
     """Replace the rows of ``as_of`` in ``table`` with this list, in one transaction.
 
-    Creates the table on first use (columns of the list plus ``as_of`` as a date). A rerun of
-    the same week therefore replaces, never duplicates, and a failure leaves the old rows.
+    For the rows alone; a weekly run publishes folder and rows together with :func:`publish_week`.
     Returns the number of rows inserted.
     """
-    import sqlalchemy as sa
-
-    day = pd.Timestamp(as_of).date()
-    frame = priority_list.copy()
-    frame.insert(0, "as_of", day)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            if sa.inspect(conn).has_table(table):
-                tbl = sa.Table(table, sa.MetaData(), autoload_with=conn)
-                conn.execute(sa.delete(tbl).where(tbl.c.as_of == day))
-            frame.to_sql(table, conn, if_exists="append", index=False, dtype={"as_of": sa.Date()})
-    finally:
-        engine.dispose()
-    return len(frame)
+    with _rows_replaced(ListTable(url, table, priority_list), pd.Timestamp(as_of).date()) as commit:
+        commit()
+    return len(priority_list)

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from numpy.dtypes import StringDType
 
+from features.io import is_missing
+
 UNKNOWN = "unknown"
 """How a missing value (NaN / NA / unseen category) reads inside a phrase."""
 
@@ -264,7 +266,7 @@ def reasons_reference(
     formatter = string.Formatter()
     rows_out: list[dict[str, str]] = []
     for i, row in enumerate(features.to_dict("records")):
-        clean = {key: (UNKNOWN if _is_missing(v) else v) for key, v in row.items()}
+        clean = {key: (UNKNOWN if is_missing(v) else v) for key, v in row.items()}
         ranked = sorted(range(len(names)), key=lambda f, i=i: (-shap_values[i, f], f))
         ranked = [f for f in ranked[:k] if shap_values[i, f] > 0]
         rec: dict[str, str] = {}
@@ -293,7 +295,3 @@ def reasons_reference(
     return pd.DataFrame(rows_out, index=features.index, columns=columns).astype(str)
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and np.isnan(value)

@@ -2,29 +2,38 @@
 
 Everything is inline (CSS, a few lines of vanilla JS, charts as inline SVG) so the page works
 from a file share, an e-mail attachment or an air-gapped network, and never calls out to a CDN.
-Every value from the data is HTML-escaped: customer names and reasons are user data. The rows
-of the list are rendered server-side (readable with JS off, e.g. in a mail preview); the script
-only adds search and sort (and reads ``#q=<text>&sort=<column>:<asc|desc>`` from the URL).
-Output is deterministic: no wall-clock time unless the summary carries one.
+The page is a Jinja2 template (``serving/templates/report.html``, with the table and chart
+macros in ``macros.html``) rendered with autoescape: customer names and reasons are user data,
+and no value reaches the page unescaped. This module only prepares plain values (formatted
+text, chart geometry); the markup lives in the templates. The rows of the list are rendered
+server-side (readable with JS off, e.g. in a mail preview); the script only adds search and sort
+(and reads ``#q=<text>&sort=<column>:<asc|desc>`` from the URL). Output is deterministic: no
+wall-clock time unless the summary carries one.
 """
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from string import Template
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 
-TEMPLATE = Path(__file__).with_name("templates") / "report.html"
+from features.io import is_missing
+
+TEMPLATES = Path(__file__).with_name("templates")
 MAX_LIST_ROWS = 5000
 """Rows of the list shown in the page; the CSV and Parquet files always hold the full list."""
 
-_NUMERIC_LIST = {"rank", "churn_probability", "value_at_risk"}
+GAINS_COLUMNS = (
+    "decile", "n", "churners", "churn_rate", "min_score", "max_score", "cum_share", "cum_recall", "cum_lift",
+)
+"""The one gains shape the report reads: the records of ``training.evaluate.gains_table``."""
+
+_NUMERIC_LIST = {"rank": "int", "churn_probability": "prob", "value_at_risk": "money"}
 _HEADLINE = [
     ("n_scored", "customers scored", "int"),
     ("n_contactable", "to contact this week", "int"),
@@ -35,21 +44,26 @@ _HEADLINE = [
     ("list_value_at_risk", "value at risk on the list", "money"),
     ("mean_probability", "mean churn probability (all scored)", "pct"),
 ]
+_SECTION_KEYS = {"as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
+_TIER_ORDER = {"high": 0, "medium": 1, "low": 2}
+_DRIFT_SEVERITY = {"fail": 0, "missing": 0, "warn": 1, "ok": 2}
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def _fmt(value: Any, kind: str = "") -> str:
     """Deterministic display formatting."""
-    if _missing(value):
+    if is_missing(value):
         return ""
     if isinstance(value, np.generic):
         value = value.item()
@@ -66,113 +80,45 @@ def _fmt(value: Any, kind: str = "") -> str:
     return str(value)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool], classes: Sequence[Sequence[str]] | None = None) -> str:
-    """Rows are already escaped/formatted HTML cell contents."""
-    head = "".join(f'<th class="num">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>" for h, n in zip(headers, numeric, strict=True))
-    body = []
-    for i, row in enumerate(rows):
-        cells = []
-        for j, cell in enumerate(row):
-            cls = ["num"] if numeric[j] else []
-            if classes and classes[i][j]:
-                cls.append(classes[i][j])
-            attr = f' class="{" ".join(cls)}"' if cls else ""
-            cells.append(f"<td{attr}>{cell}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-# ---- charts (inline SVG) ------------------------------------------------------------------
-def bar_chart(labels: Sequence[str], values: Sequence[float], width: int = 460, unit: str = "") -> str:
-    """Horizontal bars with labels and values, as an inline SVG string."""
-    if not labels:
-        return '<p class="muted">nothing to show</p>'
+# ---- chart geometry (the SVG markup is in macros.html) --------------------------------------
+def bar_chart(labels: Sequence[str], values: Sequence[float], width: int = 460, unit: str = "") -> dict[str, Any]:
+    """Horizontal bars: the SVG size and, per bar, its label, y, width and value text."""
     bar_h, gap, left, right = 20, 6, 150, 70
-    height = len(labels) * (bar_h + gap) + gap
-    top = max(max(values), 1e-12)
-    parts = [f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-        y = gap + i * (bar_h + gap)
-        w = (width - left - right) * (value / top)
-        parts.append(f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{_e(label)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#2f5fb3"><title>{_e(label)}: {_e(_fmt(value))}{_e(unit)}</title></rect>')
-        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 14}">{_e(_fmt(value))}{_e(unit)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    top = max([*values, 1e-12])
+    bars = [
+        {
+            "label": str(label),
+            "y": gap + i * (bar_h + gap),
+            "w": f"{(width - left - right) * (value / top):.1f}",
+            "text": f"{_fmt(value)}{unit}",
+            "text_x": f"{left + (width - left - right) * (value / top) + 6:.1f}",
+        }
+        for i, (label, value) in enumerate(zip(labels, values, strict=True))
+    ]
+    return {"width": width, "height": len(bars) * (bar_h + gap) + gap, "left": left, "bar_h": bar_h, "bars": bars}
 
 
-def line_chart(x: Sequence[float], y: Sequence[float], width: int = 460, height: int = 260) -> str:
+def line_chart(x: Sequence[float], y: Sequence[float], width: int = 460, height: int = 260) -> dict[str, Any]:
     """Cumulative gains curve (share contacted vs share of churners caught) with the random line."""
     left, bottom, pad, right = 44, 34, 12, 24
     pw, ph = width - left - right, height - bottom - pad
 
-    def px(v: float) -> float:
-        return left + pw * min(max(v, 0.0), 1.0)
+    def px(v: float) -> str:
+        return f"{left + pw * min(max(v, 0.0), 1.0):.1f}"
 
-    def py(v: float) -> float:
-        return pad + ph * (1 - min(max(v, 0.0), 1.0))
+    def py(v: float) -> str:
+        return f"{pad + ph * (1 - min(max(v, 0.0), 1.0)):.1f}"
 
-    pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip([0.0, *x], [0.0, *y], strict=True))
-    parts = [f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    for t in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<line x1="{px(t):.1f}" y1="{py(0):.1f}" x2="{px(t):.1f}" y2="{py(1):.1f}" stroke="#e3e7ef"/>')
-        parts.append(f'<line x1="{px(0):.1f}" y1="{py(t):.1f}" x2="{px(1):.1f}" y2="{py(t):.1f}" stroke="#e3e7ef"/>')
-        parts.append(f'<text x="{px(t):.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:.0%}</text>')
-        parts.append(f'<text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{t:.0%}</text>')
-    parts.append(f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(1):.1f}" y2="{py(1):.1f}" stroke="#9aa3b5" stroke-dasharray="4 4"/>')
-    parts.append(f'<polyline points="{pts}" fill="none" stroke="#2f5fb3" stroke-width="2"/>')
-    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">share of customers contacted</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    ticks = [{"x": px(t), "y": py(t), "label": f"{t:.0%}"} for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    return {
+        "width": width, "height": height, "ticks": ticks,
+        "x0": px(0), "x1": px(1), "y0": py(0), "y1": py(1),
+        "axis_y": height - bottom + 16, "label_x": left - 6, "title_x": f"{left + pw / 2:.1f}",
+        "points": " ".join(f"{px(a)},{py(b)}" for a, b in zip([0.0, *x], [0.0, *y], strict=True)),
+    }
 
 
-# ---- gains normalisation -------------------------------------------------------------------
-_SHARE_KEYS = ("cum_share", "share", "top_share", "fraction", "population_share", "top_fraction", "top_k_share", "k", "top")
-_RECALL_KEYS = ("recall", "captured", "cum_recall", "gain", "share_of_churners", "cumulative_recall")
-
-
-def normalise_gains(gains: Any) -> list[dict[str, float]]:
-    """Accept the shapes a metrics file may use; return ``[{"share", "recall", "lift"}]``.
-
-    Shapes: list of dicts (keys such as share/top_share/fraction and recall/captured/gain and
-    lift), dict of parallel lists, ``{"gains": ...}``, or ``[[share, recall], ...]``. Shares
-    given in percent (> 1) are scaled to fractions. Unknown shapes give an empty list.
-    """
-    if gains is None:
-        return []
-    if isinstance(gains, Mapping):
-        for key in ("gains", "gains_curve", "gains_table"):
-            if key in gains:
-                return normalise_gains(gains[key])
-        lists = {k: v for k, v in gains.items() if isinstance(v, list | tuple)}
-        if lists:
-            n = min(len(v) for v in lists.values())
-            return normalise_gains([{k: v[i] for k, v in lists.items()} for i in range(n)])
-        return []
-    rows: list[dict[str, float]] = []
-    for item in gains:
-        if isinstance(item, Mapping):
-            share = next((item[k] for k in _SHARE_KEYS if k in item), None)
-            recall = next((item[k] for k in _RECALL_KEYS if k in item), None)
-            lift = item.get("lift", item.get("cum_lift"))
-        elif isinstance(item, list | tuple) and len(item) >= 2:
-            share, recall, lift = item[0], item[1], (item[2] if len(item) > 2 else None)
-        else:
-            continue
-        if share is None or _missing(share):
-            continue
-        share = float(share)
-        share = share / 100.0 if share > 1 else share
-        if recall is None and lift is not None:
-            recall = float(lift) * share
-        if recall is None:
-            continue
-        recall = float(recall)
-        rows.append({"share": share, "recall": recall, "lift": float(lift) if lift is not None else (recall / share if share else float("nan"))})
-    return sorted(rows, key=lambda r: r["share"])
-
-
-# ---- sections ------------------------------------------------------------------------------
+# ---- sections: plain values for the template ---------------------------------------------------
 def _counts(summary_counts: Any, frame: pd.DataFrame, column: str) -> list[tuple[str, int]]:
     if isinstance(summary_counts, Mapping) and summary_counts:
         items = [(str(k), int(v)) for k, v in summary_counts.items()]
@@ -183,101 +129,104 @@ def _counts(summary_counts: Any, frame: pd.DataFrame, column: str) -> list[tuple
     return sorted(items, key=lambda kv: (-kv[1], kv[0]))
 
 
-def _tiers_section(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> str:
-    order = {"high": 0, "medium": 1, "low": 2}
+def _tiers(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str, Any]:
     listed = dict(_counts(summary.get("tiers_listed"), priority_list, "risk_tier"))
     scored = dict(_counts(summary.get("tiers_scored"), pd.DataFrame(), "risk_tier"))
-    tiers = sorted(set(listed) | set(scored), key=lambda t: (order.get(t, 9), t))
-    rows = [[_e(t), _e(_fmt(scored.get(t), "int")), _e(_fmt(listed.get(t, 0), "int"))] for t in tiers]
-    classes = [[f"tier-{t}" if t in order else "", "", ""] for t in tiers]
-    table = _table(["tier", "scored", "on the list"], rows, [False, True, True], classes)
-    return table + bar_chart(tiers, [listed.get(t, 0) for t in tiers])
+    tiers = sorted(set(listed) | set(scored), key=lambda t: (_TIER_ORDER.get(t, 9), t))
+    rows = [
+        [(t, f"tier-{t}" if t in _TIER_ORDER else ""), (_fmt(scored.get(t), "int"), ""), (_fmt(listed.get(t, 0), "int"), "")]
+        for t in tiers
+    ]
+    return {"rows": rows, "chart": bar_chart(tiers, [listed.get(t, 0) for t in tiers])}
 
 
-def _segments_section(priority_list: pd.DataFrame) -> str:
+def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
     if priority_list.empty or "segment" not in priority_list.columns:
-        return '<p class="muted">no customers on the list</p>'
+        return []
     g = priority_list.groupby(priority_list["segment"].astype(str), sort=True).agg(
         customers=("customer_id", "size"),
         mean_probability=("churn_probability", "mean"),
         value_at_risk=("value_at_risk", "sum"),
     )
     g = g.sort_values(["customers"], ascending=False, kind="mergesort")
-    rows = [
-        [_e(seg), _e(_fmt(r.customers, "int")), _e(_fmt(r.mean_probability, "pct")), _e(_fmt(r.value_at_risk, "money"))]
+    return [
+        [(seg, ""), (_fmt(r.customers, "int"), ""), (_fmt(r.mean_probability, "pct"), ""), (_fmt(r.value_at_risk, "money"), "")]
         for seg, r in g.iterrows()
     ]
-    return _table(["segment", "customers", "mean churn probability", "value at risk"], rows, [False, True, True, True])
 
 
-def _reasons_section(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> str:
+def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str, Any] | None:
     items = _counts(summary.get("reason_groups_listed"), priority_list, "reason_group_1")
-    if not items:
-        return '<p class="muted">no reason groups available</p>'
-    return '<p class="muted">Group of each listed customer&rsquo;s strongest churn driver.</p>' + bar_chart(
-        [k for k, _ in items], [v for _, v in items]
-    )
+    return bar_chart([k for k, _ in items], [v for _, v in items]) if items else None
 
 
-def _gains_section(gains: Any) -> str:
-    rows = normalise_gains(gains)
-    if not rows:
-        return '<p class="muted">no gains curve in the model metrics</p>'
-    chart = line_chart([r["share"] for r in rows], [r["recall"] for r in rows])
-    pick = [r for r in rows if any(abs(r["share"] - s) < 1e-9 for s in (0.01, 0.05, 0.1, 0.2, 0.3, 0.5))] or rows[:: max(1, len(rows) // 6)]
-    table = _table(
-        ["top share contacted", "churners caught", "lift"],
-        [[_e(_fmt(r["share"], "pct")), _e(_fmt(r["recall"], "pct")), _e(f"{r['lift']:.2f}" if not _missing(r["lift"]) else "")] for r in pick],
-        [True, True, True],
-    )
-    return chart + table
+def gains_points(gains: Sequence[Mapping[str, Any]] | None) -> list[dict[str, float]]:
+    """``[{"share", "recall", "lift"}]`` by share from the records of ``gains_table``.
+
+    Rows whose recall is unknown (no churner in the test period) are left out. Raises
+    ``ValueError`` naming the keys when a row is not a ``gains_table`` record.
+    """
+    points = []
+    for row in gains or []:
+        missing = [k for k in GAINS_COLUMNS if k not in row]
+        if missing:
+            raise ValueError(f"gains rows must be training.evaluate.gains_table records; missing {missing}")
+        if not (is_missing(row["cum_share"]) or is_missing(row["cum_recall"])):
+            lift = row["cum_lift"]
+            points.append({"share": float(row["cum_share"]), "recall": float(row["cum_recall"]),
+                           "lift": float("nan") if is_missing(lift) else float(lift)})
+    return sorted(points, key=lambda p: p["share"])
 
 
-def _drift_section(drift: pd.DataFrame | None) -> str:
+def _gains(gains: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    points = gains_points(gains)
+    if not points:
+        return None
+    rows = [
+        [(_fmt(p["share"], "pct"), ""), (_fmt(p["recall"], "pct"), ""), ("" if is_missing(p["lift"]) else f"{p['lift']:.2f}", "")]
+        for p in points
+    ]
+    return {"chart": line_chart([p["share"] for p in points], [p["recall"] for p in points]), "rows": rows}
+
+
+def _drift(drift: pd.DataFrame | None) -> dict[str, Any] | None:
     if drift is None or drift.empty:
-        return '<p class="muted">no drift reference in the model</p>'
-    severity = {"fail": 0, "missing": 0, "warn": 1, "ok": 2}
+        return None
     d = drift.assign(
-        _sev=drift["status"].map(severity).fillna(3), _psi=drift["psi"].astype(float).fillna(np.inf)
+        _sev=drift["status"].map(_DRIFT_SEVERITY).fillna(3), _psi=drift["psi"].astype(float).fillna(np.inf)
     ).sort_values(["_sev", "_psi", "feature"], ascending=[True, False, True], kind="mergesort")
-    rows = [[_e(r.feature), _e("" if _missing(r.psi) else f"{float(r.psi):.4f}"), _e(r.status)] for r in d.itertuples()]
-    classes = [["", "", f"status-{r.status}"] for r in d.itertuples()]
+    rows = [
+        [(str(r.feature), ""), ("" if is_missing(r.psi) else f"{float(r.psi):.4f}", ""), (str(r.status), f"status-{r.status}")]
+        for r in d.itertuples()
+    ]
     counts = drift["status"].value_counts()
     note = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("fail", "warn", "ok") if counts.get(s, 0))
-    return f'<p class="muted">{_e(note)} (PSI &ge; 0.1 warn, &ge; 0.25 fail by default)</p>' + _table(
-        ["feature", "PSI", "status"], rows, [False, True, False], classes
-    )
+    return {"note": note, "rows": rows}
 
 
-def _list_table(priority_list: pd.DataFrame, max_rows: int) -> str:
+def _list_rows(priority_list: pd.DataFrame, max_rows: int) -> dict[str, Any]:
+    """Header and cells of the list table: (text, data-v, class) per cell."""
     shown = priority_list.head(max_rows)
-    cols = list(shown.columns)
-    num_class = ' class="num"'
-    head = "".join(
-        f'<th data-key="{_e(c)}" data-type="{"num" if c in _NUMERIC_LIST else "text"}"'
-        f'{num_class if c in _NUMERIC_LIST else ""}>{_e(c.replace("_", " "))}</th>'
-        for c in cols
-    )
-    body = []
+    columns = [
+        {"key": c, "label": c.replace("_", " "), "numeric": c in _NUMERIC_LIST} for c in shown.columns
+    ]
+    rows = []
     for rec in shown.itertuples(index=False, name=None):
         cells = []
-        for c, v in zip(cols, rec, strict=True):
+        for c, v in zip(shown.columns, rec, strict=True):
             if c in _NUMERIC_LIST:
-                raw = "" if _missing(v) else repr(float(v))
-                text = _fmt(v, "prob" if c == "churn_probability" else "money" if c == "value_at_risk" else "int")
-                cells.append(f'<td class="num" data-v="{_e(raw)}">{_e(text)}</td>')
+                cells.append(("" if is_missing(v) else repr(float(v)), _fmt(v, _NUMERIC_LIST[c]), "num"))
             else:
-                text = "" if _missing(v) else str(v)
-                cls = f' class="tier-{_e(text)}"' if c == "risk_tier" else ""
-                cells.append(f'<td{cls} data-v="{_e(text)}">{_e(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table id="list"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+                text = "" if is_missing(v) else str(v)
+                cells.append((text, text, f"tier-{text}" if c == "risk_tier" else ""))
+        rows.append(cells)
+    return {"columns": columns, "rows": rows}
 
 
 def render_report(
     summary: Mapping[str, Any],
     priority_list: pd.DataFrame,
-    gains: Any = None,
+    gains: Sequence[Mapping[str, Any]] | None = None,
     drift: pd.DataFrame | None = None,
     *,
     max_rows: int = MAX_LIST_ROWS,
@@ -285,48 +234,30 @@ def render_report(
     """The report page as one HTML string (see module docstring).
 
     ``summary``: ``serving.priority.build_summary`` output (any extra keys are listed under
-    "Run details"); ``gains``: the gains curve from the bundle metrics (see
-    :func:`normalise_gains`); ``drift``: ``features.profile.population_stability`` output.
+    "Run details"); ``gains``: the records of ``training.evaluate.gains_table`` (the bundle's
+    ``metrics["gains"]``); ``drift``: ``features.profile.population_stability`` output.
     """
     as_of = summary.get("as_of", "")
-    title = f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list"
     model = " ".join(str(summary[k]) for k in ("model_name", "model_version") if summary.get(k) not in (None, ""))
-    subtitle = f"Model {model}. " if model else ""
-    subtitle += f"Capacity {_fmt(summary.get('capacity'), 'int') or 'unlimited'}; minimum probability {_fmt(summary.get('min_probability', 0), 'pct')}."
-    cards = "".join(
-        f'<div class="card"><div class="v">{_e(_fmt(summary.get(key), kind))}</div><div class="k">{_e(label)}</div></div>'
-        for key, label, kind in _HEADLINE
-        if key in summary
+    subtitle = (f"Model {model}. " if model else "") + (
+        f"Capacity {_fmt(summary.get('capacity'), 'int') or 'unlimited'}; "
+        f"minimum probability {_fmt(summary.get('min_probability', 0), 'pct')}."
     )
-    shown = min(len(priority_list), max_rows)
-    note = (
-        f'<p class="muted">Showing the first {shown:,} of {len(priority_list):,} rows; the full list is in priority_list.csv.</p>'
-        if len(priority_list) > max_rows
-        else ""
+    known = {k for k, _, _ in _HEADLINE} | _SECTION_KEYS
+    return _environment().get_template("report.html").render(
+        title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
+        subtitle=subtitle,
+        cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
+        tiers=_tiers(summary, priority_list),
+        segments=_segments(priority_list),
+        reasons=_reasons(summary, priority_list),
+        gains=_gains(gains),
+        drift=_drift(drift),
+        shown=f"{min(len(priority_list), max_rows):,}",
+        total=f"{len(priority_list):,}" if len(priority_list) > max_rows else "",
+        list=_list_rows(priority_list, max_rows),
+        details=[
+            [(k, ""), (_fmt(v), "")] for k, v in sorted(summary.items())
+            if k not in known and not isinstance(v, Mapping | list)
+        ],
     )
-    known = {k for k, _, _ in _HEADLINE} | {
-        "as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"
-    }
-    extra = [(k, v) for k, v in sorted(summary.items()) if k not in known and not isinstance(v, Mapping | list)]
-    details = (
-        '<section id="details"><h2>Run details</h2>'
-        + _table(["item", "value"], [[_e(k), _e(_fmt(v))] for k, v in extra], [False, False])
-        + "</section>"
-        if extra
-        else ""
-    )
-    page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
-        title=_e(title),
-        subtitle=_e(subtitle),
-        cards=cards,
-        tiers=_tiers_section(summary, priority_list),
-        segments=_segments_section(priority_list),
-        reasons=_reasons_section(summary, priority_list),
-        gains=_gains_section(gains),
-        drift=_drift_section(drift),
-        count_text=_e(f"{shown:,} customers"),
-        list_note=note,
-        list_table=_list_table(priority_list, max_rows),
-        details=details,
-    )
-    return page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
@@ -225,3 +227,35 @@ def test_rejects_bad_arguments() -> None:
         generate_demo_data(0)
     with pytest.raises(ValueError):
         generate_demo_data(10, end_date="2026-10-31 12:00")
+
+
+# Hashes of the frames produced by generate_demo_data before it was split into one function per
+# job (commit 4d55f3d): the refactor, and any later one, must not change a single value or dtype.
+PINNED = {
+    (2000, 7, "2026-10-31"): {
+        "customers": "cadffa306447969c9d337999fa56cf97f281cd26cb25a06a00de8dfa3d0dd9ed",
+        "events": "75093b594d0a0de21303e19ff4ef1f86b2b79743e8976e7791df67f776b8ba8a",
+        "contacts": "544dbe87c0494f6e89620c01acada74b8201729ed65bf9d26d6fe7a7ebbe542c",
+        "assignments": "a72912f85e098ea4077878e15372b5b5c59d2dc80873af169e8e572e7294e999",
+        "truth": "52b49d1e506790eee9e23c18931206f0ec90211cad248e59b4c6fc07d13d46b8",
+    },
+    (300, 1, "2024-02-29"): {
+        "customers": "508a46af97fa74574e1ee3cacbc5eb5b148afca61b8f93c2bf5817e08fff0cc4",
+        "events": "a507c36334557583d4a146ac0b497332873a1e2da365e8f9fafc255820680bc6",
+        "contacts": "e07425c15240bd1bf04578dccfc8462ea0fc77b862e1b316e5bbeb2ccbeef971",
+        "assignments": "795fc6fe41460c917c26491ca944de57acd1dd48ebec6cdc2c7f88478a037351",
+        "truth": "e212b0f2ef9e848162cbca246c120a51c141a2d2784eb0d5e178c14f9f40783e",
+    },
+}
+
+
+def _frame_hash(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha256(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("args", sorted(PINNED))
+def test_frames_identical_to_the_pinned_generator(args: tuple[int, int, str]) -> None:
+    data = generate_demo_data(*args)
+    assert {name: _frame_hash(frame) for name, frame in _frames(data).items()} == PINNED[args]

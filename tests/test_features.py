@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, build_snapshots, infer_schema, snapshot_as_of
+from features.build import (
+    build_features,
+    build_snapshots,
+    infer_schema,
+    snapshot_as_of,
+    with_btyd_fitted,
+)
 from features.contracts import Tables, validate_tables
 from features.labels import active_customers, check_label_window, churn_labels
 from features.settings import Settings
@@ -397,8 +403,10 @@ def test_partition_independence(main: Any, subset: list[int]) -> None:
 
 
 def test_partitions_with_only_their_own_rows(main: Any) -> None:
-    """A Dask partition holds only its customers' rows; features must not need the others."""
+    """A Dask partition holds only its customers' rows; features must not need the others
+    (population-level BG/NBD parameters come from the schema, as a trained model's do)."""
     tables, s, feats, schema = main
+    schema = with_btyd_fitted(tables, T, s, schema)
     ids = [1, 3]
     part_tables = Tables(
         customers=tables.customers[tables.customers["customer_id"].isin(ids)],

@@ -17,6 +17,12 @@ import pytest
 from serving.report import render_report
 
 CHROMIUM = Path("/usr/bin/chromium")
+GAINS = [  # two deciles of training.evaluate.gains_table
+    {"decile": 1, "n": 10, "churners": 4, "churn_rate": 0.4, "min_score": 0.5, "max_score": 0.9,
+     "cum_share": 0.1, "cum_recall": 0.4, "cum_lift": 4.0},
+    {"decile": 2, "n": 90, "churners": 6, "churn_rate": 0.067, "min_score": 0.0, "max_score": 0.5,
+     "cum_share": 1.0, "cum_recall": 1.0, "cum_lift": 1.0},
+]
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
 
 
@@ -40,7 +46,7 @@ def _page(tmp_path: Path) -> Path:
     summary = {"as_of": "2024-03-04", "n_scored": 1000, "n_contactable": 3, "capacity": 3}
     drift = pd.DataFrame({"feature": ["recency_days"], "psi": [0.02], "status": ["ok"]})
     path = tmp_path / "report.html"
-    path.write_text(render_report(summary, lst, [{"share": 0.1, "recall": 0.4}], drift), encoding="utf-8")
+    path.write_text(render_report(summary, lst, GAINS, drift), encoding="utf-8")
     return path
 
 

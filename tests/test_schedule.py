@@ -175,3 +175,45 @@ def test_schedule_serves_weekly_score_in_configured_timezone(tmp_path: Path, mon
     as_of = latest_as_of(load_tables(load_settings(config))).date().isoformat()
     assert (tmp_path / "outputs" / as_of / "priority_list.csv").is_file(), sorted(
         p.relative_to(tmp_path).as_posix() for p in (tmp_path / "outputs").rglob("*"))
+
+
+def test_local_server_url_reaches_prefect_settings_not_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """Without a configured API URL, `serve_weekly` points Prefect's settings (which the runner
+    hands to each flow-run process) at the server it started, and leaves os.environ alone."""
+    from contextlib import contextmanager
+
+    from prefect.settings import get_current_settings
+
+    import flows.schedule as schedule
+    from features.settings import load_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(schedule, "configured_api_url", lambda: "")
+    url = "http://127.0.0.1:9/api"
+
+    @contextmanager
+    def fake_server():
+        yield url
+
+    seen: dict[str, object] = {}
+
+    def fake_serve(settings, config, console) -> None:
+        current = get_current_settings()
+        seen["api_url"] = current.api.url
+        seen["child_env"] = current.to_environment_variables(exclude_unset=True).get("PREFECT_API_URL")
+        seen["os_environ"] = os.environ.get("PREFECT_API_URL")
+
+    monkeypatch.setattr(schedule, "local_prefect_server", fake_server)
+    monkeypatch.setattr(schedule, "_serve", fake_serve)
+    schedule.serve_weekly(load_settings(write_project(tmp_path)), None)
+    assert seen == {"api_url": url, "child_env": url, "os_environ": None}
+    assert "PREFECT_API_URL" not in os.environ
+    assert get_current_settings().api.url != url  # restored when serving ends
+
+
+def test_prefect_health_says_what_went_wrong() -> None:
+    from flows.schedule import prefect_health
+
+    port = _free_port()  # nothing listens there
+    assert "refused" in (prefect_health(f"http://127.0.0.1:{port}/api") or "").lower()
+    assert prefect_health("not a url") is not None

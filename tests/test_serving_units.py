@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -32,16 +33,19 @@ from serving.priority import (
     value_at_risk,
 )
 from serving.publish import (
+    ListTable,
     publish_outputs,
+    publish_week,
     read_previous_list,
     standard_writers,
     write_csv,
     write_list_to_database,
 )
 from serving.reasons import format_values, reasons_reference, top_reasons
-from serving.report import normalise_gains, render_report
+from serving.report import GAINS_COLUMNS, gains_points, render_report
 from training.bundle import ModelBundle
 from training.calibration import Calibrator
+from training.evaluate import gains_table
 
 DICTIONARY = {
     "recency_days": {
@@ -356,7 +360,7 @@ def _outputs(seed: int = 0) -> dict:
     lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
     scores = _scored().drop(columns=["email", "name"]).assign(as_of=pd.Timestamp(AS_OF))
     summary = build_summary(scores, lst, pd.DataFrame(columns=["customer_id"]), None, _cfg(), AS_OF, {"model_version": "3"})
-    html_text = render_report(summary, lst, [{"share": 0.1, "recall": 0.4}], None)
+    html_text = render_report(summary, lst, None, None)
     return standard_writers(scores, lst, summary, html_text)
 
 
@@ -455,6 +459,95 @@ def test_write_list_to_database_replaces_rows_of_the_date(tmp_path: Path) -> Non
     assert [(str(a), n) for a, n in rows] == [("2024-03-04", 2), ("2024-03-11", 3)]
 
 
+# ---- publishing folder and database as one unit ----------------------------------------
+def _week(tmp_path: Path, rows: pd.DataFrame, note: str, timeout: float = 5.0) -> tuple[Path, ListTable]:
+    url = f"sqlite:///{tmp_path / 'db' / 'lists.db'}?timeout={timeout}"
+    files = {"priority_list.csv": lambda p: write_csv(rows, p), "note.txt": lambda p: p.write_text(note)}
+    return files, ListTable(url, "priority_list", rows)
+
+
+def _table_rows(tmp_path: Path) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        return con.execute("select * from priority_list order by as_of, customer_id").fetchall()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_publish_week_failing_row_write_changes_nothing(tmp_path: Path, use_exchange: bool) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first")
+    folder = publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    before_files, before_rows = _snapshot(folder), _table_rows(tmp_path)
+    assert len(before_rows) == len(lst) > 0 and before_files["note.txt"] == b"first"
+
+    # the database refuses new rows (a real SQLite error inside the transaction, after the delete)
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        con.execute("create trigger no_inserts before insert on priority_list "
+                    "begin select raise(abort, 'list table frozen for maintenance'); end")
+    files, table = _week(tmp_path, lst.head(2), "second")
+    with pytest.raises(Exception, match="frozen for maintenance"):
+        publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    assert _snapshot(folder) == before_files
+    assert _table_rows(tmp_path) == before_rows
+    assert _hidden(tmp_path / "out") == []
+
+    # first publication of another date fails the same way: no folder appears at all
+    with pytest.raises(Exception, match="frozen"):
+        publish_week(tmp_path / "out", date(2024, 3, 11), files, table, use_exchange=use_exchange)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2024-03-04"]
+
+    # once the database accepts rows again, folder and rows are both replaced
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        con.execute("drop trigger no_inserts")
+    publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    assert (folder / "note.txt").read_text() == "second"
+    assert len(_table_rows(tmp_path)) == 2
+    assert _hidden(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_publish_week_failing_commit_swaps_the_previous_folder_back(tmp_path: Path, use_exchange: bool) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first", timeout=0.2)
+    folder = publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    before_files, before_rows = _snapshot(folder), _table_rows(tmp_path)
+
+    # a reader holds its read transaction open: the writer gets its rows in, but SQLite refuses
+    # the commit ("database is locked"), i.e. after the new folder was already swapped in
+    reader = sqlite3.connect(tmp_path / "db" / "lists.db", isolation_level=None)
+    try:
+        reader.execute("begin")
+        reader.execute("select count(*) from priority_list").fetchall()
+        files, table = _week(tmp_path, lst.head(1), "second", timeout=0.2)
+        with pytest.raises(Exception, match="locked"):
+            publish_week(tmp_path / "out", AS_OF, files, table, use_exchange=use_exchange)
+    finally:
+        reader.close()
+    assert _snapshot(folder) == before_files
+    assert _table_rows(tmp_path) == before_rows
+    assert _hidden(tmp_path / "out") == []
+
+
+def test_publish_week_creates_the_table_in_the_same_transaction(tmp_path: Path) -> None:
+    lst, _ = build_priority_list(_scored(), _cfg(), as_of=AS_OF)
+    files, table = _week(tmp_path, lst, "first")
+    files["broken.txt"] = lambda p: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        publish_week(tmp_path / "out", AS_OF, files, table)
+    assert not (tmp_path / "out" / "2024-03-04").exists()
+    # the writers run before the database is touched: no database file, no empty table
+    assert not (tmp_path / "db" / "lists.db").exists()
+    unbindable = pd.DataFrame({"customer_id": [1], "payload": [{"not": "a column value"}]})
+    files, table = _week(tmp_path, unbindable, "x")  # CREATE TABLE works, the INSERT fails
+    with pytest.raises(Exception, match="binding parameter|type"):
+        publish_week(tmp_path / "out", AS_OF, files, table)
+    with sqlite3.connect(tmp_path / "db" / "lists.db") as con:
+        assert con.execute("select name from sqlite_master").fetchall() == []  # CREATE rolled back
+
+
 # ---- report -----------------------------------------------------------------------------
 def _report_inputs() -> tuple[dict, pd.DataFrame, list, pd.DataFrame]:
     scored = _scored()
@@ -463,7 +556,8 @@ def _report_inputs() -> tuple[dict, pd.DataFrame, list, pd.DataFrame]:
     lst, dropped = build_priority_list(scored, _cfg(), as_of=AS_OF)
     drift = pd.DataFrame({"feature": ["x", "y", "score"], "psi": [0.01, 0.3, np.nan], "status": ["ok", "fail", "missing"]})
     summary = build_summary(scored, lst, dropped, drift, _cfg(), AS_OF, {"model_name": "churnflow", "model_version": 7})
-    gains = [{"top_share": 0.05, "recall": 0.2, "lift": 4.0}, {"top_share": 0.1, "recall": 0.35, "lift": 3.5}, {"top_share": 1.0, "recall": 1.0, "lift": 1.0}]
+    rng = np.random.default_rng(0)
+    gains = gains_table(rng.integers(0, 2, 500), rng.uniform(size=500)).to_dict(orient="records")
     return summary, lst, gains, drift
 
 
@@ -475,7 +569,7 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
     for bad in ('src="http', "src='http", 'href="http', "href='http", "@import", "url(http", "//cdn"):
         assert bad not in lowered, bad
     assert '<script>alert("x")</script>' not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     assert "at risk &amp; &lt;b&gt;bold&lt;/b&gt;" in page
     assert page.count("<script>") == 1  # only our own inline script
     for section in ('id="headline"', 'id="tiers"', 'id="segments"', 'id="reasons"', 'id="gains"', 'id="drift"', 'id="list"', 'id="search"', "<svg", "polyline"):
@@ -484,12 +578,24 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
     assert page.count("<tr><td") >= len(lst)  # list rows rendered server-side
 
 
-def test_normalise_gains_shapes() -> None:
-    want = [{"share": 0.1, "recall": 0.4, "lift": 4.0}]
-    assert normalise_gains([{"share": 0.1, "recall": 0.4}]) == want
-    assert normalise_gains({"gains": {"fraction": [10], "captured": [0.4], "lift": [4.0]}}) == want
-    assert normalise_gains([[0.1, 0.4]]) == want
-    assert normalise_gains({"auc": 0.8}) == []
+def test_report_reads_the_one_gains_shape_of_gains_table() -> None:
+    label = np.array([1] * 30 + [0] * 70)
+    records = gains_table(label, np.linspace(1, 0, 100)).to_dict(orient="records")
+    assert tuple(records[0]) == GAINS_COLUMNS  # the report and the producer agree on the names
+    points = gains_points(records)
+    assert [p["share"] for p in points] == pytest.approx([i / 10 for i in range(1, 11)])
+    assert points[0] == {"share": pytest.approx(0.1), "recall": pytest.approx(1 / 3), "lift": pytest.approx(10 / 3)}
+    assert points[2]["recall"] == pytest.approx(1.0)  # a perfect ranking finds every churner by 30%
+    page = render_report({"as_of": "2024-03-04"}, _scored().head(0), records, None)
+    assert "33.3%" in page and "3.33" in page and "<polyline" in page
+    # no churner in the test period: recall is unknown (null in metrics.json), nothing to draw
+    empty = gains_table(np.zeros(20), np.linspace(1, 0, 20)).to_dict(orient="records")
+    empty = [r | {"cum_recall": None, "cum_lift": None} for r in empty]
+    assert gains_points(empty) == []
+    assert "no gains curve" in render_report({}, _scored().head(0), empty, None)
+    # any other shape is refused by name, not guessed at
+    with pytest.raises(ValueError, match="cum_share"):
+        gains_points([{"share": 0.1, "recall": 0.4, "lift": 4.0}])
 
 
 def test_no_tmp_left_and_pid_in_tmp_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

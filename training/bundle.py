@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from features.io import write_json
 from features.schema import FeatureSchema
 from training.calibration import Calibrator
 
@@ -84,12 +85,12 @@ class ModelBundle:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(folder / BOOSTER_FILE)
-        _write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict() | {"best_iteration": self.best_iteration})
+        write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict() | {"best_iteration": self.best_iteration})
         self.schema.save(folder / SCHEMA_FILE)
-        _write_json(folder / DICTIONARY_FILE, self.dictionary)
-        _write_json(folder / SEGMENTS_FILE, self.segments)
-        _write_json(folder / REFERENCE_FILE, self.reference)
-        _write_json(folder / METRICS_FILE, self.metrics)
+        write_json(folder / DICTIONARY_FILE, self.dictionary)
+        write_json(folder / SEGMENTS_FILE, self.segments)
+        write_json(folder / REFERENCE_FILE, self.reference)
+        write_json(folder / METRICS_FILE, self.metrics)
         return folder
 
     @classmethod
@@ -108,10 +109,6 @@ class ModelBundle:
             reference=_read_json(folder / REFERENCE_FILE),
             metrics=_read_json(folder / METRICS_FILE),
         )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _read_json(path: Path) -> Any:

@@ -1,41 +1,107 @@
-"""Probability calibration fitted on held-out rows, stored as plain numbers.
+"""Probability calibration that never reorders customers, chosen on held-out rows, stored as numbers.
 
-Retention agents read the probabilities, and tiers cut them at fixed values, so the model's raw
-scores (distorted by class weighting and early stopping) are mapped to observed churn rates.
-The fitted map is exported to JSON (isotonic knots or Platt coefficients) so the model artifact
-carries no pickled scikit-learn object.
+Retention agents read the probabilities and tiers cut them at fixed values, so the model's raw
+scores (distorted by class weighting and early stopping) are mapped to observed churn rates. The
+priority list, however, is ordered by the model's own score: a calibration map that is flat over a
+stretch of scores (plain isotonic regression) turns thousands of distinct scores into a few dozen
+ties, loses ranking quality and leaves the order inside each tie arbitrary. Every map here is
+therefore *strictly* increasing:
+
+- ``sigmoid`` (Platt): ``σ(a·logit p + b)`` with ``a > 0``;
+- ``beta`` (Kull, Silva Filho & Flach 2017): ``σ(a·log p − b·log(1−p) + c)`` with ``a, b ≥ 0``
+  and ``a + b > 0``, a logistic regression on ``[log p, −log(1−p)]`` under that constraint;
+- ``isotonic``: centred isotonic regression (knots at the mean raw score of each pooled block,
+  linear in between) plus ``TIE_BREAK · p``, so even the flat ends keep the raw order and the
+  number of distinct outputs equals the number of distinct inputs;
+- ``identity``: the raw probability, kept when no map lowers the cross-validated log loss.
+
+``fit_calibrator(..., method="auto")`` picks among the four by out-of-fold log loss on the
+calibration rows. The fitted map is plain JSON (``to_dict``); ``apply_calibration`` is a small
+pure numpy function of those fields, so the serving model needs nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+from scipy.optimize import minimize
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+
+Method = Literal["identity", "sigmoid", "beta", "isotonic"]
+FITTED_METHODS: tuple[Method, ...] = ("sigmoid", "beta", "isotonic")
+TIE_BREAK = 1e-6
+"""Weight of the raw score in the isotonic map: far below any calibration error that matters,
+far above float64 resolution for raw scores that differ by more than ~1e-9."""
+MIN_RELATIVE_GAIN = 1e-3
+"""A map replaces the identity only if it lowers the out-of-fold log loss by at least 0.1 %."""
+_LOG_CLIP = 1e-15
+
+
+# ---- the map (pure numpy of the JSON fields) ---------------------------------------------------
+def apply_calibration(
+    raw_probability: np.ndarray,
+    method: str,
+    x: tuple[float, ...] | list[float] = (),
+    y: tuple[float, ...] | list[float] = (),
+    a: float = 1.0,
+    b: float = 0.0,
+    c: float = 0.0,
+) -> np.ndarray:
+    """Map raw probabilities to calibrated ones; strictly increasing for every fitted method."""
+    p = np.asarray(raw_probability, dtype=np.float64)
+    if method == "isotonic":
+        return (1.0 - TIE_BREAK) * np.interp(p, np.asarray(x), np.asarray(y)) + TIE_BREAK * p
+    if method == "sigmoid":
+        return _sigmoid(a * _logit(p) + b)
+    if method == "beta":
+        q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
+        return _sigmoid(a * np.log(q) - b * np.log1p(-q) + c)
+    return p
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
+    return np.log(q) - np.log1p(-q)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # exp(−log(1 + e^−z)): accurate in the far tails, where the list's order still matters.
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    method: Literal["isotonic", "sigmoid", "identity"]
+    method: Method
     x: tuple[float, ...] = ()
+    """isotonic: knot positions (mean raw score of each pooled block), strictly increasing."""
     y: tuple[float, ...] = ()
+    """isotonic: knot values (the block's churn rate), strictly increasing."""
     a: float = 1.0
+    """sigmoid: slope on logit p; beta: weight of log p."""
     b: float = 0.0
+    """sigmoid: intercept; beta: weight of −log(1−p)."""
+    c: float = 0.0
+    """beta: intercept."""
+    log_loss_by_method: dict[str, float] = field(default_factory=dict)
+    """Out-of-fold log loss of each method on the calibration rows (``auto`` only)."""
 
     def transform(self, raw_probability: np.ndarray) -> np.ndarray:
-        p = np.asarray(raw_probability, dtype=np.float64)
-        if self.method == "isotonic":
-            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
-        if self.method == "sigmoid":
-            eps = 1e-12
-            margin = np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1))
-            return 1.0 / (1.0 + np.exp(-(self.a * margin + self.b)))
-        return p
+        return apply_calibration(raw_probability, self.method, self.x, self.y, self.a, self.b, self.c)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "x": list(self.x), "y": list(self.y), "a": self.a, "b": self.b}
+        return {
+            "method": self.method,
+            "x": list(self.x),
+            "y": list(self.y),
+            "a": self.a,
+            "b": self.b,
+            "c": self.c,
+            "log_loss_by_method": dict(self.log_loss_by_method),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
@@ -45,33 +111,110 @@ class Calibrator:
             y=tuple(data.get("y", ())),
             a=float(data.get("a", 1.0)),
             b=float(data.get("b", 0.0)),
+            c=float(data.get("c", 0.0)),
+            log_loss_by_method={k: float(v) for k, v in data.get("log_loss_by_method", {}).items()},
         )
 
 
+# ---- fitting ---------------------------------------------------------------------------------
 def fit_calibrator(
     raw_probability: np.ndarray,
     label: np.ndarray,
-    method: Literal["isotonic", "sigmoid"] = "isotonic",
+    method: Literal["auto", "identity", "sigmoid", "beta", "isotonic"] = "auto",
+    *,
+    seed: int = 0,
+    n_folds: int = 5,
 ) -> Calibrator:
-    """Fit on rows the booster never trained on (the validation snapshot)."""
+    """Fit on rows the model never trained on (validation rows or out-of-fold predictions).
+
+    ``auto`` compares the out-of-fold log loss of every map with that of the raw probabilities
+    and keeps the identity unless a map is better by ``MIN_RELATIVE_GAIN``; the winner is then
+    refitted on all calibration rows.
+    """
     p = np.asarray(raw_probability, dtype=np.float64)
     y = np.asarray(label, dtype=np.float64)
+    if method == "identity" or len(np.unique(y)) < 2:
+        return Calibrator(method="identity")
+    if method != "auto":
+        return _fit_one(method, p, y)
+    losses = out_of_fold_log_loss(p, y, seed=seed, n_folds=n_folds)
+    best = min(losses, key=losses.__getitem__)
+    if losses[best] > losses["identity"] * (1.0 - MIN_RELATIVE_GAIN):
+        best = "identity"
+    chosen = Calibrator(method="identity") if best == "identity" else _fit_one(best, p, y)
+    return replace(chosen, log_loss_by_method=losses)
+
+
+def out_of_fold_log_loss(p: np.ndarray, y: np.ndarray, *, seed: int, n_folds: int = 5) -> dict[str, float]:
+    """Log loss of the raw scores and of each map fitted on the other folds (stratified)."""
+    losses = {"identity": float(log_loss(y, np.clip(p, _LOG_CLIP, 1 - _LOG_CLIP), labels=[0, 1]))}
+    folds = int(min(n_folds, np.bincount(y.astype(int), minlength=2).min()))
+    if folds < 2:
+        return losses
+    out_of_fold = {m: np.empty_like(p) for m in FITTED_METHODS}
+    for fit_rows, held_rows in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p, y):
+        for m in FITTED_METHODS:
+            out_of_fold[m][held_rows] = _fit_one(m, p[fit_rows], y[fit_rows]).transform(p[held_rows])
+    for m, q in out_of_fold.items():
+        losses[m] = float(log_loss(y, np.clip(q, _LOG_CLIP, 1 - _LOG_CLIP), labels=[0, 1]))
+    return losses
+
+
+def _fit_one(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
     if len(np.unique(y)) < 2:
         return Calibrator(method="identity")
     if method == "isotonic":
-        # A block of validation rows with no churner does not make churn impossible: bound the
-        # map away from 0 and 1 (1/(n+2), Laplace-style) so log loss stays finite and sensible.
-        eps = 1.0 / (len(y) + 2)
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=eps, y_max=1.0 - eps).fit(p, y)
-        return Calibrator(
-            method="isotonic",
-            x=tuple(float(v) for v in iso.X_thresholds_),
-            y=tuple(float(v) for v in iso.y_thresholds_),
-        )
-    eps = 1e-12
-    margin = np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1)).reshape(-1, 1)
-    lr = LogisticRegression(C=1e6).fit(margin, y)
-    return Calibrator(method="sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        return _fit_isotonic(p, y)
+    if method == "sigmoid":
+        (a, b), _ = _constrained_logistic(_logit(p)[:, None], y)
+        # a == 0 would be a constant map; the bound keeps a ≥ 0, this keeps it strictly positive.
+        return Calibrator(method="sigmoid", a=a, b=b) if a > 0 else Calibrator(method="identity")
+    if method == "beta":
+        q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
+        (a, b, c), _ = _constrained_logistic(np.column_stack([np.log(q), -np.log1p(-q)]), y)
+        return Calibrator(method="beta", a=a, b=b, c=c) if a + b > 0 else Calibrator(method="identity")
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def _constrained_logistic(features: np.ndarray, y: np.ndarray) -> tuple[list[float], float]:
+    """Logistic regression with non-negative slopes (free intercept, last), by L-BFGS-B.
+
+    A tiny ridge on the slopes keeps the fit finite when the calibration rows are separable.
+    """
+    n, k = features.shape
+    design = np.column_stack([features, np.ones(n)])
+    ridge = 1e-6
+
+    def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = design @ w
+        # log(1 + e^z) − y·z, computed stably; gradient X'(σ(z) − y).
+        loss = np.logaddexp(0.0, z).sum() - y @ z + 0.5 * ridge * (w[:k] @ w[:k])
+        grad = design.T @ (_sigmoid(z) - y)
+        grad[:k] += ridge * w[:k]
+        return float(loss / n), grad / n
+
+    start = np.r_[np.ones(k), 0.0]
+    bounds = [(0.0, None)] * k + [(None, None)]
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    return [float(v) for v in result.x], float(result.fun)
+
+
+def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Centred isotonic regression: one knot per pooled block, at the block's mean raw score.
+
+    A block of calibration rows with no churner does not make churn impossible: the block values
+    are bounded away from 0 and 1 by 1/(n+2) (Laplace-style) so log loss stays finite.
+    """
+    eps = 1.0 / (len(y) + 2)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=eps, y_max=1.0 - eps).fit(p, y)
+    block_value = iso.predict(p)
+    values, block = np.unique(block_value, return_inverse=True)
+    knots_x = np.bincount(block, weights=p) / np.bincount(block)
+    return Calibrator(
+        method="isotonic",
+        x=tuple(float(v) for v in knots_x),
+        y=tuple(float(v) for v in values),
+    )
 
 
 def expected_calibration_error(probability: np.ndarray, label: np.ndarray, n_bins: int = 10) -> float:

@@ -59,6 +59,7 @@ from xgboost.core import XGBoostError
 import features as _features_pkg
 import training as _training_pkg
 from features.errors import ChurnflowError
+from features.io import ensure_sqlite_folder, write_json
 from features.schema import FeatureSchema
 from features.settings import Settings
 from training.bundle import ModelBundle
@@ -106,8 +107,7 @@ class RegistryResult:
 def registry_client(settings: Settings) -> MlflowClient:
     """A client bound to the settings' tracking and registry store (no process-wide URI)."""
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_folder(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -171,11 +171,6 @@ def _finite(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     }
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    return path
-
-
 def run_params(settings: Settings, plan: SplitPlan | None, fingerprint: dict[str, Any] | None,
                tune_result: TuneResult | None) -> dict[str, str]:
     """Settings, as-of dates, data fingerprint and tuned parameters as flat MLflow params."""
@@ -224,19 +219,19 @@ def write_reports(folder: Path, bundle: ModelBundle, evaluation: Evaluation, *,
     folder.mkdir(parents=True, exist_ok=True)
     evaluation.comparison.to_csv(folder / "comparison.csv")
     evaluation.gains.to_csv(folder / "gains.csv", index=False)
-    _write_json(folder / "evaluation.json", evaluation.to_dict())
-    _write_json(folder / "feature_dictionary.json", bundle.dictionary)
-    _write_json(folder / "schema.json", bundle.schema.to_dict())
+    write_json(folder / "evaluation.json", evaluation.to_dict())
+    write_json(folder / "feature_dictionary.json", bundle.dictionary)
+    write_json(folder / "schema.json", bundle.schema.to_dict())
     if fingerprint:
-        _write_json(folder / "data_fingerprint.json", fingerprint)
+        write_json(folder / "data_fingerprint.json", fingerprint)
     if plan is not None:
-        _write_json(folder / "as_of_dates.json", plan.to_dict())
+        write_json(folder / "as_of_dates.json", plan.to_dict())
     if tune_result is not None:
         tune_result.trials.to_csv(folder / "trials.csv", index=False)
     if importance is not None:
         importance.to_csv(folder / "shap_importance.csv", index=False)
     if checks is not None:
-        _write_json(folder / "behavioural_checks.json", [{"name": n, "passed": p, "detail": d} for n, p, d in checks])
+        write_json(folder / "behavioural_checks.json", [{"name": n, "passed": p, "detail": d} for n, p, d in checks])
     return folder
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import xgboost as xgb
 from optuna.trial import TrialState
 from optuna_integration import XGBoostPruningCallback
 
+from features.io import ensure_sqlite_folder
 from features.schema import FeatureSchema
 from features.settings import Settings
 
@@ -128,14 +128,6 @@ def suggest_params(trial: optuna.Trial, pos_weight_max: float) -> dict[str, Any]
     }
 
 
-def sqlite_folder(url: str) -> None:
-    """Create the folder of a SQLite database URL (Optuna does not)."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
 def fail_stale_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     """Mark trials left RUNNING (by a killed process) as FAIL so they neither count nor block.
 
@@ -168,7 +160,7 @@ def tune(
     cfg = settings.training
     metric = eval_metric(cfg.objective)
     url = storage or settings.optuna_storage
-    sqlite_folder(url)
+    ensure_sqlite_folder(url)  # Optuna does not create it
     name = study_name or study_name_for(settings, test_as_of)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from us

@@ -1,0 +1,23 @@
+"""Two tiny helpers every feature module needs, kept apart so that nothing imports in a circle.
+
+``slug`` turns event types and attribute names into safe feature names; ``known_levels`` applies
+the category levels recorded at training. ``features.spec``, ``features.schema`` and
+``features.build`` all import from here, and this module imports nothing of churnflow.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+
+def slug(value: str) -> str:
+    """'Support Call' → 'support_call': lower case, runs of other characters become one '_'."""
+    return re.sub(r"[^0-9a-z]+", "_", str(value).lower()).strip("_") or "other"
+
+
+def known_levels(values: pd.Series, levels: list[str]) -> pd.Categorical:
+    """A categorical with exactly the recorded levels; values never seen in training become missing."""
+    text = pd.Series(values).astype("string").str.strip()
+    return pd.Categorical(text.where(text.isin(levels)), categories=levels)

@@ -1,0 +1,419 @@
+"""The Dask engine's foundation: customer partitions, read and built with the local functions.
+
+Design (``[compute] engine = "dask"``)
+-------------------------------------
+*What runs where.* The three sources are read as Dask DataFrames (Parquet file or folder, CSV,
+SQL table) and repartitioned by a stable hash of the customer id (:func:`customer_partition`),
+so partition *i* of the customers, events and contacts holds every row of the same customers.
+Each worker then runs, per partition and on plain pandas frames, exactly the functions of the
+local engine: ``validate_tables`` → ``build_snapshots`` (``build_features`` + labels). There is
+no second implementation of any rule; this module only moves rows and merges summaries.
+
+*What is global,* decided once on the client from small per-partition summaries: the end of
+the data (latest event day), every validation problem (all partitions' problems in one error,
+as locally), and the feature schema. ``infer_schema`` itself decides the schema, on a proxy
+``Tables`` that is exact for its rules: the distinct attribute rows of all partitions (personal
+and excluded columns blanked first, so names and e-mails never travel) and the merged event-type
+counts. Drift bin counts add up across partitions (``features.profile.combine_counts``), and the
+capacity cut is a top-k per partition followed by a global merge (``serving.partitioned``).
+
+*Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
+the source (``_row``) and a partition is put back in source order before anything runs: the
+local functions then see each customer's rows in the same order as on one machine, and even
+floating-point sums come out bit-identical.
+
+*Pointing churnflow at a cluster.* Start a scheduler and workers that can import churnflow and
+read the data paths (``dask scheduler`` / ``dask worker tcp://host:8786``, or any Dask
+deployment), then set ``[compute] engine = "dask"`` and ``scheduler_address = "tcp://host:8786"``
+in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cluster of
+``n_workers`` processes with ``memory_limit`` each and stops it at the end.
+
+*Not done yet* (the next session): ``DaskTaskRunner`` in the flows (passing paths, not
+collections), the final fit with ``xgboost.dask`` on all snapshot rows, Optuna trials on the
+workers through the RDB storage, weekly scoring and atomic publishing on the engine, worker-loss
+tests and ``benchmarks/bench_dask.py``. The schema proxy holds one row per distinct attribute
+combination: identifier-like attribute columns keep it near one row per customer (exclude them
+with ``features.exclude``); a text column with more than 20,000 distinct values is typed from a
+different subset of its values than locally, and ties for the eighth most frequent event type
+may be broken differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.build import MAX_EVENT_TYPES, build_snapshots, infer_schema
+from features.contracts import DataValidationError, Problem, Tables, source_names, validate_tables
+from features.errors import ChurnflowError
+from features.schema import FeatureSchema
+from features.settings import ComputeSettings, Settings
+from features.sources import SourceError, is_database_url
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from dask.delayed import Delayed
+    from distributed import Client
+
+PARTITION = "_partition"
+ROW = "_row"
+"""Position of a row in its source (input block << 32 | row in block): restores source order."""
+_RESERVED = ("customer_id", "signup_time", "churn_time", "label")
+TABLES = ("customers", "events", "contacts")
+
+
+class ComputeError(ChurnflowError, RuntimeError):
+    """The Dask engine cannot start or reach its cluster."""
+
+
+# ---- the cluster -------------------------------------------------------------------------------
+
+
+@contextmanager
+def dask_client(compute: ComputeSettings, settings: Settings | None = None) -> Iterator[Client]:
+    """A client of the configured cluster: ``scheduler_address``, else a local one we stop after."""
+    from distributed import Client, LocalCluster
+
+    if compute.scheduler_address:
+        try:
+            client = Client(compute.scheduler_address, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise ComputeError(
+                f"cannot reach the Dask scheduler at {compute.scheduler_address} "
+                f"(compute.scheduler_address): {exc}. Start it (`dask scheduler`) or leave the "
+                "address empty to let churnflow start a local cluster."
+            ) from exc
+        with client:
+            yield client
+        return
+    directory = compute.local_directory
+    if directory and settings is not None:
+        directory = str(settings.path(directory))
+    with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
+                      memory_limit=compute.memory_limit, local_directory=directory or None,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+# ---- partitioning ------------------------------------------------------------------------------
+
+
+def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
+    """Partition number of each customer id: the same in every table, process and run.
+
+    The id is hashed as text (pandas' fixed-key SipHash), so customer 42 lands in the same
+    partition whether a table stores it as 42, 42.0 (an integer column with blanks) or "42",
+    the three spellings ``validate_tables`` treats as the same customer.
+    """
+    if pd.api.types.is_float_dtype(ids):
+        finite = ids.dropna()
+        if (finite == finite.round()).all():
+            ids = ids.astype("Int64")
+    text = ids.astype("string[pyarrow]").astype(object)
+    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)
+
+
+def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int,
+           partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+    block = partition_info["number"] if partition_info else 0
+    return frame.assign(**{PARTITION: customer_partition(frame[id_column], n_partitions),
+                           ROW: (block << 32) + np.arange(len(frame), dtype=np.int64)})
+
+
+def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int) -> dd.DataFrame:
+    """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*."""
+    if id_column not in frame.columns:
+        raise DataValidationError([Problem("source", id_column, "is missing (data.columns.customer_id); "
+                                           f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
+    keyed = frame.map_partitions(_keyed, id_column, n_partitions, meta=_keyed(frame._meta, id_column, n_partitions))
+    return keyed.set_index(PARTITION, divisions=(*range(n_partitions), n_partitions))
+
+
+def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One partition's rows back in source order, without the partitioning columns (None if empty)."""
+    if frame is None or not len(frame):
+        return None
+    ordered = frame.sort_values(ROW, kind="stable") if ROW in frame else frame
+    return ordered.drop(columns=[ROW], errors="ignore").reset_index(drop=True)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def read_dask_source(source: str, table: str, settings: Settings, what: str,
+                     blocksize: str = "64MiB") -> dd.DataFrame:
+    """One configured source as a Dask DataFrame: Parquet file or folder, CSV/TSV, or SQL table."""
+    import dask.dataframe as dd
+
+    if is_database_url(source):
+        return _read_sql_dask(settings.url_or_path(source), table, settings, what)
+    path = settings.path(source)
+    if not path.exists():
+        raise SourceError(f"{what}: {path} does not exist. Check data.{what} in your settings.")
+    suffix = "".join(path.suffixes[-2:]).lower()
+    try:
+        if path.is_dir() or suffix.endswith((".parquet", ".pq")):
+            return dd.read_parquet(str(path))
+        if suffix.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
+            compressed = suffix.endswith(".gz")
+            return dd.read_csv(str(path), sep="\t" if ".tsv" in suffix else ",", low_memory=False,
+                               blocksize=None if compressed else blocksize,
+                               compression="gzip" if compressed else None)
+    except (ValueError, OSError) as exc:
+        raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
+    raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv, .parquet "
+                      "or a folder of Parquet files")
+
+
+def _read_sql_dask(url: str, table: str, settings: Settings, what: str) -> dd.DataFrame:
+    """A database table, split into ranges of the customer id (a numeric id column is needed)."""
+    import dask.dataframe as dd
+
+    if not table.strip() or table.lstrip().lower().startswith(("select", "with")):
+        raise SourceError(f"{what}: the Dask engine reads a database table by name (data.{what}_table); "
+                          "for a query, create a view and name it, or export the result to Parquet")
+    id_column = settings.data.columns.customer_id
+    try:
+        frame = dd.read_sql_table(table, url, index_col=id_column, npartitions=max(1, settings.compute.n_partitions))
+    except Exception as exc:  # drivers raise many types; name the source and what to do
+        raise SourceError(f"{what}: cannot read table {table!r} with the Dask engine ({exc}); it needs a numeric "
+                          f"column '{id_column}' to split on, or export the table to Parquet") from exc
+    return frame.reset_index()
+
+
+@dataclass
+class RawPartitions:
+    """The configured sources, aligned: partition *i* of each table holds the same customers."""
+
+    customers: dd.DataFrame | None
+    events: dd.DataFrame | None
+    contacts: dd.DataFrame | None
+    n_partitions: int
+
+    def delayed(self) -> list[tuple[Delayed | None, Delayed | None, Delayed | None]]:
+        """Per partition, the three pandas frames (as Dask delayed objects)."""
+        columns = [None if f is None else f.to_delayed() for f in (self.customers, self.events, self.contacts)]
+        return [tuple(None if c is None else c[i] for c in columns) for i in range(self.n_partitions)]  # type: ignore[misc]
+
+
+def read_partitioned(settings: Settings, n_partitions: int | None = None) -> RawPartitions:
+    """Read every configured source and partition it by customer (lazy: nothing is computed)."""
+    d = settings.data
+    frames = {
+        name: read_dask_source(getattr(d, name), getattr(d, f"{name}_table"), settings, name) if getattr(d, name) else None
+        for name in TABLES
+    }
+    if n_partitions is None:
+        n_partitions = settings.compute.n_partitions or max(f.npartitions for f in frames.values() if f is not None)
+    ids = d.columns.customer_id
+    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions) for name, f in frames.items()}
+    return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
+
+
+# ---- per partition: validation and summaries ---------------------------------------------------
+
+
+@dataclass
+class Validated:
+    """One partition after ``validate_tables``: its tables, or the problems that stopped them."""
+
+    tables: Tables | None
+    problems: list[Problem] = field(default_factory=list)
+    hint: str = ""
+
+
+def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
+                       contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True) -> Validated:
+    """``validate_tables`` on one partition's rows, put back in source order first."""
+    customers, events, contacts = (in_source_order(f) for f in (customers, events, contacts))
+    if customers is None and events is None:
+        return Validated(None)  # no customer hashed here
+    configured_events = settings.data.events and events is None
+    try:
+        tables = validate_tables(customers, events, contacts, settings, source_names(settings),
+                                 require_label=require_label)
+    except DataValidationError as exc:
+        return Validated(None, exc.problems, _hint(exc))
+    if configured_events:  # customers without any event here: an empty, validated events table
+        tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
+    return Validated(tables)
+
+
+def _hint(exc: DataValidationError) -> str:
+    last = str(exc).rsplit("\n", 1)[-1]
+    return "" if last.startswith("  - ") else last
+
+
+def _no_events(id_dtype: Any, settings: Settings) -> pd.DataFrame:
+    columns = settings.data.columns
+    frame = pd.DataFrame({"customer_id": pd.Series(dtype=id_dtype), "event_time": pd.Series(dtype="datetime64[ns]")})
+    if columns.amount:
+        frame["amount"] = pd.Series(dtype="float64")
+    if columns.event_type:
+        frame["event_type"] = pd.Series(dtype="category")
+    return frame
+
+
+@dataclass
+class PartitionSummary:
+    """What the global decisions need from one partition: small, and free of personal data."""
+
+    n_customers: int = 0
+    last_event_day: pd.Timestamp | None = None
+    attributes: pd.DataFrame | None = None
+    """Distinct attribute rows (personal and excluded columns blanked)."""
+    event_type_counts: dict[str, int] = field(default_factory=dict)
+    event_rows: int = 0
+    has_amount: bool = False
+    has_signup: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    hint: str = ""
+    dropped_rows: dict[str, int] = field(default_factory=dict)
+
+
+def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary:
+    if part.tables is None:
+        return PartitionSummary(problems=part.problems, hint=part.hint)
+    cu, ev = part.tables.customers, part.tables.events
+    blank = set(settings.pii_columns) | set(settings.features.exclude)
+    attrs = cu[[c for c in cu.columns if c not in _RESERVED]]
+    attrs = attrs.assign(**{c: pd.Series(pd.NA, index=attrs.index, dtype=object) for c in attrs.columns if c in blank})
+    has_events = ev is not None and len(ev) > 0
+    types = ev["event_type"].value_counts() if has_events and "event_type" in ev else pd.Series(dtype="int64")
+    return PartitionSummary(
+        n_customers=len(cu),
+        last_event_day=ev["event_time"].max().normalize() if has_events else None,
+        attributes=attrs.drop_duplicates() if len(attrs.columns) else attrs.iloc[:1],
+        event_type_counts={str(k): int(v) for k, v in types.items() if v > 0},
+        event_rows=len(ev) if ev is not None else 0,
+        has_amount=ev is not None and "amount" in ev,
+        has_signup="signup_time" in cu,
+        dropped_rows=dict(part.tables.dropped_rows),
+    )
+
+
+# ---- global decisions --------------------------------------------------------------------------
+
+
+def raise_problems(summaries: Sequence[PartitionSummary]) -> None:
+    """Every partition's validation problems in one error, as the local engine reports them."""
+    problems = [p for s in summaries for p in s.problems]
+    if problems:
+        hint = next((s.hint for s in summaries if s.problems and s.hint), "")
+        raise DataValidationError(problems, hint=hint)
+
+
+def global_end_date(summaries: Sequence[PartitionSummary], settings: Settings) -> pd.Timestamp:
+    """The end of the data, as ``validate_tables`` decides it on the whole input."""
+    if settings.data.end_date:
+        return pd.Timestamp(settings.data.end_date)
+    days = [s.last_event_day for s in summaries if s.last_event_day is not None]
+    return max(days) if days else pd.Timestamp.today().normalize()
+
+
+def schema_proxy(summaries: Sequence[PartitionSummary], settings: Settings, end_date: pd.Timestamp) -> Tables:
+    """A small ``Tables`` on which ``infer_schema`` decides what it would decide on all the data.
+
+    Its rules only see distinct attribute values, whether a column repeats a value, and the
+    ranking of event types; the distinct attribute rows keep the first two (plus one repeated
+    row when the full table had repeated rows), and dense-rank weights keep the ranking.
+    """
+    attrs = [s.attributes for s in summaries if s.attributes is not None]
+    customers = pd.concat(attrs, ignore_index=True).drop_duplicates() if attrs else pd.DataFrame()
+    if sum(s.n_customers for s in summaries) > len(customers) > 0:
+        customers = pd.concat([customers, customers.iloc[:1]], ignore_index=True)
+    if any(s.has_signup for s in summaries):
+        customers["signup_time"] = pd.Series(pd.NaT, index=customers.index, dtype="datetime64[ns]")
+    events = None
+    if settings.data.events:
+        has_amount = any(s.has_amount for s in summaries)
+        events = _event_type_proxy(summaries) if any(s.event_rows for s in summaries) else pd.DataFrame()
+        if has_amount:
+            events["amount"] = 0.0
+    contacts = pd.DataFrame() if settings.data.contacts else None
+    return Tables(customers=customers.reset_index(drop=True), events=events, contacts=contacts, end_date=end_date)
+
+
+def _event_type_proxy(summaries: Sequence[PartitionSummary]) -> pd.DataFrame:
+    counts: Counter[str] = Counter()
+    for s in summaries:
+        counts.update(s.event_type_counts)
+    if not counts:
+        return pd.DataFrame({"event_time": [pd.NaT]})
+    ranked = pd.Series(counts).sort_index()
+    cutoff = ranked.nlargest(MAX_EVENT_TYPES).min()
+    kept = ranked[ranked >= cutoff]
+    weights = kept.rank(method="dense").astype(int)
+    values = np.repeat(kept.index.to_numpy(dtype=object), weights.to_numpy())
+    return pd.DataFrame({"event_type": pd.Categorical(values, categories=sorted(counts))})
+
+
+@dataclass(frozen=True)
+class GlobalFacts:
+    schema: FeatureSchema
+    end_date: pd.Timestamp
+    n_customers: int
+    dropped_rows: dict[str, int]
+
+
+def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
+                 schema: FeatureSchema | None = None) -> GlobalFacts:
+    """The decisions made once for all partitions (``schema`` given: reuse a trained model's)."""
+    raise_problems(summaries)
+    end = global_end_date(summaries, settings)
+    if schema is None:
+        schema = infer_schema(schema_proxy(summaries, settings, end), settings)
+    dropped: Counter[str] = Counter()
+    for s in summaries:
+        dropped.update(s.dropped_rows)
+    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped))
+
+
+# ---- per partition: snapshots ------------------------------------------------------------------
+
+
+def partition_snapshots(part: Validated, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
+                        facts: GlobalFacts, with_labels: bool = True) -> pd.DataFrame | None:
+    """``build_snapshots`` on one partition, with the global end date and schema."""
+    if part.tables is None:
+        return None
+    tables = dataclasses.replace(part.tables, end_date=facts.end_date)
+    return build_snapshots(tables, list(as_of_dates), settings, facts.schema, with_labels=with_labels)
+
+
+def sorted_by_customer(frames: Sequence[pd.DataFrame | None]) -> pd.DataFrame:
+    """Partitions' rows as one table ordered by as-of date, then customer (small results only)."""
+    present = [f for f in frames if f is not None]
+    out = pd.concat(present, ignore_index=True)
+    keys = [c for c in ("as_of", "customer_id") if c in out]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
+                                with_labels: bool = True, schema: FeatureSchema | None = None
+                                ) -> tuple[list[Delayed], GlobalFacts]:
+    """Validate every partition (kept in worker memory), decide the global facts, then build.
+
+    Returns one delayed feature table per partition (``dd.from_delayed`` turns them into a Dask
+    DataFrame, e.g. to write Parquet; :func:`sorted_by_customer` collects small ones) and the
+    global facts. Uses the active ``distributed.Client`` when there is one.
+    """
+    import dask
+
+    validate = dask.delayed(validate_partition, pure=True)
+    validated = [validate(cu, ev, co, settings, with_labels) for cu, ev, co in raw.delayed()]
+    validated = list(dask.persist(*validated))
+    summarize = dask.delayed(summarize_partition, pure=True)
+    summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    facts = global_facts(summaries, settings, schema)
+    build = dask.delayed(partition_snapshots, pure=True)
+    as_of = [pd.Timestamp(t).normalize().as_unit("ns") for t in as_of_dates]
+    return [build(v, as_of, settings, facts, with_labels) for v in validated], facts

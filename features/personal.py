@@ -1,0 +1,81 @@
+"""Does a column hold personal data? A small, conservative detector run before any training.
+
+Personal data must never become a feature: a name column turned into a category would put
+customers' names into the model's schema, its drift reference and MLflow. Users declare such
+columns in ``data.columns.pii``; this detector catches the ones they forgot, from two signals:
+
+- the **values** look like e-mail addresses, phone numbers or person names (most of a sample
+  matches, and most values are distinct: personal data identify people);
+- the column's **name** is a personal-data word (name, email, phone, address, street, mobile, ...)
+  and its values are mostly distinct (``PhoneService = Yes/No`` is a feature, not a phone number).
+
+A false alarm costs one line of settings (``features.allow_personal``); a miss leaks names.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+SAMPLE = 2_000
+VALUE_SHARE = 0.6
+"""Share of sampled non-blank values that must look personal."""
+DISTINCT_SHARE = 0.5
+MIN_DISTINCT = 5
+
+_EMAIL = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
+_PHONE = r"(?=(?:\D*\d){7,15}\D*$)(?:\+|00|\(|0)?[\d\s().\-/]{7,22}"
+_NAME_PART = r"[A-Z][a-z]+(?:[-'’][A-Za-z]+)?\.?"
+_PERSON = rf"(?:(?:Mr|Mrs|Ms|Dr)\.? )?{_NAME_PART}(?: {_NAME_PART}){{1,3}}|{_NAME_PART}, {_NAME_PART}"
+_NAME_WORDS = {
+    "name", "fullname", "firstname", "lastname", "surname", "forename", "givenname",
+    "email", "mail", "emailaddress", "phone", "telephone", "tel", "mobile", "cell", "msisdn",
+    "address", "street", "addr", "ssn", "passport", "iban",
+}
+
+
+def _tokens(column: str) -> set[str]:
+    """``full_name`` → {full, name, fullname}; ``EmailAddress`` → {email, address, emailaddress}."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", column)
+    words = [w for w in re.split(r"[^0-9A-Za-z]+", spaced.lower()) if w]
+    return set(words) | {"".join(words)} | {"".join(words[i:i + 2]) for i in range(len(words) - 1)}
+
+
+def _share(text: pd.Series, pattern: str) -> float:
+    return float(text.str.fullmatch(pattern).mean()) if len(text) else 0.0
+
+
+def personal_data_reason(values: pd.Series, column: str) -> str:
+    """Why ``values`` look like personal data ("" when they do not)."""
+    present = values.dropna()
+    if present.empty:
+        return ""
+    sample = present.sample(min(len(present), SAMPLE), random_state=0) if len(present) > SAMPLE else present
+    distinct = sample.nunique()
+    varied = distinct >= MIN_DISTINCT and distinct / len(sample) >= DISTINCT_SHARE
+    named = bool(_tokens(column) & _NAME_WORDS)
+    is_text = not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+                   or pd.api.types.is_datetime64_any_dtype(values))
+    if is_text:
+        text = sample.astype("string").str.strip()
+        text = text[text != ""]
+        if _share(text, _EMAIL) >= VALUE_SHARE:
+            return "its values look like e-mail addresses"
+        if varied and _share(text, _PHONE) >= VALUE_SHARE and not _share(text, r"-?\d+(\.\d+)?") >= VALUE_SHARE:
+            return "its values look like phone numbers"
+        if varied and _share(text, _PERSON) >= VALUE_SHARE:
+            return "its values look like person names"
+    if named and varied:
+        return "its name suggests personal data and almost every value is different"
+    return ""
+
+
+def personal_columns(frame: pd.DataFrame, candidates: list[str]) -> dict[str, str]:
+    """The ``candidates`` of ``frame`` that look like personal data, with the reason for each."""
+    found = {}
+    for col in candidates:
+        reason = personal_data_reason(frame[col], str(col))
+        if reason:
+            found[col] = reason
+    return found
