@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from features.build import build_features, infer_schema, latest_as_of
+from features.contracts import Tables
 from features.export import write_feature_table
+from features.schema import FeatureSchema
+from features.settings import Settings
 from flows.tasks import (
     parse_as_of,
     read_sources_task,
@@ -19,7 +23,7 @@ from flows.tasks import (
 
 
 @task(name="build-features", **task_options)
-def build_features_task(tables, as_of, settings):
+def build_features_task(tables: Tables, as_of: pd.Timestamp, settings: Settings) -> tuple[pd.DataFrame, FeatureSchema]:
     schema = infer_schema(tables, settings)
     return build_features(tables, as_of, settings, schema), schema
 

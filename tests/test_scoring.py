@@ -121,3 +121,14 @@ def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
                            contacts=None, end_date=tables.end_date)
     with pytest.raises(SchemaMismatchError, match=r"customers.* has no column 'monthly_fee'.*--force"):
         score_week(lacking, AS_OF, bundle, "1", settings, force=True)
+
+
+def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
+    import pytest
+
+    from serving.score import NoActiveCustomersError
+    from serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    with pytest.raises(NoActiveCustomersError, match=r"no active customers at 2001-01-01.*--as-of"):
+        score_week(tables, pd.Timestamp("2001-01-01"), bundle, "1", settings)

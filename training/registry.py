@@ -43,7 +43,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -66,6 +66,9 @@ from training.bundle import ModelBundle
 from training.evaluate import Evaluation, bundle_metrics, improvement
 from training.split import SplitPlan
 from training.tune import TuneResult
+
+if TYPE_CHECKING:
+    from training.recipe import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -468,6 +471,14 @@ def log_and_register(
     return RegistryResult(run_id=run_id, version=version, promoted=promote, decision=decision, reason=reason,
                           objective=objective, challenger_metric=float(evaluation.metrics[objective]),
                           champion_metric=champ_metric, champion_version=champion_version, metrics=metrics)
+
+
+def register_trained(settings: Settings, trained: TrainedModel, run_name: str | None = None) -> RegistryResult:
+    """``log_and_register`` for the output of ``training.recipe.train_model``."""
+    return log_and_register(settings, trained.bundle, trained.evaluation, trained.test,
+                            tune_result=trained.tuning, plan=trained.plan, fingerprint=trained.fingerprint,
+                            importance=trained.importance, checks=trained.checks, plots=trained.plots,
+                            run_name=run_name)
 
 
 # ---- loading --------------------------------------------------------------------------------
