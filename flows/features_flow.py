@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.build import build_features, infer_schema, latest_as_of
+from features.build import build_features, infer_schema
 from features.contracts import Tables
 from features.export import write_feature_table
 from features.schema import FeatureSchema
@@ -20,6 +20,7 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
+from serving.weekly import scoring_date
 
 
 @task(name="build-features", **task_options)
@@ -35,7 +36,7 @@ def build_features_flow(config: str | None = None, as_of: str | None = None, out
     raw = read_sources_task(settings)
     cut = parse_as_of(as_of)
     tables = validate_task(settings, raw, cut)
-    day = cut or latest_as_of(tables)
+    day = scoring_date(tables, cut)  # the same default as scoring: the day after the data end
     frame, schema = build_features_task(tables, day, settings)
     target = Path(out) if out else settings.path(f"outputs/features/features_{day.date()}.parquet")
     paths = write_feature_table(frame, schema, target)
