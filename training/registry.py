@@ -53,6 +53,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from xgboost.core import XGBoostError
 
@@ -441,7 +442,8 @@ def log_and_register(
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
                 "out_of_time": str(plan.out_of_time if plan else "unknown").lower()}
-    run_id = client.create_run(exp_id, run_name=run_name).info.run_id
+    # resolve_tags: user, source script and git commit, as the fluent API would record them
+    run_id = client.create_run(exp_id, run_name=run_name, tags=resolve_tags()).info.run_id
     try:
         _log_batch(client, run_id, run_params(settings, plan, fingerprint, tune_result), metrics, run_tags)
         _log_datasets(client, run_id, bundle.schema, {"training": train, "test": test})
