@@ -160,6 +160,9 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     assert state.is_failed() and "churnflow score --force" in state.message
     assert not (root / "outputs" / "2027-11-01").exists()
 
+    state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
+    assert state.is_failed() and "no version 999" in state.message and "versions that exist: 1" in state.message
+
     empty = tmp_path / "empty.toml"
     empty.write_text(project["config"].read_text().replace('customers = "data/', f'customers = "{root}/data/')
                      .replace('events = "data/', f'events = "{root}/data/')

@@ -4,6 +4,10 @@ and the errors a user gets for a missing champion or version. Real MLflow store 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,6 +72,7 @@ def test_run_has_datasets_signature_synthetic_example_and_a_training_experiment(
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(root / "dl"),
                                                      tracking_uri=settings.tracking_uri))
     model = mlflow.models.Model.load(local / "MLmodel")
+    assert not (local / "code").exists() and model.flavors["python_function"]["code"] is None, "no code_paths"
     assert [c.name for c in model.signature.inputs.inputs] == [*SCHEMA.features, "customer_id"]
     example = pd.DataFrame(**json.loads((local / "input_example.json").read_text()))
     assert len(example) == 1 and example.loc[0, "plan"] == "basic"
@@ -89,21 +94,23 @@ def test_fitted_on_test_rows_rule() -> None:
 
 
 @pytest.mark.parametrize("seen", [False, True])
-def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, seen, monkeypatch) -> None:
-    import training.registry as registry
+def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, seen) -> None:
+    from training.registry import decide_promotion, log_and_register
 
     settings = _settings(root, f"rule-test-{seen}")
-    train, _, test = data
+    _, _, test = data
     champion, champion_eval = _model(settings, data)
-    first = registry.log_and_register(settings, champion, champion_eval, test)
+    test_day = pd.Timestamp(test["as_of"].min())
+    # refit through the test date (saw these rows), or fitted on labels that end long before them
+    fitted_through = test_day if seen else test_day - pd.Timedelta(days=settings.churn.horizon_days + 30)
+    champion = replace(champion, fitted_through=fitted_through.date().isoformat())
+    first = log_and_register(settings, champion, champion_eval, test)
     assert first.promoted
 
-    monkeypatch.setattr(registry, "fitted_on_test_rows", lambda bundle, rows, horizon: seen)
-    challenger, challenger_eval = _model(settings, data, depth=2, rounds=10, noise=0.3)
-    # a different test set than the champion's own: only re-scoring can give the champion's metric on it
+    _, challenger_eval = _model(settings, data, depth=2, rounds=10, noise=0.3)
+    # a different test set than the champion's own: only re-scoring gives the champion's metric on it
     later = test.sample(frac=0.7, random_state=1)
-    decision = registry.decide_promotion(settings, challenger_eval, later, first.version)
-    promote, reason, champion_metric = decision
+    promote, reason, champion_metric = decide_promotion(settings, challenger_eval, later, first.version)
     objective = settings.training.objective
     if seen:
         assert champion_metric == pytest.approx(champion_eval.metrics[objective])
@@ -112,6 +119,35 @@ def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, see
         assert champion_metric == pytest.approx(bundle_metrics(champion, later)[objective])
         assert "re-scored on the same test rows" in reason
     assert not promote and "does not beat champion" in reason
+
+
+def test_logged_model_predicts_where_no_churnflow_package_can_be_imported(data, root) -> None:
+    """No code_paths: the model is self-contained, so a server with its own ``features`` or
+    ``training`` module neither shadows ours nor is shadowed."""
+    from training.registry import log_and_register
+
+    settings = _settings(root, "standalone-test")
+    _, _, test = data
+    bundle, evaluation = _model(settings, data)
+    log_and_register(settings, bundle, evaluation, test)
+    test.to_parquet(root / "standalone_in.parquet")
+    code = textwrap.dedent(f"""
+        import sys
+        class Blocked:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"features", "training", "serving", "flows"}}:
+                    raise ImportError("churnflow package imported by the model: " + name)
+        sys.meta_path.insert(0, Blocked())
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({settings.tracking_uri!r})
+        model = mlflow.pyfunc.load_model("models:/standalone-test@champion")
+        out = model.predict(pd.read_parquet({str(root / "standalone_in.parquet")!r}))
+        out.to_parquet({str(root / "standalone_out.parquet")!r})
+        """)
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = pd.read_parquet(root / "standalone_out.parquet")
+    np.testing.assert_allclose(out["churn_probability"].to_numpy(), bundle.predict_proba(test), atol=1e-12)
 
 
 def test_missing_champion_or_version_names_the_model_versions_and_the_fix(data, root) -> None:

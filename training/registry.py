@@ -7,10 +7,11 @@ session, a test and a server can each use their own store in one process.
 One parent run records what is needed to audit a model: settings, data fingerprint, as-of dates,
 tuned parameters, metrics beside the baselines, plots, the feature dictionary, the training and
 test snapshots as MLflow datasets (column schema, row count and digest; no values) and every
-Optuna trial as a nested run. The model is a pyfunc from code (``training/churn_model.py``) with
-the bundle's JSON files, a signature and a synthetic input example (each numeric feature's
-median, each category's first level: never a customer's row), registered as a new version with
-the alias ``challenger``.
+Optuna trial as a nested run. The model is a pyfunc from code (``training/churn_model.py``, a
+self-contained file: no ``code_paths``, so no churnflow package lands on a model server's
+``sys.path``) with the bundle's JSON files, a signature and a synthetic input example (each
+numeric feature's median, each category's first level: never a customer's row), registered as a
+new version with the alias ``challenger``.
 
 The promotion gate (``decide_promotion``), in order:
 
@@ -57,8 +58,6 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from xgboost.core import XGBoostError
 
-import features as _features_pkg
-import training as _training_pkg
 from features.errors import ChurnflowError
 from features.io import ensure_sqlite_folder, write_json
 from features.schema import FeatureSchema
@@ -144,15 +143,10 @@ def pip_requirements() -> list[str]:
 
     xgb_dist = "xgboost-cpu" if version("xgboost-cpu") else "xgboost"
     reqs = [f"{xgb_dist}=={version(xgb_dist)}"]
-    for dist in ("pandas", "numpy", "scikit-learn", "mlflow"):
+    for dist in ("pandas", "numpy", "mlflow"):  # all that training/churn_model.py imports
         v = version(dist)
         reqs.append(f"{dist}=={v}" if v else dist)
     return reqs
-
-
-def code_paths() -> list[str]:
-    """The project packages the pyfunc imports, shipped with the model."""
-    return [str(Path(_features_pkg.__file__).parent), str(Path(_training_pkg.__file__).parent)]
 
 
 # ---- run contents ---------------------------------------------------------------------------
@@ -317,7 +311,6 @@ def _log_model(client: MlflowClient, exp_id: str, run_id: str, bundle: ModelBund
             path=str(Path(tmp) / "model"),
             python_model=str(MODEL_FILE),
             artifacts={"bundle": str(bundle.save(Path(tmp) / "bundle"))},
-            code_paths=code_paths(),
             pip_requirements=pip_requirements(),
             signature=model_signature(bundle.schema, example, output),
             input_example=example,
