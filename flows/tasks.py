@@ -2,9 +2,10 @@
 
 Reading a source can fail for a moment (a database restarting, a network share); validating it
 cannot get better by trying again, so only reads are retried, and only for errors that can be
-transient (``transient_only``): a wrong encoding or a missing model fails at once. DataFrames pass between tasks
-in memory: no result persistence and no input hashing (``cache_policy=NONE``), which would
-cost seconds per million rows and store customer data in Prefect's result storage.
+transient (``transient_only``): a wrong encoding or a missing model fails at once. DataFrames
+pass between tasks in memory: no result persistence and no input hashing
+(``cache_policy=NONE``), which would cost seconds per million rows and store customer data in
+Prefect's result storage.
 """
 
 from __future__ import annotations

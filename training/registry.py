@@ -434,7 +434,8 @@ def log_and_register(
     name, objective = settings.tracking.model_name, settings.training.objective
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
-                "out_of_time": str(plan.out_of_time if plan else "unknown").lower()}
+                "out_of_time": str(plan.out_of_time if plan else "unknown").lower(),
+                "model_family": bundle.family, "fitted_through": bundle.fitted_through}
     # resolve_tags: user, source script and git commit, as the fluent API would record them
     run_id = client.create_run(exp_id, run_name=run_name, tags=resolve_tags()).info.run_id
     try:
