@@ -117,7 +117,7 @@ def test_card_fields_on_a_simulated_list():
     card = card_of(sim)
     assert card["as_of"] == "2026-03-02" and card["horizon_end"] == "2026-05-31"
     assert card["model_version"] == "3"
-    assert card["groups"] == {"contact": 720, "holdout": 180, "suppressed": 0, "unlisted": 2100}
+    assert card["groups"] == {"contact": 720, "holdout": 180, "held earlier": 0, "suppressed": 0, "unlisted": 2100}
     campaign = card["campaign"]
     assert campaign["reached_share"] == pytest.approx(0.5, abs=0.06)
     assert campaign["holdout_contacted"] == int(
@@ -280,8 +280,8 @@ def test_weighted_ece_is_the_training_ece_for_unit_weights():
 
 
 def test_groups_and_label_free_estimate():
-    status = pd.Series(["new", "still on", "holdout", "suppressed", "", None, "unlisted"])
-    assert list(outcome_groups(status)) == ["contact", "contact", "holdout", "suppressed",
+    status = pd.Series(["new", "still on", "holdout", "holdout, earlier list", "suppressed", "", None, "x"])
+    assert list(outcome_groups(status)) == ["contact", "contact", "holdout", "held earlier", "suppressed",
                                             "unlisted", "unlisted", "unlisted"]
     p = np.r_[np.full(100, 0.6), np.full(900, 0.1)]
     group = np.r_[np.full(100, "contact"), np.full(900, "unlisted")].astype(object)
