@@ -332,3 +332,11 @@ def test_a_concurrent_writer_wins_and_is_not_overwritten(tmp_path, monkeypatch):
     assert not write_outcome_once(tmp_path, {"by": "us"})
     assert json.loads((tmp_path / OUTCOME_FILE).read_text()) == {"by": "the other run"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [OUTCOME_FILE]
+
+
+def test_newcombe_interval_matches_the_published_example():
+    """Newcombe (1998), Stat Med 17:873, method 10 for 56/70 - 48/80: 0.0524 to 0.3339."""
+    from serving.outcomes import newcombe_interval
+
+    lo, hi = newcombe_interval(56, 70, 48, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
