@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,8 @@ def model_quality(churned: np.ndarray, probability: np.ndarray, group: np.ndarra
                   contacted: np.ndarray) -> dict[str, Any]:
     """The model's ranking and calibration on customers the outreach did not touch.
 
-    Untouched = holdout, unlisted or held by an earlier list, and no contact during the horizon. Holdout customers are
-    weighted ``n_list / n_holdout`` (see the module docstring). ``list_*`` metrics describe the
+    Untouched = holdout, unlisted or held by an earlier list, and no contact during the horizon.
+    Holdout customers are weighted ``n_list / n_holdout`` (see the module docstring). ``list_*`` metrics describe the
     would-be-contacted list (contact + holdout) and need a holdout; the others need both classes.
     """
     y = np.asarray(churned, dtype=np.float64)
@@ -345,6 +345,7 @@ def outcome_card(scores: pd.DataFrame, tables: Tables, horizon_days: int, defini
         "as_of": as_of.date().isoformat(),
         "horizon_days": int(horizon_days),
         "horizon_end": horizon_end(as_of, horizon_days).date().isoformat(),
+        "horizon_closed": True,
         "churn_definition": definition,
         "model_version": str(versions[0]) if len(versions) == 1 else None,
         "n_scored": len(scores),
@@ -355,6 +356,33 @@ def outcome_card(scores: pd.DataFrame, tables: Tables, horizon_days: int, defini
         "campaign": campaign_effect(churned, group, contacted, expected_value_of(scores)),
         "estimate_before_horizon": expected_performance(p, group),
     }
+
+
+def estimate_card(scores: pd.DataFrame) -> dict[str, Any]:
+    """What is known of a list whose horizon is still open: the label-free estimate only."""
+    status = scores["status"] if "status" in scores.columns else pd.Series([""] * len(scores))
+    return {"as_of": _as_of(scores).date().isoformat(), "horizon_closed": False,
+            "estimate_before_horizon": expected_performance(scores["churn_probability"].to_numpy(np.float64),
+                                                            outcome_groups(status))}
+
+
+def outcome_history(cards: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per closed list, oldest first: the report's history plots read this table."""
+    rows = [{
+        "as_of": pd.Timestamp(card["as_of"]),
+        "model_version": card.get("model_version"),
+        "predicted_churn_rate": card.get("predicted_churn_rate"),
+        "realised_churn_rate": card.get("realised_churn_rate"),
+        "roc_auc": card["model_quality"].get("roc_auc"),
+        "list_lift": card["model_quality"].get("list_lift"),
+        "effect": card["campaign"].get("difference"),
+        "effect_low": (card["campaign"].get("difference_ci95") or [None, None])[0],
+        "effect_high": (card["campaign"].get("difference_ci95") or [None, None])[1],
+        "verdict": card["campaign"].get("verdict"),
+    } for card in cards]
+    frame = pd.DataFrame(rows, columns=["as_of", "model_version", "predicted_churn_rate", "realised_churn_rate",
+                                        "roc_auc", "list_lift", "effect", "effect_low", "effect_high", "verdict"])
+    return frame.sort_values("as_of", kind="mergesort", ignore_index=True)
 
 
 # ---- decay alarm ----------------------------------------------------------------------------------

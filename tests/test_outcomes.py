@@ -340,3 +340,19 @@ def test_newcombe_interval_matches_the_published_example():
 
     lo, hi = newcombe_interval(56, 70, 48, 80)
     assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+def test_history_and_open_list_estimate():
+    from serving.outcomes import estimate_card, outcome_history
+
+    sims = [simulate_list(seed, n=800, list_size=300) for seed in (7, 8)]
+    cards = [card_of(sim) for sim in sims]
+    cards[1]["as_of"] = "2026-02-23"
+    history = outcome_history(cards)
+    assert list(history["as_of"].dt.strftime("%Y-%m-%d")) == ["2026-02-23", "2026-03-02"]
+    assert history.loc[1, "roc_auc"] == cards[0]["model_quality"]["roc_auc"]
+    assert history["verdict"].notna().all()
+    assert outcome_history([]).empty
+    open_card = estimate_card(sims[0].scores)
+    assert open_card["horizon_closed"] is False
+    assert open_card["estimate_before_horizon"] == cards[0]["estimate_before_horizon"]
