@@ -98,9 +98,9 @@ def test_every_customer_is_held_back_with_probability_share_even_alone_in_a_stra
     frame.loc[0, ["risk_tier", "segment"]] = ["high", "only me"]
     frame.loc[0, "status"] = "new"
     lone = frame.loc[0, "customer_id"]
-    dates = pd.date_range("2024-01-01", periods=300, freq="D")
+    dates = pd.date_range("2024-01-01", periods=150, freq="D")
     rate = np.mean([lone in held_ids(assign_holdout(frame, d, 0.2)) for d in dates])
-    assert abs(rate - 0.2) < 0.08  # binomial SE 0.023
+    assert abs(rate - 0.2) < 0.1  # binomial SE 0.033; "always held back" would give 1.0
 
 
 def test_held_back_rows_leave_the_teams_list_and_the_rest_is_renumbered():
