@@ -444,7 +444,8 @@ def write_outcome_once(folder: Path, record: Mapping[str, Any]) -> bool:
         return False
     tmp = folder / f".{OUTCOME_FILE}.tmp-{os.getpid()}"
     try:
-        write_json(record, tmp)
+        # Keywords: serving.publish.write_json(data, path) here, features.io.write_json(path, data) on main.
+        write_json(data=record, path=tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         try:
