@@ -324,9 +324,9 @@ def test_a_concurrent_writer_wins_and_is_not_overwritten(tmp_path, monkeypatch):
 
     real_write = outcomes.write_json
 
-    def racing_write(record, path):
+    def racing_write(data, path):
         (tmp_path / OUTCOME_FILE).write_text('{"by": "the other run"}\n')
-        real_write(record, path)
+        real_write(data=data, path=path)
 
     monkeypatch.setattr(outcomes, "write_json", racing_write)
     assert not write_outcome_once(tmp_path, {"by": "us"})
