@@ -20,8 +20,6 @@ import pandas as pd
 from features.settings import Settings
 from training.bundle import ModelBundle
 
-RECENCY = "recency_days"
-
 
 @dataclass
 class Explanation:
@@ -120,9 +118,10 @@ def behavioural_checks(
     finite = bool(np.all(np.isfinite(base)) and np.all((base >= 0) & (base <= 1)))
     checks.append(("probabilities_in_unit_interval", finite, f"min {base.min():.4f}, max {base.max():.4f}"))
 
-    if RECENCY in bundle.schema.features:
+    recency = bundle.schema.feature_for("recency")
+    if recency is not None:
         shifted = features.copy()
-        shifted[RECENCY] = pd.to_numeric(shifted[RECENCY], errors="coerce") + recency_shift_days
+        shifted[recency] = pd.to_numeric(shifted[recency], errors="coerce") + recency_shift_days
         after = bundle.predict_proba(shifted)
         ok = bool(after.mean() >= base.mean() - 1e-9)
         checks.append(
@@ -133,7 +132,7 @@ def behavioural_checks(
             )
         )
     else:
-        checks.append(("recency_monotonic", True, f"skipped: '{RECENCY}' is not a feature"))
+        checks.append(("recency_monotonic", True, "skipped: the data have no recency feature"))
 
     pii = [c for c in settings.pii_columns if c in bundle.schema.features]
     checks.append(
