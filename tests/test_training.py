@@ -27,7 +27,7 @@ from features.schema import FeatureSchema
 from features.settings import Settings
 from training.bundle import ModelBundle
 from training.calibration import Calibrator, expected_calibration_error
-from training.candidates import choose_model, untuned_choice
+from training.candidates import choose_model
 from training.churn_model import load_scorer
 from training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
 from training.explain import behavioural_checks, explain, shap_values
@@ -137,8 +137,7 @@ def trained(cv, tmp_path_factory):
     result = tune(dev, folds, SCHEMA, settings, test_as_of=test["as_of"].iloc[0])
     choice = choose_model(dev, folds, SCHEMA, settings, result)
     bundle = fit_bundle(dev, SCHEMA, choice, oof_calibrator(choice, settings))
-    untuned = untuned_choice(dev, folds, SCHEMA, settings)
-    baseline = fit_bundle(dev, SCHEMA, untuned, oof_calibrator(untuned, settings))
+    baseline = fit_tuned(dev.iloc[folds[-1][0]], dev.iloc[folds[-1][1]], SCHEMA, settings, {}, 30)
     ev = evaluate(bundle, dev, test, settings, baseline=baseline, plot_dir=root / "plots")
     return {"settings": settings, "tune": result, "bundle": bundle, "baseline": baseline, "eval": ev,
             "choice": choice}

@@ -27,7 +27,6 @@ from training.linear import C_GRID, fit_linear
 from training.tune import (
     Folds,
     TuneResult,
-    base_params,
     cv_trees,
     direction,
     fold_matrices,
@@ -136,12 +135,3 @@ def out_of_fold(folds: Folds, margins: list[np.ndarray], label: np.ndarray) -> t
     rows, inverse = np.unique(positions, return_inverse=True)
     mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
     return mean, label[rows]
-
-
-def untuned_choice(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings) -> Choice:
-    """XGBoost with library defaults through the same CV (rounds, out-of-fold calibration)."""
-    params = base_params(settings)
-    tree, iteration = tree_oof(dev, folds, schema, settings, params)
-    oof_margin, oof_label = out_of_fold(folds, tree, label_array(dev))
-    return Choice(family="tree", tree_weight=1.0, tree_params=params, n_rounds=iteration + 1, linear_c=0.0,
-                  cv_scores={}, oof_margin=oof_margin, oof_label=oof_label)

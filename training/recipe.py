@@ -14,7 +14,8 @@ a benchmark exactly as the ``train`` flow trains it.
    blends are compared on the same folds (``training/candidates.py``). The calibrator is fitted
    on the winner's out-of-fold predictions.
 3. **Evaluate the model that never saw the test rows.** The winner is fitted on all development
-   rows and scored on the test rows beside the baselines; these are the metrics reported.
+   rows and scored on the test rows beside the baselines (recency, logistic regressions, a fixed
+   shallow XGBoost: ``training/evaluate.py``); these are the metrics reported.
 4. **Register the model refitted on all labelled data the protocol allows.** Event data: every
    planned snapshot up to and including the test date (all of their label windows are
    complete); snapshot tables: all rows. The bundle records it in ``fitted_through`` (the test
@@ -45,7 +46,7 @@ from features.schema import FeatureSchema
 from features.segments import fit_segments
 from features.settings import Settings
 from training.bundle import ModelBundle
-from training.candidates import Choice, choose_model, untuned_choice
+from training.candidates import Choice, choose_model
 from training.evaluate import Evaluation, evaluate
 from training.explain import behavioural_checks, explain
 from training.fit import fit_bundle, oof_calibrator
@@ -104,10 +105,7 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
                  data_key=study_key(fingerprint, plan, folds, schema, settings))
     choice = choose_model(dev, folds, schema, settings, tuned)
     calibrator = oof_calibrator(choice, settings)
-    untuned = untuned_choice(dev, folds, schema, settings)
-    evaluation = evaluate(fit_bundle(dev, schema, choice, calibrator), dev, test, settings,
-                          baseline=fit_bundle(dev, schema, untuned, oof_calibrator(untuned, settings)),
-                          plot_dir=plot_dir)
+    evaluation = evaluate(fit_bundle(dev, schema, choice, calibrator), dev, test, settings, plot_dir=plot_dir)
 
     fitted = fit_bundle(pd.concat([dev, test], ignore_index=True), schema, choice, calibrator)
     population = scoring_population(tables, settings, schema)
