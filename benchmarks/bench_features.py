@@ -1,6 +1,9 @@
 """Benchmark: point-in-time features for 100k and 1M demo customers (~20 events each).
 
-Prints wall time and peak memory of churnflow's ``build_features`` for one as-of date, and
+Prints wall time and peak memory of churnflow's ``build_features`` for one as-of date (schema
+inference included, with its BG/NBD fit; a training snapshot before the schema's fit date
+refits BG/NBD on its own past), the same at scoring (BG/NBD parameters stored, no refit), the
+BG/NBD fit alone, and
 beside it the same core aggregations (recency, frequency and monetary over 3 windows) in DuckDB
 SQL, as the reference for how fast this can go on this machine. Run:
 
@@ -23,7 +26,7 @@ def run_one(n: int, seed: int) -> dict[str, float]:
     import duckdb
     import pandas as pd
 
-    from features.build import build_features, infer_schema
+    from features.build import build_features, infer_schema, with_btyd_fitted
     from features.contracts import validate_tables
     from features.demo import generate_demo_data
     from features.settings import Settings
@@ -40,6 +43,12 @@ def run_one(n: int, seed: int) -> dict[str, float]:
     schema = infer_schema(tables, settings)
     feats = build_features(tables, as_of, settings, schema)
     t_features = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with_btyd_fitted(tables, as_of, settings, schema)
+    t_btyd = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    build_features(tables, pd.Timestamp(schema.btyd.get("as_of", as_of)), settings, schema)
+    t_scoring = time.perf_counter() - t0
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     events = tables.events[["customer_id", "event_time", "amount"]]
@@ -72,6 +81,8 @@ def run_one(n: int, seed: int) -> dict[str, float]:
         "features": len(schema.features),
         "validate_s": round(t_validate, 2),
         "features_s": round(t_features, 2),
+        "scoring_features_s": round(t_scoring, 2),
+        "btyd_fit_s": round(t_btyd, 2),
         "duckdb_rfm_s": round(t_duckdb, 2),
         "peak_rss_mb": round(rss_peak),
         "rss_after_generation_mb": round(rss_data),
@@ -93,7 +104,8 @@ def main() -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{result['customers']:>9,} customers {result['events']:>11,} events | validate {result['validate_s']:6.2f} s | "
-            f"features {result['features_s']:6.2f} s ({result['features']} features) | DuckDB RFM {result['duckdb_rfm_s']:5.2f} s | "
+            f"features {result['features_s']:6.2f} s ({result['features']} features; at scoring "
+            f"{result['scoring_features_s']:.2f} s; BG/NBD fit {result['btyd_fit_s']:.2f} s) | DuckDB RFM {result['duckdb_rfm_s']:5.2f} s | "
             f"peak RSS {result['peak_rss_mb']:,} MB"
         )
 

@@ -24,15 +24,19 @@ from scipy.optimize import minimize
 from scipy.special import expit, gammaln, hyp2f1
 
 PARAMETERS = ("r", "alpha", "a", "b")
-FIT_SAMPLE = 50_000
+FIT_SAMPLE = 20_000
 """Customers the fit uses at most (a seeded sample): four parameters need no more."""
+LOG_BOUNDS = [(np.log(1e-4), np.log(1e3)), (np.log(1e-4), np.log(1e8)), (np.log(1e-6), np.log(1e4)),
+              (np.log(1e-6), np.log(1e6))]
+"""Search box for (r, alpha, a, b). r above 1e3 means practically equal buying rates (the
+likelihood is flat there) and makes the hypergeometric function of the expectation unstable."""
 
 
 def negative_log_likelihood(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray,
                             weights: np.ndarray | None = None) -> float:
     """BG/NBD negative log-likelihood (equation 6 of the paper) at ``exp(log_params)``."""
-    r, alpha, a, b = np.exp(log_params)
     with np.errstate(all="ignore"):  # extreme trial parameters: an infinite loss, not a warning
+        r, alpha, a, b = np.exp(log_params)
         a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
         a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
         a3 = -(r + x) * np.log(alpha + big_t)
@@ -63,7 +67,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, *, seed: int = 
     rows, weights = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
     start = np.log([1.0, max(float(np.mean(big_t[keep])) / 10, 1e-3), 1.0, 1.0])
     fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], weights),
-                   method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-7})
+                   method="L-BFGS-B", bounds=LOG_BOUNDS, options={"ftol": 1e-12, "gtol": 1e-8})
     return dict(zip(PARAMETERS, (float(v) for v in np.exp(fit.x)), strict=True))
 
 
@@ -99,4 +103,4 @@ def expected_purchases(params: dict[str, float], horizon: float, x: np.ndarray, 
         tail = np.exp((r + xs) * (np.log(alpha + ts) - np.log(alpha + ts + horizon)))
         bracket = 1.0 - tail * hyp2f1(r + xs, b + xs, a + b + xs - 1, z)
         out = (a + b + xs - 1) / (a - 1) * bracket * p_alive(params, xs, np.where(ok, t_x, 0.0), ts)
-    return np.where(ok, out, np.nan)
+    return np.where(ok & np.isfinite(out), out, np.nan)

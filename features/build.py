@@ -122,6 +122,9 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
     cu = tables.customers
     numeric, levels, dropped = _type_attributes(cu, settings)
     has_events = tables.events is not None and len(tables.events) > 0
+    # BG/NBD needs each customer's event rows; a schema decided on a summary of the data (the
+    # Dask engine's proxy) has none, and leaves the features out rather than fit them per partition.
+    has_rows = has_events and {"customer_id", "event_time"} <= set(tables.events.columns)
     schema = FeatureSchema(
         features=[],
         categorical_levels=levels,
@@ -133,10 +136,10 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
         has_events=bool(has_events),
         has_contacts=tables.contacts is not None,
         has_signup="signup_time" in cu.columns,
-        btyd={"horizon_days": settings.churn.horizon_days} if has_events else {},
+        btyd={"horizon_days": settings.churn.horizon_days} if has_rows else {},
     )
     schema = _with_features(_with_attribute_names(schema), settings.features.value_column)
-    return with_btyd_fitted(tables, snapshot_as_of(tables), settings, schema) if has_events else schema
+    return with_btyd_fitted(tables, snapshot_as_of(tables), settings, schema) if has_rows else schema
 
 
 def with_btyd_fitted(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> FeatureSchema:

@@ -11,14 +11,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from features.errors import ChurnflowError
+from features.io import write_json
 from features.naming import known_levels
 from features.spec import declared_features
+
+
+class SpendWindow(NamedTuple):
+    """Where a customer's spend rate comes from: spend over ``window_days`` and their tenure."""
+
+    feature: str
+    window_days: int
+    tenure_feature: str | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,15 @@ class FeatureSchema:
     """BG/NBD: ``horizon_days`` when the features are built, plus ``r, alpha, a, b`` and ``as_of``
     once fitted at the model's as-of date (applied unchanged at any later as-of date)."""
 
+    def __post_init__(self) -> None:
+        if self.roles or not self.features:
+            return
+        # Written by hand or saved before roles existed: the spec gives every feature its role.
+        declared = {f.name: f for f in declared_features(self)}
+        object.__setattr__(self, "roles", {n: declared[n].role for n in self.features if n in declared})
+        object.__setattr__(self, "windows", {n: declared[n].window for n in self.features
+                                             if n in declared and declared[n].window is not None})
+
     def feature_for(self, role: str) -> str | None:
         """The feature playing ``role``; among windowed ones, the longest window. None if absent."""
         named = [f for f in self.features if self.roles.get(f) == role]
@@ -50,6 +68,16 @@ class FeatureSchema:
 
     def window_of(self, feature: str | None) -> int | None:
         return self.windows.get(feature) if feature is not None else None
+
+    def spend_window(self) -> SpendWindow | None:
+        """Spend over the longest window (for value at risk); None without amounts."""
+        spend = self.feature_for("monetary")
+        window = self.window_of(spend)
+        return SpendWindow(spend, window, self.feature_for("tenure")) if spend and window else None
+
+    def monthly_value(self) -> str | None:
+        """The configured monthly value attribute, used only when the events carry no spend."""
+        return None if self.spend_window() else self.feature_for("monthly_value")
 
     def value_feature(self) -> str | None:
         """What "value" means for segments: spend over the longest window, else activity count
@@ -69,17 +97,10 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
-        schema = cls(**data)
-        if schema.roles or not schema.features:
-            return schema
-        # Saved before roles existed: the spec gives every feature its role.
-        declared = {f.name: f for f in declared_features(schema)}
-        return cls(**(data | {"roles": {n: declared[n].role for n in schema.features if n in declared},
-                              "windows": {n: declared[n].window for n in schema.features
-                                          if n in declared and declared[n].window is not None}}))
+        return cls(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> FeatureSchema:

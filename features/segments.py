@@ -41,25 +41,23 @@ SEGMENT_MEANINGS = {
 }
 
 
-def _value_column(schema: FeatureSchema, value_column: str = "") -> str | None:
-    if schema.has_events:
-        w = schema.windows_days[-1]
-        return f"monetary_{w}d" if schema.has_amount else f"frequency_{w}d"
-    for name, source in schema.attribute_sources.items():
-        if value_column and source == value_column and name in schema.numeric_attributes:
-            return name
-    return None
-
-
 def fit_segments(features: pd.DataFrame, schema: FeatureSchema, value_column: str = "") -> dict[str, Any]:
-    """Quantile boundaries from the training snapshot (JSON-ready, stored with the model)."""
-    value = _value_column(schema, value_column)
-    spec: dict[str, Any] = {"value_feature": value, "meanings": SEGMENT_MEANINGS}
+    """Quantile boundaries from the training snapshot (JSON-ready, stored with the model).
+
+    Which feature is value, recency and tenure comes from the schema's roles
+    (``FeatureSchema.value_feature``); ``value_column`` is accepted for older callers and
+    ignored (the schema recorded ``features.value_column`` as the ``monthly_value`` role).
+    """
+    del value_column
+    value = schema.value_feature()
+    recency = schema.feature_for("recency")
+    spec: dict[str, Any] = {"value_feature": value, "recency_feature": recency,
+                            "tenure_feature": schema.feature_for("tenure"), "meanings": SEGMENT_MEANINGS}
     if value is not None:
         v = features[value].astype("float64")
         spec["value_cuts"] = [float(v.quantile(1 / 3)), float(v.quantile(2 / 3))]
-    if schema.has_events:
-        r = features["recency_days"].astype("float64")
+    if recency is not None:
+        r = features[recency].astype("float64")
         spec["recency_cuts"] = [float(r.quantile(1 / 3)), float(r.quantile(2 / 3))]
     return spec
 
@@ -76,11 +74,14 @@ def assign_segments(features: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     low_v = np.nan_to_num(v, nan=-np.inf) <= v_low
     if "recency_cuts" not in spec:
         return np.select([high_v, low_v], ["high value", "low value"], default="mid value").astype(object)
-    r = features["recency_days"].astype("float64").to_numpy()
+    # Models saved before roles were recorded name no recency/tenure feature: theirs were these.
+    r = features[spec.get("recency_feature", "recency_days")].astype("float64").to_numpy()
     r_recent, r_old = spec["recency_cuts"]
     recent = r <= r_recent
     old = np.nan_to_num(r, nan=np.inf) > r_old
-    tenure = features["tenure_days"].astype("float64").to_numpy() if "tenure_days" in features else np.full(n, np.inf)
+    tenure_feature = spec.get("tenure_feature", "tenure_days")
+    tenure = (features[tenure_feature].astype("float64").to_numpy() if tenure_feature in features
+              else np.full(n, np.inf))
     new = np.nan_to_num(tenure, nan=np.inf) < NEW_CUSTOMER_DAYS
     conditions = [new, recent & high_v, old & high_v, high_v, low_v, old]
     names = ["new", "champions", "at risk", "loyal", "low value", "hibernating"]

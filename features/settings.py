@@ -241,6 +241,7 @@ class ScheduleSettings(_Section):
     cron: str = "0 6 * * 1"
     timezone: str = "UTC"
     deployment_name: str = "weekly-score"
+    work_pool: str = ""  # set: `churnflow schedule` registers the deployment on this Prefect work pool
 
     @field_validator("cron")
     @classmethod
@@ -283,7 +284,8 @@ class ComputeSettings(_Section):
     local_directory: str = ""
     """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
     n_partitions: int = Field(0, ge=0)
-    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
+    """Customer partitions (each customer's rows stay together); 0 = as many as the largest source
+    has input blocks (Parquet files or row groups, 64 MiB of CSV). Aim for 100k-1M customers each."""
 
 
 class Settings(BaseSettings):

@@ -214,3 +214,15 @@ def declared_features(schema: SchemaLike, specs: list[FeatureSpec] | None = None
 def behaviour_features(schema: SchemaLike) -> list[Feature]:
     """The computed (event, contact, tenure) features: everything but customer attributes."""
     return [f for f in declared_features(schema) if f.compute is not None]
+
+
+def name_for(role: str) -> str:
+    """The name of the single (not per-window, not per-type) feature declared with ``role``.
+
+    For code that works on feature tables without a schema at hand (baselines on frames);
+    with a schema, prefer ``FeatureSchema.feature_for``.
+    """
+    names = [s.name for s in SPECS if s.role == role and s.per == ""]
+    if len(names) != 1:
+        raise KeyError(f"no single feature declared with role {role!r} in features/spec.py")
+    return names[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,7 +12,35 @@ from rich.table import Table
 
 from features.settings import Settings
 
+if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
+    from training.recipe import TrainedModel
+    from training.registry import RegistryResult
+
 _SHOWN = ["pr_auc", "roc_auc", "log_loss", "brier", "lift_top_10", "recall_top_10"]
+
+
+def train_result(settings: Settings, trained: TrainedModel, result: RegistryResult) -> dict[str, Any]:
+    """What the train flow returns (and the CLI prints): plain data, no frames."""
+    evaluation, plan = trained.evaluation, trained.plan
+    return {
+        "run_id": result.run_id,
+        "version": result.version,
+        "promoted": result.promoted,
+        "reason": result.reason,
+        "objective": result.objective,
+        "metrics": evaluation.metrics,
+        "baselines": evaluation.baselines,
+        "comparison": evaluation.comparison.to_dict(orient="records"),
+        "beats_recency": evaluation.beats_recency,
+        "notes": list(evaluation.notes),
+        "checks": [{"name": n, "passed": p, "detail": d} for n, p, d in trained.checks],
+        "plan": {"train": [str(d.date()) for d in plan.train],
+                 "valid": str(plan.valid.date()) if plan.valid is not None else "",
+                 "test": str(plan.test.date()), "out_of_time": plan.out_of_time},
+        "trials": int(len(trained.tuning.trials)),
+        "tracking_uri": settings.tracking_uri,
+        "model_name": settings.tracking.model_name,
+    }
 
 
 def print_train_summary(console: Console, result: dict[str, Any]) -> None:

@@ -14,13 +14,14 @@ at a time; ranking, capacity and the week-over-week comparison run once on the c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from features.schema import SpendWindow
 
 LIST_COLUMNS = [
     "rank",
@@ -46,45 +47,44 @@ STATUS_SUPPRESSED = "suppressed"
 SUPPRESSED_ACTION = "none: contacted within the cool-down period"
 NO_RULE_ACTION = "no playbook rule"
 
-_MONETARY = re.compile(r"^monetary_(\d+)d$")
-
 
 # ---- value at risk ------------------------------------------------------------------
 def expected_value(
-    features: pd.DataFrame, horizon_days: int, value_column: str | None = None
+    features: pd.DataFrame,
+    horizon_days: int,
+    value_column: str | None = None,
+    spend: SpendWindow | None = None,
 ) -> np.ndarray:
     """What the customer is expected to spend over the next ``horizon_days`` if they stay.
 
-    Estimate: the customer's own spend rate over the largest monetary window available
-    (``monetary_<W>d`` divided by ``min(tenure_days, W)`` days, so a customer who joined 20 days
-    ago is not diluted over a full year) times ``horizon_days``. A missing monetary value counts
-    as no spend (0). Tenure below one day counts as one day; missing tenure uses ``W``.
+    ``spend``: the spend feature over the longest window, that window ``W`` in days and the
+    tenure feature, from the model's schema (``FeatureSchema.spend_window()``). Estimate: the
+    customer's own spend rate over it (spend divided by ``min(tenure, W)`` days, so a customer who joined 20 days ago
+    is not diluted over a full year) times ``horizon_days``. A missing spend counts as no spend
+    (0). Tenure below one day counts as one day; missing tenure uses ``W``.
 
     ``value_column``: a column that already holds the customer's value over the horizon (e.g. a
     contract value); used as is instead of the estimate (missing = 0).
 
-    Fallback: when the data have no monetary information at all (no ``monetary_*d`` column, or
-    only missing values) every customer's value is 1.0, so value at risk equals the churn
-    probability and the list is ordered by probability.
+    Fallback: when the data have no spend at all (no ``spend``, or only missing values) every
+    customer's value is 1.0, so value at risk equals the churn probability and the list is
+    ordered by probability.
     """
     n = len(features)
     if value_column is not None:
         return pd.to_numeric(features[value_column], errors="coerce").fillna(0.0).to_numpy(np.float64)
-    windows = sorted(
-        (int(m.group(1)), col) for col in features.columns if (m := _MONETARY.match(str(col)))
-    )
-    if not windows:
+    if spend is None or spend[0] not in features.columns:
         return np.ones(n)
-    window, column = windows[-1]
-    spend = pd.to_numeric(features[column], errors="coerce").to_numpy(np.float64)
-    if n and np.isnan(spend).all():
+    column, window, tenure_feature = spend
+    amount = pd.to_numeric(features[column], errors="coerce").to_numpy(np.float64)
+    if n and np.isnan(amount).all():
         return np.ones(n)
-    if "tenure_days" in features.columns:
-        tenure = pd.to_numeric(features["tenure_days"], errors="coerce").to_numpy(np.float64)
+    if tenure_feature is not None and tenure_feature in features.columns:
+        tenure = pd.to_numeric(features[tenure_feature], errors="coerce").to_numpy(np.float64)
         days = np.where(np.isnan(tenure), window, np.clip(np.minimum(tenure, window), 1.0, None))
     else:
         days = np.full(n, float(window))
-    return np.nan_to_num(spend, nan=0.0).clip(min=0.0) / days * float(horizon_days)
+    return np.nan_to_num(amount, nan=0.0).clip(min=0.0) / days * float(horizon_days)
 
 
 def value_at_risk(
@@ -92,13 +92,14 @@ def value_at_risk(
     probability: np.ndarray,
     horizon_days: int,
     value_column: str | None = None,
+    spend: SpendWindow | None = None,
 ) -> np.ndarray:
     """Expected value lost if the customer churns: ``expected_value(...) * probability``.
 
     See :func:`expected_value` for the estimate and its fallback to 1.0 without monetary data.
     """
     p = np.asarray(probability, dtype=np.float64)
-    return expected_value(features, horizon_days, value_column) * p
+    return expected_value(features, horizon_days, value_column, spend) * p
 
 
 def risk_tier(probability: np.ndarray, high: float, medium: float) -> np.ndarray:
@@ -184,6 +185,7 @@ def annotate_partition(
     tier_medium: float,
     contact_fields: Sequence[str] = (),
     value_column: str | None = None,
+    spend: SpendWindow | None = None,
 ) -> pd.DataFrame:
     """One partition's rows of the scores table: id, probability, tier, value at risk, segment,
     reasons, plus any ``contact_fields`` present in ``features`` (dropped later unless enabled).
@@ -197,7 +199,7 @@ def annotate_partition(
             "customer_id": features["customer_id"].to_numpy(),
             "churn_probability": p,
             "risk_tier": risk_tier(p, tier_high, tier_medium),
-            "value_at_risk": value_at_risk(features, p, horizon_days, value_column),
+            "value_at_risk": value_at_risk(features, p, horizon_days, value_column, spend),
             "segment": (
                 features["segment"].astype(object).fillna("").to_numpy()
                 if "segment" in features.columns

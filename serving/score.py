@@ -85,28 +85,17 @@ def score_partition(part: Tables, ids: pd.Index, as_of: pd.Timestamp, bundle: Mo
         for col in contact:
             feats[col] = extra[col].to_numpy()
     s = settings.serving
-    monthly = _value_feature(bundle, settings)
+    monthly = bundle.schema.monthly_value()
     if monthly is not None:  # no spend history: monthly value over the horizon
         feats["value_over_horizon"] = feats[monthly].astype("float64") * settings.churn.horizon_days / 30.0
     rows = annotate_partition(
         feats, probability, pd.DataFrame(index=feats.index), horizon_days=settings.churn.horizon_days,
         tier_high=s.tier_high, tier_medium=s.tier_medium, contact_fields=contact,
-        value_column="value_over_horizon" if monthly is not None else None,
+        value_column="value_over_horizon" if monthly is not None else None, spend=bundle.schema.spend_window(),
     )
     rows.insert(1, "as_of", as_of)
     counts = bin_counts(bundle.reference, feats, probability) if bundle.reference else {}
     return rows, counts
-
-
-def _value_feature(bundle: ModelBundle, settings: Settings) -> str | None:
-    """The monthly value attribute, used only when the events carry no spend amounts."""
-    if bundle.schema.has_amount:
-        return None
-    column = settings.features.value_column
-    for name, source in bundle.schema.attribute_sources.items():
-        if source == column:
-            return name
-    return None
 
 
 def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
@@ -119,7 +108,10 @@ def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, se
             require_history=settings.churn.definition != "label" or bundle.schema.has_events,
         )
     if not len(customer_ids):
-        raise ValueError(f"no active customers at {as_of.date()}: check the as-of date and the data")
+        raise NoActiveCustomersError(
+            f"no active customers at {as_of.date()}: nobody has a history before that date or every "
+            f"customer churned before it (data end {tables.end_date.date()}). Check --as-of / "
+            "data.end_date and that the sources are the ones you meant.")
     frames, counts = [], []
     n_parts = 0
     for ids, part in iter_partitions(tables, customer_ids, settings.serving.chunk_size):
@@ -186,6 +178,10 @@ def drift_gate(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str
             raise DriftRefusedError(text)
         messages.append("forced despite " + text)
     return messages
+
+
+class NoActiveCustomersError(ChurnflowError, ValueError):
+    """Nobody to score at the as-of date (an as-of before the data, or the wrong sources)."""
 
 
 class DriftRefusedError(ChurnflowError, RuntimeError):

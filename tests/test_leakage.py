@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features, infer_schema
+from features.build import build_features, infer_schema, with_btyd_fitted
 from features.contracts import Tables, cut_at, load_tables
 from features.labels import active_customers, churn_labels
+from features.schema import FeatureSchema
 from features.settings import Settings
 
 T = pd.Timestamp("2021-01-01")
@@ -144,6 +145,49 @@ def test_past_changes_do_change_features(data: st.DataObject) -> None:
     b = _features(extra, s, schema).set_index("customer_id")
     assert b.loc[who, "events_total"] == a.loc[who, "events_total"] + 1
     assert b.loc[who, "recency_days"] == pytest.approx(1 / DAY_MIN)
+
+
+# ---- BG/NBD: a population-level fit, so its parameters must be point in time too ----------------
+
+BTYD = ["p_alive", "expected_active_days"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_btyd_features_ignore_the_future(data: st.DataObject) -> None:
+    """The schema's BG/NBD parameters were fitted on everything (future included); features at
+    an earlier T must come from a fit on the rows before T only."""
+    w = data.draw(worlds())
+    s = SETTINGS[w["settings"]]
+    tables = to_tables(w)
+    schema = infer_schema(tables, s)
+    assume(schema.has_events)
+    assert pd.Timestamp(schema.btyd["as_of"]) > T and set(BTYD) <= set(schema.features)
+    before = _features(tables, s, schema)[BTYD]
+    assume(before["p_alive"].notna().any())
+    after = _features(to_tables(data.draw(futures(w))), s, schema)[BTYD]
+    pd.testing.assert_frame_equal(before, after)
+    at_t = with_btyd_fitted(cut_at(tables, T), T, s, schema)  # the fit a model trained at T stores
+    pd.testing.assert_frame_equal(before, _features(tables, s, at_t)[BTYD])
+
+
+def test_btyd_parameters_fitted_later_would_move_the_features() -> None:
+    """Guards the property above against a vacuous pass: on CDNOW, the parameters fitted on all
+    18 months (the schema's, for scoring), applied at 1997-10-01, would change the features; the
+    refit on the rows before that date is what keeps them clean."""
+    from features.settings import load_settings
+    from tests.conftest import REPO
+
+    s = load_settings(REPO / "configs" / "cdnow.toml")
+    tables = load_tables(s)
+    t = pd.Timestamp("1997-10-01")
+    schema = infer_schema(tables, s)
+    clean = build_features(tables, t, s, schema)[BTYD]
+    at_t = with_btyd_fitted(cut_at(tables, t), t, s, schema)
+    pd.testing.assert_frame_equal(clean, build_features(tables, t, s, at_t)[BTYD])
+    leaky = FeatureSchema(**(schema.to_dict() | {"btyd": schema.btyd | {"as_of": t.isoformat()}}))
+    moved = (build_features(tables, t, s, leaky)[BTYD] - clean).abs().max()
+    assert (moved > 0.01).all(), moved.to_dict()
 
 
 # ---- labels ---------------------------------------------------------------------------------------

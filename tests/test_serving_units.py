@@ -21,7 +21,7 @@ from features.profile import (
     population_stability,
     psi_from_counts,
 )
-from features.schema import FeatureSchema
+from features.schema import FeatureSchema, SpendWindow
 from features.settings import ServingSettings, Settings
 from serving.priority import (
     LIST_COLUMNS,
@@ -176,12 +176,14 @@ def test_value_at_risk_hand_cases() -> None:
         }
     )
     p = np.array([0.5, 0.5, 0.9, 1.0])
+    spend = SpendWindow("monetary_365d", 365, "tenure_days")  # what FeatureSchema.spend_window() gives
     # 365 / min(730, 365) = 1 per day * 90 days * 0.5 = 45; 365/100 * 90 * 0.5 = 164.25;
     # missing spend = 0; missing tenure uses the window: 1 * 90 * 1.0 = 90
-    np.testing.assert_allclose(value_at_risk(feats, p, 90), [45.0, 164.25, 0.0, 90.0])
+    np.testing.assert_allclose(value_at_risk(feats, p, 90, spend=spend), [45.0, 164.25, 0.0, 90.0])
     # no monetary data at all: value 1.0, so value at risk = probability
-    np.testing.assert_allclose(value_at_risk(feats[["tenure_days"]], p, 90), p)
-    np.testing.assert_allclose(value_at_risk(feats.assign(monetary_365d=np.nan, monetary_30d=np.nan), p, 90), p)
+    np.testing.assert_allclose(value_at_risk(feats, p, 90), p)
+    np.testing.assert_allclose(value_at_risk(feats[["tenure_days"]], p, 90, spend=spend), p)
+    np.testing.assert_allclose(value_at_risk(feats.assign(monetary_365d=np.nan, monetary_30d=np.nan), p, 90, spend=spend), p)
     # explicit value column
     np.testing.assert_allclose(value_at_risk(feats.assign(v=[10.0, 20.0, None, 40.0]), p, 90, value_column="v"), [5.0, 10.0, 0.0, 40.0])
 

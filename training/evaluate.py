@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from features.schema import FeatureSchema
 from features.settings import Settings
+from features.spec import name_for
 from training.bundle import ModelBundle
 from training.calibration import Calibrator, expected_calibration_error
 from training.tune import base_params, direction, label_array, make_dmatrix
@@ -43,7 +43,7 @@ from training.tune import base_params, direction, label_array, make_dmatrix
 logger = logging.getLogger(__name__)
 
 TOP_FRACTIONS = (0.05, 0.10, 0.20)
-RECENCY = "recency_days"
+RECENCY = name_for("recency")
 
 
 # ---- metric primitives ----------------------------------------------------------------------
@@ -132,17 +132,11 @@ def gains_table(label: np.ndarray, score: np.ndarray, n_bins: int = 10) -> pd.Da
 
 
 # ---- baselines -----------------------------------------------------------------------------
-def rfm_columns(frame: pd.DataFrame, windows_days: list[int] | None = None) -> list[str]:
-    """recency_days, frequency/monetary over the longest window, tenure_days (those present)."""
-    def longest(prefix: str) -> str | None:
-        found = [
-            (int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(rf"{prefix}_(\d+)d", c))
-        ]
-        if windows_days:
-            found = [f for f in found if f[0] in windows_days] or found
-        return max(found)[1] if found else None
-
-    cols = [RECENCY, longest("frequency"), longest("monetary"), "tenure_days"]
+def rfm_columns(frame: pd.DataFrame, schema: FeatureSchema) -> list[str]:
+    """Recency, frequency and monetary over the longest window, tenure (those present and not
+    empty), found by their roles in the schema."""
+    roles = ("recency", "frequency", "monetary", "tenure")
+    cols = [schema.feature_for(role) for role in roles]
     return [c for c in cols if c is not None and c in frame.columns and frame[c].notna().any()]
 
 
@@ -163,13 +157,17 @@ def recency_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float
 
 def logistic_rfm_baseline(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> dict[str, float]:
     """Logistic regression on RFM (+ tenure) with imputation and scaling fitted on training rows."""
+    return score_metrics(label_array(test), logistic_rfm_probability(train, test, columns))
+
+
+def logistic_rfm_probability(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> np.ndarray:
     model = make_pipeline(
         SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=1000)
     )
     x_train = train[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     model.fit(x_train, label_array(train))
     x_test = test[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    return score_metrics(label_array(test), model.predict_proba(x_test)[:, 1])
+    return model.predict_proba(x_test)[:, 1]
 
 
 # ---- baselines on every encoded feature -------------------------------------------------------
@@ -280,6 +278,10 @@ class Evaluation:
     """The model is at least as good as ``best_baseline`` on the objective (True without one)."""
     notes: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Test-row scores in test-row order: ``model`` (calibrated probability) and each baseline's
+    ranking score (recency: days since last activity; the others: probabilities). Not in
+    ``to_dict``; for benchmarks and paired comparisons on the same rows."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (metrics.json in the bundle, read by the serving report)."""
@@ -347,9 +349,10 @@ def evaluate(
         baseline_scores["recency"] = _recency_score(test, fill)
     else:
         notes.append(f"recency baseline skipped: no '{RECENCY}' feature (snapshot table?)")
-    cols = rfm_columns(train, bundle.schema.windows_days)
+    cols = rfm_columns(train, bundle.schema)
     if cols:
-        baselines["logistic_rfm"] = logistic_rfm_baseline(train, test, cols)
+        baseline_scores["logistic_rfm"] = logistic_rfm_probability(train, test, cols)
+        baselines["logistic_rfm"] = score_metrics(y, baseline_scores["logistic_rfm"])
         notes.append(f"logistic_rfm uses {cols}")
     else:
         notes.append("logistic RFM baseline skipped: no RFM columns")
@@ -382,6 +385,7 @@ def evaluate(
         best_baseline=best,
         beats_best_baseline=bool(beats_best),
         notes=notes,
+        scores={"model": proba} | baseline_scores,
     )
     if not ev.beats_best_baseline:
         ev.notes.insert(0, ev.verdict)
@@ -397,26 +401,23 @@ def evaluate(
 
 
 def attach_metrics(bundle: ModelBundle, evaluation: Evaluation) -> ModelBundle:
-    """Store the evaluation summary (with the gains table) in the bundle's metrics.json."""
-    bundle.metrics = evaluation.to_dict()
-    return bundle
+    """A copy of the (frozen) bundle with the evaluation summary as its metrics.json."""
+    return replace(bundle, metrics=evaluation.to_dict())
 
 
 # ---- plots ----------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure of its own (no pyplot state, no global backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, path: Path) -> Path:
     """Reliability curve before and after calibration (quantile bins)."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure(5, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
     for name, p in (("raw booster", raw), ("calibrated", calibrated)):
         true, pred = calibration_curve(label, np.clip(p, 0, 1), n_bins=10, strategy="quantile")
@@ -427,16 +428,15 @@ def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     """Cumulative gains: share of churners found when contacting the top x % of the list."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(label, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = _figure(6, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="random")
     for name, s in scores.items():
         order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
@@ -449,5 +449,4 @@ def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> 
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -1,0 +1,136 @@
+"""One declaration per feature: adding a feature or a window touches one place and the feature is
+built, explained in the dictionary and usable as a reason. The feature modules import in one
+direction only (no cycles)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import spec
+from features.build import build_features, infer_schema
+from features.dictionary import feature_dictionary
+from features.settings import Settings
+from features.spec import FeatureSpec
+from serving.reasons import top_reasons
+from tests.test_features import CONTACTS, CUSTOMERS, EVENTS, T, _settings, _tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reason_of(feats: pd.DataFrame, schema, feature: str) -> pd.Series:
+    """Reasons when ``feature`` is every customer's strongest (and only) churn driver."""
+    contributions = np.zeros((len(feats), len(schema.features)))
+    contributions[:, schema.features.index(feature)] = 1.0
+    return top_reasons(contributions, feats, schema.features, feature_dictionary(schema))["reason_1"]
+
+
+def test_adding_a_feature_is_one_entry_in_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    new = FeatureSpec(
+        name="spend_per_active_day", role="monetary_rate", group="monetary", unit="currency",
+        meaning="average spend per distinct active day", phrase="spends {spend_per_active_day:,.2f} per active day",
+        compute=lambda a, p: np.divide(a.monetary_total, a.active_days, out=np.full(a.n, np.nan),
+                                       where=a.active_days > 0),
+        needs=frozenset({"amount"}),
+    )
+    monkeypatch.setattr(spec, "SPECS", [*spec.SPECS, new])
+    tables, s = _tables(CUSTOMERS, EVENTS, CONTACTS), _settings()
+    schema = infer_schema(tables, s)
+    assert "spend_per_active_day" in schema.features
+    assert schema.feature_for("monetary_rate") == "spend_per_active_day"
+    feats = build_features(tables, T, s, schema).set_index("customer_id", drop=False)
+    assert feats.loc[1, "spend_per_active_day"] == pytest.approx(200.0 / 4)  # customer 1: 200 over 4 days
+    entry = feature_dictionary(schema)["spend_per_active_day"]
+    assert (entry.group, entry.unit) == ("monetary", "currency")
+    assert _reason_of(feats, schema, "spend_per_active_day").loc[1] == "spends 50.00 per active day"
+
+
+def test_adding_a_window_is_one_setting() -> None:
+    tables = _tables(CUSTOMERS, EVENTS, CONTACTS)
+    s = _settings(features={"windows_days": [14, 30, 90, 365]})
+    schema = infer_schema(tables, s)
+    assert {"frequency_14d", "monetary_14d"} <= set(schema.features)
+    feats = build_features(tables, T, s, schema).set_index("customer_id", drop=False)
+    # customer 1: events 10.25, 10.5 and 20.5 days before T, spending 30 + 20 + 10
+    assert (feats.loc[1, "frequency_14d"], feats.loc[1, "monetary_14d"]) == (2.0, 50.0)
+    assert feats.loc[1, "trend_frequency"] == pytest.approx((2 / 14) / (1 / 16))  # first two windows
+    dictionary = feature_dictionary(schema)
+    assert dictionary["monetary_14d"].meaning == "spend in the last 14 days"
+    assert _reason_of(feats, schema, "frequency_14d").loc[1] == "2 activities in the last 14 days"
+    # the longest window still defines value
+    assert schema.spend_window() == ("monetary_365d", 365, "tenure_days")
+    assert schema.value_feature() == "monetary_365d"
+
+
+def test_every_declared_phrase_renders_with_the_customers_values() -> None:
+    tables, s = _tables(CUSTOMERS, EVENTS, CONTACTS), _settings()
+    schema = infer_schema(tables, s)
+    feats = build_features(tables, T, s, schema).set_index("customer_id", drop=False)
+    assert {"p_alive", "expected_active_days", "share_buy_365d", "fee", "plan"} <= set(schema.features)
+    for name in schema.features:
+        reason = _reason_of(feats, schema, name).loc[1]
+        assert reason and ":" not in reason.split(" ")[0], (name, reason)  # a phrase, not the fallback
+    assert _reason_of(feats, schema, "recency_days").loc[1] == "last active 10 days ago"
+
+
+def test_roles_are_stored_and_survive_saving(tmp_path: Path) -> None:
+    tables = _tables(CUSTOMERS, EVENTS, CONTACTS)
+    s = _settings(features={"value_column": "fee", "exclude": ["status"]})
+    schema = infer_schema(tables, s)
+    assert schema.feature_for("recency") == "recency_days"
+    assert schema.feature_for("frequency") == "frequency_365d"  # the longest window
+    assert schema.window_of("frequency_30d") == 30
+    assert schema.roles["fee"] == "monthly_value" and schema.roles["score"] == "attribute"
+    assert schema.monthly_value() is None  # events carry spend: value comes from it
+    schema.save(tmp_path / "schema.json")
+    loaded = type(schema).load(tmp_path / "schema.json")
+    assert loaded == schema and loaded.btyd["as_of"].startswith("2021-07-01")
+
+
+def test_snapshot_table_value_is_the_monthly_value_attribute() -> None:
+    from features.contracts import validate_tables
+
+    raw = pd.DataFrame({"customer_id": list("abcdef"), "Churn": [0, 1, 0, 1, 0, 0],
+                        "monthly_fee": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0], "plan": list("xyxyxy")})
+    s = Settings(data={"events": "", "customers": "t.csv", "columns": {"label": "Churn", "signup_time": ""}},
+                 churn={"definition": "label"}, features={"value_column": "monthly_fee"})
+    schema = infer_schema(validate_tables(raw, None, None, s), s)
+    assert schema.spend_window() is None and schema.feature_for("recency") is None
+    assert schema.monthly_value() == schema.value_feature() == "monthly_fee"
+
+
+def _imports(path: Path) -> set[str]:
+    """churnflow ``features.*`` modules a file imports, anywhere in it (functions included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.startswith("features.") and (REPO / (n.replace(".", "/") + ".py")).exists()}
+    return found
+
+
+def test_feature_modules_import_without_cycles() -> None:
+    graph = {f"features.{p.stem}": _imports(p) for p in (REPO / "features").glob("*.py")}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        assert state.get(module) != "open", f"import cycle: {' -> '.join([*path, module])}"
+        state[module] = "open"
+        for dep in sorted(graph.get(module, ())):
+            visit(dep, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert "features.build" not in graph["features.dictionary"]
+    assert "features.build" not in graph["features.schema"]
