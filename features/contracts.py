@@ -154,8 +154,8 @@ def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
             ids = ids.astype("Int64")
     if (pd.api.types.is_numeric_dtype(ids) or pd.api.types.is_bool_dtype(ids)) and not as_text:
         return ids
-    text = ids.astype("string").str.strip()
-    return text.astype(object).where(text.notna() & (text != ""), None)
+    text = ids.astype("str").str.strip()  # pandas' default text dtype: fast, blanks stay missing
+    return text.where(text != "")
 
 
 def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:

@@ -75,12 +75,16 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
 
 def _parse_numbers(values: pd.Series) -> pd.Series:
     """Numbers are ``yyyymmdd`` (8 digits) or Unix time in seconds (10 digits) or milliseconds
-    (13 digits): the three never overlap, so the column's range says which it is."""
+    (13 digits): the three never overlap, so the column's range says which it is. Small numbers
+    (Excel's serial days) are refused rather than guessed."""
     numbers = pd.to_numeric(values, errors="coerce")
     present = numbers.dropna()
     for low, high, unit in ((1e9, 1e11, "s"), (1e12, 1e14, "ms")):
         if len(present) and present.between(low, high).all():
             return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+    if len(present) and present.between(1, 100_000).all():
+        raise DateFormatError("holds numbers like Excel serial days (e.g. 45376), not dates; export the "
+                              "column as dates (2024-03-25) or as yyyymmdd numbers (20240325)", present.head(3))
     as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
     return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
 
