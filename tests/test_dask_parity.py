@@ -287,3 +287,13 @@ def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, pro
     expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
     assert len(expected_list) >= project.serving.capacity
     pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)
+
+
+def test_empty_sources_are_refused_like_the_local_engine(client: object, project: Settings, tmp_path: Path) -> None:
+    settings = project.model_copy(deep=True)
+    for name in ("customers", "events"):
+        frame = pd.read_parquet(project.path(f"data/{name}.parquet"))
+        frame.iloc[:0].to_parquet(tmp_path / f"{name}.parquet")
+        setattr(settings.data, name, str(tmp_path / f"{name}.parquet"))
+    with pytest.raises(DataValidationError, match="no rows"):
+        dask_snapshots(settings, 2)
