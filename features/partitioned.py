@@ -350,6 +350,9 @@ def raise_problems(summaries: Sequence[PartitionSummary]) -> None:
     if problems:
         hint = next((s.hint for s in summaries if s.problems and s.hint), "")
         raise DataValidationError(problems, hint=hint)
+    if not any(s.n_customers for s in summaries):
+        raise DataValidationError([Problem("customers and events", "*", "have no rows", [], [], 0)],
+                                  hint="The source has no rows; check the path, table name or query.")
 
 
 def merge_problems(problems: Sequence[Problem]) -> list[Problem]:

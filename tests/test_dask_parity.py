@@ -264,8 +264,8 @@ def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, pro
     from training.bundle import ModelBundle
     from training.calibration import Calibrator
 
-    as_of = pd.Timestamp("2026-09-01")
     tables = load_tables(project)
+    as_of = tables.end_date + pd.Timedelta(days=1)  # this week's run: the day after the data end
     schema = infer_schema(tables, project)
     feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
     label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
@@ -273,7 +273,7 @@ def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, pro
                         xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, project.features.value_column))
-    bundle.reference = fit_reference(feats, bundle.predict_proba(feats), schema)
+    bundle = dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
     local_result = score_customers(tables, as_of, bundle, project)
 
     result = score_partitioned(read_partitioned(project, 8), as_of, bundle, project)
@@ -287,3 +287,13 @@ def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, pro
     expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
     assert len(expected_list) >= project.serving.capacity
     pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)
+
+
+def test_empty_sources_are_refused_like_the_local_engine(client: object, project: Settings, tmp_path: Path) -> None:
+    settings = project.model_copy(deep=True)
+    for name in ("customers", "events"):
+        frame = pd.read_parquet(project.path(f"data/{name}.parquet"))
+        frame.iloc[:0].to_parquet(tmp_path / f"{name}.parquet")
+        setattr(settings.data, name, str(tmp_path / f"{name}.parquet"))
+    with pytest.raises(DataValidationError, match="no rows"):
+        dask_snapshots(settings, 2)
