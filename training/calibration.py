@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 # The map itself lives in the model's self-contained inference kernel, which the logged MLflow
 # model runs without churnflow; it is imported here so there is exactly one implementation.
-from training.churn_model import _LOG_CLIP, apply_calibration
+from training.churn_model import _LOG_CLIP, TIE_BREAK, apply_calibration
 from training.churn_model import logit as _logit
 from training.churn_model import sigmoid as _sigmoid
 
@@ -57,11 +57,14 @@ class Calibrator:
     """sigmoid: intercept; beta: weight of −log(1−p)."""
     c: float = 0.0
     """beta: intercept."""
+    tie_break: float = 0.0
+    """isotonic: weight of the raw score (``TIE_BREAK`` when fitted; 0 in maps stored before)."""
     log_loss_by_method: dict[str, float] = field(default_factory=dict)
     """Out-of-fold log loss of each method on the calibration rows (``auto`` only)."""
 
     def transform(self, raw_probability: np.ndarray) -> np.ndarray:
-        return apply_calibration(raw_probability, self.method, self.x, self.y, self.a, self.b, self.c)
+        return apply_calibration(raw_probability, self.method, self.x, self.y, self.a, self.b, self.c,
+                                 self.tie_break)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class Calibrator:
             "a": self.a,
             "b": self.b,
             "c": self.c,
+            "tie_break": self.tie_break,
             "log_loss_by_method": dict(self.log_loss_by_method),
         }
 
@@ -83,6 +87,7 @@ class Calibrator:
             a=float(data.get("a", 1.0)),
             b=float(data.get("b", 0.0)),
             c=float(data.get("c", 0.0)),
+            tie_break=float(data.get("tie_break", 0.0)),
             log_loss_by_method={k: float(v) for k, v in data.get("log_loss_by_method", {}).items()},
         )
 
@@ -185,6 +190,7 @@ def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
         method="isotonic",
         x=tuple(float(v) for v in knots_x),
         y=tuple(float(v) for v in values),
+        tie_break=TIE_BREAK,
     )
 
 

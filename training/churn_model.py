@@ -87,11 +87,17 @@ def apply_calibration(
     a: float = 1.0,
     b: float = 0.0,
     c: float = 0.0,
+    tie_break: float = 0.0,
 ) -> np.ndarray:
-    """Map raw probabilities to calibrated ones; strictly increasing for every fitted method."""
+    """Map raw probabilities to calibrated ones; strictly increasing for every fitted method.
+
+    ``tie_break`` is the raw score's weight in an isotonic map (``TIE_BREAK`` for maps fitted
+    now); maps stored without it (fitted before ties were broken) keep their plain
+    interpolation, so an upgrade never changes what a registered model predicts.
+    """
     p = np.asarray(raw_probability, dtype=np.float64)
     if method == "isotonic":
-        return (1.0 - TIE_BREAK) * np.interp(p, np.asarray(x), np.asarray(y)) + TIE_BREAK * p
+        return (1.0 - tie_break) * np.interp(p, np.asarray(x), np.asarray(y)) + tie_break * p
     if method == "sigmoid":
         return sigmoid(a * logit(p) + b)
     if method == "beta":
@@ -103,7 +109,8 @@ def apply_calibration(
 def calibrate(raw_probability: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Apply a calibration map stored as ``Calibrator.to_dict()``."""
     return apply_calibration(raw_probability, spec.get("method", "identity"), spec.get("x", ()), spec.get("y", ()),
-                             float(spec.get("a", 1.0)), float(spec.get("b", 0.0)), float(spec.get("c", 0.0)))
+                             float(spec.get("a", 1.0)), float(spec.get("b", 0.0)), float(spec.get("c", 0.0)),
+                             float(spec.get("tie_break", 0.0)))
 
 
 # ---- the linear model ----------------------------------------------------------------------
