@@ -3,11 +3,10 @@
 1. Trains a small model once with ``churnflow train --trials N`` on 100k demo customers in a temp
    project (tracking, Optuna storage and outputs inside it).
 2. For each size, demo data are generated and written as Parquet by one subprocess, then a fresh
-   subprocess runs the score flow's steps in the flow's order, each timed: load the champion,
-   read sources, validate (+ cut at the as-of date), ``score_customers`` (chunked), drift gate,
-   draft ``build_priority_list``, ``explain_customers`` for the listed ids only
-   (``serving.capacity``, default 500), final list, summary, report, ``publish_outputs``.
-   Total wall time and peak RSS (ru_maxrss) belong to that subprocess alone.
+   subprocess runs what the score flow runs, without Prefect, each call timed: load the champion,
+   read sources, validate, ``serving.weekly.score_week`` (the same function the flow calls:
+   chunked scoring, drift gate, reasons for the listed customers only, list, summary, report)
+   and ``publish_week``. Total wall time and peak RSS (ru_maxrss) belong to that subprocess alone.
 3. With ``--cli`` the same size is also scored by the real command, ``churnflow score`` (Prefect
    flow and all), in its own process: wall time and peak RSS of that process.
 4. Reasons for ALL active customers at one size (default 100k): ``explain_customers`` on every id
@@ -97,17 +96,12 @@ def mode_gen(out: Path, n: int, seed: int) -> dict:
 
 
 def mode_score(project: Path, data: Path, out: Path) -> dict:
-    """The score flow's steps (flows/score_flow.py) as plain calls, each timed."""
+    """What the score flow runs, as plain calls: load, read, validate, ``score_week``, publish."""
     t_import = time.perf_counter()
-    import pandas as pd
-
-    from features.build import latest_as_of
-    from features.contracts import cut_at, load_tables, read_raw_tables
+    from features.contracts import load_tables, read_raw_tables
     from features.settings import load_settings
-    from serving.priority import build_priority_list, build_summary
-    from serving.publish import publish_outputs, read_previous_list, standard_writers
-    from serving.report import render_report
-    from serving.score import drift_gate, explain_customers, score_customers, scores_table
+    from serving.publish import publish_week, read_previous_list, standard_writers
+    from serving.weekly import score_week, scoring_date
     from training.registry import load_bundle
 
     t_import = time.perf_counter() - t_import
@@ -127,43 +121,24 @@ def mode_score(project: Path, data: Path, out: Path) -> dict:
     done("load model")
     raw = read_raw_tables(settings)
     done("read sources")
-    tables = load_tables(settings, raw=raw)
+    tables = load_tables(settings, raw=raw, require_label=False)
     del raw
-    day = latest_as_of(tables)
-    tables = cut_at(tables, day)
+    day = scoring_date(tables, None)
     done("validate")
-    result = score_customers(tables, day, bundle, settings)
-    done("score (chunked)")
-    warnings = drift_gate(result.drift, settings, force=True)
-    done("drift gate")
-    previous = read_previous_list(settings.output_dir, day)
-    draft, _ = build_priority_list(result.scored, settings, tables.contacts, previous, day)
-    done("draft list")
-    reasons = explain_customers(tables, day, bundle, settings, pd.Index(draft["customer_id"]))
-    done("reasons (listed)")
-    scored = result.scored.merge(reasons, on="customer_id", how="left")
-    for col in reasons.columns.drop("customer_id"):
-        scored[col] = scored[col].fillna("")
-    priority_list, dropped = build_priority_list(scored, settings, tables.contacts, previous, day)
-    done("final list")
-    extra = {"model_name": settings.tracking.model_name, "model_version": version,
-             "input_fingerprint": tables.fingerprint(), "warnings": warnings,
-             "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, (int, float))}}
-    summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
-    done("summary")
-    html = render_report(summary, priority_list, gains=bundle.metrics.get("gains"), drift=result.drift)
-    done("report")
-    files = standard_writers(scores_table(result.scored, version), priority_list, summary, html)
-    publish_outputs(settings.output_dir, day, files)
+    week = score_week(tables, day, bundle, version, settings,
+                      previous_list=read_previous_list(settings.output_dir, day), force=True)
+    done("score_week")
+    files = standard_writers(week.scores, week.priority_list, week.summary, week.report_html)
+    publish_week(settings.output_dir, day, files)
     done("publish")
     return {
         "customers": len(tables.customers),
         "events": len(tables.events),
         "as_of": str(day.date()),
-        "scored": len(result.scored),
-        "partitions": result.n_partitions,
-        "listed": len(priority_list),
-        "drift_warnings": len(warnings),
+        "scored": len(week.scores),
+        "partitions": week.n_partitions,
+        "listed": len(week.priority_list),
+        "drift_warnings": len(week.warnings),
         "import_s": round(t_import, 2),
         "steps_s": steps,
         "peak_rss_after_mb": rss,

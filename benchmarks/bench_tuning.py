@@ -1,8 +1,8 @@
 """Benchmark: Optuna tuning with and without pruning for the same wall-clock budget, then one train.
 
 On N demo customers (default 100k) the out-of-time snapshots are built exactly as the train flow
-builds them (``validate_tables`` → ``plan_as_of_dates`` → ``infer_schema`` → ``build_snapshots``
-→ ``split_snapshots``). Then ``training.tune.tune`` runs twice for ``--budget`` seconds with a
+builds them (``validate_tables`` → ``plan_for`` → ``infer_schema`` → ``training_snapshots``
+→ ``fold_positions``: rolling-origin folds). Then ``training.tune.tune`` runs twice for ``--budget`` seconds with a
 trial count so large that the timeout binds: once with ``training.pruning = true`` (median
 pruner), once with ``false``, each with fresh SQLite storage in a temp folder and the same seed.
 Printed for both: trials completed, trials pruned, best validation PR-AUC and the actual tuning
@@ -46,24 +46,19 @@ def quiet_env(home: Path) -> dict[str, str]:
 
 
 def build_train_snapshots(n: int, seed: int, settings):
-    """Demo data → validated tables → the train flow's plan and snapshots (same functions)."""
-    import pandas as pd
-
-    from features.build import build_snapshots, infer_schema
+    """Demo data → validated tables → the recipe's plan, development rows and folds (same functions)."""
+    from features.build import infer_schema
     from features.contracts import validate_tables
     from features.demo import generate_demo_data
-    from training.split import plan_as_of_dates, split_snapshots
+    from training.split import fold_positions, plan_for, training_snapshots
 
     data = generate_demo_data(n, seed=seed)
     tables = validate_tables(data.customers, data.events, data.contacts, settings)
     del data
-    start = tables.events["event_time"].min()
-    plan = plan_as_of_dates(tables.end_date, settings.churn.horizon_days, settings.training.step_days,
-                            settings.training.n_train_snapshots, data_start=start)
+    plan = plan_for(tables, settings)
     schema = infer_schema(tables, settings)
-    snap = build_snapshots(tables, [*plan.train, plan.valid, plan.test], settings, schema)
-    train, valid, test = split_snapshots(snap, plan)
-    return schema, train, valid, test, plan, pd.Timestamp(plan.test)
+    dev, _test = training_snapshots(tables, plan, settings, schema)
+    return schema, dev, fold_positions(dev, plan, settings.training.seed), plan
 
 
 def run_tuning(n: int, seed: int, budget: float, n_trials: int) -> dict:
@@ -77,13 +72,13 @@ def run_tuning(n: int, seed: int, budget: float, n_trials: int) -> dict:
     logging.getLogger("training.tune").setLevel(logging.WARNING)
     base = load_settings(CONFIG)
     t0 = time.perf_counter()
-    schema, train, valid, _test, plan, test_as_of = build_train_snapshots(n, seed, base)
+    schema, dev, folds, plan = build_train_snapshots(n, seed, base)
     t_snap = time.perf_counter() - t0
     out: dict = {
         "customers": n,
         "snapshots_s": round(t_snap, 1),
-        "train_rows": len(train),
-        "valid_rows": len(valid),
+        "development_rows": len(dev),
+        "folds": len(folds),
         "features": len(schema.features),
         "budget_s": budget,
         "runs": {},
@@ -95,7 +90,7 @@ def run_tuning(n: int, seed: int, budget: float, n_trials: int) -> dict:
                 "storage": f"sqlite:///{tmp}/optuna.db",
             })
             t0 = time.perf_counter()
-            result = tune(train, valid, schema, settings, test_as_of=test_as_of)
+            result = tune(dev, folds, schema, settings, test_as_of=plan.test)
             wall = time.perf_counter() - t0
             trials = result.study.get_trials(deepcopy=False)
             done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -170,11 +165,11 @@ def main() -> None:
     common = ["--customers", str(args.customers), "--seed", str(args.seed)]
     r = child([*common, "--mode", "tune", "--budget", str(args.budget), "--max-trials", str(args.max_trials)])
     print(f"{r['customers']:,} customers: snapshots built in {r['snapshots_s']} s "
-          f"({r['train_rows']:,} train / {r['valid_rows']:,} valid rows, {r['features']} features); "
+          f"({r['development_rows']:,} development rows in {r['folds']} folds, {r['features']} features); "
           f"tuning budget {r['budget_s']:.0f} s each; peak RSS {r['peak_rss_mb']:,} MB")
     for name, run in r["runs"].items():
         print(f"  {name:<11} | {run['trials']:>4} trials: {run['completed']:>4} completed, {run['pruned']:>4} pruned | "
-              f"best valid PR-AUC {run['best_pr_auc']:.5f} (trial {run['best_trial']}, {run['best_iteration'] + 1} rounds) | "
+              f"best mean-fold PR-AUC {run['best_pr_auc']:.5f} (trial {run['best_trial']}, {run['best_iteration'] + 1} rounds) | "
               f"median completed trial {run['median_completed_trial_s']:.1f} s | wall {run['wall_s']:.1f} s")
     if args.skip_train:
         return

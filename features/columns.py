@@ -41,16 +41,16 @@ class ColumnIssue:
 
 
 def closest(name: str, present: list[str]) -> str:
-    """ "; did you mean 'full_name'?" for a near miss (case and spelling), else ""."""
+    """ "did you mean 'full_name'? " for a near miss (case and spelling), else ""."""
     by_case = [c for c in present if c.lower() == name.lower()]
     close = by_case or difflib.get_close_matches(name, present, n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
 
 
 def _missing(table: str, column: str, key: str, present: list[str]) -> ColumnIssue:
     shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
-    return ColumnIssue(table, column, f"is missing ({key} names it){closest(column, present)} "
-                                      f"Columns in the file: {shown}")
+    return ColumnIssue(table, column, f"is missing ({key} names it); {closest(column, present)}"
+                                      f"columns in the file: {shown}")
 
 
 def column_mapping(table: str, present: list[str], settings: Settings, require_label: bool = True

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ class Problem:
         if not self.rows:
             return head
         shown = ", ".join(f"{self.where(r)}: {v!r}" for r, v in zip(self.rows, self.values, strict=False))
-        return f"{head} — {self.count} row(s), e.g. {shown}"
+        return f"{head} — {self.count} row(s), e.g. {shown}" if self.count else f"{head} — e.g. {shown}"
 
 
 class DataValidationError(ChurnflowError, ValueError):
@@ -71,7 +72,7 @@ class DataValidationError(ChurnflowError, ValueError):
         self.problems = problems
         lines = [f"input data failed validation ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
-        if hint or any(p.rows for p in problems):
+        if hint or any(p.count for p in problems):
             lines.append(
                 hint
                 or "Fix the source data or the column mapping in [data.columns]; "
@@ -127,34 +128,41 @@ def parse_flag(values: pd.Series) -> pd.Series:
     return out
 
 
-def clean_ids(ids: pd.Series) -> pd.Series:
-    """Ids as written: text is trimmed (blank = missing), whole floats (1.0 from a blank) are ints."""
+def parse_amounts(values: pd.Series) -> pd.Series:
+    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00" or "€ 30" too.
+    A comma is read as a thousands separator only in groups of three ("1,200"), never as a decimal
+    point ("12,50" is not a number and is reported), so no amount is silently scaled."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    text = values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+    grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").fillna(False).astype(bool)
+    text = text.where(~grouped, text.str.replace(",", "", regex=False))
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
+    """Ids as written: text is trimmed (blank = missing), whole floats (1.0 from a blank) are ints.
+
+    This is the one declared way ids are compared across tables: numbers when every table
+    stores them as numbers, otherwise text exactly as written (``as_text``; whole numbers without
+    decimals). So ``7`` matches ``'7'`` but not ``'007'``: leading zeros are part of an identifier,
+    and a mismatch is reported, never fixed by guessing.
+    """
     if pd.api.types.is_float_dtype(ids):
         finite = ids.dropna()
         if (finite == finite.round()).all():
-            return ids.astype("Int64")
-        return ids
-    if pd.api.types.is_numeric_dtype(ids) or pd.api.types.is_bool_dtype(ids):
+            ids = ids.astype("Int64")
+    if (pd.api.types.is_numeric_dtype(ids) or pd.api.types.is_bool_dtype(ids)) and not as_text:
         return ids
     text = ids.astype("string").str.strip()
-    return text.where(text != "").astype(object).where(text.notna() & (text != ""), None)
+    return text.astype(object).where(text.notna() & (text != ""), None)
 
 
-def common_ids(ids: pd.Series, known: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The one declared way ids are compared across tables.
-
-    Numbers in both tables compare as numbers. Otherwise both compare as text exactly as written
-    (after trimming spaces; whole numbers written without decimals): ``7`` matches ``'7'`` but not
-    ``'007'``, because leading zeros are part of an identifier. A mismatch is reported, never fixed
-    by guessing.
-    """
-    if pd.api.types.is_numeric_dtype(ids) and pd.api.types.is_numeric_dtype(known):
-        return ids, known
-
-    def text(s: pd.Series) -> pd.Series:
-        return s.astype("string").astype(object).where(s.notna(), None)
-
-    return text(ids), text(known)
+def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:
+    """Compare ids as text unless every table stores them as numbers."""
+    numeric = [pd.api.types.is_numeric_dtype(frame[sources[k].columns["customer_id"]])
+               for k, frame in raw.items() if frame is not None]
+    return not all(numeric)
 
 
 @dataclass
@@ -184,6 +192,7 @@ class _Run:
     """Problems found so far and rows dropped, shared by the per-table steps of one validation."""
 
     settings: Settings
+    ids_as_text: bool = False
     problems: list[Problem] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -207,7 +216,7 @@ class _Run:
         try:
             parsed = parse_dates(raw, fmt, d.dayfirst)
         except DateFormatError as exc:
-            self.problems.append(src.problem(user, exc.reason, exc.examples))
+            self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
         blank = raw.isna() if pd.api.types.is_datetime64_any_dtype(raw) else (
             raw.isna() | (raw.astype("string").str.strip() == ""))
@@ -255,14 +264,14 @@ def _unknown_id_check(known: pd.Series, customers_label: str) -> pa.Check:
 def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     """Events under canonical names: parsed times, numeric amounts, categorical types."""
     ev = src.mapped(raw)
-    ev["customer_id"] = clean_ids(ev["customer_id"])
+    ev["customer_id"] = clean_ids(ev["customer_id"], run.ids_as_text)
     ev = run.dates(ev, src, "event_time", required=True)
     if "amount" in ev:
         before = ev["amount"]
-        ev["amount"] = pd.to_numeric(before, errors="coerce").astype("float64")
+        ev["amount"] = parse_amounts(before)
         bad = ev["amount"].isna() & before.notna() & (before.astype("string").str.strip() != "")
         if bad.any():
-            run.report(src, "amount", "is not a number", before[bad])
+            run.report(src, "amount", "is not a number (write decimals with a point: 12.50)", before[bad])
             if run.drop:
                 ev = ev.loc[~bad]
     if "event_type" in ev:
@@ -275,7 +284,7 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     reserved = set(src.columns)
     clashes = [c for c in raw.columns if c in TABLE_COLUMNS["customers"] and src.columns.get(c) != c]
     cu = raw.drop(columns=clashes).rename(columns={u: c for c, u in src.columns.items()})
-    cu["customer_id"] = clean_ids(cu["customer_id"])
+    cu["customer_id"] = clean_ids(cu["customer_id"], run.ids_as_text)
     for col in ("signup_time", "churn_time"):
         if col in reserved:
             cu = run.dates(cu, src, col)
@@ -305,8 +314,8 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
 def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
     """Events refer to known customers, end by the declared end date, and have no negative amounts."""
     end = pd.Timestamp(run.settings.data.end_date) if run.settings.data.end_date else None
-    ev["customer_id"], cu_ids = common_ids(ev["customer_id"], cu["customer_id"])
-    cols: dict[str, pa.Column] = {"customer_id": pa.Column(nullable=False, checks=_unknown_id_check(cu_ids, customers.label))}
+    cols: dict[str, pa.Column] = {"customer_id": pa.Column(nullable=False, checks=_unknown_id_check(
+        cu["customer_id"], customers.label))}
     if end is not None and ev["event_time"].dtype.kind == "M":
         cols["event_time"] = pa.Column(nullable=True, checks=pa.Check(
             lambda s: ~(s >= end + pd.Timedelta(days=1)), name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
@@ -319,10 +328,10 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
 def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
     """Past retention contacts: parsed times, known customers, campaign/outcome as text."""
     co = src.mapped(raw)
-    co["customer_id"] = clean_ids(co["customer_id"])
+    co["customer_id"] = clean_ids(co["customer_id"], run.ids_as_text)
     co = run.dates(co, src, "contact_time", required=True)
-    co["customer_id"], cu_ids = common_ids(co["customer_id"], cu["customer_id"])
-    co = run.validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=_unknown_id_check(cu_ids, customers.label))}), src)
+    co = run.validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=_unknown_id_check(
+        cu["customer_id"], customers.label))}), src)
     for col in ("campaign", "outcome"):
         if col in co:
             co[col] = co[col].astype("string").fillna("unknown").astype(str)
@@ -331,16 +340,19 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
 
 def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
     """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
-    known = {str(v).lstrip("0"): v for v in cu["customer_id"].dropna()}
+    def loose(value: object) -> str:
+        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0")
+
+    known = {loose(v): v for v in cu["customer_id"].dropna()}
     out = []
     for p in problems:
-        pairs = [(v, known[str(v).lstrip("0")]) for v in p.values if "unknown customer" in p.rule
-                 and v is not None and str(v).lstrip("0") in known]
+        pairs = [(v, known[loose(v)]) for v in p.values if "unknown customer" in p.rule
+                 and v is not None and loose(v) in known]
         if pairs:
             ours, theirs = pairs[0]
             p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
-                        f"is {theirs!r} in the customers table; write the ids the same way in both (keep the leading "
-                        "zeros, or export both as text)", p.rows, p.values, p.count, p.kind)
+                        f"is {theirs!r} in the customers table; write the ids the same way in both (keep leading "
+                        "zeros, no decimals; or export both as text)", p.rows, p.values, p.count, p.kind)
         out.append(p)
     return out
 
@@ -388,9 +400,10 @@ def validate_tables(
                                   hint="Set data.customers and/or data.events in your settings.")
     found = _settings_problems(raw, sources, settings, require_label)
     if found:
-        raise DataValidationError(found, hint="Fix the column names in your settings (or the file's header).")
+        raise DataValidationError(found, hint="Fix the settings named above (or the file's header), then run "
+                                             "`churnflow validate` again.")
 
-    run = _Run(settings)
+    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources))
     ev = _events(events, sources["events"], run) if events is not None else None
     if customers is None:
         assert ev is not None

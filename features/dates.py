@@ -22,6 +22,8 @@ FAMILIES = {
     "month name": r".*[A-Za-z]{3,}.*\d.*|.*\d.*[A-Za-z]{3,}.*",
 }
 DAY_MONTH = "day/month/year"
+SAMPLE = 20_000
+"""Values whose format is checked before a column in one unambiguous format is parsed at once."""
 EXAMPLE_FIX = 'data.dayfirst = true (25/03/2024 is 25 March) or false (03/25/2024 is 25 March)'
 
 
@@ -46,11 +48,19 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.astype("datetime64[ns]")
     if pd.api.types.is_numeric_dtype(values):
-        as_int = pd.to_numeric(values, errors="coerce").astype("Int64").astype("string")
-        return pd.to_datetime(as_int, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+        return _parse_numbers(values)
     text = values.astype("string").str.strip().replace("", pd.NA)
     if fmt:
         return _naive(pd.to_datetime(text, format=fmt, errors="coerce", utc=True))
+    present = text.dropna()
+    spread = present.iloc[:: max(1, len(present) // SAMPLE)]
+    seen = [f for f in FAMILIES if (_families(spread) == f).any()]
+    if len(seen) == 1 and seen[0] != DAY_MONTH:
+        # One unambiguous format in a sample spread over the column: parse every row with it. Only
+        # when some row fails is every row classified (a rare second format is then named).
+        parsed = _parse_family(text, seen[0], False)
+        if not (parsed.isna() & text.notna()).any():
+            return parsed
     family = _families(text)
     found = [f for f in FAMILIES if (family == f).any()]
     if DAY_MONTH in found:
@@ -61,6 +71,18 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
         mask = family == name
         out[mask] = _parse_family(text[mask], name, bool(dayfirst))
     return out
+
+
+def _parse_numbers(values: pd.Series) -> pd.Series:
+    """Numbers are ``yyyymmdd`` (8 digits) or Unix time in seconds (10 digits) or milliseconds
+    (13 digits): the three never overlap, so the column's range says which it is."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    present = numbers.dropna()
+    for low, high, unit in ((1e9, 1e11, "s"), (1e12, 1e14, "ms")):
+        if len(present) and present.between(low, high).all():
+            return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
+    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
 
 
 def _naive(parsed: pd.Series) -> pd.Series:

@@ -209,12 +209,56 @@ def _poisson_stream(
     return idx, t
 
 
-# ---- the generator -------------------------------------------------------------------------
+# ---- the generator: one function per job, drawing from one rng in a fixed order -------------
+@dataclass(frozen=True)
+class _Attributes:
+    """Static attributes per customer (index = id - 1); the z-scores also drive the hazard."""
+
+    plan: np.ndarray
+    channel: np.ndarray
+    region: np.ndarray
+    fee_z: np.ndarray
+    monthly_fee: np.ndarray
+    credit_z: np.ndarray
+    credit: np.ndarray
+    credit_blank: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """Activity rates per day, mean spend, pre-churn decay length and churn hazard per day."""
+
+    purchase_rate: np.ndarray
+    login_rate: np.ndarray
+    ticket_rate: np.ndarray
+    mean_spend: np.ndarray
+    decay_days: np.ndarray
+    hazard: np.ndarray
+    at_risk: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Churn:
+    """When each customer leaves and how, plus the offer log of the campaigns."""
+
+    leave: np.ndarray  # day the customer stops (cancel or lapse); inf = beyond the simulation
+    cancels: np.ndarray  # leaves by cancelling (else lapses silently)
+    churn_s: np.ndarray  # leaving time in seconds since the epoch (0 when still active)
+    stop_s: np.ndarray  # exclusive end of activity in seconds
+    assigned: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # ids, day, treated
+    offered: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # ids, day, campaign
+
+    @property
+    def left(self) -> np.ndarray:
+        return self.leave < HISTORY_DAYS
+
+
 def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-10-31") -> DemoData:
     """Generate ``n_customers`` customers with events and retention contacts up to ``end_date``.
 
     ``end_date`` is an ISO date; no row is at or after its midnight. Deterministic in
-    ``(n_customers, seed, end_date)``.
+    ``(n_customers, seed, end_date)``: every step draws from one generator in a fixed order
+    (pinned by a hash test), so reordering the steps below changes the data.
     """
     n = int(n_customers)
     if n < 1:
@@ -223,56 +267,74 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
     if end != end.normalize() or end.tz is not None:
         raise ValueError(f"end_date must be a plain date such as 2026-10-31, got {end_date!r}")
     rng = np.random.default_rng(seed)
-    L = HISTORY_DAYS
-    epoch = end - pd.Timedelta(days=L)
+    epoch = end - pd.Timedelta(days=HISTORY_DAYS)
     epoch_ns = int(epoch.as_unit("ns").value)
-    month_of_day = _month_table(epoch, L + SIM_BEYOND_DAYS + 1)
+    month_of_day = _month_table(epoch, HISTORY_DAYS + SIM_BEYOND_DAYS + 1)
 
-    # -- acquisition: exponential growth, realistic time of day, ids in signup order --------
+    signup_s = _acquisition(rng, n)
+    attributes = _attributes(rng, n)
+    behaviour = _behaviour(rng, attributes)
+    churn = _churn_with_offers(rng, behaviour, signup_s / _SECONDS_PER_DAY, attributes.plan)
+    events = _events(rng, signup_s, behaviour, churn, month_of_day, epoch_ns)
+    contacts, assignments = _contacts(rng, churn, epoch_ns)
+    customers, truth = _customers(rng, signup_s, attributes, behaviour, churn, epoch_ns)
+    return DemoData(customers, events, contacts, assignments, truth)
+
+
+def _acquisition(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Signup seconds since the epoch: exponential growth, realistic time of day, sorted (ids)."""
     u = rng.random(n)
-    signup_day = np.floor(np.log1p(u * np.expm1(SIGNUP_GROWTH * L)) / SIGNUP_GROWTH)
-    signup_s = np.sort(
-        np.minimum(signup_day, L - 1).astype(np.int64) * _SECONDS_PER_DAY
+    signup_day = np.floor(np.log1p(u * np.expm1(SIGNUP_GROWTH * HISTORY_DAYS)) / SIGNUP_GROWTH)
+    return np.sort(
+        np.minimum(signup_day, HISTORY_DAYS - 1).astype(np.int64) * _SECONDS_PER_DAY
         + _time_of_day_seconds(rng, n)
     )
-    signup = signup_s / _SECONDS_PER_DAY  # float days
 
-    # -- static attributes ----------------------------------------------------------------
+
+def _attributes(rng: np.random.Generator, n: int) -> _Attributes:
     plan = rng.choice(len(PLANS), size=n, p=PLAN_P)
     channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_P)
     region = rng.choice(len(REGIONS), size=n, p=REGION_P)
     fee_z = rng.standard_normal(n)
     monthly_fee = np.round(np.asarray(PLAN_FEE)[plan] * np.exp(0.12 * fee_z), 0) - 0.01
-    monthly_fee = np.maximum(monthly_fee, 4.99)
     credit_z = rng.standard_normal(n)
     credit = np.clip(np.round(2500 * np.exp(0.6 * credit_z) / 50) * 50, 100, 99_950).astype(np.int64)
     credit_blank = rng.random(n) < 0.06
+    return _Attributes(plan, channel, region, fee_z, np.maximum(monthly_fee, 4.99), credit_z, credit, credit_blank)
 
-    # -- behaviour --------------------------------------------------------------------------
+
+def _behaviour(rng: np.random.Generator, a: _Attributes) -> _Behaviour:
+    """Gamma activity rates, lognormal spend, and a hazard from attributes, activity and frailty."""
+    n = a.plan.size
     purchase_rate = (
         rng.gamma(PURCHASE_RATE_SHAPE, PURCHASES_PER_DAY / PURCHASE_RATE_SHAPE, n)
-        * np.asarray(PLAN_RATE)[plan]
+        * np.asarray(PLAN_RATE)[a.plan]
     )
     login_rate = purchase_rate * rng.gamma(2.0, LOGINS_PER_PURCHASE / 2.0, n)
     ticket_rate = rng.gamma(2.0, TICKETS_PER_DAY / 2.0, n)
     mean_spend = np.exp(
-        np.log(MEAN_SPEND) + np.asarray(PLAN_SPEND)[plan] + SPEND_SIGMA * rng.standard_normal(n)
+        np.log(MEAN_SPEND) + np.asarray(PLAN_SPEND)[a.plan] + SPEND_SIGMA * rng.standard_normal(n)
     )
     decay_days = rng.uniform(DECAY_DAYS[0], DECAY_DAYS[1], n)
-
     log_h = (
-        np.asarray(PLAN_HAZARD)[plan]
-        + np.asarray(CHANNEL_HAZARD)[channel]
-        + np.asarray(REGION_HAZARD)[region]
-        + 0.25 * fee_z
-        - 0.15 * credit_z
+        np.asarray(PLAN_HAZARD)[a.plan]
+        + np.asarray(CHANNEL_HAZARD)[a.channel]
+        + np.asarray(REGION_HAZARD)[a.region]
+        + 0.25 * a.fee_z
+        - 0.15 * a.credit_z
         - 0.45 * np.log(purchase_rate / PURCHASES_PER_DAY)
     )
     frailty = rng.gamma(2.0, 0.5, n)
     hazard = BASE_HAZARD_PER_YEAR / 365.0 * np.exp(log_h - 0.25) * frailty  # per day
     at_risk = hazard >= np.quantile(hazard, AT_RISK_QUANTILE)
+    return _Behaviour(purchase_rate, login_rate, ticket_rate, mean_spend, decay_days, hazard, at_risk)
 
-    # -- churn with randomised offers: cumulative hazard walked over campaign segments -------
+
+def _churn_with_offers(
+    rng: np.random.Generator, b: _Behaviour, signup: np.ndarray, plan: np.ndarray
+) -> _Churn:
+    """Walk the cumulative hazard over campaign segments; randomise offers at each campaign."""
+    n, L = signup.size, HISTORY_DAYS
     campaign_days = L - CAMPAIGN_EVERY_DAYS * np.arange(N_CAMPAIGNS, 0, -1)
     bounds = np.unique(
         np.concatenate(
@@ -281,54 +343,59 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
     )
     budget = rng.exponential(1.0, n)  # churn when the cumulative hazard reaches this
     cum_h = np.zeros(n)
-    leave = np.full(n, np.inf)  # day the customer stops (cancel or lapse), inf = beyond horizon
+    leave = np.full(n, np.inf)
     treat_until = np.full(n, -np.inf)
     treat_mult = np.ones(n)
     last_offer = np.full(n, -np.inf)
     effects = np.array([OFFER_EFFECT[c] for c in CAMPAIGNS])
     campaign_set = set(campaign_days.tolist())
-    a_ids, a_day, a_treated = [], [], []
-    c_ids, c_day, c_campaign = [], [], []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        if a in campaign_set:
+    assigned: tuple[list[np.ndarray], ...] = ([], [], [])
+    offered: tuple[list[np.ndarray], ...] = ([], [], [])
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if start in campaign_set:
             eligible = np.flatnonzero(
-                at_risk
-                & (leave > a)
-                & (signup <= a - MIN_TENURE_FOR_OFFER)
-                & (last_offer <= a - OFFER_WINDOW_DAYS)
+                b.at_risk
+                & (leave > start)
+                & (signup <= start - MIN_TENURE_FOR_OFFER)
+                & (last_offer <= start - OFFER_WINDOW_DAYS)
             )
             treated = rng.random(eligible.size) < OFFER_PROBABILITY
             who = eligible[treated]
             campaign = rng.choice(len(CAMPAIGNS), size=who.size, p=CAMPAIGN_P)
-            treat_until[who] = a + OFFER_WINDOW_DAYS
+            treat_until[who] = start + OFFER_WINDOW_DAYS
             treat_mult[who] = effects[campaign]
-            last_offer[who] = a
-            a_ids.append(eligible)
-            a_day.append(np.full(eligible.size, a))
-            a_treated.append(treated)
-            c_ids.append(who)
-            c_day.append(np.full(who.size, a))
-            c_campaign.append(campaign)
-        rate = hazard * np.where(treat_until > a, treat_mult, 1.0)
-        lo = np.maximum(a, signup)
-        d_h = rate * np.maximum(b - lo, 0.0)
+            last_offer[who] = start
+            for log, values in zip(assigned, (eligible, np.full(eligible.size, start), treated), strict=True):
+                log.append(values)
+            for log, values in zip(offered, (who, np.full(who.size, start), campaign), strict=True):
+                log.append(values)
+        rate = b.hazard * np.where(treat_until > start, treat_mult, 1.0)
+        lo = np.maximum(start, signup)
+        d_h = rate * np.maximum(end - lo, 0.0)
         hit = np.isinf(leave) & (cum_h + d_h >= budget)
         leave[hit] = lo[hit] + (budget[hit] - cum_h[hit]) / rate[hit]
         cum_h += d_h
     cancels = rng.random(n) < np.asarray(PLAN_CANCEL_SHARE)[plan]
     left = leave < L
     churn_s = np.ceil(np.where(left, leave, 0.0) * _SECONDS_PER_DAY).astype(np.int64)
-    stop_s = np.where(left, churn_s, L * _SECONDS_PER_DAY)  # exclusive end of activity, seconds
-    stop = np.minimum(leave, L)
+    stop_s = np.where(left, churn_s, L * _SECONDS_PER_DAY)
+    return _Churn(leave, cancels, churn_s, stop_s, assigned, offered)
 
-    # -- events: thinned Poisson streams --------------------------------------------------
+
+def _event_keys(
+    rng: np.random.Generator, signup_s: np.ndarray, b: _Behaviour, churn: _Churn, month_of_day: np.ndarray
+) -> np.ndarray:
+    """Thinned Poisson streams of purchases, logins and tickets as sortable int64 keys."""
+    signup = signup_s / _SECONDS_PER_DAY
+    stop = np.minimum(churn.leave, HISTORY_DAYS)
+
     def closeness(idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         """0 far from leaving, rising linearly to 1 at the moment of leaving."""
-        return np.clip(1.0 - (leave[idx] - t) / decay_days[idx], 0.0, 1.0)
+        return np.clip(1.0 - (churn.leave[idx] - t) / b.decay_days[idx], 0.0, 1.0)
 
     keys = []
     for etype, (base, season) in enumerate(
-        [(purchase_rate, SEASON), (login_rate, LOGIN_SEASON), (ticket_rate, None)]
+        [(b.purchase_rate, SEASON), (b.login_rate, LOGIN_SEASON), (b.ticket_rate, None)]
     ):
         if season is None:
             top = TICKET_PRECHURN_FACTOR
@@ -345,13 +412,20 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
         # realistic time of day on the same date, when it stays inside the active interval
         sec = np.floor(t).astype(np.int64) * _SECONDS_PER_DAY + _time_of_day_seconds(rng, idx.size)
         raw = np.floor(t * _SECONDS_PER_DAY).astype(np.int64)
-        inside = (sec >= signup_s[idx]) & (sec < stop_s[idx])
+        inside = (sec >= signup_s[idx]) & (sec < churn.stop_s[idx])
         sec = np.where(inside, sec, raw)
-        sec = np.clip(sec, signup_s[idx], stop_s[idx] - 1)
+        sec = np.clip(sec, signup_s[idx], churn.stop_s[idx] - 1)
         keys.append((idx.astype(np.int64) * _KEY_TIME + sec) * 4 + etype)
         del idx, t, sec, raw, inside
-    key = np.concatenate(keys)
-    del keys
+    return np.concatenate(keys)
+
+
+def _events(
+    rng: np.random.Generator, signup_s: np.ndarray, b: _Behaviour, churn: _Churn,
+    month_of_day: np.ndarray, epoch_ns: int,
+) -> pd.DataFrame:
+    """The events table sorted by (customer, time), with purchase amounts (holiday uplift)."""
+    key = _event_keys(rng, signup_s, b, churn, month_of_day)
     key.sort()
     ev_type = (key & 3).astype(np.int8)
     key >>= 2
@@ -359,19 +433,14 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
     ev_sec = key - ev_idx * _KEY_TIME
     del key
     is_purchase = ev_type == 0
-    n_purchase = int(is_purchase.sum())
     amount = np.zeros(ev_type.size)
     p_idx = ev_idx[is_purchase]
     p_month = month_of_day[ev_sec[is_purchase] // _SECONDS_PER_DAY]
     holiday = np.where((p_month == 10) | (p_month == 11), 1.15, 1.0)
-    amount[is_purchase] = np.maximum(
-        np.round(
-            mean_spend[p_idx] * holiday * np.exp(AMOUNT_SIGMA * rng.standard_normal(n_purchase) - AMOUNT_SIGMA**2 / 2), 2
-        ),
-        0.5,
-    )
-    del p_idx, p_month, holiday, is_purchase
-    events = pd.DataFrame(
+    noise = np.exp(AMOUNT_SIGMA * rng.standard_normal(int(is_purchase.sum())) - AMOUNT_SIGMA**2 / 2)
+    amount[is_purchase] = np.maximum(np.round(b.mean_spend[p_idx] * holiday * noise, 2), 0.5)
+    del p_idx, p_month, holiday, is_purchase, noise
+    return pd.DataFrame(
         {
             "customer_id": ev_idx + 1,
             "event_time": _to_datetime(epoch_ns, ev_sec),
@@ -379,15 +448,17 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
             "event_type": _str_col(EVENT_TYPES, ev_type),
         }
     )
-    del ev_idx, ev_sec, amount, ev_type
 
-    # -- contacts and randomisation log ---------------------------------------------------
-    c_who = np.concatenate(c_ids) if c_ids else np.zeros(0, np.int64)
-    c_at = np.concatenate(c_day) if c_day else np.zeros(0)
-    c_camp = np.concatenate(c_campaign) if c_campaign else np.zeros(0, np.int64)
-    # contacted during business hours on the campaign day, but never after the customer left
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _contacts(rng: np.random.Generator, churn: _Churn, epoch_ns: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Contacts of the treated (business hours, never after leaving) and the randomisation log."""
+    c_who, c_at, c_camp = (_concat(p, t) for p, t in zip(churn.offered, (np.int64, float, np.int64), strict=True))
     c_sec = c_at.astype(np.int64) * _SECONDS_PER_DAY + rng.integers(9 * 3600, 17 * 3600, c_who.size)
-    c_sec = np.where(c_sec < stop_s[c_who], c_sec, c_at.astype(np.int64) * _SECONDS_PER_DAY)
+    c_sec = np.where(c_sec < churn.stop_s[c_who], c_sec, c_at.astype(np.int64) * _SECONDS_PER_DAY)
     outcome = rng.choice(len(OUTCOMES), size=c_who.size, p=OUTCOME_P)
     order = np.lexsort((c_who, c_sec))
     contacts = pd.DataFrame(
@@ -398,89 +469,85 @@ def generate_demo_data(n_customers: int, seed: int = 42, end_date: str = "2026-1
             "outcome": _str_col(OUTCOMES, outcome[order]),
         }
     )
-    a_who = np.concatenate(a_ids) if a_ids else np.zeros(0, np.int64)
-    a_at = np.concatenate(a_day) if a_day else np.zeros(0)
+    a_who, a_at, a_treated = (_concat(p, t) for p, t in zip(churn.assigned, (np.int64, float, bool), strict=True))
     assignments = pd.DataFrame(
         {
             "customer_id": a_who.astype(np.int64) + 1,
             "assign_time": _to_datetime(epoch_ns, a_at.astype(np.int64) * _SECONDS_PER_DAY),
-            "treated": np.concatenate(a_treated) if a_treated else np.zeros(0, bool),
+            "treated": a_treated,
         }
     )
+    return contacts, assignments
 
-    # -- customers table with messy text and fake PII -------------------------------------
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    churn_time = _to_datetime(epoch_ns, churn_s)
-    churn_time[~(left & cancels)] = np.datetime64("NaT")
+
+def _credit_text(credit: np.ndarray, blank: np.ndarray) -> pd.Series:
+    """Credit limits as text with thousands separators ("12,350"), some blank."""
     thousands, rest = credit // 1000, credit % 1000
-    credit_txt = pd.Series(
-        np.where(
-            thousands > 0,
-            _num_str(thousands) + "," + _num_str(rest).str.zfill(3),
-            _num_str(rest),
-        ),
+    text = pd.Series(
+        np.where(thousands > 0, _num_str(thousands) + "," + _num_str(rest).str.zfill(3), _num_str(rest)),
         dtype="str",
     )
-    credit_txt[credit_blank] = ""
-    notes_chars = _ID_ALPHABET[rng.integers(0, _ID_ALPHABET.size, (n, 10))]
-    notes_id = "NT-" + pd.Series(notes_chars.view("S10").ravel()).str.decode("ascii").astype("str")
+    text[blank] = ""
+    return text
+
+
+def _fake_pii(rng: np.random.Generator, region: np.ndarray) -> dict[str, pd.Series]:
+    """Name, e-mail (reserved example domains), phone (fictional 555) and address per customer."""
+    n = region.size
     first = _str_col(_FIRST, f_code := rng.integers(0, _FIRST.size, n))
     last = _str_col(_LAST, l_code := rng.integers(0, _LAST.size, n))
     suffix_num = rng.integers(1, 100, n)
     email_num = pd.Series(np.where(rng.random(n) < 0.6, _num_str(suffix_num), ""), dtype="str")
     email = (
-        _str_col(np.char.lower(_FIRST), f_code)
-        + "."
-        + _str_col(np.char.lower(_LAST), l_code)
-        + email_num
-        + "@"
-        + _str_col(_DOMAINS, rng.integers(0, _DOMAINS.size, n))
+        _str_col(np.char.lower(_FIRST), f_code) + "." + _str_col(np.char.lower(_LAST), l_code)
+        + email_num + "@" + _str_col(_DOMAINS, rng.integers(0, _DOMAINS.size, n))
     )
-    phone = (
-        "+1 ("
-        + _str_col(_AREA_CODES, region)
-        + ") 555-"
-        + _num_str(rng.integers(0, 10_000, n)).str.zfill(4)
-    )
+    phone = "+1 (" + _str_col(_AREA_CODES, region) + ") 555-" + _num_str(rng.integers(0, 10_000, n)).str.zfill(4)
     address = (
         _num_str(rng.integers(1, 2500, n))
-        + " "
-        + _str_col(_STREETS, rng.integers(0, _STREETS.size, n))
-        + " "
-        + _str_col(_SUFFIXES, rng.integers(0, _SUFFIXES.size, n))
-        + ", "
-        + _str_col(_TOWNS, region * 3 + rng.integers(0, 3, n))
+        + " " + _str_col(_STREETS, rng.integers(0, _STREETS.size, n))
+        + " " + _str_col(_SUFFIXES, rng.integers(0, _SUFFIXES.size, n))
+        + ", " + _str_col(_TOWNS, region * 3 + rng.integers(0, 3, n))
     )
+    return {"name": first + " " + last, "email": email, "phone": phone, "address": address}
+
+
+def _customers(
+    rng: np.random.Generator, signup_s: np.ndarray, a: _Attributes, b: _Behaviour, churn: _Churn, epoch_ns: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The customers table (messy text, fake PII) and the ground truth of how each one left."""
+    n = signup_s.size
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    churn_time = _to_datetime(epoch_ns, churn.churn_s)
+    churn_time[~(churn.left & churn.cancels)] = np.datetime64("NaT")
+    notes_chars = _ID_ALPHABET[rng.integers(0, _ID_ALPHABET.size, (n, 10))]
+    notes_id = "NT-" + pd.Series(notes_chars.view("S10").ravel()).str.decode("ascii").astype("str")
     customers = pd.DataFrame(
         {
             "customer_id": ids,
             "signup_time": _to_datetime(epoch_ns, signup_s),
             "churn_time": churn_time,
-            "plan": _str_col(PLANS, plan),
-            "channel": _str_col(CHANNELS, channel),
-            "region": _str_col(REGIONS, region),
-            "monthly_fee": monthly_fee,
-            "credit_limit": credit_txt,
+            "plan": _str_col(PLANS, a.plan),
+            "channel": _str_col(CHANNELS, a.channel),
+            "region": _str_col(REGIONS, a.region),
+            "monthly_fee": a.monthly_fee,
+            "credit_limit": _credit_text(a.credit, a.credit_blank),
             "notes_id": notes_id,
-            "name": first + " " + last,
-            "email": email,
-            "phone": phone,
-            "address": address,
+            **_fake_pii(rng, a.region),
         }
     )
-    kind = np.where(left, np.where(cancels, 0, 1), 2)
-    end_time = _to_datetime(epoch_ns, churn_s)
-    end_time[~left] = np.datetime64("NaT")
+    end_time = _to_datetime(epoch_ns, churn.churn_s)
+    end_time[~churn.left] = np.datetime64("NaT")
     truth = pd.DataFrame(
         {
             "customer_id": ids,
-            "kind": _str_col(("cancelled", "lapsed", "active"), kind),
+            "kind": _str_col(("cancelled", "lapsed", "active"), np.where(churn.left, np.where(churn.cancels, 0, 1), 2)),
             "end_time": end_time,
-            "hazard_per_year": hazard * 365.0,
-            "decay_days": decay_days,
+            "hazard_per_year": b.hazard * 365.0,
+            "decay_days": b.decay_days,
         }
     )
-    return DemoData(customers, events, contacts, assignments, truth)
+    return customers, truth
 
 
 def write_demo_data(data: DemoData, folder: Path) -> dict[str, Path]:

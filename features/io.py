@@ -7,8 +7,8 @@ The lowest layer (standard library, numpy and pandas only), so every package may
 * :func:`json_text` / :func:`write_json` give strict, sorted, deterministic JSON (NaN and
   infinity become ``null``; numpy scalars, dates and paths become plain JSON values), so the
   same data always give the same bytes and every JSON reader can parse them;
-* :func:`sqlite_path` / :func:`ensure_sqlite_folder` read the file of a ``sqlite:///`` URL, whose
-  folder SQLite, MLflow and Optuna do not create;
+* :func:`sqlite_path`, :func:`resolve_sqlite_url` and :func:`ensure_sqlite_folder` read, anchor
+  and prepare the file of a ``sqlite:///`` URL (SQLite, MLflow and Optuna create no folders);
 * :func:`is_missing` says whether one scalar is missing (None, NaN, ``pd.NA``, ``NaT``).
 """
 

@@ -1,7 +1,7 @@
 """Who is a customer at an as-of date, and who churned in the horizon after it.
 
 Convention (tested): features see rows with ``time < T``; the label looks at
-``T <= time < T + H days``, i.e. the horizon (T, T+H] in whole days, with day T itself the
+``T <= time < T + H days``, i.e. the horizon [T, T+H) in whole days, with day T itself the
 first day of the horizon. A customer belongs to the snapshot at T when it had signed up before
 T (or, without a signup column, had an event before T), had not churned before T, and has at
 least ``min_tenure_days`` of tenure.

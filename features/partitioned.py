@@ -20,7 +20,8 @@ capacity cut is a top-k per partition followed by a global merge (``serving.part
 *Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
 the source (``_row``) and a partition is put back in source order before anything runs: the
 local functions then see each customer's rows in the same order as on one machine, and even
-floating-point sums come out bit-identical.
+floating-point sums come out bit-identical. Numbering the rows costs one pass that counts the
+rows of each input block (Parquet row counts, CSV blocks) before the shuffle.
 
 *Pointing churnflow at a cluster.* Start a scheduler and workers that can import churnflow and
 read the data paths (``dask scheduler`` / ``dask worker tcp://host:8786``, or any Dask
@@ -28,14 +29,19 @@ deployment), then set ``[compute] engine = "dask"`` and ``scheduler_address = "t
 in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cluster of
 ``n_workers`` processes with ``memory_limit`` each and stops it at the end.
 
+*Scoring* (``serving.partitioned.score_partitioned``) runs ``score_partition`` per partition on
+the workers; the drift bin counts and the list candidates come back, the score rows stay on the
+workers until :func:`write_parts` writes them.
+
 *Not done yet* (the next session): ``DaskTaskRunner`` in the flows (passing paths, not
-collections), the final fit with ``xgboost.dask`` on all snapshot rows, Optuna trials on the
-workers through the RDB storage, weekly scoring and atomic publishing on the engine, worker-loss
-tests and ``benchmarks/bench_dask.py``. The schema proxy holds one row per distinct attribute
-combination: identifier-like attribute columns keep it near one row per customer (exclude them
-with ``features.exclude``); a text column with more than 20,000 distinct values is typed from a
-different subset of its values than locally, and ties for the eighth most frequent event type
-may be broken differently.
+collections; ``engine = "dask"`` is read by nothing yet), reasons for the listed customers and
+atomic publishing on the engine, training snapshots written per partition with the final fit by
+``xgboost.dask`` and Optuna trials on the workers through the RDB storage, worker-loss tests and
+``benchmarks/bench_dask.py``. Known limits: the schema proxy holds one row per distinct
+attribute combination, so identifier-like attribute columns keep it near one row per customer
+(exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
+is typed from a different subset of its values than locally, and a tie for the eighth most
+frequent event type may be broken differently.
 """
 
 from __future__ import annotations
@@ -45,13 +51,21 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from features.build import MAX_EVENT_TYPES, build_snapshots, infer_schema
-from features.contracts import DataValidationError, Problem, Tables, source_names, validate_tables
+from features.contracts import (
+    MAX_EXAMPLES,
+    DataValidationError,
+    Problem,
+    Tables,
+    source_names,
+    validate_tables,
+)
 from features.errors import ChurnflowError
 from features.schema import FeatureSchema
 from features.settings import ComputeSettings, Settings
@@ -64,7 +78,8 @@ if TYPE_CHECKING:
 
 PARTITION = "_partition"
 ROW = "_row"
-"""Position of a row in its source (input block << 32 | row in block): restores source order."""
+"""Row number in the source (as a full read would index it): restores source order, and names
+the rows a validation problem is about."""
 _RESERVED = ("customer_id", "signup_time", "churn_time", "label")
 TABLES = ("customers", "events", "contacts")
 
@@ -77,13 +92,18 @@ class ComputeError(ChurnflowError, RuntimeError):
 
 
 @contextmanager
-def dask_client(compute: ComputeSettings, settings: Settings | None = None) -> Iterator[Client]:
-    """A client of the configured cluster: ``scheduler_address``, else a local one we stop after."""
+def dask_client(compute: ComputeSettings, settings: Settings | None = None, timeout: str = "30s",
+                processes: bool = True) -> Iterator[Client]:
+    """A client of the configured cluster: ``scheduler_address``, else a local one we stop after.
+
+    ``settings`` resolves a relative ``local_directory`` against the config folder;
+    ``processes=False`` runs the local workers as threads of this process (tests, debugging).
+    """
     from distributed import Client, LocalCluster
 
     if compute.scheduler_address:
         try:
-            client = Client(compute.scheduler_address, timeout="30s")
+            client = Client(compute.scheduler_address, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise ComputeError(
                 f"cannot reach the Dask scheduler at {compute.scheduler_address} "
@@ -98,7 +118,7 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None) -> I
         directory = str(settings.path(directory))
     with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
                       memory_limit=compute.memory_limit, local_directory=directory or None,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      processes=processes, dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -121,28 +141,45 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
     return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
 
-def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int,
+def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequence[int] = (0,),
            partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
-    block = partition_info["number"] if partition_info else 0
+    start = offsets[partition_info["number"]] if partition_info else 0
     return frame.assign(**{PARTITION: customer_partition(frame[id_column], n_partitions),
-                           ROW: (block << 32) + np.arange(len(frame), dtype=np.int64)})
+                           ROW: start + np.arange(len(frame), dtype=np.int64)})
 
 
-def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int) -> dd.DataFrame:
-    """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*."""
+def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source",
+                          offsets: Sequence[int] | None = None) -> dd.DataFrame:
+    """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*.
+
+    ``offsets`` (the first row number of each input block, see :func:`block_offsets`) make every
+    row remember its row number in the source, so validation reports the rows a user can find.
+    """
     if id_column not in frame.columns:
-        raise DataValidationError([Problem("source", id_column, "is missing (data.columns.customer_id); "
+        raise DataValidationError([Problem(what, id_column, "is missing (mapped to 'customer_id' in [data.columns]); "
                                            f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
-    keyed = frame.map_partitions(_keyed, id_column, n_partitions, meta=_keyed(frame._meta, id_column, n_partitions))
+    offsets = list(offsets) if offsets is not None else [block << 32 for block in range(frame.npartitions)]
+    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets,
+                                 meta=_keyed(frame._meta, id_column, n_partitions))
     return keyed.set_index(PARTITION, divisions=(*range(n_partitions), n_partitions))
 
 
+def block_offsets(frames: Sequence[dd.DataFrame]) -> list[list[int]]:
+    """The first row number of each input block, for every frame (one counting pass, together)."""
+    import dask
+
+    lengths = dask.compute(*[f.map_partitions(len).to_delayed() for f in frames])
+    return [np.r_[0, np.cumsum(n)[:-1]].astype(np.int64).tolist() for n in lengths]
+
+
 def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    """One partition's rows back in source order, without the partitioning columns (None if empty)."""
+    """One partition's rows back in source order, indexed by their row number in the source (as a
+    full read would be), so the local functions see what they would see on one machine."""
     if frame is None or not len(frame):
         return None
-    ordered = frame.sort_values(ROW, kind="stable") if ROW in frame else frame
-    return ordered.drop(columns=[ROW], errors="ignore").reset_index(drop=True)
+    if ROW not in frame:
+        return frame.reset_index(drop=True)
+    return frame.sort_values(ROW, kind="stable").set_index(ROW).rename_axis(None)
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -205,7 +242,8 @@ class RawPartitions:
 
 
 def read_partitioned(settings: Settings, n_partitions: int | None = None) -> RawPartitions:
-    """Read every configured source and partition it by customer (lazy: nothing is computed)."""
+    """Read every configured source and partition it by customer (lazy after one pass that
+    counts the rows of each input block)."""
     d = settings.data
     frames = {
         name: read_dask_source(getattr(d, name), getattr(d, f"{name}_table"), settings, name) if getattr(d, name) else None
@@ -213,8 +251,11 @@ def read_partitioned(settings: Settings, n_partitions: int | None = None) -> Raw
     }
     if n_partitions is None:
         n_partitions = settings.compute.n_partitions or max(f.npartitions for f in frames.values() if f is not None)
+    present = {name: f for name, f in frames.items() if f is not None}
+    offsets = dict(zip(present, block_offsets(list(present.values())), strict=True))
     ids = d.columns.customer_id
-    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions) for name, f in frames.items()}
+    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name])
+             for name, f in frames.items()}
     return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
 
 
@@ -305,10 +346,29 @@ def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary
 
 def raise_problems(summaries: Sequence[PartitionSummary]) -> None:
     """Every partition's validation problems in one error, as the local engine reports them."""
-    problems = [p for s in summaries for p in s.problems]
+    problems = merge_problems([p for s in summaries for p in s.problems])
     if problems:
         hint = next((s.hint for s in summaries if s.problems and s.hint), "")
         raise DataValidationError(problems, hint=hint)
+
+
+def merge_problems(problems: Sequence[Problem]) -> list[Problem]:
+    """One problem per table, column and rule, as a whole-table validation reports it: counts
+    added, the first offending rows (by source row number) as examples."""
+    by_rule: dict[tuple[str, str, str], list[Problem]] = {}
+    for p in problems:
+        by_rule.setdefault((p.table, p.column, p.rule), []).append(p)
+    merged = []
+    for (table, column, rule), group in by_rule.items():
+        examples = sorted((e for p in group for e in zip(p.rows, p.values, strict=False)), key=lambda e: _row_key(e[0]))
+        examples = examples[:MAX_EXAMPLES]
+        merged.append(Problem(table, column, rule, [r for r, _ in examples], [v for _, v in examples],
+                              sum(p.count for p in group)))
+    return merged
+
+
+def _row_key(row: Any) -> tuple[int, Any]:
+    return (0, row) if isinstance(row, (int, np.integer)) else (1, str(row))
 
 
 def global_end_date(summaries: Sequence[PartitionSummary], settings: Settings) -> pd.Timestamp:
@@ -397,22 +457,59 @@ def sorted_by_customer(frames: Sequence[pd.DataFrame | None]) -> pd.DataFrame:
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
-                                with_labels: bool = True, schema: FeatureSchema | None = None
-                                ) -> tuple[list[Delayed], GlobalFacts]:
-    """Validate every partition (kept in worker memory), decide the global facts, then build.
+def write_part(frame: pd.DataFrame | None, folder: str, number: int) -> str | None:
+    """One partition's table as ``part-<number>.parquet`` in ``folder`` (written aside, then
+    renamed: a worker that dies mid-write leaves no half file under the final name)."""
+    if frame is None:
+        return None
+    target = Path(folder) / f"part-{number:05d}.parquet"
+    partial = target.with_name(f".{target.name}.partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(target)
+    return str(target)
 
-    Returns one delayed feature table per partition (``dd.from_delayed`` turns them into a Dask
-    DataFrame, e.g. to write Parquet; :func:`sorted_by_customer` collects small ones) and the
-    global facts. Uses the active ``distributed.Client`` when there is one.
+
+def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
+    """Compute every partition's table straight to a Parquet folder, one file per partition, so
+    results too large for the client never meet in one process (read back with
+    ``pd.read_parquet(folder)`` or ``dd.read_parquet``). ``folder`` must be empty or new; making
+    the folder's appearance atomic is the publishing step's job."""
+    import dask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise ComputeError(f"{folder} is not empty: write partitions to a new folder")
+    write = dask.delayed(write_part, pure=True)
+    paths = dask.compute(*[write(part, str(folder), i) for i, part in enumerate(parts)])
+    return [Path(p) for p in paths if p is not None]
+
+
+def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True
+                        ) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
+    """Validate every partition, keep the results in worker memory, and bring back the summaries.
+
+    Uses the active ``distributed.Client`` when there is one (else Dask's local scheduler).
     """
     import dask
 
     validate = dask.delayed(validate_partition, pure=True)
-    validated = [validate(cu, ev, co, settings, with_labels) for cu, ev, co in raw.delayed()]
+    validated = [validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]
     validated = list(dask.persist(*validated))
     summarize = dask.delayed(summarize_partition, pure=True)
-    summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    return validated, dask.compute(*[summarize(v, settings) for v in validated])
+
+
+def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
+                                with_labels: bool = True, schema: FeatureSchema | None = None
+                                ) -> tuple[list[Delayed], GlobalFacts]:
+    """Validate every partition, decide the global facts, then build each partition's snapshots.
+
+    Returns one delayed feature table per partition (:func:`write_parts` writes them to a
+    Parquet folder, :func:`sorted_by_customer` collects small ones) and the global facts.
+    """
+    import dask
+
+    validated, summaries = validate_partitions(raw, settings, require_label=with_labels)
     facts = global_facts(summaries, settings, schema)
     build = dask.delayed(partition_snapshots, pure=True)
     as_of = [pd.Timestamp(t).normalize().as_unit("ns") for t in as_of_dates]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ChurnflowError
+from features.io import write_json
 from features.naming import known_levels
 from features.spec import declared_features
 
@@ -99,7 +100,7 @@ class FeatureSchema:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> FeatureSchema:

@@ -23,6 +23,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -240,19 +241,19 @@ class ScheduleSettings(_Section):
     cron: str = "0 6 * * 1"
     timezone: str = "UTC"
     deployment_name: str = "weekly-score"
+    work_pool: str = ""  # set: `churnflow schedule` registers the deployment on this Prefect work pool
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        # The parser Prefect itself validates deployment schedules with: what passes here, serves.
-        from prefect._internal.schemas.validators import validate_cron_string
+        # croniter is the parser Prefect vendors to validate deployment schedules: what passes here,
+        # `churnflow schedule` can serve (and features/ must not import Prefect).
+        from croniter import croniter
 
-        try:
-            return validate_cron_string(v.strip())
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
-                "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)") from None
+        if croniter.is_valid(v.strip()):
+            return v.strip()
+        raise ValueError(f"{v!r} is not a cron expression; use five fields: minute hour day-of-month month "
+                         "day-of-week, e.g. \"0 6 * * 1\" (Mondays 06:00)")
 
     @field_validator("timezone")
     @classmethod
@@ -283,7 +284,8 @@ class ComputeSettings(_Section):
     local_directory: str = ""
     """Workers' spill folder; empty = Dask's default (a dask-scratch-space folder in the temp dir)."""
     n_partitions: int = Field(0, ge=0)
-    """Customer partitions (each customer's rows stay together); 0 = about one per 250k customers."""
+    """Customer partitions (each customer's rows stay together); 0 = as many as the largest source
+    has input blocks (Parquet files or row groups, 64 MiB of CSV). Aim for 100k-1M customers each."""
 
 
 class Settings(BaseSettings):
@@ -431,6 +433,13 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         return Settings(root=root, **clean)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path) if toml_file else 'the built-in defaults', clean)) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON for a list/table key
+        section = str(exc).split('field "', 1)[-1].split('"', 1)[0]
+        names = sorted(n for n in os.environ if n.upper().startswith(f"CHURNFLOW_{section}".upper()))
+        raise ConfigError(
+            f"invalid environment variable {' or '.join(names) or 'CHURNFLOW_' + section.upper() + '__*'}: "
+            "a list or table value must be JSON, e.g. CHURNFLOW_DATA__COLUMNS__PII='[\"full_name\", \"email\"]'"
+        ) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

@@ -38,15 +38,13 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             + (" or run `churnflow demo-data` to create the demo data." if "demo" in str(path) else ".")
         )
     suffix = "".join(path.suffixes[-2:]).lower()
-    text = {"dtype": {settings.data.columns.customer_id: str}, "encoding": settings.data.encoding,
-            "low_memory": False}
     try:
         if suffix.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
         if suffix.endswith((".csv", ".csv.gz", ".txt")):
-            return pd.read_csv(path, **text)
+            return _read_text(path, ",", settings)
         if suffix.endswith((".tsv", ".tsv.gz")):
-            return pd.read_csv(path, sep="\t", **text)
+            return _read_text(path, "\t", settings)
     except UnicodeError as exc:
         raise SourceError(
             f"{what}: {path.name} is not {settings.data.encoding} text ({exc.reason} at byte {exc.start}). "
@@ -55,6 +53,22 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
     except (ValueError, OSError) as exc:
         raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet")
+
+
+def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
+    """A CSV/TSV with the id column as text, a UTF-8 byte-order mark (Excel) ignored, header names
+    trimmed, and a semicolon-separated export (European Excel) read as such when its header says so."""
+    encoding = settings.data.encoding
+    if encoding.lower().replace("-", "").replace("_", "") == "utf8":
+        encoding = "utf-8-sig"
+    header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    if len(header) == 1 and ";" in str(header[0]):
+        sep = ";"
+        header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
+    frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
+    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
+    return frame
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:

@@ -7,6 +7,7 @@ next command to run; every failure says what to do next.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="churnflow: find the customers about to leave, say why, and whom to call first.",
@@ -23,12 +26,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+DEMO_CUSTOMERS = "data/demo/customers.parquet"
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default: ./churnflow.toml).")]
-AsOfOpt = Annotated[
-    str | None,
-    typer.Option("--as-of", help="As-of date YYYY-MM-DD: only data before it is used (default: latest complete day)."),
-]
+
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _entry(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and Prefect's logs of failures.")] = False,
+) -> None:
+    """Process-wide switches live here, at the program's entry, never in library code."""
+    _DEBUG["on"] = debug
+    _quiet_env()
 
 
 def _quiet_env() -> None:
@@ -36,33 +48,71 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted
 
 
-def _fail(message: str, hint: str = "") -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+def _fail(message: str, hint: str = "", code: int = 2) -> typer.Exit:
+    """Print a user-facing error verbatim (no Rich markup: ``[data.columns]`` must survive)."""
+    console.print(Text("error: ", style="bold red") + Text(message))
     if hint:
-        console.print(f"[yellow]next:[/] {hint}")
-    return typer.Exit(code=2)
+        console.print(Text("next: ", style="yellow") + Text(hint))
+    return typer.Exit(code=code)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from features.contracts import DataValidationError
-    from features.schema import SchemaMismatchError
-    from features.settings import ConfigError
-    from features.sources import SourceError
+class _HideExpectedFailures(logging.Filter):
+    """Drop Prefect's log records about a failure churnflow explains itself: the traceback of a
+    ``ChurnflowError`` and the "Finished in state Failed(...)" echo of its message. The run's
+    state in Prefect's API still carries the reason; ``--debug`` shows everything."""
 
-    return (ConfigError, DataValidationError, SourceError, SchemaMismatchError, ValueError, FileNotFoundError)
+    def filter(self, record: logging.LogRecord) -> bool:
+        from features.errors import ChurnflowError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ChurnflowError):
+            return False
+        if not exc:  # "Finished in state Failed(...)" echoes (INFO for flows, ERROR for tasks)
+            text = record.getMessage()
+            return not any(f"{name}: " in text or f"{name}(" in text for name in _error_names(ChurnflowError))
+        return True
+
+
+def _error_names(base: type) -> set[str]:
+    names = {base.__name__}
+    for sub in base.__subclasses__():
+        names |= _error_names(sub)
+    return names
+
+
+def _hide_expected_failures_in_prefect_logs() -> None:
+    if _DEBUG["on"]:
+        return
+    quiet = _HideExpectedFailures()
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)
+                                       if n.startswith("prefect")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, _HideExpectedFailures) for f in handler.filters):
+                handler.addFilter(quiet)
 
 
 def _run(fn, *args, **kwargs):
-    """Run a flow; turn expected failures into a clear message and exit code 2."""
-    _quiet_env()
+    """Run a flow; expected failures end in one clear message and exit code 2, no traceback."""
+    from pydantic import ValidationError
+
+    from features.errors import ChurnflowError
+
+    _hide_expected_failures_in_prefect_logs()
     try:
         return fn(*args, **kwargs)
-    except _known_errors() as exc:
+    except (ChurnflowError, ValidationError) as exc:
+        if _DEBUG["on"]:
+            raise
         raise _fail(str(exc)) from None
-    except RuntimeError as exc:
-        raise _fail(str(exc)) from None
+    except Exception as exc:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(f"{type(exc).__name__}: {exc}",
+                    "this is unexpected (a bug); rerun with --debug for the traceback and report it", code=1) from None
 
 
 def _settings(config: Path | None, **overrides):
@@ -71,7 +121,36 @@ def _settings(config: Path | None, **overrides):
     try:
         return load_settings(config, **overrides)
     except ConfigError as exc:
-        raise _fail(str(exc), "fix the key named above in your settings file") from None
+        raise _fail(str(exc), "fix the setting named above") from None
+
+
+def _as_of(value: str | None) -> str | None:
+    """Check --as-of at the command line, so a typo is blamed on the option."""
+    if value in (None, ""):
+        return None
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2024-06-30",
+                                 param_hint="'--as-of'") from None
+
+
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", callback=_as_of,
+                 help="As-of date YYYY-MM-DD: only data before it is used (default: latest complete day)."),
+]
+
+
+def _training_options(config: Path | None, trials: int | None, timeout: float | None):
+    """Load settings with the CLI's training options, so a bad value names --trials / --timeout."""
+    from features.settings import OPTION_NAMES
+
+    OPTION_NAMES.update({("training", "n_trials"): "--trials", ("training", "timeout_seconds"): "--timeout"})
+    chosen = {k: v for k, v in {"n_trials": trials, "timeout_seconds": timeout}.items() if v is not None}
+    return _settings(config, training=chosen or None)
 
 
 @app.command("demo-data")
@@ -85,30 +164,26 @@ def demo_data(
     from features.demo import generate_demo_data, write_demo_data
 
     settings = _settings(config)
-    folder = out or settings.path(settings.data.customers).parent
+    folder = out or settings.path(settings.data.customers or DEMO_CUSTOMERS).parent
     with console.status(f"generating {customers:,} customers (seed {seed})"):
         data = generate_demo_data(customers, seed=seed)
         paths = write_demo_data(data, folder)
     console.print(
         f"wrote {len(data.customers):,} customers, {len(data.events):,} events, "
-        f"{len(data.contacts):,} contacts to [bold]{folder}[/]"
+        f"{len(data.contacts):,} contacts to " + escape(str(folder))
     )
     for name, path in paths.items():
-        console.print(f"  {name}: {path}")
+        console.print(f"  {name}: {escape(str(path))}")
     console.print("[yellow]next:[/] churnflow validate")
 
 
 @app.command()
 def validate(config: ConfigOpt = None) -> None:
     """Load and validate the configured sources; print what was found or every problem."""
-    _quiet_env()
     from features.contracts import load_tables
 
     settings = _settings(config)
-    try:
-        tables = load_tables(settings)
-    except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+    tables = _run(load_tables, settings)
     table = Table(title="validated sources")
     table.add_column("item")
     table.add_column("value", justify="right")
@@ -146,7 +221,7 @@ def train(
     """Tune, fit, calibrate, evaluate, explain and register a churn model (train as if today were --as-of)."""
     from flows.train_flow import train_flow
 
-    _settings(config)
+    _training_options(config, trials, timeout)
     result = _run(train_flow, str(config) if config else None, as_of, trials, timeout)
     from flows.summaries import print_train_summary
 
@@ -180,7 +255,7 @@ def pipeline(
     from flows.pipeline_flow import pipeline_flow
     from flows.summaries import print_score_summary, print_train_summary
 
-    _settings(config)
+    _training_options(config, trials, None)
     result = _run(pipeline_flow, str(config) if config else None, as_of, trials)
     print_train_summary(console, result["train"])
     print_score_summary(console, result["score"])
@@ -194,10 +269,14 @@ def demo(
 ) -> None:
     """The main job on embedded defaults: demo data, then the pipeline flow, then where to look."""
     settings = _settings(config)
+    if not settings.data.customers:
+        raise _fail(f"the demo runs on the demo data, but data.customers is {settings.data.customers!r}",
+                    "run it from the repository folder (its churnflow.toml names data/demo/...), or use "
+                    "`churnflow demo-data` and `churnflow pipeline` with your own settings")
     if not settings.path(settings.data.customers).exists():
         demo_data(config=config, customers=customers, seed=42, out=None)
     else:
-        console.print(f"demo data already in {settings.path(settings.data.customers).parent} (kept)")
+        console.print(f"demo data already in {escape(str(settings.path(settings.data.customers).parent))} (kept)")
     pipeline(config=config, as_of=None, trials=trials)
     from flows.summaries import print_where_to_look
 
@@ -231,7 +310,6 @@ def schedule(
     from flows.schedule import serve_weekly
 
     settings = _settings(config)
-    _quiet_env()
     serve_weekly(settings, str(config.resolve()) if config else None, start_server=start_server, console=console)
 
 
@@ -240,7 +318,6 @@ def doctor(config: ConfigOpt = None) -> None:
     """Check settings, data sources, tracking store, registry champion and Prefect; say what to fix."""
     from flows.doctor import run_checks
 
-    _quiet_env()
     ok = run_checks(console, config)
     raise typer.Exit(code=0 if ok else 1)
 

@@ -49,6 +49,7 @@ def _settings_check(config: Path | None):
 
 def _data_checks(settings) -> list[Check]:
     from features.contracts import DataValidationError, load_tables
+    from features.settings import ConfigError
     from features.sources import SourceError, read_source, source_label
 
     d = settings.data
@@ -89,6 +90,8 @@ def _data_checks(settings) -> list[Check]:
         return checks
     try:
         tables = load_tables(settings, raw=raw)
+    except ConfigError as exc:
+        checks.append(Check("data: validation", PROBLEM, _message(exc), "fix the [data] settings named here"))
     except DataValidationError as exc:
         checks.append(Check("data: validation", PROBLEM, _message(exc),
                             "fix the data or [data.columns]; or set data.drop_invalid_rows = true"))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.build import build_features, infer_schema, latest_as_of
+from features.build import build_features, infer_schema
+from features.contracts import Tables
 from features.export import write_feature_table
+from features.schema import FeatureSchema
+from features.settings import Settings
 from flows.tasks import (
     parse_as_of,
     read_sources_task,
@@ -16,10 +20,11 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
+from serving.weekly import scoring_date
 
 
 @task(name="build-features", **task_options)
-def build_features_task(tables, as_of, settings):
+def build_features_task(tables: Tables, as_of: pd.Timestamp, settings: Settings) -> tuple[pd.DataFrame, FeatureSchema]:
     schema = infer_schema(tables, settings)
     return build_features(tables, as_of, settings, schema), schema
 
@@ -31,7 +36,7 @@ def build_features_flow(config: str | None = None, as_of: str | None = None, out
     raw = read_sources_task(settings)
     cut = parse_as_of(as_of)
     tables = validate_task(settings, raw, cut)
-    day = cut or latest_as_of(tables)
+    day = scoring_date(tables, cut)  # the same default as scoring: the day after the data end
     frame, schema = build_features_task(tables, day, settings)
     target = Path(out) if out else settings.path(f"outputs/features/features_{day.date()}.parquet")
     paths = write_feature_table(frame, schema, target)

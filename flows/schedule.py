@@ -1,8 +1,9 @@
 """The weekly schedule: serve the ``score`` deployment on the cron of ``[schedule]``.
 
-``[schedule]`` in the settings is the one place the cron and time zone live: ``churnflow
-schedule`` serves the deployment with them, and ``prefect.yaml`` (for a work pool) carries no
-schedule of its own (see the README, "The weekly schedule").
+``[schedule]`` in the settings is the one place the cron, time zone and deployment live:
+``churnflow schedule`` either serves the deployment from its own process or, with ``[schedule]
+work_pool`` set, registers it on that Prefect work pool (generated from the settings; there is no
+``prefect.yaml`` to keep in step). See the README, "The weekly schedule".
 
 Schedules need a real Prefect server (an ephemeral one only warns and schedules nothing). When
 no API URL is configured (``PREFECT_API_URL`` or the Prefect profile) we start ``prefect server
@@ -87,8 +88,16 @@ def stop_process_group(proc: subprocess.Popen) -> None:
 
 def serve_weekly(settings: Settings, config: str | None, start_server: bool = True,
                  console: Console | None = None) -> None:
-    """Serve the weekly scoring deployment until interrupted (Ctrl-C or SIGTERM)."""
+    """Put the weekly scoring on the cron of ``[schedule]``, the one place it is configured.
+
+    With ``[schedule] work_pool`` set, register the deployment on that Prefect work pool (its
+    workers run it) and return; otherwise serve it from this process until interrupted (Ctrl-C or
+    SIGTERM), starting a local Prefect server first when no API URL is configured.
+    """
     console = console or Console()
+    if settings.schedule.work_pool:
+        deploy_weekly(settings, config, console)
+        return
     if configured_api_url():
         _serve(settings, config, console)
         return
@@ -103,6 +112,50 @@ def serve_weekly(settings: Settings, config: str | None, start_server: bool = Tr
     with local_prefect_server() as api_url, temporary_settings(updates={PREFECT_API_URL: api_url}):
         console.print(f"Prefect server at {api_url.removesuffix('/api')} (UI); it stops when this command stops.")
         _serve(settings, config, console)
+
+
+CODE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder holding ``flows/`` (this checkout, or site-packages): where workers load the flow."""
+RUN_ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def deploy_weekly(settings: Settings, config: str | None, console: Console | None = None) -> str:
+    """Register ``score/<deployment_name>`` on ``[schedule] work_pool`` with the settings' cron.
+
+    Workers on that pool run it from :data:`CODE_ROOT` with ``config`` (so the worker's machine
+    needs this checkout, the data and the MLflow store the settings name). At most one run at a
+    time. Rerunning updates the deployment in place. Returns the deployment id.
+    """
+    from prefect import Flow
+    from prefect.schedules import Cron
+
+    sch = settings.schedule
+    url = configured_api_url()
+    if not url:
+        raise SystemExit("[schedule] work_pool needs a Prefect server: set PREFECT_API_URL (e.g. "
+                         "`export PREFECT_API_URL=http://127.0.0.1:4200/api`) and create the pool once "
+                         f"with `prefect work-pool create {sch.work_pool} --type process`.")
+    problem = prefect_health(url)
+    if problem is not None:
+        raise SystemExit(f"the Prefect server at {url} does not answer ({problem}); start it or fix PREFECT_API_URL.")
+    flow = Flow.from_source(source=str(CODE_ROOT), entrypoint="flows/score_flow.py:score_flow")
+    try:
+        deployment_id = flow.deploy(
+            name=sch.deployment_name, work_pool_name=sch.work_pool,
+            schedules=[Cron(sch.cron, timezone=sch.timezone)], parameters={"config": config},
+            tags=["churnflow", "weekly"], concurrency_limit=1, job_variables={"env": RUN_ENV},
+            build=False, push=False, print_next_steps=False,
+        )
+    except ValueError as exc:  # Prefect's message for a missing pool names it
+        raise SystemExit(f"{exc}\nCreate the pool once with `prefect work-pool create {sch.work_pool} "
+                         "--type process`, then rerun.") from None
+    (console or Console()).print(
+        f"deployment [bold]score/{sch.deployment_name}[/] on work pool '{sch.work_pool}', cron '{sch.cron}' "
+        f"({sch.timezone}). Start a worker where the code and data live: "
+        f"`prefect worker start --pool {sch.work_pool}`."
+    )
+    return str(deployment_id)
 
 
 def _serve(settings: Settings, config: str | None, console: Console) -> None:

@@ -23,12 +23,7 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.publish import (
-    publish_outputs,
-    read_previous_list,
-    standard_writers,
-    write_list_to_database,
-)
+from serving.publish import ListTable, publish_week, read_previous_list, standard_writers
 from serving.weekly import WeeklyOutputs, score_week, scoring_date
 from training.bundle import ModelBundle
 from training.registry import load_bundle
@@ -53,14 +48,13 @@ def score_week_task(tables: Tables, day: pd.Timestamp, bundle: ModelBundle, vers
     return outputs
 
 
-@task(name="publish", **task_options)
+@task(name="publish", **(retry_io | {"retries": 1, "retry_delay_seconds": 2}), **task_options)
 def publish_task(settings: Settings, outputs: WeeklyOutputs) -> str:
+    """Folder and list table as one unit (``serving.publish.publish_week``), so a retry is safe."""
     files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
-    folder = publish_outputs(settings.output_dir, outputs.as_of, files)
-    if settings.serving.list_database_url:
-        write_list_to_database(outputs.priority_list, settings.url_or_path(settings.serving.list_database_url),
-                               settings.serving.list_table, outputs.as_of)
-    return str(folder)
+    url = settings.serving.list_database_url
+    table = ListTable(settings.url_or_path(url), settings.serving.list_table, outputs.priority_list) if url else None
+    return str(publish_week(settings.output_dir, outputs.as_of, files, table))
 
 
 @flow(name="score", flow_run_name=run_name("score"), validate_parameters=True)

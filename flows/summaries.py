@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from features.settings import Settings
 
+if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
+    from training.recipe import TrainedModel
+    from training.registry import RegistryResult
+
 _SHOWN = ["pr_auc", "roc_auc", "log_loss", "brier", "lift_top_10", "recall_top_10"]
+
+
+def train_result(settings: Settings, trained: TrainedModel, result: RegistryResult) -> dict[str, Any]:
+    """What the train flow returns (and the CLI prints): plain data, no frames."""
+    evaluation, plan = trained.evaluation, trained.plan
+    return {
+        "run_id": result.run_id,
+        "version": result.version,
+        "promoted": result.promoted,
+        "reason": result.reason,
+        "objective": result.objective,
+        "metrics": evaluation.metrics,
+        "baselines": evaluation.baselines,
+        "comparison": evaluation.comparison.to_dict(orient="records"),
+        "beats_recency": evaluation.beats_recency,
+        "notes": list(evaluation.notes),
+        "checks": [{"name": n, "passed": p, "detail": d} for n, p, d in trained.checks],
+        "plan": {"train": [str(d.date()) for d in plan.train],
+                 "valid": str(plan.valid.date()) if plan.valid is not None else "",
+                 "test": str(plan.test.date()), "out_of_time": plan.out_of_time},
+        "trials": int(len(trained.tuning.trials)),
+        "tracking_uri": settings.tracking_uri,
+        "model_name": settings.tracking.model_name,
+    }
 
 
 def print_train_summary(console: Console, result: dict[str, Any]) -> None:
@@ -32,12 +61,12 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
     if not result["beats_recency"]:
         console.print("[bold red]THE TUNED MODEL DOES NOT BEAT THE RECENCY BASELINE — not promoted.[/]")
     for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(str(note))}")
     failed = [c for c in result.get("checks", []) if not c["passed"]]
     for c in failed:
-        console.print(f"[red]behavioural check failed:[/] {c['name']}: {c['detail']}")
+        console.print(f"[red]behavioural check failed:[/] {escape(str(c['name']))}: {escape(str(c['detail']))}")
     verdict = "[green]promoted to champion[/]" if result["promoted"] else "[yellow]not promoted[/]"
-    console.print(f"{verdict}: {result['reason']}")
+    console.print(f"{verdict}: {escape(str(result['reason']))}")
     console.print(f"trials in study: {result['trials']}; MLflow run {result['run_id']} in {result['tracking_uri']}")
     console.print("[yellow]next:[/] churnflow score")
 
@@ -55,10 +84,10 @@ def print_score_summary(console: Console, result: dict[str, Any]) -> None:
             top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]
             console.print(f"{title}: " + ", ".join(f"{k} ({_count(v):,})" for k, v in top))
     for warning in s.get("warnings", []):
-        console.print(f"[yellow]{warning}[/]")
+        console.print(f"[yellow]{escape(str(warning))}[/]")
     folder = Path(result["folder"])
-    console.print(f"priority list: [bold]{folder / 'priority_list.csv'}[/]")
-    console.print(f"report:        [bold]{folder / 'report.html'}[/]")
+    console.print(f"priority list: [bold]{escape(str(folder / 'priority_list.csv'))}[/]")
+    console.print(f"report:        [bold]{escape(str(folder / 'report.html'))}[/]")
     console.print("[yellow]next:[/] open the report, or `churnflow report` to see the list here")
 
 
@@ -107,5 +136,5 @@ def print_published(console: Console, settings: Settings, as_of: str | None, top
                                                        "value_at_risk", "segment", "reason_1",
                                                        "recommended_action", "status")))
     console.print(table)
-    console.print(f"{len(listed):,} customers on the list; files in [bold]{folder}[/]")
+    console.print(f"{len(listed):,} customers on the list; files in [bold]{escape(str(folder))}[/]")
     console.print(f"report: {folder / 'report.html'}")

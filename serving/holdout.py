@@ -16,6 +16,11 @@ applied to the customer id, gives each customer a uniform number that depends on
 A rerun of the same date, a different partitioning of the scoring, or a reordering of the rows
 holds back the same people, and no stored state is needed.
 
+A holdout customer stays uncontacted for the whole horizon of the list that drew them: a later
+list that contacts them would blur the comparison. :func:`open_holdout_ids` collects them from
+the lists whose horizon is still open, and :func:`assign_holdout` marks them
+``"holdout, earlier list"`` (not contacted, not part of this list's draw or its effect).
+
 Stratification: the would-be-contacted customers are sorted by stratum (risk tier, segment), then
 by their draw, and held back by *systematic sampling* with a keyed random start: position ``i``
 is held back when ``floor(start + (i + 1) * share)`` steps past ``floor(start + i * share)``.
@@ -30,7 +35,7 @@ always be held back), which biases a pooled contacted-vs-holdout comparison.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 
 import numpy as np
@@ -39,6 +44,7 @@ import pandas as pd
 from serving.priority import STATUS_SUPPRESSED
 
 STATUS_HOLDOUT = "holdout"
+STATUS_HELD_EARLIER = "holdout, earlier list"
 HOLDOUT_ACTION = "none: control group, do not contact"
 STRATA = ("risk_tier", "segment")
 """Columns that define the strata of the draw (missing columns are ignored)."""
@@ -94,11 +100,31 @@ def systematic_selection(n: int, share: float, start: float) -> np.ndarray:
     return np.floor(start + (i + 1) * share) - np.floor(start + i * share) >= 1
 
 
+def open_holdout_ids(
+    earlier_holdouts: Mapping[str, Iterable[object]],
+    as_of: date | datetime | pd.Timestamp,
+    horizon_days: int,
+) -> set[str]:
+    """Customers held back by a list whose horizon ``[T', T' + H)`` still covers ``as_of``.
+
+    ``earlier_holdouts``: as-of date (ISO) of each published list -> its holdout customer ids.
+    Ids are returned as text (the draw's convention), so ``123`` and ``"123"`` match.
+    """
+    t = pd.Timestamp(as_of).normalize()
+    return {
+        str(c)
+        for day, ids in earlier_holdouts.items()
+        if pd.Timestamp(day) < t < pd.Timestamp(day) + pd.Timedelta(days=horizon_days)
+        for c in ids
+    }
+
+
 def assign_holdout(
     priority_list: pd.DataFrame,
     as_of: date | datetime | pd.Timestamp,
     share: float,
     seed: int = 0,
+    open_holdouts: Collection[str] = frozenset(),
 ) -> pd.DataFrame:
     """Hold back ``share`` of the would-be-contacted customers of a ranked list, by stratum.
 
@@ -106,14 +132,17 @@ def assign_holdout(
     ``customer_id``, ``rank`` and ``status``; ``risk_tier`` and ``segment`` define the strata).
     Held-back rows get ``status = "holdout"``, no rank, action ``"none: control group, do not
     contact"`` and channel ``"none"``, and move after the other rows; the remaining ranked rows
-    are renumbered 1..k so the team's list has no gaps. ``share = 0`` returns the list unchanged.
+    are renumbered 1..k so the team's list has no gaps. ``open_holdouts`` (from
+    :func:`open_holdout_ids`, ids as text) are marked ``"holdout, earlier list"`` the same way
+    and take no part in the draw. ``share = 0`` and no open holdouts return the list unchanged.
     See the module docstring for the design (why the list shrinks, why systematic sampling).
     """
     if not 0.0 <= share < 1.0:
         raise ValueError(f"holdout share must be in [0, 1), got {share}")
     out = priority_list.copy()
-    frame = would_be_contacted(out)
-    if share == 0.0 or not frame.any():
+    earlier = would_be_contacted(out) & out["customer_id"].astype(str).isin(list(open_holdouts)).to_numpy()
+    frame = would_be_contacted(out) & ~earlier
+    if (share == 0.0 or not frame.any()) and not earlier.any():
         return out
     rows = out.loc[frame]
     order = pd.DataFrame(
@@ -123,17 +152,37 @@ def assign_holdout(
     ).sort_values([*(c for c in STRATA if c in rows.columns), "_draw", "_id"], kind="mergesort")
     start = _uniform(b"systematic start", _key(as_of, seed))
     chosen = order.index.to_numpy()[systematic_selection(len(order), share, start)]
-    held = np.zeros(len(out), dtype=bool)
-    held[np.flatnonzero(frame)[chosen]] = True
+    drawn = np.zeros(len(out), dtype=bool)
+    drawn[np.flatnonzero(frame)[chosen]] = True
+    held = drawn | earlier
 
     out["status"] = out["status"].astype(object)
-    out.loc[held, "status"] = STATUS_HOLDOUT
+    out.loc[drawn, "status"] = STATUS_HOLDOUT
+    out.loc[earlier, "status"] = STATUS_HELD_EARLIER
     for col, value in (("recommended_action", HOLDOUT_ACTION), ("channel", "none")):
         if col in out.columns:
             out.loc[held, col] = value
     out = pd.concat([out[~held], out[held]])
-    ranked = out["rank"].notna().to_numpy() & ~out["status"].eq(STATUS_HOLDOUT).to_numpy()
+    ranked = out["rank"].notna().to_numpy() & ~out["status"].isin([STATUS_HOLDOUT, STATUS_HELD_EARLIER]).to_numpy()
     rank = pd.array(np.full(len(out), pd.NA), dtype="Int64")
     rank[ranked] = np.arange(1, int(ranked.sum()) + 1)
     out["rank"] = rank
     return out.reset_index(drop=True)
+
+
+def holdout_summary(priority_list: pd.DataFrame, share: float) -> dict[str, object]:
+    """Summary fields: how many were held back and, in words, why it matters."""
+    status = priority_list["status"].astype(object)
+    n_holdout = int(status.eq(STATUS_HOLDOUT).sum())
+    n_earlier = int(status.eq(STATUS_HELD_EARLIER).sum())
+    why = (
+        f"{n_holdout} customers ({share:.0%} of those the list would contact) are held back at random "
+        "as a control group: comparing their churn with the contacted customers' when the horizon "
+        "has passed measures what the outreach achieved."
+        if share > 0
+        else "No control group (serving.holdout_share = 0): the campaign's effect cannot be measured."
+    )
+    if n_earlier:
+        why += f" {n_earlier} more are still in an earlier list's control group and are not contacted."
+    return {"holdout_share": float(share), "n_holdout": n_holdout, "n_held_earlier": n_earlier,
+            "holdout_why": why}

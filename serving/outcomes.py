@@ -44,16 +44,20 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from features.contracts import Tables
 from features.errors import ChurnflowError
+from features.io import fsync_file, write_json
 from features.labels import Definition, churn_labels
-from serving.holdout import STATUS_HOLDOUT
+from serving.holdout import STATUS_HELD_EARLIER, STATUS_HOLDOUT
 from serving.priority import STATUS_NEW, STATUS_STILL_ON, STATUS_SUPPRESSED
-from serving.publish import write_json
 
 OUTCOME_FILE = "outcome.json"
 GROUP_CONTACT = "contact"
 GROUP_HOLDOUT = "holdout"
 GROUP_SUPPRESSED = "suppressed"
 GROUP_UNLISTED = "unlisted"
+GROUP_HELD_EARLIER = "held earlier"
+"""In the control group of an earlier list still open: not contacted, not part of this list's draw."""
+GROUPS = (GROUP_CONTACT, GROUP_HOLDOUT, GROUP_HELD_EARLIER, GROUP_SUPPRESSED, GROUP_UNLISTED)
+UNTOUCHED = (GROUP_HOLDOUT, GROUP_HELD_EARLIER, GROUP_UNLISTED)
 
 MIN_GROUP_CUSTOMERS = 30
 MIN_CHURNERS = 10
@@ -113,11 +117,12 @@ def contacted_in_window(customer_id: pd.Series, window: Tables) -> np.ndarray:
 
 
 def outcome_groups(status: pd.Series) -> np.ndarray:
-    """contact / holdout / suppressed / unlisted, from the ``status`` column of the scores."""
+    """One of :data:`GROUPS` per customer, from the ``status`` column of the scores."""
     s = pd.Series(status, dtype=object).fillna("").to_numpy()
     return np.select(
-        [np.isin(s, [STATUS_NEW, STATUS_STILL_ON]), s == STATUS_HOLDOUT, s == STATUS_SUPPRESSED],
-        [GROUP_CONTACT, GROUP_HOLDOUT, GROUP_SUPPRESSED],
+        [np.isin(s, [STATUS_NEW, STATUS_STILL_ON]), s == STATUS_HOLDOUT, s == STATUS_HELD_EARLIER,
+         s == STATUS_SUPPRESSED],
+        [GROUP_CONTACT, GROUP_HOLDOUT, GROUP_HELD_EARLIER, GROUP_SUPPRESSED],
         default=GROUP_UNLISTED,
     ).astype(object)
 
@@ -159,13 +164,13 @@ def model_quality(churned: np.ndarray, probability: np.ndarray, group: np.ndarra
                   contacted: np.ndarray) -> dict[str, Any]:
     """The model's ranking and calibration on customers the outreach did not touch.
 
-    Untouched = holdout or unlisted, and no contact during the horizon. Holdout customers are
-    weighted ``n_list / n_holdout`` (see the module docstring). ``list_*`` metrics describe the
+    Untouched = holdout, unlisted or held by an earlier list, and no contact during the horizon.
+    Holdout customers are weighted ``n_list / n_holdout`` (see the module docstring). ``list_*`` metrics describe the
     would-be-contacted list (contact + holdout) and need a holdout; the others need both classes.
     """
     y = np.asarray(churned, dtype=np.float64)
     p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
-    untouched = np.isin(group, [GROUP_HOLDOUT, GROUP_UNLISTED]) & ~np.asarray(contacted, dtype=bool)
+    untouched = np.isin(group, UNTOUCHED) & ~np.asarray(contacted, dtype=bool)
     holdout = untouched & (group == GROUP_HOLDOUT)
     n_list = int(np.isin(group, [GROUP_CONTACT, GROUP_HOLDOUT]).sum())
     weight = np.where(holdout, n_list / max(int(holdout.sum()), 1), 1.0)
@@ -340,16 +345,44 @@ def outcome_card(scores: pd.DataFrame, tables: Tables, horizon_days: int, defini
         "as_of": as_of.date().isoformat(),
         "horizon_days": int(horizon_days),
         "horizon_end": horizon_end(as_of, horizon_days).date().isoformat(),
+        "horizon_closed": True,
         "churn_definition": definition,
         "model_version": str(versions[0]) if len(versions) == 1 else None,
         "n_scored": len(scores),
-        "groups": {g: int((group == g).sum()) for g in (GROUP_CONTACT, GROUP_HOLDOUT, GROUP_SUPPRESSED, GROUP_UNLISTED)},
+        "groups": {g: int((group == g).sum()) for g in GROUPS},
         "realised_churn_rate": float(churned.mean()) if len(churned) else None,
         "predicted_churn_rate": float(p.mean()) if len(p) else None,
         "model_quality": model_quality(churned, p, group, contacted),
         "campaign": campaign_effect(churned, group, contacted, expected_value_of(scores)),
         "estimate_before_horizon": expected_performance(p, group),
     }
+
+
+def estimate_card(scores: pd.DataFrame) -> dict[str, Any]:
+    """What is known of a list whose horizon is still open: the label-free estimate only."""
+    status = scores["status"] if "status" in scores.columns else pd.Series([""] * len(scores))
+    return {"as_of": _as_of(scores).date().isoformat(), "horizon_closed": False,
+            "estimate_before_horizon": expected_performance(scores["churn_probability"].to_numpy(np.float64),
+                                                            outcome_groups(status))}
+
+
+def outcome_history(cards: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per closed list, oldest first: the report's history plots read this table."""
+    rows = [{
+        "as_of": pd.Timestamp(card["as_of"]),
+        "model_version": card.get("model_version"),
+        "predicted_churn_rate": card.get("predicted_churn_rate"),
+        "realised_churn_rate": card.get("realised_churn_rate"),
+        "roc_auc": card["model_quality"].get("roc_auc"),
+        "list_lift": card["model_quality"].get("list_lift"),
+        "effect": card["campaign"].get("difference"),
+        "effect_low": (card["campaign"].get("difference_ci95") or [None, None])[0],
+        "effect_high": (card["campaign"].get("difference_ci95") or [None, None])[1],
+        "verdict": card["campaign"].get("verdict"),
+    } for card in cards]
+    frame = pd.DataFrame(rows, columns=["as_of", "model_version", "predicted_churn_rate", "realised_churn_rate",
+                                        "roc_auc", "list_lift", "effect", "effect_low", "effect_high", "verdict"])
+    return frame.sort_values("as_of", kind="mergesort", ignore_index=True)
 
 
 # ---- decay alarm ----------------------------------------------------------------------------------
@@ -411,9 +444,8 @@ def write_outcome_once(folder: Path, record: Mapping[str, Any]) -> bool:
         return False
     tmp = folder / f".{OUTCOME_FILE}.tmp-{os.getpid()}"
     try:
-        write_json(record, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        write_json(tmp, record)
+        fsync_file(tmp)
         try:
             os.link(tmp, target)
         except FileExistsError:

@@ -77,7 +77,7 @@ def _template_for(name: str, info: Mapping[str, str], columns: pd.Index) -> str:
 
 def _format_one(value: Any, spec: str, conversion: str | None) -> str:
     """Python's own formatting of one value; missing values and bad specs degrade gracefully."""
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+    if is_missing(value):
         return UNKNOWN
     if conversion == "r":
         value = repr(value)

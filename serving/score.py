@@ -108,7 +108,10 @@ def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, se
             require_history=settings.churn.definition != "label" or bundle.schema.has_events,
         )
     if not len(customer_ids):
-        raise ValueError(f"no active customers at {as_of.date()}: check the as-of date and the data")
+        raise NoActiveCustomersError(
+            f"no active customers at {as_of.date()}: nobody has a history before that date or every "
+            f"customer churned before it (data end {tables.end_date.date()}). Check --as-of / "
+            "data.end_date and that the sources are the ones you meant.")
     frames, counts = [], []
     n_parts = 0
     for ids, part in iter_partitions(tables, customer_ids, settings.serving.chunk_size):
@@ -175,6 +178,10 @@ def drift_gate(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str
             raise DriftRefusedError(text)
         messages.append("forced despite " + text)
     return messages
+
+
+class NoActiveCustomersError(ChurnflowError, ValueError):
+    """Nobody to score at the as-of date (an as-of before the data, or the wrong sources)."""
 
 
 class DriftRefusedError(ChurnflowError, RuntimeError):

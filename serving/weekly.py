@@ -67,8 +67,8 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
     if schema.has_signup and "signup_time" not in customers:
         missing.append(mapped.signup_time or "signup_time")
     problems = [f"{files['customers']} has no column {', '.join(repr(c) for c in missing)}"] if missing else []
-    if schema.has_events and (tables.events is None or tables.events.empty):
-        problems.append(f"no events were read from {files['events']} (data.events)")
+    if schema.has_events and tables.events is None:
+        problems.append("no events table is configured (data.events)")
     elif schema.has_amount and tables.events is not None and "amount" not in tables.events.columns:
         problems.append(f"{files['events']} has no column '{mapped.amount or 'amount'}' (data.columns.amount)")
     if schema.has_contacts and tables.contacts is None:

@@ -125,4 +125,10 @@ def test_a_winning_baseline_is_reported_loudly(split, tmp_path) -> None:
     assert ev.notes[0].startswith("BASELINE WINS") and ev.best_baseline in ev.notes[0]
     summary = json.loads(json.dumps(ev.to_dict()))
     assert summary["beats_best_baseline"] is False and summary["verdict"] == ev.notes[0]
+    # Every model's test-row scores are kept for paired comparisons on the same rows.
+    assert set(ev.scores) == {"model", *ev.baselines}
+    from sklearn.metrics import roc_auc_score
+
+    for name, metrics in ev.baselines.items():
+        assert roc_auc_score(test["label"], ev.scores[name]) == pytest.approx(metrics["roc_auc"])
 

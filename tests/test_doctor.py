@@ -70,3 +70,20 @@ def test_doctor_reports_unreachable_prefect(tmp_path: Path, doctor, monkeypatch)
     assert code == 1, out
     assert f"http://127.0.0.1:{port}/api/health" in out
     assert "prefect server start" in out
+
+
+def test_doctor_reports_invalid_cron(tmp_path: Path, doctor) -> None:
+    config = tmp_path / "churnflow.toml"
+    config.write_text('[schedule]\ncron = "0 6 * * mon-ish"\n')
+    code, out = doctor(config)
+    assert code == 1, out
+    assert "schedule.cron" in out and "is not a cron expression" in out
+
+
+def test_doctor_names_settings_that_match_no_column(tmp_path: Path, doctor) -> None:
+    config = write_project(tmp_path, n_customers=300, seed=3)
+    config.write_text(config.read_text().replace('pii = ["name", "email", "phone", "address"]',
+                                                 'pii = ["name", "e_mail", "phone", "address"]'))
+    code, out = doctor(config)
+    assert code == 1, out
+    assert "'e_mail' is missing (data.columns.pii names it); did you mean 'email'?" in out

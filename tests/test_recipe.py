@@ -1,4 +1,5 @@
-"""The training recipe runs from a Python session: no Prefect, no MLflow."""
+"""The training recipe runs from a Python session (no Prefect, no MLflow) and returns a complete,
+refitted model whose drift reference describes the customers it will score first."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 
-from features.contracts import load_tables
+from features.build import snapshot_as_of
+from features.contracts import cut_at, load_tables
 from features.settings import load_settings
+from serving.score import score_customers
 from tests.conftest import write_project
+from training.errors import TrainingDataError
 from training.recipe import TrainedModel, train_model
 
 
-def test_train_model_without_prefect_gives_a_complete_model(tmp_path: Path) -> None:
-    config = write_project(tmp_path / "project", n_customers=600)
-    settings = load_settings(config, training={"n_trials": 2, "max_boost_rounds": 60})
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return write_project(tmp_path_factory.mktemp("recipe") / "project", n_customers=600)
+
+
+def test_train_model_without_prefect_gives_a_complete_refitted_model(project: Path, tmp_path: Path) -> None:
+    settings = load_settings(project, training={"n_trials": 2, "max_boost_rounds": 60})
     tables = load_tables(settings)
 
     model = train_model(tables, settings, plot_dir=tmp_path / "plots")
@@ -25,6 +35,7 @@ def test_train_model_without_prefect_gives_a_complete_model(tmp_path: Path) -> N
     bundle = model.bundle
     assert bundle.segments and bundle.reference["features"] and bundle.dictionary
     assert bundle.metrics["test"]["roc_auc"] == model.evaluation.metrics["roc_auc"]
+    assert bundle.metrics["family"] == model.choice.family == bundle.family
     assert model.evaluation.metrics["roc_auc"] > 0.6
     assert len(model.test) == model.evaluation.n_test
     assert set(model.importance["feature"]) == set(bundle.schema.features)
@@ -32,8 +43,44 @@ def test_train_model_without_prefect_gives_a_complete_model(tmp_path: Path) -> N
     assert all(path.exists() for path in model.plots.values()) and "gains" in model.plots
     assert model.fingerprint == tables.fingerprint()
     assert model.tuning.n_run_now == 2
-    proba = bundle.predict_proba(model.test)
-    assert np.all((proba >= 0) & (proba <= 1))
+
+    # rolling origin: three validation dates; the registered model used every label up to the test date
+    assert len(model.plan.valid_dates) == 3 and len(model.plan.folds) == 3
+    assert bundle.fitted_through == model.plan.test.date().isoformat()
+    assert pd.Timestamp(bundle.fitted_through) + pd.Timedelta(days=settings.churn.horizon_days) <= \
+        tables.end_date + pd.Timedelta(days=1)
+
+    # the drift reference is today's population: scoring at the model's as-of date shows no drift
+    as_of = snapshot_as_of(tables)
+    drift = score_customers(tables, as_of, bundle, settings).drift
+    assert len(drift) == len(bundle.schema.features) + 1
+    assert drift["psi"].max() < 1e-6, drift.sort_values("psi").tail()
+
+    # the same data resume the same study: nothing is tuned again
+    again = train_model(tables, settings)
+    assert again.tuning.n_run_now == 0
+    assert again.tuning.study.study_name == model.tuning.study.study_name
+    np.testing.assert_allclose(again.bundle.predict_proba(model.test), bundle.predict_proba(model.test))
+
+
+def test_an_as_of_before_any_data_is_named_before_tuning(project: Path) -> None:
+    settings = load_settings(project, training={"n_trials": 1})
+    tables = cut_at(load_tables(settings), pd.Timestamp("2000-01-01"))
+    with pytest.raises(TrainingDataError, match="no events before .*later --as-of"):
+        train_model(tables, settings)
+
+
+def test_labels_of_one_class_are_named_before_tuning(project: Path, tmp_path: Path) -> None:
+    customers = pd.DataFrame({"customer_id": range(40), "plan": ["a", "b"] * 20, "churned": 0})
+    customers.to_csv(tmp_path / "customers.csv", index=False)
+    config = tmp_path / "churnflow.toml"
+    config.write_text(
+        '[data]\ncustomers = "customers.csv"\nevents = ""\n[data.columns]\nlabel = "churned"\nsignup_time = ""\n'
+        'pii = []\n[churn]\ndefinition = "label"\n[features]\nvalue_column = ""\n[training]\nn_trials = 1\n'
+    )
+    settings = load_settings(config)
+    with pytest.raises(TrainingDataError, match=r"0 churner\(s\) \(label 1\) and 40 non-churner"):
+        train_model(load_tables(settings), settings)
 
 
 def test_the_recipe_imports_neither_prefect_nor_mlflow() -> None:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.schedule import local_prefect_server, stop_process_group
+from flows.schedule import CODE_ROOT, local_prefect_server, stop_process_group
 from tests.conftest import write_project
 
 TZ = "America/New_York"  # not UTC, so a schedule that ignored the zone would be off by 4-5 hours
@@ -99,6 +99,7 @@ def test_schedule_serves_weekly_score_in_configured_timezone(tmp_path: Path, mon
     env |= quiet | {
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # serve picks up the triggered run within ~2 s
         "COLUMNS": "200",
+        "PYTHONPATH": str(CODE_ROOT),  # the code under test, not whatever copy is installed
     }
 
     tz = ZoneInfo(TZ)
@@ -217,3 +218,46 @@ def test_prefect_health_says_what_went_wrong() -> None:
     port = _free_port()  # nothing listens there
     assert "refused" in (prefect_health(f"http://127.0.0.1:{port}/api") or "").lower()
     assert prefect_health("not a url") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_work_pool_deployment_takes_its_schedule_from_settings(tmp_path: Path, monkeypatch) -> None:
+    """`[schedule] work_pool` set: `churnflow schedule` registers the deployment on the pool with
+    the cron, time zone and name of [schedule] (no second copy of the cron anywhere)."""
+    from features.settings import load_settings
+
+    pool = "churnflow-test-pool"
+    toml = SCHEDULE_TOML.replace('"0 6 * * 1"', '"30 7 * * 2"') + f'work_pool = "{pool}"\n'
+    config = write_project(tmp_path, n_customers=0, extra_toml=toml)
+    quiet = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+             "PREFECT_HOME": str(tmp_path / "prefect_home")}
+    for key, value in quiet.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHURNFLOW_"))}
+    env |= quiet | {"PYTHONPATH": str(CODE_ROOT)}
+    assert load_settings(config).schedule.work_pool == pool
+
+    with local_prefect_server(port=_free_port(), timeout=90) as api_url:
+        env["PREFECT_API_URL"] = api_url
+        missing = subprocess.run([CHURNFLOW, "schedule", "--config", str(config)], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+        assert missing.returncode != 0
+        assert f"prefect work-pool create {pool} --type process" in missing.stdout + missing.stderr
+
+        _api(api_url, "POST", "/work_pools/", {"name": pool, "type": "process"})
+        for _ in range(2):  # rerunning updates the one deployment in place
+            done = subprocess.run([CHURNFLOW, "schedule", "--config", str(config)], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        deployment = _api(api_url, "GET", f"/deployments/name/score/{DEPLOYMENT}")
+        found = _api(api_url, "POST", "/deployments/filter", {})
+
+    assert [d["id"] for d in found] == [deployment["id"]]
+    (schedule,) = [s["schedule"] for s in deployment["schedules"]]
+    assert (schedule["cron"], schedule["timezone"]) == ("30 7 * * 2", TZ)
+    assert deployment["work_pool_name"] == pool
+    assert deployment["parameters"]["config"] == str(config.resolve())
+    assert deployment["entrypoint"] == "flows/score_flow.py:score_flow"
+    assert str(CODE_ROOT) in json.dumps(deployment["pull_steps"])

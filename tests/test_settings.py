@@ -204,3 +204,48 @@ def test_settings_are_validated_on_assignment() -> None:
     s = Settings()
     with pytest.raises(ValueError):
         s.churn.horizon_days = -1
+
+
+# ---- values checked at loading, blamed on where they came from -----------------------------------
+
+
+def test_bad_env_value_is_blamed_on_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _write(tmp_path, "[training]\nn_trials = 7\n")
+    monkeypatch.setenv("CHURNFLOW_TRAINING__N_TRIALS", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    msg = str(info.value)
+    assert "training.n_trials" in msg and "environment variable CHURNFLOW_TRAINING__N_TRIALS" in msg
+    assert f"in {cfg}" not in msg  # the file is fine
+
+
+def test_bad_option_value_is_blamed_on_the_option(tmp_path: Path) -> None:
+    from features.settings import OPTION_NAMES
+
+    OPTION_NAMES[("training", "n_trials")] = "--trials"
+    cfg = _write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"training\.n_trials: .*\(from option --trials\)"):
+        load_settings(cfg, training={"n_trials": 0})
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), [
+    ('[schedule]\ncron = "0 25 * * 1"\n', "schedule.cron", "is not a cron expression"),
+    ('[schedule]\ncron = "every monday"\n', "schedule.cron", "five fields"),
+    ('[data]\nend_date = "31/12/2024"\n', "data.end_date", "YYYY-MM-DD"),
+    ('[data]\nencoding = "latin-9x"\n', "data.encoding", "unknown encoding"),
+])
+def test_unusable_values_name_the_key(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text))
+    assert key in str(info.value) and fragment in str(info.value)
+
+
+def test_code_defaults_require_no_demo_files(tmp_path: Path) -> None:
+    """A config naming only a customers file with a churn flag needs nothing else."""
+    cfg = _write(tmp_path, '[data]\ncustomers = "crm.csv"\n[data.columns]\nlabel = "Churn"\n'
+                           '[churn]\ndefinition = "label"\n')
+    s = load_settings(cfg)
+    assert s.data.events == "" and s.data.contacts == ""
+    s.check_sources()
+    with pytest.raises(ConfigError, match="data.events"):
+        load_settings(_write(tmp_path, '[data]\ncustomers = "crm.csv"\n')).check_sources()

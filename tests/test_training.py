@@ -14,21 +14,26 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from features.schema import FeatureSchema
 from features.settings import Settings
-from training.calibration import expected_calibration_error
+from training.bundle import ModelBundle
+from training.calibration import Calibrator, expected_calibration_error
+from training.candidates import choose_model, untuned_choice
+from training.churn_model import load_scorer
 from training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
 from training.explain import behavioural_checks, explain, shap_values
-from training.fit import fit_baseline, fit_tuned
-from training.split import plan_as_of_dates, split_snapshots
-from training.tune import TuneResult, tune
+from training.fit import fit_bundle, fit_tuned, oof_calibrator
+from training.split import fold_positions, plan_as_of_dates, split_snapshots
+from training.tune import TuneResult, make_dmatrix, study_name_for, tune
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -94,6 +99,20 @@ def make_split(n: int = 1200, n_train: int = 2) -> tuple[pd.DataFrame, pd.DataFr
     return split_snapshots(snaps, plan)
 
 
+def one_fold(train: pd.DataFrame, valid: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """Development rows and the single fold (train, valid) of a train/valid pair."""
+    dev = pd.concat([train, valid], ignore_index=True)
+    return dev, [(np.arange(len(train)), np.arange(len(train), len(dev)))]
+
+
+def make_cv(n: int = 800, n_train: int = 2) -> tuple[pd.DataFrame, list, pd.DataFrame]:
+    """Development rows with three rolling-origin folds, and the test rows."""
+    plan = plan_as_of_dates(pd.Timestamp("2024-12-31"), 90, 30, n_train, n_valid=3)
+    snaps = pd.concat([make_snapshot(n, d, i) for i, d in enumerate(plan.all_dates)], ignore_index=True)
+    dev = snaps[snaps["as_of"] < plan.test].reset_index(drop=True)
+    return dev, fold_positions(dev, plan, seed=0), snaps[snaps["as_of"] == plan.test].reset_index(drop=True)
+
+
 def settings_for(root: Path, **training: object) -> Settings:
     base = {"n_trials": 3, "max_boost_rounds": 80, "early_stopping_rounds": 10, "n_threads": 1}
     return Settings(root=root, training=base | training, tracking={"model_name": "churn-test"})
@@ -105,16 +124,24 @@ def data() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    """A tuned + calibrated bundle, its untuned baseline and evaluation (shared, read-only)."""
-    train, valid, test = data
+def cv() -> tuple[pd.DataFrame, list, pd.DataFrame]:
+    return make_cv()
+
+
+@pytest.fixture(scope="module")
+def trained(cv, tmp_path_factory):
+    """The recipe's selection on rolling-origin folds: chosen bundle, untuned baseline, evaluation."""
+    dev, folds, test = cv
     root = tmp_path_factory.mktemp("trained")
     settings = settings_for(root)
-    result = tune(train, valid, SCHEMA, settings, test_as_of=test["as_of"].iloc[0])
-    bundle = fit_tuned(train, valid, SCHEMA, settings, result.best_params, result.best_iteration)
-    baseline = fit_baseline(train, valid, SCHEMA, settings)
-    ev = evaluate(bundle, train, test, settings, baseline=baseline, plot_dir=root / "plots")
-    return {"settings": settings, "tune": result, "bundle": bundle, "baseline": baseline, "eval": ev}
+    result = tune(dev, folds, SCHEMA, settings, test_as_of=test["as_of"].iloc[0])
+    choice = choose_model(dev, folds, SCHEMA, settings, result)
+    bundle = fit_bundle(dev, SCHEMA, choice, oof_calibrator(choice, settings))
+    untuned = untuned_choice(dev, folds, SCHEMA, settings)
+    baseline = fit_bundle(dev, SCHEMA, untuned, oof_calibrator(untuned, settings))
+    ev = evaluate(bundle, dev, test, settings, baseline=baseline, plot_dir=root / "plots")
+    return {"settings": settings, "tune": result, "bundle": bundle, "baseline": baseline, "eval": ev,
+            "choice": choice}
 
 
 # ---- metrics ------------------------------------------------------------------------------
@@ -161,16 +188,55 @@ def test_calibration_improves_ece_of_a_miscalibrated_booster(data, tmp_path) -> 
     assert cal.min() > 0 and cal.max() < 1, "calibrated probabilities are bounded away from 0 and 1"
 
 
-def test_contributions_sum_to_margin_after_early_stopping(data, tmp_path) -> None:
+def test_contributions_sum_to_margin_after_early_stopping(data) -> None:
     train, valid, test = data
-    baseline = fit_baseline(train, valid, SCHEMA, settings_for(tmp_path))
+    booster = xgb.train({"max_depth": 4, "learning_rate": 0.3, "seed": 0}, make_dmatrix(train, SCHEMA), 200,
+                        evals=[(make_dmatrix(valid, SCHEMA), "valid")], early_stopping_rounds=5, verbose_eval=False)
+    bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=SCHEMA,
+                         best_iteration=booster.best_iteration)
     # early stopping leaves trees after the best iteration in the booster
-    assert baseline.booster.num_boosted_rounds() > baseline.best_iteration + 1
-    contrib = baseline.contributions(test)
-    np.testing.assert_allclose(contrib.sum(axis=1), baseline.margin(test), atol=1e-4)
-    values, bias = shap_values(baseline, test)
-    np.testing.assert_allclose(values.sum(axis=1).to_numpy() + bias, baseline.margin(test), atol=1e-4)
+    assert booster.num_boosted_rounds() > bundle.best_iteration + 1
+    contrib = bundle.contributions(test)
+    np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(test), atol=1e-4)
+    values, bias = shap_values(bundle, test)
+    np.testing.assert_allclose(values.sum(axis=1).to_numpy() + bias, bundle.margin(test), atol=1e-4)
     assert list(values.columns) == FEATURES
+
+
+@pytest.mark.parametrize("tree_weight", [1.0, 0.0, 0.5])
+def test_every_family_adds_up_and_round_trips_through_json(cv, tmp_path, tree_weight) -> None:
+    """Tree, linear and blend: contributions sum to the margin; the saved kernel scores identically."""
+    dev, folds, test = cv
+    settings = settings_for(tmp_path, n_trials=1)
+    tuned = tune(dev, folds, SCHEMA, settings)
+    choice = choose_model(dev, folds, SCHEMA, settings, tuned)
+    forced = replace(choice, tree_weight=tree_weight, family={1.0: "tree", 0.0: "linear"}.get(tree_weight, "blend"))
+    bundle = fit_bundle(dev, SCHEMA, forced, oof_calibrator(choice, settings))
+    assert bundle.family == forced.family
+    assert (bundle.booster is None) == (tree_weight == 0.0) and (bundle.linear is None) == (tree_weight == 1.0)
+    with_gaps = test.assign(recency_days=test["recency_days"].where(test.index % 7 != 0),
+                            plan=test["plan"].where(test.index % 5 != 0, "platinum"))
+    contrib = bundle.contributions(with_gaps)
+    assert contrib.shape == (len(test), len(FEATURES) + 1)
+    np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(with_gaps), atol=1e-4)
+    if tree_weight < 1:  # the linear part explains through its source features (one-hot summed back)
+        linear = bundle.linear.contributions(SCHEMA.to_model_frame(with_gaps), FEATURES)
+        assert np.abs(linear[:, FEATURES.index("plan")]).max() > 0.1
+        assert "recency_days" in bundle.linear.log1p or "frequency_365d" in bundle.linear.log1p
+        assert "recency_days" in bundle.linear.indicators
+    folder = bundle.save(tmp_path / "bundle")
+    assert not list(folder.glob("*.pkl")) and (folder / "model.json").exists()
+    loaded = ModelBundle.load(folder)
+    np.testing.assert_allclose(loaded.predict_proba(with_gaps), bundle.predict_proba(with_gaps), atol=1e-12)
+    np.testing.assert_allclose(load_scorer(folder).probability(with_gaps), bundle.predict_proba(with_gaps),
+                               atol=1e-12)
+    np.testing.assert_allclose(loaded.contributions(with_gaps), contrib, atol=1e-9)
+
+
+def test_the_kernel_imports_nothing_of_churnflow() -> None:
+    source = (REPO / "training" / "churn_model.py").read_text()
+    imports = [line for line in source.splitlines() if line.lstrip().startswith(("import ", "from "))]
+    assert not [line for line in imports if "features" in line or "training" in line], imports
 
 
 def test_unseen_and_missing_category_levels_do_not_crash(trained, data) -> None:
@@ -192,6 +258,7 @@ def test_unseen_and_missing_category_levels_do_not_crash(trained, data) -> None:
 # ---- tuning ----------------------------------------------------------------------------------
 RESUME_SCRIPT = """
 import sys, time
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 from features.schema import FeatureSchema
@@ -206,17 +273,30 @@ def slow_train(*args, **kwargs):  # slow trials down so the test can kill one mi
 xgb.train = slow_train
 settings = Settings.model_validate_json(open(root + "/settings.json").read()).model_copy(update={"root": __import__("pathlib").Path(root)})
 schema = FeatureSchema.load(root + "/schema.json")
-tune(pd.read_parquet(root + "/train.parquet"), pd.read_parquet(root + "/valid.parquet"), schema, settings, study_name="resume")
+train, valid = pd.read_parquet(root + "/train.parquet"), pd.read_parquet(root + "/valid.parquet")
+dev = pd.concat([train, valid], ignore_index=True)
+folds = [(np.arange(len(train)), np.arange(len(train), len(dev)))]
+tune(dev, folds, schema, settings, study_name="resume")
 """
 
 
 def _trial_states(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """Trials in the storage; empty while the tuning process has not created the study yet."""
-    if not Path(url.removeprefix("sqlite:///")).exists():
+    """Trials in the storage; empty while the tuning process has not created the study yet.
+
+    Optuna creates its tables when it opens a storage: the poller must not open it before the
+    tuning process has (both would create the tables at once), so it first looks with sqlite3.
+    """
+    import sqlite3
+
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.exists():
         return []
     try:
+        with sqlite3.connect(path) as db:
+            if not db.execute("SELECT count(*) FROM studies WHERE study_name = ?", (name,)).fetchone()[0]:
+                return []
         return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    except Exception:  # study not created yet, or the schema is being written right now
+    except Exception:  # tables not created yet, or being written right now
         return []
 
 
@@ -232,6 +312,7 @@ def test_resume_after_kill_runs_only_the_remaining_trials(data, tmp_path) -> Non
     url = settings.optuna_storage
     proc = subprocess.Popen(
         [PYTHON, str(tmp_path / "run.py"), str(tmp_path)],
+        env=os.environ | {"PYTHONPATH": str(REPO)},  # this checkout, not an installed churnflow
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -254,13 +335,14 @@ def test_resume_after_kill_runs_only_the_remaining_trials(data, tmp_path) -> Non
     assert 2 <= len(before) < n_trials
     assert any(t.state.name == "RUNNING" for t in _trial_states(url, "resume"))
 
-    result = tune(train, valid, SCHEMA, settings, study_name="resume")
+    dev, folds = one_fold(train, valid)
+    result = tune(dev, folds, SCHEMA, settings, study_name="resume")
     trials = result.study.get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == n_trials
     assert "RUNNING" not in states and states.count("FAIL") >= 1  # the killed trial
     assert result.n_run_now == n_trials - len(before)
-    assert all(not t.intermediate_values for t in trials), "pruning off: no pruning callback"
+    assert all(list(t.intermediate_values) == [0] for t in trials if t.state.name == "COMPLETE"), "one fold"
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     for t in trials:  # earlier trials kept unchanged
@@ -269,22 +351,23 @@ def test_resume_after_kill_runs_only_the_remaining_trials(data, tmp_path) -> Non
     done = [tuple(sorted(t.params.items())) for t in trials if t.state.name == "COMPLETE"]
     assert len(done) == len(set(done)), "a resumed study must not replay earlier suggestions"
     # a further rerun spends nothing
-    again = tune(train, valid, SCHEMA, settings, study_name="resume")
+    again = tune(dev, folds, SCHEMA, settings, study_name="resume")
     assert again.n_run_now == 0 and len(again.trials) == len(trials)
 
 
-def test_tuning_and_fit_are_deterministic_with_fixed_seeds(data, tmp_path) -> None:
-    train, valid, test = data
+def test_tuning_and_fit_are_deterministic_with_fixed_seeds(cv, tmp_path) -> None:
+    dev, folds, test = cv
     outs = []
     for run in ("a", "b"):
         settings = settings_for(tmp_path / run, n_trials=3)
-        res = tune(train, valid, SCHEMA, settings, test_as_of=test["as_of"].iloc[0])
-        bundle = fit_tuned(train, valid, SCHEMA, settings, res.best_params, res.best_iteration)
-        outs.append((res, bundle.predict_proba(test)))
-    (r1, p1), (r2, p2) = outs
+        res = tune(dev, folds, SCHEMA, settings, test_as_of=test["as_of"].iloc[0])
+        choice = choose_model(dev, folds, SCHEMA, settings, res)
+        bundle = fit_bundle(dev, SCHEMA, choice, oof_calibrator(choice, settings))
+        outs.append((res, choice, bundle.predict_proba(test)))
+    (r1, c1, p1), (r2, c2, p2) = outs
     assert r1.study.study_name == r2.study.study_name == "churn-test-2024-10-03-pr_auc"
     assert r1.best_params == r2.best_params and r1.best_iteration == r2.best_iteration
-    assert r1.best_value == r2.best_value
+    assert r1.best_value == r2.best_value and c1.cv_scores == c2.cv_scores
     np.testing.assert_array_equal(p1, p2)
     assert r1.trials["value"].tolist() == r2.trials["value"].tolist()
     assert (tmp_path / "a" / "mlruns" / "optuna.db").exists()
@@ -292,23 +375,56 @@ def test_tuning_and_fit_are_deterministic_with_fixed_seeds(data, tmp_path) -> No
         assert key in r1.best_params
     assert r1.best_params["tree_method"] == "hist" and r1.best_params["eval_metric"] == "aucpr"
     assert r1.trials["best_iteration"].notna().all()
-    # pruning on: the pruning callback reports the validation metric every PRUNE_EVERY rounds
-    from training.tune import PRUNE_EVERY
+    # the value is the mean over the three rolling origins, reported after each fold for pruning
+    assert len(folds) == 3
+    for t in r1.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert sorted(t.intermediate_values) == [0, 1, 2]
+        assert t.value == pytest.approx(np.mean(t.user_attrs["fold_values"]), abs=1e-5)
 
-    assert all(t.intermediate_values for t in r1.study.trials)
-    assert all(step % PRUNE_EVERY == 0 for t in r1.study.trials for step in t.intermediate_values)
+
+def test_a_study_belongs_to_its_data(cv, tmp_path) -> None:
+    """Same data: the rerun resumes and runs nothing; fixed data: a new study with new trials."""
+    dev, folds, _ = cv
+    settings = settings_for(tmp_path, n_trials=2)
+    first = tune(dev, folds, SCHEMA, settings, data_key="aaaa1111")
+    again = tune(dev, folds, SCHEMA, settings, data_key="aaaa1111")
+    fixed = tune(dev, folds, SCHEMA, settings, data_key="bbbb2222")
+    assert first.n_run_now == 2 and again.n_run_now == 0 and fixed.n_run_now == 2
+    assert first.study.study_name.endswith("-pr_auc-aaaa1111") and fixed.study.study_name.endswith("-bbbb2222")
+    assert study_name_for(settings, None) == "churn-test-snapshot-pr_auc"
+
+
+def test_cross_validated_selection_picks_the_linear_model_on_linear_data(tmp_path) -> None:
+    """Few rows, an additive signal: the linear model (or a blend) must win the comparison."""
+    rng = np.random.default_rng(3)
+    n = 600
+    x = rng.normal(size=(n, 4))
+    label = (rng.random(n) < 1 / (1 + np.exp(-(x @ [1.5, -1.0, 0.8, 0.0])))).astype("int8")
+    dev = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(label=label, as_of=pd.Timestamp("2024-01-01"))
+    schema = FeatureSchema(features=["a", "b", "c", "d"], categorical_levels={})
+    from training.split import snapshot_plan
+
+    folds = fold_positions(dev, snapshot_plan(pd.Timestamp("2024-01-01")), seed=0)
+    assert len(folds) == 10  # 5-fold, repeated twice
+    settings = settings_for(tmp_path, n_trials=3, objective="roc_auc")
+    choice = choose_model(dev, folds, schema, settings, tune(dev, folds, schema, settings))
+    assert choice.family in {"linear", "blend"} and choice.tree_weight <= 0.5
+    assert choice.cv_scores["linear"] > choice.cv_scores["tree"]
+    assert set(choice.cv_scores) == {"tree", "linear", "blend_0.75", "blend_0.50", "blend_0.25"}
+    assert len(choice.oof_margin) == len(choice.oof_label) == n  # one per row, averaged over repeats
+    np.testing.assert_array_equal(choice.oof_label, label)
 
 
 def test_log_loss_objective_minimises(data, tmp_path) -> None:
-    train, valid, _ = data
-    res = tune(train, valid, SCHEMA, settings_for(tmp_path, n_trials=2, objective="log_loss"))
+    dev, folds = one_fold(*data[:2])
+    res = tune(dev, folds, SCHEMA, settings_for(tmp_path, n_trials=2, objective="log_loss"))
     assert res.study.direction == optuna.study.StudyDirection.MINIMIZE
     assert res.best_params["eval_metric"] == "logloss"
     assert res.best_value == pytest.approx(res.trials["value"].min())
 
 
 # ---- evaluation and explanation ----------------------------------------------------------------
-def test_evaluation_compares_with_baselines(trained, data) -> None:
+def test_evaluation_compares_with_baselines(trained, cv) -> None:
     ev = trained["eval"]
     assert set(ev.baselines) == {"recency", "logistic_rfm", "logistic_all", "xgboost_shallow", "xgboost_untuned"}
     assert ev.beats_recency
@@ -327,7 +443,7 @@ def test_evaluation_compares_with_baselines(trained, data) -> None:
     json.dumps(ev.to_dict())  # metrics.json must be plain JSON
 
     # snapshot tables have no recency: skipped with a note, not an error
-    train, _, test = data
+    train, _, test = cv
     settings = trained["settings"]
     no_rec = evaluate(trained["bundle"], train.drop(columns="recency_days"), test, settings)
     assert "recency" not in no_rec.baselines and any("recency baseline skipped" in n for n in no_rec.notes)

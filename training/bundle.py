@@ -1,16 +1,20 @@
 """Everything one trained churn model consists of, saved as plain files.
 
-The bundle is the single object that crosses from training to serving: the booster, its
-calibrator, the feature schema, the feature dictionary, the segment boundaries and the drift
-reference. It is saved as JSON files (no pickles), logged as the artifacts of the MLflow pyfunc
-model, and read back by the weekly scoring run, which therefore never re-derives anything that
-training decided.
+The bundle is the single object that crosses from training to serving: the model (a booster, a
+linear model or their blend, see ``training/churn_model.py``), its calibrator, the feature schema,
+the feature dictionary, the segment boundaries, the drift reference, the evaluation and what the
+model was fitted on. It is frozen and built complete in one place (``training/recipe.py``); it is
+saved as JSON files (no pickles), logged as the artifacts of the MLflow pyfunc model, and read
+back by the weekly scoring run, which therefore never re-derives anything that training decided.
+Predictions go through the inference kernel in ``training/churn_model.py``, the same code the
+logged MLflow model runs.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,18 @@ import xgboost as xgb
 from features.io import write_json
 from features.schema import FeatureSchema
 from training.calibration import Calibrator
+from training.churn_model import (
+    BOOSTER_FILE,
+    CALIBRATOR_FILE,
+    MODEL_FILE,
+    SCHEMA_FILE,
+    LinearModel,
+    Scorer,
+    calibrate,
+    model_spec,
+    read_model_spec,
+)
 
-BOOSTER_FILE = "booster.json"
-CALIBRATOR_FILE = "calibrator.json"
-SCHEMA_FILE = "schema.json"
 DICTIONARY_FILE = "dictionary.json"
 SEGMENTS_FILE = "segments.json"
 REFERENCE_FILE = "reference.json"
@@ -33,6 +45,7 @@ BUNDLE_FILES = (
     BOOSTER_FILE,
     CALIBRATOR_FILE,
     SCHEMA_FILE,
+    MODEL_FILE,
     DICTIONARY_FILE,
     SEGMENTS_FILE,
     REFERENCE_FILE,
@@ -40,52 +53,72 @@ BUNDLE_FILES = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelBundle:
-    booster: xgb.Booster
+    booster: xgb.Booster | None
+    """The tree model (None for a linear model)."""
     calibrator: Calibrator
     schema: FeatureSchema
-    best_iteration: int
+    best_iteration: int = 0
     dictionary: dict[str, dict[str, Any]] = field(default_factory=dict)
     segments: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    linear: LinearModel | None = None
+    tree_weight: float = 1.0
+    """Weight of the tree margin in a blend (1 = tree only; ignored without a linear model)."""
+    fitted_through: str = ""
+    """What the model was fitted on: the last as-of date whose labels it used, or "all rows" of a
+    snapshot table. The promotion gate must not judge this model on those rows."""
 
-    # ---- prediction ---------------------------------------------------------------
-    def dmatrix(self, features: pd.DataFrame) -> xgb.DMatrix:
-        return xgb.DMatrix(self.schema.to_model_frame(features), enable_categorical=True)
+    @cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(
+            features=list(self.schema.features),
+            categorical_levels=dict(self.schema.categorical_levels),
+            booster=self.booster,
+            best_iteration=self.best_iteration,
+            linear=self.linear,
+            tree_weight=self.tree_weight,
+            calibration=self.calibrator.to_dict(),
+        )
 
     @property
-    def iteration_range(self) -> tuple[int, int]:
-        """Trees up to the best iteration only: later trees were fitted past early stopping."""
-        return (0, self.best_iteration + 1)
+    def family(self) -> str:
+        """``tree``, ``linear`` or ``blend``."""
+        return self.scorer.family
 
+    # ---- prediction ---------------------------------------------------------------------
     def margin(self, features: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(
-            self.dmatrix(features), output_margin=True, iteration_range=self.iteration_range
-        )
+        self.schema.check_columns(features)
+        return self.scorer.margin(features)
 
     def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.margin(features)))
+        self.schema.check_columns(features)
+        return self.scorer.raw_probability(features)
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        return self.calibrator.transform(self.raw_probability(features))
+        return calibrate(self.raw_probability(features), self.calibrator.to_dict())
 
     def contributions(self, features: pd.DataFrame) -> np.ndarray:
-        """TreeSHAP contributions (n, n_features + 1); the last column is the bias.
+        """Per-feature contributions (n, n_features + 1), bias last, in margin units.
 
-        Each row sums to the model's margin for that customer.
+        Each row sums to the model's margin for that customer, for every family: TreeSHAP for
+        trees, ``coef * (z - training mean)`` summed over a feature's encoded columns for the
+        linear model, and the weighted sum of both for a blend.
         """
-        return self.booster.predict(
-            self.dmatrix(features), pred_contribs=True, iteration_range=self.iteration_range
-        )
+        self.schema.check_columns(features)
+        return self.scorer.contributions(features)
 
-    # ---- persistence --------------------------------------------------------------
+    # ---- persistence --------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(folder / BOOSTER_FILE)
-        write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict() | {"best_iteration": self.best_iteration})
+        if self.booster is not None:
+            self.booster.save_model(folder / BOOSTER_FILE)
+        write_json(folder / CALIBRATOR_FILE, self.calibrator.to_dict())
+        write_json(folder / MODEL_FILE, model_spec(self.family, self.tree_weight, self.best_iteration,
+                                                    self.linear, self.fitted_through))
         self.schema.save(folder / SCHEMA_FILE)
         write_json(folder / DICTIONARY_FILE, self.dictionary)
         write_json(folder / SEGMENTS_FILE, self.segments)
@@ -96,18 +129,23 @@ class ModelBundle:
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
         folder = Path(folder)
-        booster = xgb.Booster()
-        booster.load_model(folder / BOOSTER_FILE)
-        cal = json.loads((folder / CALIBRATOR_FILE).read_text())
+        spec = read_model_spec(folder)
+        booster = None
+        if spec["family"] != "linear":
+            booster = xgb.Booster()
+            booster.load_model(folder / BOOSTER_FILE)
         return cls(
             booster=booster,
-            calibrator=Calibrator.from_dict(cal),
+            calibrator=Calibrator.from_dict(json.loads((folder / CALIBRATOR_FILE).read_text())),
             schema=FeatureSchema.load(folder / SCHEMA_FILE),
-            best_iteration=int(cal["best_iteration"]),
+            best_iteration=int(spec["best_iteration"]),
             dictionary=_read_json(folder / DICTIONARY_FILE),
             segments=_read_json(folder / SEGMENTS_FILE),
             reference=_read_json(folder / REFERENCE_FILE),
             metrics=_read_json(folder / METRICS_FILE),
+            linear=LinearModel.from_dict(spec["linear"]) if spec.get("linear") else None,
+            tree_weight=float(spec["tree_weight"]),
+            fitted_through=str(spec.get("fitted_through", "")),
         )
 
 

@@ -17,7 +17,8 @@ therefore *strictly* increasing:
 
 ``fit_calibrator(..., method="auto")`` picks among the four by out-of-fold log loss on the
 calibration rows. The fitted map is plain JSON (``to_dict``); ``apply_calibration`` is a small
-pure numpy function of those fields, so the serving model needs nothing else.
+pure numpy function of those fields in ``training/churn_model.py`` (the model's inference
+kernel), so the serving model needs nothing else.
 """
 
 from __future__ import annotations
@@ -31,46 +32,16 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
+# The map itself lives in the model's self-contained inference kernel, which the logged MLflow
+# model runs without churnflow; it is imported here so there is exactly one implementation.
+from training.churn_model import _LOG_CLIP, apply_calibration
+from training.churn_model import logit as _logit
+from training.churn_model import sigmoid as _sigmoid
+
 Method = Literal["identity", "sigmoid", "beta", "isotonic"]
 FITTED_METHODS: tuple[Method, ...] = ("sigmoid", "beta", "isotonic")
-TIE_BREAK = 1e-6
-"""Weight of the raw score in the isotonic map: far below any calibration error that matters,
-far above float64 resolution for raw scores that differ by more than ~1e-9."""
 MIN_RELATIVE_GAIN = 1e-3
 """A map replaces the identity only if it lowers the out-of-fold log loss by at least 0.1 %."""
-_LOG_CLIP = 1e-15
-
-
-# ---- the map (pure numpy of the JSON fields) ---------------------------------------------------
-def apply_calibration(
-    raw_probability: np.ndarray,
-    method: str,
-    x: tuple[float, ...] | list[float] = (),
-    y: tuple[float, ...] | list[float] = (),
-    a: float = 1.0,
-    b: float = 0.0,
-    c: float = 0.0,
-) -> np.ndarray:
-    """Map raw probabilities to calibrated ones; strictly increasing for every fitted method."""
-    p = np.asarray(raw_probability, dtype=np.float64)
-    if method == "isotonic":
-        return (1.0 - TIE_BREAK) * np.interp(p, np.asarray(x), np.asarray(y)) + TIE_BREAK * p
-    if method == "sigmoid":
-        return _sigmoid(a * _logit(p) + b)
-    if method == "beta":
-        q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
-        return _sigmoid(a * np.log(q) - b * np.log1p(-q) + c)
-    return p
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, _LOG_CLIP, 1.0 - _LOG_CLIP)
-    return np.log(q) - np.log1p(-q)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # exp(−log(1 + e^−z)): accurate in the far tails, where the list's order still matters.
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 @dataclass(frozen=True)

@@ -157,13 +157,17 @@ def recency_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float
 
 def logistic_rfm_baseline(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> dict[str, float]:
     """Logistic regression on RFM (+ tenure) with imputation and scaling fitted on training rows."""
+    return score_metrics(label_array(test), logistic_rfm_probability(train, test, columns))
+
+
+def logistic_rfm_probability(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> np.ndarray:
     model = make_pipeline(
         SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=1000)
     )
     x_train = train[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     model.fit(x_train, label_array(train))
     x_test = test[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    return score_metrics(label_array(test), model.predict_proba(x_test)[:, 1])
+    return model.predict_proba(x_test)[:, 1]
 
 
 # ---- baselines on every encoded feature -------------------------------------------------------
@@ -274,6 +278,10 @@ class Evaluation:
     """The model is at least as good as ``best_baseline`` on the objective (True without one)."""
     notes: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Test-row scores in test-row order: ``model`` (calibrated probability) and each baseline's
+    ranking score (recency: days since last activity; the others: probabilities). Not in
+    ``to_dict``; for benchmarks and paired comparisons on the same rows."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (metrics.json in the bundle, read by the serving report)."""
@@ -343,7 +351,8 @@ def evaluate(
         notes.append(f"recency baseline skipped: no '{RECENCY}' feature (snapshot table?)")
     cols = rfm_columns(train, bundle.schema)
     if cols:
-        baselines["logistic_rfm"] = logistic_rfm_baseline(train, test, cols)
+        baseline_scores["logistic_rfm"] = logistic_rfm_probability(train, test, cols)
+        baselines["logistic_rfm"] = score_metrics(y, baseline_scores["logistic_rfm"])
         notes.append(f"logistic_rfm uses {cols}")
     else:
         notes.append("logistic RFM baseline skipped: no RFM columns")
@@ -376,6 +385,7 @@ def evaluate(
         best_baseline=best,
         beats_best_baseline=bool(beats_best),
         notes=notes,
+        scores={"model": proba} | baseline_scores,
     )
     if not ev.beats_best_baseline:
         ev.notes.insert(0, ev.verdict)
@@ -391,26 +401,23 @@ def evaluate(
 
 
 def attach_metrics(bundle: ModelBundle, evaluation: Evaluation) -> ModelBundle:
-    """Store the evaluation summary (with the gains table) in the bundle's metrics.json."""
-    bundle.metrics = evaluation.to_dict()
-    return bundle
+    """A copy of the (frozen) bundle with the evaluation summary as its metrics.json."""
+    return replace(bundle, metrics=evaluation.to_dict())
 
 
 # ---- plots ----------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure of its own (no pyplot state, no global backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, path: Path) -> Path:
     """Reliability curve before and after calibration (quantile bins)."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure(5, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
     for name, p in (("raw booster", raw), ("calibrated", calibrated)):
         true, pred = calibration_curve(label, np.clip(p, 0, 1), n_bins=10, strategy="quantile")
@@ -421,16 +428,15 @@ def plot_calibration(label: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     """Cumulative gains: share of churners found when contacting the top x % of the list."""
-    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     y = np.asarray(label, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = _figure(6, 5)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k:", label="random")
     for name, s in scores.items():
         order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
@@ -443,5 +449,4 @@ def plot_gains(label: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> 
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

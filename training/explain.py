@@ -1,8 +1,10 @@
 """Global explanation (SHAP) and behavioural checks of a trained churn model.
 
-SHAP values come from the bundle's ``contributions`` (XGBoost's own TreeSHAP with the early-
-stopping iteration range), which equal ``shap.TreeExplainer``'s values at the same cost; the shap
-package is used only to draw them. Behavioural checks test what a retention lead expects of any
+SHAP values come from the bundle's ``contributions`` for every model family: XGBoost's own TreeSHAP
+with the early-stopping iteration range for trees (equal to ``shap.TreeExplainer``'s values at the
+same cost), the exact linear SHAP ``coef * (z - mean)`` summed over a feature's encoded columns
+for the linear model, and their weighted sum for a blend; the shap package is used only to draw
+them. Behavioural checks test what a retention lead expects of any
 sensible model (more inactivity never lowers risk; personal data never matter) and are logged
 with the run, so a model that learned something absurd is visible before it is promoted.
 """
@@ -81,9 +83,8 @@ def shap_plots(
     bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str]
 ) -> dict[str, Path]:
     """Bar and beeswarm summaries plus dependence plots of the top features, from given values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # shap draws on pyplot's current figure; the backend is chosen at the program's entry point
+    # (headless machines fall back to Agg by themselves). Every figure is closed after saving.
     import matplotlib.pyplot as plt
     import shap
 

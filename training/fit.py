@@ -1,10 +1,10 @@
-"""Final fits: the tuned booster, its calibrator, and the untuned baseline, as ModelBundles.
+"""Final fits of a chosen candidate, and small helpers to fit one booster by hand.
 
-The tuned booster is refitted on the training snapshots for exactly ``best_iteration + 1`` rounds
-(the number early stopping chose during tuning), so no tree is fitted past the point that was
-validated. The calibrator is fitted on the validation snapshot, which the booster never saw. The
-untuned baseline goes through the same path (default params, early stopping, calibration), so the
-comparison isolates what tuning bought.
+The chosen candidate (``training/candidates.py``) is refitted on a given set of labelled rows
+with what the cross-validation decided: the tree for the mean best iteration + 1 rounds (no tree
+past the point that was validated), the linear model with the chosen ``C``, and the blend
+weight. The calibrator comes from the out-of-fold margins, predicted by models that never saw
+those rows. Which rows each fit may use is the recipe's rule (``training/recipe.py``).
 """
 
 from __future__ import annotations
@@ -19,30 +19,43 @@ from features.schema import FeatureSchema
 from features.settings import Settings
 from training.bundle import ModelBundle
 from training.calibration import Calibrator, fit_calibrator
+from training.candidates import Choice
+from training.churn_model import LinearModel, model_frame, sigmoid
+from training.linear import fit_linear
 from training.tune import base_params, label_array, make_dmatrix
 
 logger = logging.getLogger(__name__)
 
 
-def calibrated_bundle(
-    booster: xgb.Booster,
-    best_iteration: int,
-    valid: pd.DataFrame,
-    schema: FeatureSchema,
-    settings: Settings,
-    dictionary: dict[str, dict[str, Any]] | None = None,
-) -> ModelBundle:
-    """Wrap a booster and fit its calibrator on the validation snapshot."""
-    bundle = ModelBundle(
-        booster=booster,
-        calibrator=Calibrator(method="identity"),  # replaced below, once raw scores exist
-        schema=schema,
-        best_iteration=int(best_iteration),
-        dictionary=dict(dictionary or {}),
-    )
-    raw = bundle.raw_probability(valid)
-    bundle.calibrator = fit_calibrator(raw, label_array(valid), method=settings.training.calibration)
-    return bundle
+def fit_tree(rows: pd.DataFrame, schema: FeatureSchema, params: dict[str, Any], n_rounds: int) -> xgb.Booster:
+    return xgb.train(params, make_dmatrix(rows, schema), num_boost_round=int(n_rounds))
+
+
+def fit_choice(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice
+               ) -> tuple[xgb.Booster | None, LinearModel | None]:
+    """The chosen family's booster and/or linear model, fitted on ``rows``."""
+    booster = fit_tree(rows, schema, choice.tree_params, choice.n_rounds) if choice.tree_weight > 0 else None
+    linear = None
+    if choice.tree_weight < 1:
+        frame = model_frame(rows, schema.features, schema.categorical_levels)
+        linear = fit_linear(frame, label_array(rows), schema.features, schema.categorical_levels, choice.linear_c)
+    logger.info("fitted %s on %d rows (%d rounds, C %s, tree weight %.2f)", choice.family, len(rows),
+                choice.n_rounds, choice.linear_c, choice.tree_weight)
+    return booster, linear
+
+
+def oof_calibrator(choice: Choice, settings: Settings) -> Calibrator:
+    """The calibration map, fitted on the chosen candidate's out-of-fold predictions."""
+    return fit_calibrator(sigmoid(choice.oof_margin), choice.oof_label, method=settings.training.calibration,
+                          seed=settings.training.seed)
+
+
+def fit_bundle(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice, calibrator: Calibrator,
+               **fields: Any) -> ModelBundle:
+    """A complete bundle of ``choice`` fitted on ``rows``; ``fields`` fill the rest (metrics, ...)."""
+    booster, linear = fit_choice(rows, schema, choice)
+    return ModelBundle(booster=booster, calibrator=calibrator, schema=schema, best_iteration=choice.n_rounds - 1,
+                       linear=linear, tree_weight=choice.tree_weight, **fields)
 
 
 def fit_tuned(
@@ -54,29 +67,11 @@ def fit_tuned(
     best_iteration: int,
     dictionary: dict[str, dict[str, Any]] | None = None,
 ) -> ModelBundle:
-    """Refit with the best params for ``best_iteration + 1`` rounds; calibrate on validation."""
-    params = base_params(settings) | dict(best_params)
-    booster = xgb.train(params, make_dmatrix(train, schema), num_boost_round=int(best_iteration) + 1)
-    logger.info("refitted tuned booster: %d rounds on %d rows", best_iteration + 1, len(train))
-    return calibrated_bundle(booster, best_iteration, valid, schema, settings, dictionary)
-
-
-def fit_baseline(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    schema: FeatureSchema,
-    settings: Settings,
-) -> ModelBundle:
-    """Untuned XGBoost (library defaults), early stopping on validation, same calibration."""
-    cfg = settings.training
-    dvalid = make_dmatrix(valid, schema)
-    booster = xgb.train(
-        base_params(settings),
-        make_dmatrix(train, schema),
-        num_boost_round=cfg.max_boost_rounds,
-        evals=[(dvalid, "validation")],
-        early_stopping_rounds=cfg.early_stopping_rounds,
-        verbose_eval=False,
-    )
-    logger.info("untuned baseline: best iteration %d", booster.best_iteration)
-    return calibrated_bundle(booster, booster.best_iteration, valid, schema, settings)
+    """A tree with given params for ``best_iteration + 1`` rounds on ``train``, calibrated on ``valid``."""
+    booster = fit_tree(train, schema, base_params(settings) | dict(best_params), int(best_iteration) + 1)
+    uncalibrated = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema,
+                               best_iteration=int(best_iteration))
+    calibrator = fit_calibrator(uncalibrated.raw_probability(valid), label_array(valid),
+                                method=settings.training.calibration)
+    return ModelBundle(booster=booster, calibrator=calibrator, schema=schema, best_iteration=int(best_iteration),
+                       dictionary=dict(dictionary or {}))

@@ -1,47 +1,65 @@
 """The training recipe: validated tables and settings in, one complete trained model out.
 
 Pure Python (no Prefect, no MLflow), so a model can be trained from a Python session, a test or
-a benchmark exactly as the ``train`` flow trains it. The order of the steps is the recipe:
+a benchmark exactly as the ``train`` flow trains it.
 
-1. plan the as-of dates (``training.split.plan_for``) and build the training, validation and
-   test snapshots with one feature schema;
-2. tune (Optuna, resumable study) on training + validation;
-3. fit the tuned booster and its calibrator; the segment boundaries come from the latest
-   training snapshot, the drift reference from the test snapshot;
-4. fit the untuned baseline through the same path, evaluate both beside the simple baselines on
-   the test rows, and store the evaluation in the bundle;
-5. explain (SHAP) and run the behavioural checks on the test rows.
+1. **Plan and build.** ``plan_for`` picks the as-of dates; one feature schema builds the
+   *development* rows (every labelled row before the test rows) and the *test* rows: the latest
+   complete label window for event data, a stratified ``training.test_size`` share of a snapshot
+   table. What is wrong with the data (no events before the as-of date, no active customer at a
+   planned date, labels of one class, too few churners per fold) is said here, before tuning.
+2. **Choose, by cross-validation on the development rows only.** Folds are repeated stratified
+   k-fold (snapshot tables) or rolling-origin validation dates (event data). Optuna tunes the
+   tree on the mean fold metric (``training/tune.py``); then the tree, a linear model and their
+   blends are compared on the same folds (``training/candidates.py``). The calibrator is fitted
+   on the winner's out-of-fold predictions.
+3. **Evaluate the model that never saw the test rows.** The winner is fitted on all development
+   rows and scored on the test rows beside the baselines; these are the metrics reported.
+4. **Register the model refitted on all labelled data the protocol allows.** Event data: every
+   planned snapshot up to and including the test date (all of their label windows are
+   complete); snapshot tables: all rows. The bundle records it in ``fitted_through`` (the test
+   as-of date, or ``"all rows"``): the registered model has seen the test rows, so a promotion
+   gate must not judge it on them, and must not judge an older champion on rows on or before its
+   own ``fitted_through``.
+5. **Describe the population it will score.** Segments and the drift reference come from the
+   features of the customers active at the model's as-of date (the day after the data end),
+   computed as the weekly scoring computes them, so scoring on that date shows no drift.
+6. **Explain and check** the registered model (SHAP importance, behavioural checks) on the test
+   rows.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from features.build import infer_schema
+from features.build import build_snapshots, infer_schema, snapshot_as_of
 from features.contracts import Tables
 from features.dictionary import dictionary_records
 from features.profile import fit_reference
+from features.schema import FeatureSchema
 from features.segments import fit_segments
 from features.settings import Settings
 from training.bundle import ModelBundle
-from training.evaluate import Evaluation, attach_metrics, evaluate
+from training.candidates import Choice, choose_model, untuned_choice
+from training.evaluate import Evaluation, evaluate
 from training.explain import behavioural_checks, explain
-from training.fit import fit_baseline, fit_tuned
-from training.split import SplitPlan, plan_for, training_snapshots
-from training.tune import TuneResult, tune
+from training.fit import fit_bundle, oof_calibrator
+from training.split import SplitPlan, fold_positions, plan_for, training_snapshots
+from training.tune import Folds, TuneResult, short_hash, tune
 
 logger = logging.getLogger(__name__)
+ALL_ROWS = "all rows"
 
 
 @dataclass(frozen=True)
 class TrainedModel:
     bundle: ModelBundle
-    """Complete: schema, dictionary, segments, reference, metrics."""
+    """The registered model: complete (schema, dictionary, segments, reference, metrics)."""
     evaluation: Evaluation
     """Metrics of the model that never saw the test rows, beside the baselines."""
     tuning: TuneResult
@@ -56,40 +74,56 @@ class TrainedModel:
     """``tables.fingerprint()``: which data the model was trained on."""
     test: pd.DataFrame
     """The test rows (the promotion gate may re-score a champion on them)."""
+    choice: Choice | None = None
+    """The chosen family and every candidate's mean fold metric."""
+
+
+def study_key(fingerprint: dict[str, Any], plan: SplitPlan, folds: Folds, schema: FeatureSchema,
+              settings: Settings) -> str:
+    """Hash of what a study's trials depend on: data, plan, folds, features, objective."""
+    return short_hash({"data": fingerprint, "plan": plan.to_dict(), "folds": len(folds),
+                       "features": schema.features, "objective": settings.training.objective})
+
+
+def scoring_population(tables: Tables, settings: Settings, schema: FeatureSchema) -> pd.DataFrame:
+    """Features of the customers the model will score first: at the day after the data end."""
+    return build_snapshots(tables, [snapshot_as_of(tables)], settings, schema, with_labels=False)
 
 
 def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = None) -> TrainedModel:
-    """Train, evaluate and explain one churn model from validated tables (see the module doc)."""
+    """Train, evaluate, refit and explain one churn model from validated tables (see the module doc)."""
     plan = plan_for(tables, settings)
-    logger.info("as-of dates: %s", plan.to_dict())
     schema = infer_schema(tables, settings)
-    train, valid, test = training_snapshots(tables, plan, settings, schema)
-    logger.info("snapshots: %d train, %d valid, %d test rows; churn rate %.3f / %.3f / %.3f",
-                len(train), len(valid), len(test), train["label"].mean(), valid["label"].mean(),
-                test["label"].mean())
+    dev, test = training_snapshots(tables, plan, settings, schema)
+    folds = fold_positions(dev, plan, settings.training.seed)
+    logger.info("as-of dates %s: %d development rows in %d folds, %d test rows; churn rate %.3f / %.3f",
+                plan.to_dict(), len(dev), len(folds), len(test), dev["label"].mean(), test["label"].mean())
+    fingerprint = tables.fingerprint()
 
-    tuned = tune(train, valid, schema, settings, test_as_of=plan.test)
-    bundle = fit_tuned(train, valid, schema, settings, tuned.best_params, tuned.best_iteration,
-                       dictionary_records(schema))
-    latest_train = train.loc[train["as_of"] == train["as_of"].max()]
-    bundle.segments = fit_segments(latest_train, schema, settings.features.value_column)
-    bundle.reference = fit_reference(test, bundle.predict_proba(test), schema)
-    baseline = fit_baseline(train, valid, schema, settings)
+    tuned = tune(dev, folds, schema, settings, test_as_of=plan.test,
+                 data_key=study_key(fingerprint, plan, folds, schema, settings))
+    choice = choose_model(dev, folds, schema, settings, tuned)
+    calibrator = oof_calibrator(choice, settings)
+    untuned = untuned_choice(dev, folds, schema, settings)
+    evaluation = evaluate(fit_bundle(dev, schema, choice, calibrator), dev, test, settings,
+                          baseline=fit_bundle(dev, schema, untuned, oof_calibrator(untuned, settings)),
+                          plot_dir=plot_dir)
 
-    evaluation = evaluate(bundle, train, test, settings, baseline=baseline, plot_dir=plot_dir)
-    bundle = attach_metrics(bundle, evaluation)
+    fitted = fit_bundle(pd.concat([dev, test], ignore_index=True), schema, choice, calibrator)
+    population = scoring_population(tables, settings, schema)
+    bundle = replace(
+        fitted,
+        dictionary=dictionary_records(schema),
+        segments=fit_segments(population, schema, settings.features.value_column),
+        reference=fit_reference(population, fitted.predict_proba(population), schema),
+        metrics=evaluation.to_dict() | {"family": choice.family, "candidates": choice.cv_scores},
+        fitted_through=plan.test.date().isoformat() if plan.out_of_time else ALL_ROWS,
+    )
     explanation = explain(bundle, test, plot_dir, seed=settings.training.seed)
     checks = behavioural_checks(bundle, test, settings)
     for name, passed, detail in checks:
         (logger.info if passed else logger.warning)("check %s: %s (%s)", name, "pass" if passed else "FAIL", detail)
-    return TrainedModel(
-        bundle=bundle,
-        evaluation=evaluation,
-        tuning=tuned,
-        plan=plan,
-        importance=explanation.importance,
-        checks=checks,
-        plots={**evaluation.plots, **explanation.plots},
-        fingerprint=tables.fingerprint(),
-        test=test,
-    )
+    return TrainedModel(bundle=bundle, evaluation=evaluation, tuning=tuned, plan=plan,
+                        importance=explanation.importance, checks=checks,
+                        plots={**evaluation.plots, **explanation.plots}, fingerprint=fingerprint, test=test,
+                        choice=choice)

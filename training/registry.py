@@ -43,7 +43,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -53,6 +53,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from xgboost.core import XGBoostError
 
@@ -66,6 +67,9 @@ from training.bundle import ModelBundle
 from training.evaluate import Evaluation, bundle_metrics, improvement
 from training.split import SplitPlan
 from training.tune import TuneResult
+
+if TYPE_CHECKING:
+    from training.recipe import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +442,8 @@ def log_and_register(
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
                 "out_of_time": str(plan.out_of_time if plan else "unknown").lower()}
-    run_id = client.create_run(exp_id, run_name=run_name).info.run_id
+    # resolve_tags: user, source script and git commit, as the fluent API would record them
+    run_id = client.create_run(exp_id, run_name=run_name, tags=resolve_tags()).info.run_id
     try:
         _log_batch(client, run_id, run_params(settings, plan, fingerprint, tune_result), metrics, run_tags)
         _log_datasets(client, run_id, bundle.schema, {"training": train, "test": test})
@@ -468,6 +473,14 @@ def log_and_register(
     return RegistryResult(run_id=run_id, version=version, promoted=promote, decision=decision, reason=reason,
                           objective=objective, challenger_metric=float(evaluation.metrics[objective]),
                           champion_metric=champ_metric, champion_version=champion_version, metrics=metrics)
+
+
+def register_trained(settings: Settings, trained: TrainedModel, run_name: str | None = None) -> RegistryResult:
+    """``log_and_register`` for the output of ``training.recipe.train_model``."""
+    return log_and_register(settings, trained.bundle, trained.evaluation, trained.test,
+                            tune_result=trained.tuning, plan=trained.plan, fingerprint=trained.fingerprint,
+                            importance=trained.importance, checks=trained.checks, plots=trained.plots,
+                            run_name=run_name)
 
 
 # ---- loading --------------------------------------------------------------------------------

@@ -1,0 +1,289 @@
+"""The Dask engine gives the local engine's results: same features, labels, schema, list cut.
+
+One local cluster of two single-thread workers serves the whole module (threads of this
+process: the machine running the suite is small and shared; real scheduling and shuffles all
+the same); every result is compared with the local engine's on the same data.
+Skipped without the extra: ``pip install churnflow[dask]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("dask.distributed")
+
+import dask
+
+from features.build import build_snapshots, infer_schema
+from features.contracts import DataValidationError, load_tables
+from features.partitioned import (
+    ComputeError,
+    build_snapshots_partitioned,
+    customer_partition,
+    dask_client,
+    in_source_order,
+    read_partitioned,
+    sorted_by_customer,
+    write_parts,
+)
+from features.settings import ComputeSettings, Settings, load_settings
+from serving.partitioned import merge_candidates, partition_candidates
+from serving.priority import build_priority_list
+from tests.conftest import write_project
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    # dask's Parquet reader on pandas 3.1 (dask 2026.8): not ours to fix
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
+]
+AS_OF = [pd.Timestamp("2026-05-01"), pd.Timestamp("2026-06-01")]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                              local_directory=str(tmp_path_factory.mktemp("dask")))
+    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}), dask_client(compute, processes=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(write_project(tmp_path_factory.mktemp("project"), n_customers=1500, seed=7))
+
+
+def local_snapshots(settings: Settings) -> tuple[pd.DataFrame, object]:
+    tables = load_tables(settings)
+    schema = infer_schema(tables, settings)
+    out = build_snapshots(tables, AS_OF, settings, schema)
+    return out.sort_values(["as_of", "customer_id"], kind="stable").reset_index(drop=True), schema
+
+
+def dask_snapshots(settings: Settings, n_partitions: int) -> tuple[pd.DataFrame, object]:
+    raw = read_partitioned(settings, n_partitions)
+    parts, facts = build_snapshots_partitioned(raw, AS_OF, settings)
+    return sorted_by_customer(dask.compute(*parts)), facts.schema
+
+
+@pytest.fixture(scope="module")
+def local(project: Settings) -> tuple[pd.DataFrame, object]:
+    return local_snapshots(project)
+
+
+@pytest.mark.parametrize("n_partitions", [1, 2, 8, 32])
+def test_features_and_labels_equal_the_local_engine(client: object, project: Settings, local: tuple,
+                                                    n_partitions: int) -> None:
+    expected, expected_schema = local
+    got, schema = dask_snapshots(project, n_partitions)
+    assert schema == expected_schema  # category levels, event types, kept and dropped attributes
+    assert expected_schema.categorical_levels and expected_schema.event_types and expected_schema.dropped
+    assert expected["label"].nunique() == 2
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("with_customers_table", [True, False])
+def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
+                                                         with_customers_table: bool) -> None:
+    from features.demo import generate_demo_data, write_demo_data
+
+    data = generate_demo_data(40, seed=3)
+    silent = data.customers["customer_id"][customer_partition(data.customers["customer_id"], 16) == 2]
+    assert len(silent) == 6  # partitions 4 and 13 hold no customer at all
+    data = dataclasses.replace(data, events=data.events[~data.events["customer_id"].isin(silent)],
+                               contacts=data.contacts[~data.contacts["customer_id"].isin(silent)])
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    write_demo_data(data, tmp_path / "data")
+    if not with_customers_table:  # customers are then the ids seen in the events
+        settings.data.customers = ""
+        settings.data.columns.churn_time = ""  # (the local engine refuses it without a customers table)
+    expected, expected_schema = local_snapshots(settings)
+    assert expected["customer_id"].isin(silent).any() == with_customers_table  # scored without any event
+    got, schema = dask_snapshots(settings, 16)
+    assert schema == expected_schema
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
+    from features.profile import bin_counts, combine_counts, fit_reference
+
+    expected, schema = local
+    reference = fit_reference(expected, None, schema)
+    parts, _ = build_snapshots_partitioned(read_partitioned(project, 8), AS_OF, project)
+    counts = dask.compute(*[dask.delayed(bin_counts)(reference, part) for part in parts])
+    assert combine_counts(counts) == bin_counts(reference, expected)
+
+
+def test_partitions_written_to_a_parquet_folder_read_back_as_the_local_table(
+        client: object, project: Settings, local: tuple, tmp_path: Path) -> None:
+    parts, _ = build_snapshots_partitioned(read_partitioned(project, 4), AS_OF, project)
+    written = write_parts(parts, tmp_path / "snapshots")
+    assert [p.name for p in written] == [f"part-{i:05d}.parquet" for i in range(4)]
+    back = sorted_by_customer([pd.read_parquet(tmp_path / "snapshots")])
+    pd.testing.assert_frame_equal(back, local[0], check_exact=True)
+    with pytest.raises(ComputeError, match="not empty"):
+        write_parts(parts, tmp_path / "snapshots")
+
+
+def test_each_customer_s_rows_share_one_partition(client: object, project: Settings) -> None:
+    raw = read_partitioned(project, 8)
+    seen: set[int] = set()
+    for i, (cu, ev, co) in enumerate(dask.compute(*raw.delayed())):
+        ids = set(cu["customer_id"])
+        assert ids and not ids & seen, f"partition {i} is empty or shares customers"
+        assert set(ev["customer_id"]) <= ids and set(co["customer_id"]) <= ids
+        assert (customer_partition(cu["customer_id"], 8) == i).all()
+        assert in_source_order(ev).index.is_monotonic_increasing  # back in file order
+        seen |= ids
+    assert len(seen) == 1500
+
+
+def test_partition_of_an_id_is_stable_across_types_and_runs() -> None:
+    as_int = customer_partition(pd.Series([1, 42, 1_000_003, 7]), 32)
+    assert (customer_partition(pd.Series([1.0, 42.0, 1_000_003.0, 7.0]), 32) == as_int).all()
+    assert (customer_partition(pd.Series(["1", "42", "1000003", "7"]), 32) == as_int).all()
+    # Fixed values: a fixed-key hash, unlike Python's salted hash(), gives them in every process.
+    assert as_int.tolist() == [6, 28, 16, 0]
+    assert customer_partition(pd.Series(["C-001", "C-002"]), 8).tolist() == [0, 7]
+
+
+def write_folder(frame: pd.DataFrame, folder: Path, n_files: int) -> Path:
+    """``frame`` as a folder of Parquet files (several input blocks; a name ending in .parquet,
+    as Spark writes them, so the local engine reads the folder too)."""
+    folder.mkdir()
+    for i, chunk in enumerate(np.array_split(np.arange(len(frame)), n_files)):
+        frame.iloc[chunk].to_parquet(folder / f"part-{i}.parquet")
+    return folder
+
+
+def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: object, project: Settings, local: tuple,
+                                                    tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    data = {name: pd.read_parquet(project.path(f"data/{name}.parquet")) for name in ("customers", "events", "contacts")}
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    data["customers"].to_sql("customers", engine, index=False)
+    engine.dispose()
+    data["contacts"].to_csv(tmp_path / "contacts.csv", index=False)
+    settings = project.model_copy(deep=True)
+    settings.data.customers = f"sqlite:///{tmp_path / 'crm.db'}"
+    settings.data.customers_table = "customers"
+    settings.data.events = str(write_folder(data["events"], tmp_path / "events.parquet", 3))
+    settings.data.contacts = str(tmp_path / "contacts.csv")
+    expected, expected_schema = local_snapshots(settings)
+    got, schema = dask_snapshots(settings, 2)
+    assert schema == expected_schema
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_validation_reports_every_partition_s_problems_like_the_local_engine(client: object, project: Settings,
+                                                                           tmp_path: Path) -> None:
+    events = pd.read_parquet(project.path("data/events.parquet"))
+    events.loc[[3, 5000, 20000], "amount"] = -1.0  # customers in different partitions
+    events.loc[[7, 15000], "customer_id"] = 999_999  # unknown customer
+    settings = project.model_copy(deep=True)
+    settings.data.events = str(write_folder(events, tmp_path / "events.parquet", 3))  # rows numbered across files
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, 4)
+
+    def found(error: pytest.ExceptionInfo[DataValidationError]) -> list[tuple]:
+        # the same rows and counts; values compared as numbers (pandera may show 999999 as 999999.0)
+        return sorted((p.table, p.column, p.rule, p.count, tuple(p.rows), tuple(float(v) for v in p.values))
+                      for p in error.value.problems)
+
+    assert len(found(dask_error)) == 2
+    assert found(dask_error) == found(local_error)
+    assert str(dask_error.value).splitlines()[-1] == str(local_error.value).splitlines()[-1]  # the hint
+
+    settings.data.drop_invalid_rows = True
+    expected, _ = local_snapshots(settings)
+    parts, facts = build_snapshots_partitioned(read_partitioned(settings, 4), AS_OF, settings)
+    pd.testing.assert_frame_equal(sorted_by_customer(dask.compute(*parts)), expected, check_exact=True)
+    assert facts.dropped_rows == load_tables(settings).dropped_rows == {"events.parquet": 5}
+
+
+def test_capacity_cut_from_partition_top_k_equals_the_local_list(client: object, project: Settings) -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    scored = pd.DataFrame({
+        "customer_id": np.arange(1, n + 1),
+        "as_of": pd.Timestamp("2026-06-01"),
+        "churn_probability": rng.choice([0.1, 0.3, 0.6, 0.9], n),  # ties, broken by customer id
+        "value_at_risk": rng.choice([0.0, 50.0, 120.0], n),
+        "segment": "loyal",
+    })
+    contacts = pd.DataFrame({"customer_id": rng.choice(scored["customer_id"], 400),
+                             "contact_time": pd.Timestamp("2026-05-20")})  # inside the cool-down
+    settings = project.model_copy(deep=True)
+    settings.serving.capacity, settings.serving.min_probability = 50, 0.2
+    expected, _ = build_priority_list(scored, settings, contacts)
+
+    part = customer_partition(scored["customer_id"], 8)
+    contact_part = customer_partition(contacts["customer_id"], 8)
+    futures = [client.submit(partition_candidates, scored[part == i], settings, contacts[contact_part == i])
+               for i in range(8)]
+    candidates = merge_candidates(client.gather(futures))
+    assert len(candidates) < len(scored) / 2
+    got, _ = build_priority_list(candidates, settings, contacts)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_exact=True)
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    compute = ComputeSettings(engine="dask", scheduler_address="tcp://127.0.0.1:9")
+    with pytest.raises(ComputeError, match=r"compute.scheduler_address"), dask_client(compute, timeout="2s"):
+        pass
+
+
+def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
+    from features.settings import ConfigError
+
+    config = write_project(tmp_path, n_customers=0, extra_toml=(
+        '\n[compute]\nengine = "dask"\nscheduler_address = "tcp://scheduler:8786"\nn_partitions = 64\n'))
+    compute = load_settings(config).compute
+    assert (compute.engine, compute.scheduler_address, compute.n_partitions) == ("dask", "tcp://scheduler:8786", 64)
+    assert load_settings(write_project(tmp_path / "default", n_customers=0)).compute.engine == "local"
+    with pytest.raises(ConfigError, match="compute.engine"):
+        load_settings(config, compute={"engine": "spark"})
+
+
+def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, project: Settings) -> None:
+    import xgboost as xgb
+
+    from features.build import build_features
+    from features.profile import fit_reference
+    from features.segments import fit_segments
+    from serving.partitioned import score_partitioned, score_rows
+    from serving.score import score_customers, scores_table
+    from training.bundle import ModelBundle
+    from training.calibration import Calibrator
+
+    as_of = pd.Timestamp("2026-09-01")
+    tables = load_tables(project)
+    schema = infer_schema(tables, project)
+    feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
+    label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
+    booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
+                        xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
+    bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
+                         segments=fit_segments(feats, schema, project.features.value_column))
+    bundle.reference = fit_reference(feats, bundle.predict_proba(feats), schema)
+    local_result = score_customers(tables, as_of, bundle, project)
+
+    result = score_partitioned(read_partitioned(project, 8), as_of, bundle, project)
+    scored = sorted_by_customer(dask.compute(*score_rows(result.parts)))
+    expected = sorted_by_customer([local_result.scored])
+    assert result.n_scored == len(expected) > 1000
+    pd.testing.assert_frame_equal(scored, expected, check_exact=False, rtol=1e-12, atol=0)
+    pd.testing.assert_frame_equal(scores_table(scored, "3"), scores_table(expected, "3"), check_exact=True)
+    pd.testing.assert_frame_equal(result.drift, local_result.drift, check_exact=True)
+    got_list, _ = build_priority_list(result.candidates, project, tables.contacts, as_of=as_of)
+    expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
+    assert len(expected_list) >= project.serving.capacity
+    pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)

@@ -1,0 +1,139 @@
+"""Registry: what a training run leaves in MLflow, the gate's rule on rows the champion has seen,
+and the errors a user gets for a missing champion or version. Real MLflow store in a tmp folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.settings import Settings
+from tests.test_training import SCHEMA, make_split
+from training.evaluate import attach_metrics, bundle_metrics, evaluate
+from training.fit import fit_tuned
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return make_split(n=600)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("registry")
+
+
+def _settings(root: Path, name: str) -> Settings:
+    return Settings(root=root, tracking={"model_name": name}, training={"n_threads": 1})
+
+
+def _model(settings: Settings, data, depth: int = 3, rounds: int = 20, noise: float = 0.0):
+    train, valid, test = data
+    if noise:
+        flip = np.random.default_rng(0).random(len(train)) < noise
+        train = train.assign(label=np.where(flip, 1 - train["label"], train["label"]))
+    bundle = fit_tuned(train, valid, SCHEMA, settings, {"max_depth": depth}, rounds)
+    evaluation = evaluate(bundle, train, test, settings)
+    return attach_metrics(bundle, evaluation), evaluation
+
+
+def test_run_has_datasets_signature_synthetic_example_and_a_training_experiment(data, root) -> None:
+    import mlflow
+
+    from training.registry import EXPERIMENT_KIND, MODEL_TRAINING, log_and_register, registry_client
+
+    settings = _settings(root, "contents-test")
+    train, _, test = data
+    bundle, evaluation = _model(settings, data)
+    result = log_and_register(settings, bundle, evaluation, test, train=train)
+    client = registry_client(settings)
+
+    experiment = client.get_experiment_by_name(settings.tracking.experiment)
+    assert experiment.tags[EXPERIMENT_KIND] == MODEL_TRAINING
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+              for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "test"}
+    for dataset in inputs.values():
+        columns = [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]]
+        assert columns == [*SCHEMA.features, "label"], "no ids, dates or personal columns in a dataset"
+    assert json.loads(inputs["test"].profile)["num_rows"] == len(test)
+
+    version = client.get_model_version("contents-test", result.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(root / "dl"),
+                                                     tracking_uri=settings.tracking_uri))
+    model = mlflow.models.Model.load(local / "MLmodel")
+    assert [c.name for c in model.signature.inputs.inputs] == [*SCHEMA.features, "customer_id"]
+    example = pd.DataFrame(**json.loads((local / "input_example.json").read_text()))
+    assert len(example) == 1 and example.loc[0, "plan"] == "basic"
+    assert example.loc[0, "recency_days"] == pytest.approx(test["recency_days"].median())
+    real_rows = test[SCHEMA.numeric].round(9).apply(tuple, axis=1)
+    assert tuple(example[SCHEMA.numeric].round(9).iloc[0]) not in set(real_rows), "never a customer's row"
+
+
+def test_fitted_on_test_rows_rule() -> None:
+    from training.registry import fitted_on_test_rows
+
+    test = pd.DataFrame({"as_of": pd.to_datetime(["2024-10-02", "2024-10-02"])})
+    champion = SimpleNamespace  # only ``fitted_through`` is read
+    assert not fitted_on_test_rows(champion(fitted_through="2024-07-01"), test, 90)  # labels end 09-29
+    assert fitted_on_test_rows(champion(fitted_through="2024-07-10"), test, 90)  # labels reach 10-08
+    assert fitted_on_test_rows(champion(fitted_through="2024-10-02"), test, 90)  # refit on the test date
+    assert fitted_on_test_rows(champion(fitted_through="all rows"), test, 90)  # snapshot table
+    assert not fitted_on_test_rows(champion(fitted_through=""), test, 90)  # before refits were recorded
+
+
+@pytest.mark.parametrize("seen", [False, True])
+def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, seen, monkeypatch) -> None:
+    import training.registry as registry
+
+    settings = _settings(root, f"rule-test-{seen}")
+    train, _, test = data
+    champion, champion_eval = _model(settings, data)
+    first = registry.log_and_register(settings, champion, champion_eval, test)
+    assert first.promoted
+
+    monkeypatch.setattr(registry, "fitted_on_test_rows", lambda bundle, rows, horizon: seen)
+    challenger, challenger_eval = _model(settings, data, depth=2, rounds=10, noise=0.3)
+    # a different test set than the champion's own: only re-scoring can give the champion's metric on it
+    later = test.sample(frac=0.7, random_state=1)
+    decision = registry.decide_promotion(settings, challenger_eval, later, first.version)
+    promote, reason, champion_metric = decision
+    objective = settings.training.objective
+    if seen:
+        assert champion_metric == pytest.approx(champion_eval.metrics[objective])
+        assert "recorded held-out" in reason and "not re-scored" in reason
+    else:
+        assert champion_metric == pytest.approx(bundle_metrics(champion, later)[objective])
+        assert "re-scored on the same test rows" in reason
+    assert not promote and "does not beat champion" in reason
+
+
+def test_missing_champion_or_version_names_the_model_versions_and_the_fix(data, root) -> None:
+    from training.registry import (
+        ModelVersionNotFoundError,
+        NoChampionError,
+        load_bundle,
+        registry_client,
+    )
+
+    empty = _settings(root, "nothing-here")
+    with pytest.raises(NoChampionError, match=r"no champion model registered under 'nothing-here'.*churnflow train"):
+        load_bundle(empty)
+    with pytest.raises(ModelVersionNotFoundError, match=r"'nothing-here' has no version 999.*no versions yet"):
+        load_bundle(empty, "999")
+
+    settings = _settings(root, "versions-test")
+    client = registry_client(settings)
+    client.create_registered_model("versions-test")
+    for _ in range(2):
+        client.create_model_version("versions-test", source=str(root), run_id=None)
+    with pytest.raises(NoChampionError, match=r"versions 1, 2 exist, none promoted.*--model-version"):
+        load_bundle(settings)
+    with pytest.raises(ModelVersionNotFoundError, match=r"no version 999 .*versions that exist: 1, 2\. Leave out"):
+        load_bundle(settings, "999")

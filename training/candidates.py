@@ -1,0 +1,147 @@
+"""Which model family to register: boosted trees, a linear model, or a blend, chosen by the CV.
+
+Why a comparison after tuning rather than an Optuna categorical: the tree has ten
+hyperparameters worth a Bayesian search, the linear model one (``C``, a four-value grid costs
+less than one tree trial) and the blend one (its weight). Mixing them in one study would spend
+trials on a conditional space and make TPE's model of the tree space noisier. So Optuna tunes the
+tree; then the best tree, the best linear model and blends of their margins are scored on the
+very same folds, and the best mean validation metric wins (ties go to the simpler candidate:
+tree, then linear, then blends). The winner's out-of-fold margins (each row predicted by a model
+that never saw it) are what the calibrator is fitted on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from features.schema import FeatureSchema
+from features.settings import Settings
+from training.churn_model import model_frame, sigmoid
+from training.linear import C_GRID, fit_linear
+from training.tune import (
+    Folds,
+    TuneResult,
+    base_params,
+    cv_trees,
+    direction,
+    fold_matrices,
+    label_array,
+    validation_margin,
+)
+
+logger = logging.getLogger(__name__)
+
+TREE_WEIGHTS = (1.0, 0.0, 0.75, 0.5, 0.25)
+"""Blend weights of the tree margin, in tie-break order (1 = tree, 0 = linear)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The selected candidate and how it scored on the folds."""
+
+    family: str
+    """``tree``, ``linear`` or ``blend``."""
+    tree_weight: float
+    tree_params: dict[str, Any]
+    n_rounds: int
+    """Boosting rounds of the final fit: the mean best iteration over the folds, plus one."""
+    linear_c: float
+    cv_scores: dict[str, float]
+    """Mean fold metric of every candidate (``tree``, ``linear``, ``blend_0.50``, ...)."""
+    oof_margin: np.ndarray = field(repr=False)
+    oof_label: np.ndarray = field(repr=False)
+
+
+def fold_metric(objective: str, label: np.ndarray, margin: np.ndarray) -> float:
+    """The objective on one fold's validation rows, from margins."""
+    if objective == "log_loss":
+        return float(log_loss(label, sigmoid(margin), labels=[0, 1]))
+    if objective == "roc_auc":
+        return float(roc_auc_score(label, margin))
+    return float(average_precision_score(label, margin))
+
+
+def family_of(weight: float) -> str:
+    return "tree" if weight == 1.0 else "linear" if weight == 0.0 else "blend"
+
+
+def tree_oof(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings,
+             params: dict[str, Any]) -> tuple[list[np.ndarray], int]:
+    """Validation margins of each fold's early-stopped booster, and the mean best iteration."""
+    matrices = fold_matrices(dev, folds, schema)
+    _, iterations, boosters = cv_trees(params, matrices, settings)
+    margins = [validation_margin(b, dvalid) for b, (_, dvalid) in zip(boosters, matrices, strict=True)]
+    return margins, int(round(float(np.mean(iterations))))
+
+
+def linear_oof(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, objective: str
+               ) -> tuple[list[np.ndarray], float]:
+    """Validation margins of the best ``C`` of the linear model on each fold, and that ``C``."""
+    frame = model_frame(dev, schema.features, schema.categorical_levels)
+    y = label_array(dev)
+    best: tuple[float, list[np.ndarray], float] | None = None
+    sign = 1.0 if direction(objective) == "maximize" else -1.0
+    for c in C_GRID:
+        margins = []
+        for train_pos, valid_pos in folds:
+            model = fit_linear(frame.iloc[train_pos], y[train_pos], schema.features, schema.categorical_levels, c)
+            margins.append(model.margin(frame.iloc[valid_pos]))
+        score = float(np.mean([fold_metric(objective, y[v], m) for (_, v), m in zip(folds, margins, strict=True)]))
+        if best is None or sign * score > sign * best[0]:
+            best = (score, margins, c)
+    assert best is not None
+    return best[1], best[2]
+
+
+def choose_model(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings,
+                 tuned: TuneResult) -> Choice:
+    """Score the tuned tree, the best linear model and their blends on the same folds; pick one."""
+    objective = settings.training.objective
+    y = label_array(dev)
+    if tuned.best_oof is not None:  # the best trial ran now: its fold margins are at hand
+        tree, iteration = tuned.best_oof, tuned.best_iteration
+    else:
+        tree, iteration = tree_oof(dev, folds, schema, settings, tuned.best_params)
+    linear, c = linear_oof(dev, folds, schema, objective)
+    labels = [y[v] for _, v in folds]
+    scores: dict[float, float] = {}
+    for w in TREE_WEIGHTS:
+        blended = [w * t + (1 - w) * m for t, m in zip(tree, linear, strict=True)]
+        scores[w] = float(np.mean([fold_metric(objective, lab, b) for lab, b in zip(labels, blended, strict=True)]))
+    sign = 1.0 if direction(objective) == "maximize" else -1.0
+    weight = max(TREE_WEIGHTS, key=lambda w: (sign * scores[w], -TREE_WEIGHTS.index(w)))
+    cv_scores = {(f"blend_{w:.2f}" if family_of(w) == "blend" else family_of(w)): s for w, s in scores.items()}
+    logger.info("candidates (mean %s over %d folds): %s -> %s", objective, len(folds),
+                {k: round(v, 5) for k, v in cv_scores.items()}, family_of(weight))
+    oof_margin, oof_label = out_of_fold(folds, [weight * t + (1 - weight) * m for t, m in zip(tree, linear, strict=True)], y)
+    return Choice(family=family_of(weight), tree_weight=weight, tree_params=dict(tuned.best_params),
+                  n_rounds=iteration + 1, linear_c=c, cv_scores=cv_scores, oof_margin=oof_margin,
+                  oof_label=oof_label)
+
+
+def out_of_fold(folds: Folds, margins: list[np.ndarray], label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One out-of-fold margin per validated row (the mean over repeats) and its label.
+
+    Repeated k-fold validates each row once per repeat; averaging keeps one row once, so the
+    calibrator's own cross-validation never sees a row's copy on both sides.
+    """
+    positions = np.concatenate([v for _, v in folds])
+    values = np.concatenate(margins)
+    rows, inverse = np.unique(positions, return_inverse=True)
+    mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    return mean, label[rows]
+
+
+def untuned_choice(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings) -> Choice:
+    """XGBoost with library defaults through the same CV (rounds, out-of-fold calibration)."""
+    params = base_params(settings)
+    tree, iteration = tree_oof(dev, folds, schema, settings, params)
+    oof_margin, oof_label = out_of_fold(folds, tree, label_array(dev))
+    return Choice(family="tree", tree_weight=1.0, tree_params=params, n_rounds=iteration + 1, linear_c=0.0,
+                  cv_scores={}, oof_margin=oof_margin, oof_label=oof_label)
