@@ -8,7 +8,8 @@ their first active day — by a Poisson buying rate (gamma-distributed across cu
 quantities per customer carry most of the signal on event logs: the probability that they are
 still alive, and the expected number of active days in the next ``horizon`` days.
 
-The fit is a plain maximum-likelihood fit (scipy, on log parameters). No maintained library
+The fit is a plain maximum-likelihood fit (scipy L-BFGS-B on log parameters) over the distinct
+histories weighted by how many customers share them, which keeps it fast at any size. No maintained library
 installs cleanly with this stack: ``lifetimes`` is unmaintained since 2020 (it still imports,
 with ``autograd`` and ``dill``), ``btyd`` pins ``pymc<5`` and ``autograd==1.4``, and
 ``pymc-marketing`` brings PyMC, PyTensor and ArviZ for a four-parameter optimisation. Tested
@@ -19,13 +20,13 @@ Every function is vectorised over customers; customers without history (NaN inpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln, hyp2f1
 
 PARAMETERS = ("r", "alpha", "a", "b")
-FIT_SAMPLE = 20_000
-"""Customers the fit uses at most (a seeded sample): four parameters need no more."""
 LOG_BOUNDS = [(np.log(1e-4), np.log(1e3)), (np.log(1e-4), np.log(1e8)), (np.log(1e-6), np.log(1e4)),
               (np.log(1e-6), np.log(1e6))]
 """Search box for (r, alpha, a, b). r above 1e3 means practically equal buying rates (the
@@ -50,25 +51,54 @@ def _usable(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(t_x) & np.isfinite(big_t) & (x >= 0) & (big_t > 0) & (t_x <= big_t)
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, *, seed: int = 0,
-              max_customers: int = FIT_SAMPLE) -> dict[str, float]:
+@dataclass(frozen=True)
+class Histories:
+    """Distinct ``(x, t_x, T)`` histories and how many customers share each: all the fit needs.
+
+    They add up across partitions of customers (:meth:`merge`), so a fit on merged partition
+    histories is the fit on all customers, bit for bit (rows come out sorted either way).
+    """
+
+    rows: np.ndarray
+    """(k, 3) float64: x, t_x, T; sorted, distinct."""
+    counts: np.ndarray
+    """(k,) int64: customers with that history."""
+
+    @classmethod
+    def of(cls, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> Histories:
+        """The usable histories (customers with at least one active day) of these customers."""
+        x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
+        keep = _usable(x, t_x, big_t)
+        rows, counts = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
+        return cls(rows.reshape(-1, 3), counts.astype(np.int64))
+
+    @classmethod
+    def merge(cls, parts: list[Histories]) -> Histories:
+        if not parts:
+            return cls(np.zeros((0, 3)), np.zeros(0, np.int64))
+        rows, inverse = np.unique(np.concatenate([p.rows for p in parts]), axis=0, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=np.concatenate([p.counts for p in parts]), minlength=len(rows))
+        return cls(rows.reshape(-1, 3), counts.astype(np.int64))
+
+
+def fit_histories(histories: Histories) -> dict[str, float]:
     """Maximum-likelihood BG/NBD parameters ``{"r", "alpha", "a", "b"}`` (time in the inputs' unit).
 
-    Customers with no usable history are ignored; above ``max_customers`` a seeded sample is
-    used. Identical histories are collapsed into weights, which makes the fit fast at any size.
     Returns ``{}`` when there is nothing to fit on (no customer with a repeat active day).
     """
-    x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
-    keep = np.flatnonzero(_usable(x, t_x, big_t))
-    if len(keep) > max_customers:
-        keep = np.sort(np.random.default_rng(seed).choice(keep, max_customers, replace=False))
-    if not len(keep) or not (x[keep] > 0).any():
+    rows, counts = histories.rows, histories.counts
+    if not len(rows) or not (rows[:, 0] > 0).any():
         return {}
-    rows, weights = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
-    start = np.log([1.0, max(float(np.mean(big_t[keep])) / 10, 1e-3), 1.0, 1.0])
-    fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], weights),
+    mean_t = float(np.average(rows[:, 2], weights=counts))
+    start = np.log([1.0, max(mean_t / 10, 1e-3), 1.0, 1.0])
+    fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], counts),
                    method="L-BFGS-B", bounds=LOG_BOUNDS, options={"ftol": 1e-12, "gtol": 1e-8})
     return dict(zip(PARAMETERS, (float(v) for v in np.exp(fit.x)), strict=True))
+
+
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> dict[str, float]:
+    """BG/NBD fitted on these customers' histories (customers without history are ignored)."""
+    return fit_histories(Histories.of(x, t_x, big_t))
 
 
 def _log_dropout_odds(params: dict[str, float], x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:

@@ -62,13 +62,12 @@ class Aggregates:
 
     def __init__(self, ids: pd.Index, t: np.datetime64, signup: np.ndarray, events: pd.DataFrame | None,
                  contacts: pd.DataFrame | None, *, event_types: list[str], with_amount: bool,
-                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0, seed: int = 0) -> None:
+                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0) -> None:
         self.n = len(ids)
         self.t = t
         self.signup_age = (t - signup) / DAY
         self.btyd_params = btyd_params
         self.horizon_days = horizon_days
-        self.seed = seed
         self._contacts = contacts
         self._ids = ids
         self._events_before(ids, t, events, event_types, with_amount)
@@ -230,7 +229,7 @@ class Aggregates:
     @cached_property
     def _btyd(self) -> tuple[np.ndarray, np.ndarray]:
         x, t_x, big_t = self.btyd_inputs
-        params = self.btyd_params or btyd.fit_bgnbd(x, t_x, big_t, seed=self.seed)
+        params = self.btyd_params if self.btyd_params is not None else btyd.fit_bgnbd(x, t_x, big_t)
         return btyd.p_alive(params, x, t_x, big_t), btyd.expected_purchases(params, self.horizon_days, x, t_x, big_t)
 
     @property
