@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln, hyp2f1
 
@@ -51,42 +52,65 @@ def _usable(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(t_x) & np.isfinite(big_t) & (x >= 0) & (big_t > 0) & (t_x <= big_t)
 
 
+BUCKETS = 256
+FIT_CUSTOMERS = 20_000
+"""Above this many customers the fit uses whole hash buckets of customers up to about this many:
+a sample that is the same however the customers are partitioned (four parameters need no more)."""
+
+
 @dataclass(frozen=True)
 class Histories:
-    """Distinct ``(x, t_x, T)`` histories and how many customers share each: all the fit needs.
+    """Distinct ``(bucket, x, t_x, T)`` histories and how many customers share each: all the fit needs.
 
-    They add up across partitions of customers (:meth:`merge`), so a fit on merged partition
-    histories is the fit on all customers, bit for bit (rows come out sorted either way).
+    ``bucket`` is a stable hash of the customer id (0 without ids). Histories add up across
+    partitions of customers (:meth:`merge`), so a fit on merged partition histories is the fit on
+    all customers, bit for bit (rows come out sorted either way).
     """
 
     rows: np.ndarray
-    """(k, 3) float64: x, t_x, T; sorted, distinct."""
+    """(k, 4) float64: bucket, x, t_x, T; sorted, distinct."""
     counts: np.ndarray
     """(k,) int64: customers with that history."""
 
     @classmethod
-    def of(cls, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> Histories:
+    def of(cls, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, ids: np.ndarray | None = None) -> Histories:
         """The usable histories (customers with at least one active day) of these customers."""
         x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
+        bucket = (np.zeros(len(x)) if ids is None
+                  else (pd.util.hash_array(np.asarray(ids)) % np.uint64(BUCKETS)).astype(np.float64))
         keep = _usable(x, t_x, big_t)
-        rows, counts = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
-        return cls(rows.reshape(-1, 3), counts.astype(np.int64))
+        stacked = np.column_stack([bucket[keep], x[keep], t_x[keep], big_t[keep]])
+        rows, counts = np.unique(stacked, axis=0, return_counts=True)
+        return cls(rows.reshape(-1, 4), counts.astype(np.int64))
 
     @classmethod
     def merge(cls, parts: list[Histories]) -> Histories:
         if not parts:
-            return cls(np.zeros((0, 3)), np.zeros(0, np.int64))
-        rows, inverse = np.unique(np.concatenate([p.rows for p in parts]), axis=0, return_inverse=True)
-        counts = np.bincount(inverse.ravel(), weights=np.concatenate([p.counts for p in parts]), minlength=len(rows))
-        return cls(rows.reshape(-1, 3), counts.astype(np.int64))
+            return cls(np.zeros((0, 4)), np.zeros(0, np.int64))
+        return cls._collapse(np.concatenate([p.rows for p in parts]), np.concatenate([p.counts for p in parts]))
+
+    @classmethod
+    def _collapse(cls, rows: np.ndarray, counts: np.ndarray) -> Histories:
+        distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+        summed = np.bincount(inverse.ravel(), weights=counts, minlength=len(distinct))
+        return cls(distinct.reshape(-1, rows.shape[1]), summed.astype(np.int64))
+
+    def sample(self, max_customers: int = FIT_CUSTOMERS) -> tuple[np.ndarray, np.ndarray]:
+        """(x, t_x, T) rows and counts of the first hash buckets holding at most ``max_customers``
+        customers (at least one bucket), buckets dropped."""
+        per_bucket = np.bincount(self.rows[:, 0].astype(np.int64), weights=self.counts, minlength=BUCKETS)
+        n_buckets = max(1, int(np.searchsorted(np.cumsum(per_bucket), max_customers, side="right")))
+        keep = self.rows[:, 0] < n_buckets
+        kept = Histories._collapse(self.rows[keep, 1:], self.counts[keep])
+        return kept.rows, kept.counts
 
 
-def fit_histories(histories: Histories) -> dict[str, float]:
+def fit_histories(histories: Histories, max_customers: int = FIT_CUSTOMERS) -> dict[str, float]:
     """Maximum-likelihood BG/NBD parameters ``{"r", "alpha", "a", "b"}`` (time in the inputs' unit).
 
     Returns ``{}`` when there is nothing to fit on (no customer with a repeat active day).
     """
-    rows, counts = histories.rows, histories.counts
+    rows, counts = histories.sample(max_customers)
     if not len(rows) or not (rows[:, 0] > 0).any():
         return {}
     mean_t = float(np.average(rows[:, 2], weights=counts))
@@ -96,9 +120,10 @@ def fit_histories(histories: Histories) -> dict[str, float]:
     return dict(zip(PARAMETERS, (float(v) for v in np.exp(fit.x)), strict=True))
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> dict[str, float]:
-    """BG/NBD fitted on these customers' histories (customers without history are ignored)."""
-    return fit_histories(Histories.of(x, t_x, big_t))
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, ids: np.ndarray | None = None) -> dict[str, float]:
+    """BG/NBD fitted on these customers' histories (customers without history are ignored);
+    with ``ids``, on a stable hash sample of at most about ``FIT_CUSTOMERS`` of them."""
+    return fit_histories(Histories.of(x, t_x, big_t, ids), FIT_CUSTOMERS if ids is not None else len(x) + 1)
 
 
 def _log_dropout_odds(params: dict[str, float], x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:

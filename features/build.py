@@ -254,7 +254,7 @@ def btyd_histories(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     """
     as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
     ids = _population(tables, as_of, settings, schema)
-    return Histories.of(*_aggregates(tables, pd.Index(ids), as_of, settings, schema, None).btyd_inputs)
+    return _aggregates(tables, pd.Index(ids), as_of, settings, schema, None).btyd_histories
 
 
 def _fit_btyd_at(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> dict[str, float]:

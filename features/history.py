@@ -227,9 +227,13 @@ class Aggregates:
         return self.active_days - 1, first - last, first - 1
 
     @cached_property
+    def btyd_histories(self) -> btyd.Histories:
+        return btyd.Histories.of(*self.btyd_inputs, ids=np.asarray(self._ids))
+
+    @cached_property
     def _btyd(self) -> tuple[np.ndarray, np.ndarray]:
         x, t_x, big_t = self.btyd_inputs
-        params = self.btyd_params if self.btyd_params is not None else btyd.fit_bgnbd(x, t_x, big_t)
+        params = self.btyd_params if self.btyd_params is not None else btyd.fit_histories(self.btyd_histories)
         return btyd.p_alive(params, x, t_x, big_t), btyd.expected_purchases(params, self.horizon_days, x, t_x, big_t)
 
     @property
