@@ -14,7 +14,9 @@ the data (latest event day), every validation problem (all partitions' problems 
 as locally), and the feature schema. ``infer_schema`` itself decides the schema, on a proxy
 ``Tables`` that is exact for its rules: the distinct attribute rows of all partitions (personal
 and excluded columns blanked first, so names and e-mails never travel) and the merged event-type
-counts. Drift bin counts add up across partitions (``features.profile.combine_counts``), and the
+counts. BG/NBD is fitted once on all partitions' histories (``global_btyd``: distinct histories
+with counts add up exactly), at the day after the data end and at each earlier as-of date. Drift
+bin counts add up across partitions (``features.profile.combine_counts``), and the
 capacity cut is a top-k per partition followed by a global merge (``serving.partitioned``).
 
 *Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
