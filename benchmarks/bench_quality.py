@@ -143,7 +143,7 @@ def summarise(folds: Folds, n_boot: int, seed: int) -> dict[str, dict[str, objec
 
 
 # ---- BG/NBD (Fader, Hardie & Lee 2005), fitted on the history before the test date -------------
-def bgnbd_churn_probability(frame: pd.DataFrame, horizon_days: int, seed: int) -> np.ndarray:
+def bgnbd_churn_probability(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """P(no purchase in the next ``horizon_days``) = 1 − P(alive)·(1 − P(no purchase | alive)).
 
     Fitted with ``features.btyd`` (tested on the published CDNOW parameters) on the point-in-time
@@ -154,7 +154,7 @@ def bgnbd_churn_probability(frame: pd.DataFrame, horizon_days: int, seed: int) -
     x = frame["active_days_total"].to_numpy(np.float64) - 1
     age = (frame["tenure_days"].to_numpy(np.float64) - 1) / 7
     t_x = (frame["tenure_days"].to_numpy(np.float64) - frame[RECENCY].to_numpy(np.float64)) / 7
-    params = btyd.fit_bgnbd(x, t_x, age, seed=seed)
+    params = btyd.fit_bgnbd(x, t_x, age)  # all customers, deterministic
     alive = btyd.p_alive(params, x, t_x, age)
     r, alpha = params["r"], params["alpha"]
     silent_if_alive = ((alpha + age) / (alpha + age + horizon_days / 7)) ** (r + x)
@@ -194,7 +194,7 @@ def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     test, evaluated = trained.test, trained.evaluation.scores
     scores = {CHURNFLOW: evaluated["model"]}
     scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
-    scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days, args.seed)
+    scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days)
     folds.add(test["label"].to_numpy(), scores)
     print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
           f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)

@@ -8,7 +8,8 @@ their first active day — by a Poisson buying rate (gamma-distributed across cu
 quantities per customer carry most of the signal on event logs: the probability that they are
 still alive, and the expected number of active days in the next ``horizon`` days.
 
-The fit is a plain maximum-likelihood fit (scipy, on log parameters). No maintained library
+The fit is a plain maximum-likelihood fit (scipy L-BFGS-B on log parameters) over the distinct
+histories weighted by how many customers share them, which keeps it fast at any size. No maintained library
 installs cleanly with this stack: ``lifetimes`` is unmaintained since 2020 (it still imports,
 with ``autograd`` and ``dill``), ``btyd`` pins ``pymc<5`` and ``autograd==1.4``, and
 ``pymc-marketing`` brings PyMC, PyTensor and ArviZ for a four-parameter optimisation. Tested
@@ -19,13 +20,14 @@ Every function is vectorised over customers; customers without history (NaN inpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit, gammaln, hyp2f1
 
 PARAMETERS = ("r", "alpha", "a", "b")
-FIT_SAMPLE = 20_000
-"""Customers the fit uses at most (a seeded sample): four parameters need no more."""
 LOG_BOUNDS = [(np.log(1e-4), np.log(1e3)), (np.log(1e-4), np.log(1e8)), (np.log(1e-6), np.log(1e4)),
               (np.log(1e-6), np.log(1e6))]
 """Search box for (r, alpha, a, b). r above 1e3 means practically equal buying rates (the
@@ -50,25 +52,78 @@ def _usable(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(t_x) & np.isfinite(big_t) & (x >= 0) & (big_t > 0) & (t_x <= big_t)
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, *, seed: int = 0,
-              max_customers: int = FIT_SAMPLE) -> dict[str, float]:
+BUCKETS = 256
+FIT_CUSTOMERS = 20_000
+"""Above this many customers the fit uses whole hash buckets of customers up to about this many:
+a sample that is the same however the customers are partitioned (four parameters need no more)."""
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Distinct ``(bucket, x, t_x, T)`` histories and how many customers share each: all the fit needs.
+
+    ``bucket`` is a stable hash of the customer id (0 without ids). Histories add up across
+    partitions of customers (:meth:`merge`), so a fit on merged partition histories is the fit on
+    all customers, bit for bit (rows come out sorted either way).
+    """
+
+    rows: np.ndarray
+    """(k, 4) float64: bucket, x, t_x, T; sorted, distinct."""
+    counts: np.ndarray
+    """(k,) int64: customers with that history."""
+
+    @classmethod
+    def of(cls, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, ids: np.ndarray | None = None) -> Histories:
+        """The usable histories (customers with at least one active day) of these customers."""
+        x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
+        bucket = (np.zeros(len(x)) if ids is None
+                  else (pd.util.hash_array(np.asarray(ids)) % np.uint64(BUCKETS)).astype(np.float64))
+        keep = _usable(x, t_x, big_t)
+        stacked = np.column_stack([bucket[keep], x[keep], t_x[keep], big_t[keep]])
+        rows, counts = np.unique(stacked, axis=0, return_counts=True)
+        return cls(rows.reshape(-1, 4), counts.astype(np.int64))
+
+    @classmethod
+    def merge(cls, parts: list[Histories]) -> Histories:
+        if not parts:
+            return cls(np.zeros((0, 4)), np.zeros(0, np.int64))
+        return cls._collapse(np.concatenate([p.rows for p in parts]), np.concatenate([p.counts for p in parts]))
+
+    @classmethod
+    def _collapse(cls, rows: np.ndarray, counts: np.ndarray) -> Histories:
+        distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+        summed = np.bincount(inverse.ravel(), weights=counts, minlength=len(distinct))
+        return cls(distinct.reshape(-1, rows.shape[1]), summed.astype(np.int64))
+
+    def sample(self, max_customers: int = FIT_CUSTOMERS) -> tuple[np.ndarray, np.ndarray]:
+        """(x, t_x, T) rows and counts of the first hash buckets holding at most ``max_customers``
+        customers (at least one bucket), buckets dropped."""
+        per_bucket = np.bincount(self.rows[:, 0].astype(np.int64), weights=self.counts, minlength=BUCKETS)
+        n_buckets = max(1, int(np.searchsorted(np.cumsum(per_bucket), max_customers, side="right")))
+        keep = self.rows[:, 0] < n_buckets
+        kept = Histories._collapse(self.rows[keep, 1:], self.counts[keep])
+        return kept.rows, kept.counts
+
+
+def fit_histories(histories: Histories, max_customers: int = FIT_CUSTOMERS) -> dict[str, float]:
     """Maximum-likelihood BG/NBD parameters ``{"r", "alpha", "a", "b"}`` (time in the inputs' unit).
 
-    Customers with no usable history are ignored; above ``max_customers`` a seeded sample is
-    used. Identical histories are collapsed into weights, which makes the fit fast at any size.
     Returns ``{}`` when there is nothing to fit on (no customer with a repeat active day).
     """
-    x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x, big_t))
-    keep = np.flatnonzero(_usable(x, t_x, big_t))
-    if len(keep) > max_customers:
-        keep = np.sort(np.random.default_rng(seed).choice(keep, max_customers, replace=False))
-    if not len(keep) or not (x[keep] > 0).any():
+    rows, counts = histories.sample(max_customers)
+    if not len(rows) or not (rows[:, 0] > 0).any():
         return {}
-    rows, weights = np.unique(np.column_stack([x[keep], t_x[keep], big_t[keep]]), axis=0, return_counts=True)
-    start = np.log([1.0, max(float(np.mean(big_t[keep])) / 10, 1e-3), 1.0, 1.0])
-    fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], weights),
+    mean_t = float(np.average(rows[:, 2], weights=counts))
+    start = np.log([1.0, max(mean_t / 10, 1e-3), 1.0, 1.0])
+    fit = minimize(negative_log_likelihood, start, args=(rows[:, 0], rows[:, 1], rows[:, 2], counts),
                    method="L-BFGS-B", bounds=LOG_BOUNDS, options={"ftol": 1e-12, "gtol": 1e-8})
     return dict(zip(PARAMETERS, (float(v) for v in np.exp(fit.x)), strict=True))
+
+
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray, ids: np.ndarray | None = None) -> dict[str, float]:
+    """BG/NBD fitted on these customers' histories (customers without history are ignored);
+    with ``ids``, on a stable hash sample of at most about ``FIT_CUSTOMERS`` of them."""
+    return fit_histories(Histories.of(x, t_x, big_t, ids), FIT_CUSTOMERS if ids is not None else len(x) + 1)
 
 
 def _log_dropout_odds(params: dict[str, float], x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:

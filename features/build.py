@@ -11,6 +11,7 @@ it runs unchanged on one partition of customers at a time (Dask, chunks); what m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.btyd import fit_bgnbd
+from features.btyd import Histories, fit_histories
 from features.contracts import Tables
 from features.history import Aggregates
 from features.labels import active_customers, check_label_window, churn_labels
@@ -122,8 +123,8 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
     cu = tables.customers
     numeric, levels, dropped = _type_attributes(cu, settings)
     has_events = tables.events is not None and len(tables.events) > 0
-    # BG/NBD needs each customer's event rows; a schema decided on a summary of the data (the
-    # Dask engine's proxy) has none, and leaves the features out rather than fit them per partition.
+    # BG/NBD is fitted on each customer's event rows; a schema decided on a summary of the data
+    # (the Dask engine's proxy) has none: it declares the features, the engine fits them.
     has_rows = has_events and {"customer_id", "event_time"} <= set(tables.events.columns)
     schema = FeatureSchema(
         features=[],
@@ -136,7 +137,7 @@ def infer_schema(tables: Tables, settings: Settings) -> FeatureSchema:
         has_events=bool(has_events),
         has_contacts=tables.contacts is not None,
         has_signup="signup_time" in cu.columns,
-        btyd={"horizon_days": settings.churn.horizon_days} if has_rows else {},
+        btyd={"horizon_days": settings.churn.horizon_days} if has_events else {},
     )
     schema = _with_features(_with_attribute_names(schema), settings.features.value_column)
     return with_btyd_fitted(tables, snapshot_as_of(tables), settings, schema) if has_rows else schema
@@ -147,10 +148,7 @@ def with_btyd_fitted(tables: Tables, as_of: pd.Timestamp, settings: Settings, sc
     it), to be applied unchanged at ``as_of`` and every later date: at scoring, per partition."""
     if not schema.btyd:
         return schema
-    as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
-    fitted = _fit_btyd_at(tables, as_of, settings, schema)
-    return FeatureSchema(**(schema.to_dict() | {"btyd": {"horizon_days": schema.btyd["horizon_days"]} | fitted
-                                                         | {"as_of": as_of.isoformat()}}))
+    return with_btyd_params(schema, as_of, _fit_btyd_at(tables, as_of, settings, schema))
 
 
 def _with_attribute_names(schema: FeatureSchema) -> FeatureSchema:
@@ -229,7 +227,7 @@ def _aggregates(tables: Tables, ids: pd.Index, as_of: pd.Timestamp, settings: Se
     return Aggregates(ids, as_of.to_datetime64(), signup, tables.events if schema.has_events else None,
                       tables.contacts if schema.has_contacts else None, event_types=schema.event_types,
                       with_amount=schema.has_amount, btyd_params=btyd_params,
-                      horizon_days=int(schema.btyd.get("horizon_days", 0)), seed=settings.training.seed)
+                      horizon_days=int(schema.btyd.get("horizon_days", 0)))
 
 
 def _btyd_params(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,
@@ -249,11 +247,26 @@ def _btyd_params(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema
     return None if whole_population else _fit_btyd_at(tables, as_of, settings, schema)
 
 
+def btyd_histories(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> Histories:
+    """The BG/NBD histories of the customers active at ``as_of`` in ``tables`` (rows before it).
+
+    Per partition, they add up (``Histories.merge``) to the whole population's.
+    """
+    as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
+    ids = _population(tables, as_of, settings, schema)
+    return _aggregates(tables, pd.Index(ids), as_of, settings, schema, None).btyd_histories
+
+
 def _fit_btyd_at(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> dict[str, float]:
     """BG/NBD parameters fitted on the customers active at ``as_of``, from rows before it."""
-    ids = _population(tables, as_of, settings, schema)
-    aggregates = _aggregates(tables, pd.Index(ids), as_of, settings, schema, None)
-    return fit_bgnbd(*aggregates.btyd_inputs, seed=settings.training.seed)
+    return fit_histories(btyd_histories(tables, as_of, settings, schema))
+
+
+def with_btyd_params(schema: FeatureSchema, as_of: pd.Timestamp, params: dict[str, float]) -> FeatureSchema:
+    """``schema`` carrying BG/NBD ``params`` fitted at ``as_of`` (valid at that date and later)."""
+    as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
+    btyd = {"horizon_days": schema.btyd["horizon_days"]} | params | {"as_of": as_of.isoformat()}
+    return FeatureSchema(**(schema.to_dict() | {"btyd": btyd}))
 
 
 def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -> dict[str, Any]:
@@ -284,15 +297,19 @@ def snapshot_as_of(tables: Tables) -> pd.Timestamp:
 
 
 def build_snapshots(tables: Tables, as_of_dates: list[pd.Timestamp], settings: Settings,
-                    schema: FeatureSchema, with_labels: bool = True) -> pd.DataFrame:
+                    schema: FeatureSchema, with_labels: bool = True,
+                    btyd_params: Mapping[pd.Timestamp, dict[str, float]] | None = None) -> pd.DataFrame:
     """Stack feature tables (plus ``label`` when ``with_labels``) for several as-of dates.
 
-    The same call builds training snapshots and label-free scoring tables.
+    The same call builds training snapshots and label-free scoring tables. ``btyd_params``: BG/NBD
+    parameters per as-of date, fitted on all customers when ``tables`` hold one partition of them
+    (``features.partitioned``); without them each date fits its own population in ``tables``.
     """
     frames = []
     for as_of in as_of_dates:
         as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
-        feats = build_features(tables, as_of, settings, schema)
+        at = with_btyd_params(schema, as_of, btyd_params[as_of]) if btyd_params and as_of in btyd_params else schema
+        feats = build_features(tables, as_of, settings, at)
         if with_labels:
             if settings.churn.definition != "label":
                 check_label_window(tables, as_of, settings.churn.horizon_days)

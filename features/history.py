@@ -62,13 +62,12 @@ class Aggregates:
 
     def __init__(self, ids: pd.Index, t: np.datetime64, signup: np.ndarray, events: pd.DataFrame | None,
                  contacts: pd.DataFrame | None, *, event_types: list[str], with_amount: bool,
-                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0, seed: int = 0) -> None:
+                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0) -> None:
         self.n = len(ids)
         self.t = t
         self.signup_age = (t - signup) / DAY
         self.btyd_params = btyd_params
         self.horizon_days = horizon_days
-        self.seed = seed
         self._contacts = contacts
         self._ids = ids
         self._events_before(ids, t, events, event_types, with_amount)
@@ -228,9 +227,13 @@ class Aggregates:
         return self.active_days - 1, first - last, first - 1
 
     @cached_property
+    def btyd_histories(self) -> btyd.Histories:
+        return btyd.Histories.of(*self.btyd_inputs, ids=np.asarray(self._ids))
+
+    @cached_property
     def _btyd(self) -> tuple[np.ndarray, np.ndarray]:
         x, t_x, big_t = self.btyd_inputs
-        params = self.btyd_params or btyd.fit_bgnbd(x, t_x, big_t, seed=self.seed)
+        params = self.btyd_params if self.btyd_params is not None else btyd.fit_histories(self.btyd_histories)
         return btyd.p_alive(params, x, t_x, big_t), btyd.expected_purchases(params, self.horizon_days, x, t_x, big_t)
 
     @property

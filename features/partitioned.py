@@ -14,7 +14,9 @@ the data (latest event day), every validation problem (all partitions' problems 
 as locally), and the feature schema. ``infer_schema`` itself decides the schema, on a proxy
 ``Tables`` that is exact for its rules: the distinct attribute rows of all partitions (personal
 and excluded columns blanked first, so names and e-mails never travel) and the merged event-type
-counts. Drift bin counts add up across partitions (``features.profile.combine_counts``), and the
+counts. BG/NBD is fitted once on all partitions' histories (``global_btyd``: distinct histories
+with counts add up exactly), at the day after the data end and at each earlier as-of date. Drift
+bin counts add up across partitions (``features.profile.combine_counts``), and the
 capacity cut is a top-k per partition followed by a global merge (``serving.partitioned``).
 
 *Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
@@ -57,7 +59,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.build import MAX_EVENT_TYPES, build_snapshots, infer_schema
+from features.btyd import Histories, fit_histories
+from features.build import (
+    MAX_EVENT_TYPES,
+    btyd_histories,
+    build_snapshots,
+    infer_schema,
+    with_btyd_params,
+)
 from features.contracts import (
     MAX_EXAMPLES,
     DataValidationError,
@@ -444,12 +453,45 @@ def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
 
 
 def partition_snapshots(part: Validated, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
-                        facts: GlobalFacts, with_labels: bool = True) -> pd.DataFrame | None:
-    """``build_snapshots`` on one partition, with the global end date and schema."""
+                        facts: GlobalFacts, with_labels: bool = True,
+                        btyd_params: dict[pd.Timestamp, dict[str, float]] | None = None) -> pd.DataFrame | None:
+    """``build_snapshots`` on one partition, with the global end date, schema and BG/NBD fits."""
     if part.tables is None:
         return None
     tables = dataclasses.replace(part.tables, end_date=facts.end_date)
-    return build_snapshots(tables, list(as_of_dates), settings, facts.schema, with_labels=with_labels)
+    return build_snapshots(tables, list(as_of_dates), settings, facts.schema, with_labels=with_labels,
+                           btyd_params=btyd_params)
+
+
+def partition_histories(part: Validated, dates: Sequence[pd.Timestamp], settings: Settings,
+                        facts: GlobalFacts) -> dict[pd.Timestamp, Histories]:
+    """One partition's BG/NBD histories at each date (they add up across partitions)."""
+    if part.tables is None:
+        return {}
+    tables = dataclasses.replace(part.tables, end_date=facts.end_date)
+    return {d: btyd_histories(tables, d, settings, facts.schema) for d in dates}
+
+
+def global_btyd(validated: Sequence[Delayed], as_of_dates: Sequence[pd.Timestamp], settings: Settings,
+                facts: GlobalFacts) -> tuple[GlobalFacts, dict[pd.Timestamp, dict[str, float]]]:
+    """BG/NBD fitted once on all partitions' histories, as the local engine fits it on all rows:
+    at the day after the data end for the schema (unless it already has parameters) and at each
+    as-of date before the schema's fit date (point in time). Returns the facts with the schema's
+    parameters and the per-date parameters for ``partition_snapshots``."""
+    import dask
+
+    schema = facts.schema
+    if not schema.btyd:
+        return facts, {}
+    end = (facts.end_date.normalize() + pd.Timedelta(days=1)).as_unit("ns")  # as build.snapshot_as_of
+    fitted_at = pd.Timestamp(schema.btyd.get("as_of", end))
+    dates = sorted({d for d in as_of_dates if d < fitted_at} | ({end} if "as_of" not in schema.btyd else set()))
+    collect = dask.delayed(partition_histories, pure=True)
+    per_partition = dask.compute(*[collect(v, dates, settings, facts) for v in validated])
+    params = {d: fit_histories(Histories.merge([p[d] for p in per_partition if d in p])) for d in dates}
+    if "as_of" not in schema.btyd:
+        facts = dataclasses.replace(facts, schema=with_btyd_params(schema, end, params.pop(end)))
+    return facts, params
 
 
 def sorted_by_customer(frames: Sequence[pd.DataFrame | None]) -> pd.DataFrame:
@@ -514,6 +556,7 @@ def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Tim
 
     validated, summaries = validate_partitions(raw, settings, require_label=with_labels)
     facts = global_facts(summaries, settings, schema)
-    build = dask.delayed(partition_snapshots, pure=True)
     as_of = [pd.Timestamp(t).normalize().as_unit("ns") for t in as_of_dates]
-    return [build(v, as_of, settings, facts, with_labels) for v in validated], facts
+    facts, btyd_params = global_btyd(validated, as_of, settings, facts)
+    build = dask.delayed(partition_snapshots, pure=True)
+    return [build(v, as_of, settings, facts, with_labels, btyd_params) for v in validated], facts
