@@ -54,12 +54,7 @@ from features.build import build_snapshots, infer_schema, snapshot_as_of  # noqa
 from features.contracts import Tables, load_tables  # noqa: E402
 from features.schema import FeatureSchema  # noqa: E402
 from features.settings import Settings, load_settings  # noqa: E402
-from training.evaluate import (  # noqa: E402
-    RECENCY,
-    fit_logistic_all,
-    fit_shallow_xgboost,
-    logistic_all_probability,
-)
+from training.evaluate import RECENCY, SIMPLE_BASELINES, fit_simple_baseline  # noqa: E402
 from training.recipe import train_model  # noqa: E402
 
 CHURNFLOW = "churnflow"
@@ -172,13 +167,13 @@ def bench_settings(config: Path, work: Path, name: str, args: argparse.Namespace
 
 def simple_model_scores(train: pd.DataFrame, test: pd.DataFrame, schema: FeatureSchema,
                         settings: Settings, folds: Folds) -> dict[str, np.ndarray]:
+    """Logistic regression on all encoded features and the shallow XGBoost, as churnflow's
+    evaluation fits them (``training.evaluate.fit_simple_baseline``)."""
     scores = {}
-    start = time.perf_counter()
-    scores["logistic_all"] = logistic_all_probability(fit_logistic_all(train, schema), test, schema)
-    folds.seconds["logistic_all"] = folds.seconds.get("logistic_all", 0.0) + time.perf_counter() - start
-    start = time.perf_counter()
-    scores["xgboost_shallow"] = fit_shallow_xgboost(train, schema, settings).predict_proba(test)
-    folds.seconds["xgboost_shallow"] = folds.seconds.get("xgboost_shallow", 0.0) + time.perf_counter() - start
+    for name in SIMPLE_BASELINES:
+        start = time.perf_counter()
+        scores[name] = fit_simple_baseline(name, train, schema, settings).predict_proba(test)
+        folds.seconds[name] = folds.seconds.get(name, 0.0) + time.perf_counter() - start
     return scores
 
 
