@@ -324,7 +324,7 @@ def test_a_concurrent_writer_wins_and_is_not_overwritten(tmp_path, monkeypatch):
 
     real_write = outcomes.write_json
 
-    def racing_write(data, path):
+    def racing_write(path, data):
         (tmp_path / OUTCOME_FILE).write_text('{"by": "the other run"}\n')
         real_write(data=data, path=path)
 
