@@ -243,8 +243,10 @@ def print_table(name: str, summary: dict[str, dict[str, object]]) -> None:
         print(f"{model:<16} {cells[0]:>24} {cells[1]:>26} {cells[2]:>24} {cells[3]:>26} "
               f"{'' if loss is None else f'{loss:.4f}':>9}")
     best = max((m for m in summary if m != CHURNFLOW), key=lambda m: summary[m]["roc_auc"])
-    verdict = "at least as good as" if summary[CHURNFLOW]["roc_auc"] >= summary[best]["roc_auc"] else "WORSE than"
-    print(f"→ churnflow is {verdict} the best simple model ({best}) on ROC-AUC")
+    diff, (lo, hi) = summary[best]["roc_auc_churnflow_minus"], summary[best]["roc_auc_churnflow_minus_ci"]
+    verdict = "better than" if lo > 0 else "WORSE than" if hi < 0 else "statistically tied with"
+    print(f"→ churnflow is {verdict} the best simple model ({best}) on ROC-AUC: "
+          f"Δ {diff:+.4f} [{lo:+.4f}, {hi:+.4f}]; at least as good on the point estimate: {diff >= 0}")
 
 
 def git_commit() -> str:
