@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class Folds:
     labels: list[np.ndarray] = field(default_factory=list)
     scores: list[dict[str, np.ndarray]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    families: list[str] = field(default_factory=list)
+    """The candidate churnflow registered in each fold (tree, linear, blend)."""
 
     def add(self, label: np.ndarray, scores: dict[str, np.ndarray]) -> None:
         self.labels.append(np.asarray(label, dtype=np.int8))
@@ -177,6 +180,11 @@ def simple_model_scores(train: pd.DataFrame, test: pd.DataFrame, schema: Feature
     return scores
 
 
+def registered_family(trained: object) -> str:
+    choice = getattr(trained, "choice", None)
+    return getattr(choice, "family", "tree")
+
+
 def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     """churnflow's own out-of-time evaluation: the model that never saw the test rows and the
     baselines ``training.evaluate`` fitted on the same development rows, plus BG/NBD."""
@@ -191,6 +199,7 @@ def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
     scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days, args.seed)
     folds.add(test["label"].to_numpy(), scores)
+    folds.families.append(registered_family(trained))
     print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
           f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)
     return folds
@@ -219,6 +228,7 @@ def bench_attrition(args: argparse.Namespace, work: Path) -> Folds:
         assert (held_out["customer_id"].to_numpy() == test["customer_id"].to_numpy()).all()
         scores = {CHURNFLOW: trained.bundle.predict_proba(held_out)}
         folds.add(test["label"].to_numpy(), scores | simple_model_scores(train, test, schema, settings, folds))
+        folds.families.append(registered_family(trained))
         print(f"attrition fold {i + 1}/{args.folds * args.repeats}: "
               + ", ".join(f"{m} {roc_auc_rows(folds.labels[-1][None], s[None])[0]:.3f}"
                           for m, s in folds.scores[-1].items()), flush=True)
@@ -279,7 +289,8 @@ def main() -> None:
             folds = runners[name](args, Path(tmp))
             summary = summarise(folds, args.bootstrap, args.seed)
         print_table(name, summary)
-        report[name] = {"models": summary, "n_folds": len(folds.labels),
+        print(f"churnflow registered: {dict(Counter(folds.families))}")
+        report[name] = {"models": summary, "n_folds": len(folds.labels), "families": folds.families,
                         "n_rows": int(sum(len(y) for y in folds.labels)),
                         "wall_seconds": time.perf_counter() - started}
     out = args.out or RESULTS / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
