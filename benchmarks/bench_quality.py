@@ -101,6 +101,8 @@ class Folds:
     seconds: dict[str, float] = field(default_factory=dict)
     families: list[str] = field(default_factory=list)
     """The candidate churnflow registered in each fold (tree, linear, blend)."""
+    calibrations: list[str] = field(default_factory=list)
+    """The calibration map churnflow chose in each fold (identity, sigmoid, beta, isotonic)."""
 
     def add(self, label: np.ndarray, scores: dict[str, np.ndarray]) -> None:
         self.labels.append(np.asarray(label, dtype=np.int8))
@@ -180,9 +182,10 @@ def simple_model_scores(train: pd.DataFrame, test: pd.DataFrame, schema: Feature
     return scores
 
 
-def registered_family(trained: object) -> str:
-    choice = getattr(trained, "choice", None)
-    return getattr(choice, "family", "tree")
+def record_choices(folds: Folds, trained: object) -> None:
+    """Which candidate family and which calibration map the trained model ended up with."""
+    folds.families.append(getattr(getattr(trained, "choice", None), "family", "tree"))
+    folds.calibrations.append(trained.bundle.calibrator.method)
 
 
 def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
@@ -199,7 +202,7 @@ def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
     scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days, args.seed)
     folds.add(test["label"].to_numpy(), scores)
-    folds.families.append(registered_family(trained))
+    record_choices(folds, trained)
     print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
           f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)
     return folds
@@ -228,7 +231,7 @@ def bench_attrition(args: argparse.Namespace, work: Path) -> Folds:
         assert (held_out["customer_id"].to_numpy() == test["customer_id"].to_numpy()).all()
         scores = {CHURNFLOW: trained.bundle.predict_proba(held_out)}
         folds.add(test["label"].to_numpy(), scores | simple_model_scores(train, test, schema, settings, folds))
-        folds.families.append(registered_family(trained))
+        record_choices(folds, trained)
         print(f"attrition fold {i + 1}/{args.folds * args.repeats}: "
               + ", ".join(f"{m} {roc_auc_rows(folds.labels[-1][None], s[None])[0]:.3f}"
                           for m, s in folds.scores[-1].items()), flush=True)
@@ -289,8 +292,10 @@ def main() -> None:
             folds = runners[name](args, Path(tmp))
             summary = summarise(folds, args.bootstrap, args.seed)
         print_table(name, summary)
-        print(f"churnflow registered: {dict(Counter(folds.families))}")
+        print(f"churnflow registered: {dict(Counter(folds.families))}; "
+              f"calibration: {dict(Counter(folds.calibrations))}")
         report[name] = {"models": summary, "n_folds": len(folds.labels), "families": folds.families,
+                        "calibrations": folds.calibrations,
                         "n_rows": int(sum(len(y) for y in folds.labels)),
                         "wall_seconds": time.perf_counter() - started}
     out = args.out or RESULTS / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -280,7 +280,7 @@ class Evaluation:
             )
         return (
             f"BASELINE WINS: {self.best_baseline} reaches {self.objective} {theirs:.4f} on the "
-            f"same test rows, the model only {ours:.4f}; a simpler model would rank customers better"
+            f"same test rows, the model only {ours:.4f}: a simpler model does better on the objective"
         )
 
 
