@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,12 +55,7 @@ from features.build import build_snapshots, infer_schema, snapshot_as_of  # noqa
 from features.contracts import Tables, load_tables  # noqa: E402
 from features.schema import FeatureSchema  # noqa: E402
 from features.settings import Settings, load_settings  # noqa: E402
-from training.evaluate import (  # noqa: E402
-    RECENCY,
-    fit_logistic_all,
-    fit_shallow_xgboost,
-    logistic_all_probability,
-)
+from training.evaluate import RECENCY, SIMPLE_BASELINES, fit_simple_baseline  # noqa: E402
 from training.recipe import train_model  # noqa: E402
 
 CHURNFLOW = "churnflow"
@@ -103,6 +99,10 @@ class Folds:
     labels: list[np.ndarray] = field(default_factory=list)
     scores: list[dict[str, np.ndarray]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    families: list[str] = field(default_factory=list)
+    """The candidate churnflow registered in each fold (tree, linear, blend)."""
+    calibrations: list[str] = field(default_factory=list)
+    """The calibration map churnflow chose in each fold (identity, sigmoid, beta, isotonic)."""
 
     def add(self, label: np.ndarray, scores: dict[str, np.ndarray]) -> None:
         self.labels.append(np.asarray(label, dtype=np.int8))
@@ -172,14 +172,20 @@ def bench_settings(config: Path, work: Path, name: str, args: argparse.Namespace
 
 def simple_model_scores(train: pd.DataFrame, test: pd.DataFrame, schema: FeatureSchema,
                         settings: Settings, folds: Folds) -> dict[str, np.ndarray]:
+    """Logistic regression on all encoded features and the shallow XGBoost, as churnflow's
+    evaluation fits them (``training.evaluate.fit_simple_baseline``)."""
     scores = {}
-    start = time.perf_counter()
-    scores["logistic_all"] = logistic_all_probability(fit_logistic_all(train, schema), test, schema)
-    folds.seconds["logistic_all"] = folds.seconds.get("logistic_all", 0.0) + time.perf_counter() - start
-    start = time.perf_counter()
-    scores["xgboost_shallow"] = fit_shallow_xgboost(train, schema, settings).predict_proba(test)
-    folds.seconds["xgboost_shallow"] = folds.seconds.get("xgboost_shallow", 0.0) + time.perf_counter() - start
+    for name in SIMPLE_BASELINES:
+        start = time.perf_counter()
+        scores[name] = fit_simple_baseline(name, train, schema, settings).predict_proba(test)
+        folds.seconds[name] = folds.seconds.get(name, 0.0) + time.perf_counter() - start
     return scores
+
+
+def record_choices(folds: Folds, trained: object) -> None:
+    """Which candidate family and which calibration map the trained model ended up with."""
+    folds.families.append(getattr(getattr(trained, "choice", None), "family", "tree"))
+    folds.calibrations.append(trained.bundle.calibrator.method)
 
 
 def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
@@ -196,6 +202,7 @@ def bench_cdnow(args: argparse.Namespace, work: Path) -> Folds:
     scores |= {name: evaluated[name] for name in EVENT_BASELINES if name in evaluated}
     scores["bgnbd"] = bgnbd_churn_probability(test, settings.churn.horizon_days)
     folds.add(test["label"].to_numpy(), scores)
+    record_choices(folds, trained)
     print(f"cdnow: test as-of {trained.plan.test.date()}, {len(test)} test rows, churn rate "
           f"{test['label'].mean():.3f}; churnflow trained in {folds.seconds[CHURNFLOW]:.1f} s", flush=True)
     return folds
@@ -224,6 +231,7 @@ def bench_attrition(args: argparse.Namespace, work: Path) -> Folds:
         assert (held_out["customer_id"].to_numpy() == test["customer_id"].to_numpy()).all()
         scores = {CHURNFLOW: trained.bundle.predict_proba(held_out)}
         folds.add(test["label"].to_numpy(), scores | simple_model_scores(train, test, schema, settings, folds))
+        record_choices(folds, trained)
         print(f"attrition fold {i + 1}/{args.folds * args.repeats}: "
               + ", ".join(f"{m} {roc_auc_rows(folds.labels[-1][None], s[None])[0]:.3f}"
                           for m, s in folds.scores[-1].items()), flush=True)
@@ -248,8 +256,10 @@ def print_table(name: str, summary: dict[str, dict[str, object]]) -> None:
         print(f"{model:<16} {cells[0]:>24} {cells[1]:>26} {cells[2]:>24} {cells[3]:>26} "
               f"{'' if loss is None else f'{loss:.4f}':>9}")
     best = max((m for m in summary if m != CHURNFLOW), key=lambda m: summary[m]["roc_auc"])
-    verdict = "at least as good as" if summary[CHURNFLOW]["roc_auc"] >= summary[best]["roc_auc"] else "WORSE than"
-    print(f"→ churnflow is {verdict} the best simple model ({best}) on ROC-AUC")
+    diff, (lo, hi) = summary[best]["roc_auc_churnflow_minus"], summary[best]["roc_auc_churnflow_minus_ci"]
+    verdict = "better than" if lo > 0 else "WORSE than" if hi < 0 else "statistically tied with"
+    print(f"→ churnflow is {verdict} the best simple model ({best}) on ROC-AUC: "
+          f"Δ {diff:+.4f} [{lo:+.4f}, {hi:+.4f}]; at least as good on the point estimate: {diff >= 0}")
 
 
 def git_commit() -> str:
@@ -282,7 +292,10 @@ def main() -> None:
             folds = runners[name](args, Path(tmp))
             summary = summarise(folds, args.bootstrap, args.seed)
         print_table(name, summary)
-        report[name] = {"models": summary, "n_folds": len(folds.labels),
+        print(f"churnflow registered: {dict(Counter(folds.families))}; "
+              f"calibration: {dict(Counter(folds.calibrations))}")
+        report[name] = {"models": summary, "n_folds": len(folds.labels), "families": folds.families,
+                        "calibrations": folds.calibrations,
                         "n_rows": int(sum(len(y) for y in folds.labels)),
                         "wall_seconds": time.perf_counter() - started}
     out = args.out or RESULTS / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -14,12 +14,11 @@ from features.settings import Settings
 from training.bundle import ModelBundle
 from training.calibration import Calibrator
 from training.evaluate import (
+    LOGISTIC_ALL_C,
     SHALLOW_XGBOOST_ROUNDS,
     best_baseline,
     evaluate,
-    fit_logistic_all,
-    fit_shallow_xgboost,
-    logistic_all_probability,
+    fit_simple_baseline,
     logistic_rfm_baseline,
 )
 from training.tune import make_dmatrix
@@ -60,40 +59,47 @@ def settings_for(root, **training: object) -> Settings:
     return Settings(root=root, training={"n_threads": 1} | training)
 
 
-def test_logistic_on_all_features_encodes_categories_logs_and_missing_values(split) -> None:
+def test_logistic_on_all_features_encodes_categories_logs_and_missing_values(split, tmp_path) -> None:
     train, test = split
-    model = fit_logistic_all(train, SCHEMA)
-    encoder = model.named_steps["columntransformer"]
-    columns = {name: cols for name, _, cols in encoder.transformers_}
-    assert columns["skewed"] == ["income"] and "tenure_days" in columns["numeric"]
-    assert columns["categorical"] == ["plan", "region"]
-    # missing contacts get an indicator column beside the imputed value
-    assert encoder.named_transformers_["numeric"].named_steps["simpleimputer"].indicator_ is not None
+    bundle = fit_simple_baseline("logistic_all", train, SCHEMA, settings_for(tmp_path))
+    linear = bundle.linear
+    assert bundle.booster is None and bundle.tree_weight == 0.0 and linear is not None
+    assert linear.log1p == ["income"], "only the skewed non-negative column is log-transformed"
+    assert linear.indicators == ["support_contacts_90d"], "missing contacts get an indicator column"
+    assert {"plan=basic", "plan=pro", "region=north"} <= set(linear.columns)
 
     # The RFM-only logistic regression cannot see the plan; the all-feature one can.
     y = test["label"].to_numpy()
+    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    auc_all = roc_auc_score(y, logistic_all_probability(model, test, SCHEMA))
+    auc_all = roc_auc_score(y, bundle.predict_proba(test))
     auc_rfm = logistic_rfm_baseline(train, test, ["tenure_days"])["roc_auc"]
     assert auc_all > 0.8 > auc_rfm + 0.2
 
-    # Unseen levels and a missing category at scoring become "(missing)", not a crash.
+    # It is the fixed-C logistic regression on that encoding (what scikit-learn fits on it).
+    frame = SCHEMA.to_model_frame(train)
+    reference = LogisticRegression(C=LOGISTIC_ALL_C, max_iter=2000).fit(linear.encode(frame), train["label"])
+    np.testing.assert_allclose(linear.coef, reference.coef_[0], rtol=1e-4, atol=1e-6)
+
+    # Unseen levels, a missing category and odd numbers at scoring: probabilities, not a crash.
     odd = test.head(3).copy()
     odd["plan"] = ["platinum", None, "basic"]
     odd["income"] = [np.nan, -5.0, 1e9]
-    proba = logistic_all_probability(model, odd, SCHEMA)
+    proba = bundle.predict_proba(odd)
     assert np.all(np.isfinite(proba)) and np.all((proba > 0) & (proba < 1))
+    restored = ModelBundle.load(bundle.save(tmp_path / "linear"))
+    np.testing.assert_allclose(restored.predict_proba(test), bundle.predict_proba(test), rtol=1e-9)
 
 
 def test_shallow_xgboost_is_fixed_and_registrable(split, tmp_path) -> None:
     train, test = split
-    bundle = fit_shallow_xgboost(train, SCHEMA, settings_for(tmp_path))
+    bundle = fit_simple_baseline("xgboost_shallow", train, SCHEMA, settings_for(tmp_path))
     assert bundle.booster.num_boosted_rounds() == SHALLOW_XGBOOST_ROUNDS
     config = json.loads(bundle.booster.save_config())
     assert config["learner"]["gradient_booster"]["tree_train_param"]["max_depth"] == "3"
     np.testing.assert_allclose(bundle.contributions(test).sum(axis=1), bundle.margin(test), atol=1e-4)
-    again = fit_shallow_xgboost(train, SCHEMA, settings_for(tmp_path))
+    again = fit_simple_baseline("xgboost_shallow", train, SCHEMA, settings_for(tmp_path))
     np.testing.assert_array_equal(bundle.predict_proba(test), again.predict_proba(test))
     restored = ModelBundle.load(bundle.save(tmp_path / "bundle"))
     np.testing.assert_allclose(restored.predict_proba(test), bundle.predict_proba(test), rtol=1e-6)
