@@ -87,7 +87,12 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-@pytest.mark.parametrize("with_customers_table", [True, False])
+@pytest.mark.parametrize("with_customers_table", [
+    True,
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 11, open: the Dask reader does not yet follow the new input contracts (settings "
+        "checked against a customers table that is absent)"))),
+])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:
     from features.demo import generate_demo_data, write_demo_data
@@ -161,6 +166,9 @@ def write_folder(frame: pd.DataFrame, folder: Path, n_files: int) -> Path:
     return folder
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 11, open: the Dask reader reads CSV ids as numbers; the local engine keeps them as text "
+    "exactly as written (issue 10)"))
 def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: object, project: Settings, local: tuple,
                                                     tmp_path: Path) -> None:
     import sqlalchemy as sa
