@@ -51,6 +51,14 @@ def _quiet_env() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted
 
 
+def _quiet_tuning() -> None:
+    """Optuna logs every trial at INFO; churnflow's own one line per trial is enough. Set here,
+    at the entry of the commands that tune (importing optuna costs ~0.5 s, so not for all)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _fail(message: str, hint: str = "", code: int = 2) -> typer.Exit:
     """Print a user-facing error verbatim (no Rich markup: ``[data.columns]`` must survive)."""
     console.print(Text("error: ", style="bold red") + Text(message))
@@ -221,6 +229,8 @@ def train(
     """Tune, fit, calibrate, evaluate, explain and register a churn model (train as if today were --as-of)."""
     from flows.train_flow import train_flow
 
+    _quiet_tuning()
+
     _training_options(config, trials, timeout)
     result = _run(train_flow, str(config) if config else None, as_of, trials, timeout)
     from flows.summaries import print_train_summary
@@ -253,6 +263,8 @@ def pipeline(
 ) -> None:
     """Train, then score: the whole weekly job in one flow run."""
     from flows.pipeline_flow import pipeline_flow
+
+    _quiet_tuning()
     from flows.summaries import print_score_summary, print_train_summary
 
     _training_options(config, trials, None)
