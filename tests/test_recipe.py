@@ -17,6 +17,7 @@ from features.settings import load_settings
 from serving.score import score_customers
 from tests.conftest import write_project
 from training.errors import TrainingDataError
+from training.evaluate import Evaluation, best_baseline
 from training.recipe import TrainedModel, train_model
 
 
@@ -88,3 +89,28 @@ def test_the_recipe_imports_neither_prefect_nor_mlflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def _evaluation(model_auc: float, baselines: dict[str, float]) -> Evaluation:
+    metrics = {"roc_auc": model_auc}
+    table = {name: {"roc_auc": auc} for name, auc in baselines.items()}
+    best = best_baseline("roc_auc", table)
+    return Evaluation(objective="roc_auc", metrics=metrics, baselines=table, comparison=pd.DataFrame(),
+                      beats_recency=True, gains=pd.DataFrame(), n_test=100, churn_rate=0.2, best_baseline=best,
+                      beats_best_baseline=best is None or model_auc >= table[best]["roc_auc"])
+
+
+def test_a_simple_baseline_that_wins_on_the_test_rows_becomes_the_candidate() -> None:
+    """The registered model is never the loser: a registrable baseline that beat it replaces it."""
+    from features.settings import Settings
+    from training.recipe import champion_choice
+
+    settings = Settings()
+    lost = _evaluation(0.80, {"recency": 0.70, "logistic_all": 0.83, "xgboost_shallow": 0.81})
+    choice = champion_choice(lost, settings)
+    assert choice is not None and choice.family == "linear"  # logistic regression on all features
+    shallow = champion_choice(_evaluation(0.80, {"logistic_all": 0.79, "xgboost_shallow": 0.82}), settings)
+    assert shallow is not None and shallow.family == "tree" and shallow.n_rounds == 300
+    assert champion_choice(_evaluation(0.85, {"logistic_all": 0.83, "xgboost_shallow": 0.84}), settings) is None
+    # Recency cannot be registered as this model (another feature set): the candidate stays.
+    assert champion_choice(_evaluation(0.80, {"recency": 0.90, "logistic_all": 0.70}), settings) is None
