@@ -284,28 +284,15 @@ class Evaluation:
         )
 
 
-def evaluate(
-    bundle: ModelBundle,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    settings: Settings,
-    *,
-    baseline: ModelBundle | None = None,
-    plot_dir: Path | None = None,
-) -> Evaluation:
-    """Evaluate the tuned bundle and the baselines on the same test rows; optionally plot.
+def fit_baselines(bundle: ModelBundle, train: pd.DataFrame, test: pd.DataFrame, settings: Settings,
+                  baseline: ModelBundle | None = None
+                  ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray], list[str]]:
+    """Every baseline fitted on ``train`` and scored on ``test``: metrics, test scores, notes.
 
-    Baselines (all fitted on ``train``): recency, logistic RFM, logistic regression on all encoded
-    features, a fixed shallow XGBoost, and the untuned bundle when given. ``beats_recency``
-    compares the objective metric with the recency baseline; when the data have no recency feature
-    (snapshot tables) the check cannot be made and is recorded as passed with a note.
-    ``best_baseline``/``beats_best_baseline`` compare with the best of them, and a note says so
-    loudly when a baseline wins.
+    Recency and logistic RFM need their features (skipped with a note otherwise); logistic
+    regression on all features and the shallow XGBoost run on every dataset.
     """
-    objective = settings.training.objective
     y = label_array(test)
-    metrics = bundle_metrics(bundle, test)
-    proba = bundle.predict_proba(test)
     notes: list[str] = []
     baselines: dict[str, dict[str, float]] = {}
     baseline_scores: dict[str, np.ndarray] = {}
@@ -329,6 +316,32 @@ def evaluate(
     if baseline is not None:
         baselines["xgboost_untuned"] = bundle_metrics(baseline, test)
         baseline_scores["xgboost_untuned"] = baseline.predict_proba(test)
+    return baselines, baseline_scores, notes
+
+
+def evaluate(
+    bundle: ModelBundle,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: Settings,
+    *,
+    baseline: ModelBundle | None = None,
+    plot_dir: Path | None = None,
+) -> Evaluation:
+    """Evaluate the tuned bundle and the baselines on the same test rows; optionally plot.
+
+    Baselines (all fitted on ``train``): recency, logistic RFM, logistic regression on all encoded
+    features, a fixed shallow XGBoost, and the untuned bundle when given. ``beats_recency``
+    compares the objective metric with the recency baseline; when the data have no recency feature
+    (snapshot tables) the check cannot be made and is recorded as passed with a note.
+    ``best_baseline``/``beats_best_baseline`` compare with the best of them, and a note says so
+    loudly when a baseline wins.
+    """
+    objective = settings.training.objective
+    y = label_array(test)
+    metrics = bundle_metrics(bundle, test)
+    proba = bundle.predict_proba(test)
+    baselines, baseline_scores, notes = fit_baselines(bundle, train, test, settings, baseline)
 
     table = pd.DataFrame({"tuned": metrics} | {k: v for k, v in baselines.items()})
     for name in baselines:
