@@ -15,7 +15,7 @@ from features.build import snapshot_as_of
 from features.contracts import cut_at, load_tables
 from features.settings import load_settings
 from serving.score import score_customers
-from tests.conftest import write_project
+from tests.conftest import REPO, write_project
 from training.errors import TrainingDataError
 from training.evaluate import Evaluation, best_baseline
 from training.recipe import TrainedModel, train_model
@@ -114,3 +114,27 @@ def test_a_simple_baseline_that_wins_on_the_test_rows_becomes_the_candidate() ->
     assert champion_choice(_evaluation(0.85, {"logistic_all": 0.83, "xgboost_shallow": 0.84}), settings) is None
     # Recency cannot be registered as this model (another feature set): the candidate stays.
     assert champion_choice(_evaluation(0.80, {"recency": 0.90, "logistic_all": 0.70}), settings) is None
+
+
+def test_a_losing_candidate_is_replaced_by_the_baseline_that_beat_it_on_real_data() -> None:
+    """Wiring of the rule above on the IBM HR attrition table: a deliberately crippled candidate
+    (C = 1e-6) loses, and the evaluated (hence registered) model is the winning baseline."""
+    import dataclasses
+
+    from features.build import infer_schema
+    from training.calibration import Calibrator
+    from training.evaluate import baseline_choice
+    from training.recipe import _evaluate_candidate
+    from training.split import plan_for, training_snapshots
+
+    settings = load_settings(REPO / "configs" / "attrition.toml")
+    tables = load_tables(settings)
+    schema = infer_schema(tables, settings)
+    dev, test = training_snapshots(tables, plan_for(tables, settings), settings, schema)
+    crippled = dataclasses.replace(baseline_choice("logistic_all", settings), linear_c=1e-6)
+    choice, _, evaluation = _evaluate_candidate(dev, test, schema, settings, crippled,
+                                                Calibrator(method="identity"), None)
+    assert choice.linear_c == 1.0 and evaluation.beats_best_baseline
+    objective = evaluation.objective
+    assert evaluation.metrics[objective] == evaluation.baselines[evaluation.best_baseline][objective]
+    assert evaluation.notes[0].startswith("BASELINE WINS") and "registered model is therefore" in evaluation.notes[0]

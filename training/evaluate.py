@@ -327,8 +327,12 @@ def evaluate(
     *,
     baseline: ModelBundle | None = None,
     plot_dir: Path | None = None,
+    fitted_baselines: tuple[dict[str, dict[str, float]], dict[str, np.ndarray], list[str]] | None = None,
 ) -> Evaluation:
     """Evaluate the tuned bundle and the baselines on the same test rows; optionally plot.
+
+    ``fitted_baselines``: :func:`fit_baselines`' output for the same rows, when already computed
+    (a second model judged against the same baselines need not refit them).
 
     Baselines (all fitted on ``train``): recency, logistic RFM, logistic regression on all encoded
     features, a fixed shallow XGBoost, and the untuned bundle when given. ``beats_recency``
@@ -341,7 +345,8 @@ def evaluate(
     y = label_array(test)
     metrics = bundle_metrics(bundle, test)
     proba = bundle.predict_proba(test)
-    baselines, baseline_scores, notes = fit_baselines(bundle, train, test, settings, baseline)
+    baselines, baseline_scores, notes = fitted_baselines or fit_baselines(bundle, train, test, settings, baseline)
+    baselines, baseline_scores, notes = dict(baselines), dict(baseline_scores), list(notes)
 
     table = pd.DataFrame({"tuned": metrics} | {k: v for k, v in baselines.items()})
     for name in baselines:

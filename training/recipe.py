@@ -118,7 +118,10 @@ def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSc
         return choice, calibrator, evaluation
     lost, name = evaluation.verdict, evaluation.best_baseline
     calibrator = Calibrator(method="identity")  # as the baseline was evaluated
-    evaluation = evaluate(fit_bundle(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir)
+    known = (evaluation.baselines, {k: v for k, v in evaluation.scores.items() if k != "model"},
+             [n for n in evaluation.notes if not n.startswith("BASELINE WINS")])
+    evaluation = evaluate(fit_bundle(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir,
+                          fitted_baselines=known)
     evaluation.notes.insert(0, f"{lost}. The registered model is therefore {name} itself (chosen on the "
                             "test rows: its test metric is optimistic by that choice).")
     logger.warning("the tuned candidate lost to a simple baseline on the test rows; registering the baseline")
