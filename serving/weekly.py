@@ -12,12 +12,12 @@ loading the model and publishing stay outside (``features.contracts``, ``trainin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from features.build import latest_as_of
+from features.build import latest_as_of, with_btyd_fitted
 from features.contracts import Tables, cut_at, source_names
 from features.schema import FeatureSchema, SchemaMismatchError
 from features.settings import Settings
@@ -49,6 +49,20 @@ def scoring_date(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
     if as_of is None:
         return latest_as_of(tables)
     return pd.Timestamp(as_of).normalize().as_unit("ns")
+
+
+def bundle_for_date(bundle: ModelBundle, tables: Tables, as_of: pd.Timestamp, settings: Settings) -> ModelBundle:
+    """The bundle to score ``as_of`` with, the same for every partition of customers.
+
+    The model's BG/NBD parameters hold from the date they were fitted on. Re-scoring an earlier
+    week needs parameters fitted at that date, point in time: fitted here once, on every customer
+    active then, rather than by each partition on its own customers (which would make the scores
+    depend on how the customers were split).
+    """
+    fitted_at = bundle.schema.btyd.get("as_of") if bundle.schema.btyd else None
+    if fitted_at is None or as_of >= pd.Timestamp(fitted_at):
+        return bundle
+    return replace(bundle, schema=with_btyd_fitted(tables, as_of, settings, bundle.schema))
 
 
 def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings) -> None:
@@ -95,6 +109,7 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     day = scoring_date(tables, as_of)
     tables = cut_at(tables, day)
     check_model_inputs(tables, bundle.schema, settings)
+    bundle = bundle_for_date(bundle, tables, day, settings)
     result = score_customers(tables, day, bundle, settings)
     warnings = drift_gate(result.drift, settings, force)
     priority_list, dropped, scored = priority_list_with_reasons(

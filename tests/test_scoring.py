@@ -132,3 +132,23 @@ def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     _, settings, tables, bundle = _week_setup()
     with pytest.raises(NoActiveCustomersError, match=r"no active customers at 2001-01-01.*--as-of"):
         score_week(tables, pd.Timestamp("2001-01-01"), bundle, "1", settings)
+
+
+def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
+    """A model's BG/NBD parameters hold from their fit date; an earlier week (AS_OF is two months
+    before it) is scored with parameters fitted once on every customer active then, not by each
+    partition on its own customers."""
+    from serving.weekly import score_week
+
+    data, settings, tables, _ = _week_setup()
+    schema = infer_schema(tables, settings)
+    assert pd.Timestamp(schema.btyd["as_of"]) > AS_OF and "p_alive" in schema.features
+    feats = build_features(tables, AS_OF - pd.Timedelta(days=90), settings, schema)
+    label = (feats["p_alive"] < feats["p_alive"].median()).astype(int)  # the model must use p_alive
+    dm = xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True)
+    booster = xgb.train({"max_depth": 2, "nthread": 1, "seed": 0}, dm, num_boost_round=5)
+    bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
+                         segments=fit_segments(feats, schema, settings.features.value_column))
+    whole = score_week(tables, AS_OF, bundle, "1", settings).scores
+    parts = score_week(tables, AS_OF, bundle, "1", _settings(chunk_size=37, capacity=40)).scores
+    pd.testing.assert_frame_equal(parts, whole)
