@@ -23,7 +23,13 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.publish import ListTable, publish_week, read_previous_list, standard_writers
+from serving.publish import (
+    ListTable,
+    publish_week,
+    read_holdouts,
+    read_previous_list,
+    standard_writers,
+)
 from serving.weekly import WeeklyOutputs, score_week, scoring_date
 from training.bundle import ModelBundle
 from training.registry import load_bundle
@@ -40,7 +46,8 @@ def load_model_task(settings: Settings, version: str | None) -> tuple[ModelBundl
 def score_week_task(tables: Tables, day: pd.Timestamp, bundle: ModelBundle, version: str,
                     settings: Settings, force: bool) -> WeeklyOutputs:
     previous = read_previous_list(settings.output_dir, day)
-    outputs = score_week(tables, day, bundle, version, settings, previous_list=previous, force=force)
+    outputs = score_week(tables, day, bundle, version, settings, previous_list=previous, force=force,
+                         earlier_holdouts=read_holdouts(settings.output_dir, day))
     for warning in outputs.warnings:
         get_run_logger().warning(warning)
     get_run_logger().info("scored %d customers in %d partition(s); %d on the list", len(outputs.scores),
@@ -53,7 +60,7 @@ def publish_task(settings: Settings, outputs: WeeklyOutputs) -> str:
     """Folder and list table as one unit (``serving.publish.publish_week``), so a retry is safe."""
     files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
     url = settings.serving.list_database_url
-    table = ListTable(settings.url_or_path(url), settings.serving.list_table, outputs.priority_list) if url else None
+    table = ListTable(settings.url_or_path(url), settings.serving.list_table, outputs.team_list) if url else None
     return str(publish_week(settings.output_dir, outputs.as_of, files, table))
 
 

@@ -40,11 +40,12 @@ _HEADLINE = [
     ("n_new", "new on the list", "int"),
     ("n_still_on", "still on the list", "int"),
     ("n_suppressed", "held back (contacted recently)", "int"),
+    ("n_holdout", "control group (not contacted)", "int"),
     ("n_dropped", "dropped off since last week", "int"),
     ("list_value_at_risk", "value at risk on the list", "money"),
     ("mean_probability", "mean churn probability (all scored)", "pct"),
 ]
-_SECTION_KEYS = {"as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
+_SECTION_KEYS = {"holdout_why", "as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
 _TIER_ORDER = {"high": 0, "medium": 1, "low": 2}
 _DRIFT_SEVERITY = {"fail": 0, "missing": 0, "warn": 1, "ok": 2}
 
@@ -247,6 +248,7 @@ def render_report(
     return _environment().get_template("report.html").render(
         title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
         subtitle=subtitle,
+        holdout_why=str(summary.get("holdout_why", "")),
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
         tiers=_tiers(summary, priority_list),
         segments=_segments(priority_list),
