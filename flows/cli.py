@@ -312,6 +312,16 @@ def report(
 
 
 @app.command()
+def outcomes(config: ConfigOpt = None) -> None:
+    """Report cards of the published lists whose horizon has passed: did the outreach work, is the model right?"""
+    from flows.outcomes_flow import outcomes_flow
+    from flows.summaries import print_outcomes
+
+    _settings(config)
+    print_outcomes(console, _run(outcomes_flow, str(config) if config else None))
+
+
+@app.command()
 def schedule(
     config: ConfigOpt = None,
     start_server: Annotated[

@@ -138,3 +138,28 @@ def print_published(console: Console, settings: Settings, as_of: str | None, top
     console.print(table)
     console.print(f"{len(listed):,} customers on the list; files in [bold]{escape(str(folder))}[/]")
     console.print(f"report: {folder / 'report.html'}")
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1%}"
+
+
+def print_outcomes(console: Console, result: dict[str, Any]) -> None:
+    """One row per published list: predicted vs realised churn, realised ROC-AUC, the campaign's verdict."""
+    table = Table(title="report cards of the published lists (estimates until a list's horizon has passed)")
+    for col in ("as of", "model", "predicted churn", "realised churn", "ROC-AUC", "lift", "campaign"):
+        table.add_column(col)
+    for row in result["lists"]:
+        closed = row["closed"]
+        table.add_row(row["as_of"], str(row.get("model_version") or ""), _pct(row.get("predicted")),
+                      _pct(row.get("realised")) if closed else "(horizon open)",
+                      ("" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}") + ("" if closed else " est."),
+                      "" if row.get("lift") is None else f"{row['lift']:.2f}", escape(str(row.get("verdict") or "")))
+    console.print(table)
+    if result["written"]:
+        console.print(f"new report cards (outcome.json): {', '.join(result['written'])}")
+    alarm = result["alarm"]
+    style = "bold red" if alarm.get("alarm") else "green"
+    console.print(f"[{style}]{escape(str(alarm.get('message', '')))}[/]")
+    if alarm.get("alarm"):
+        console.print("[yellow]next:[/] churnflow train, then compare the challenger with the champion")

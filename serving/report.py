@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.io import is_missing
+from serving.outcomes import Outcomes
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_LIST_ROWS = 5000
@@ -231,6 +232,7 @@ def render_report(
     drift: pd.DataFrame | None = None,
     *,
     max_rows: int = MAX_LIST_ROWS,
+    outcomes: Outcomes | None = None,
 ) -> str:
     """The report page as one HTML string (see module docstring).
 

@@ -23,6 +23,7 @@ from features.contracts import Tables, cut_at, source_names
 from features.schema import FeatureSchema, SchemaMismatchError
 from features.settings import Settings
 from serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
+from serving.outcomes import Outcomes, expected_performance, outcome_groups
 from serving.priority import build_summary, team_list
 from serving.report import render_report
 from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
@@ -131,7 +132,8 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
 def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,
                settings: Settings, *, previous_list: pd.DataFrame | None = None,
                force: bool = False, model_name: str | None = None,
-               earlier_holdouts: Mapping[str, Iterable[object]] | None = None) -> WeeklyOutputs:
+               earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
+               outcomes: Outcomes | None = None) -> WeeklyOutputs:
     """Score every active customer as of ``as_of`` and build the week's list, summary and report.
 
     ``previous_list``: last week's published list (``serving.publish.read_previous_list``), for
@@ -139,7 +141,8 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     ``serving.drift_fail_psi`` (never despite missing model inputs). ``earlier_holdouts``: as-of
     date -> control-group ids of the published lists (``serving.publish.read_holdouts``); those
     whose horizon is still open are not contacted again. ``serving.holdout_share`` of the rest
-    is held back as this list's control group.
+    is held back as this list's control group. ``outcomes``: the report cards of the published
+    lists (``serving.outcome_store.update_outcomes``), for the report's history and the decay alarm.
     Raises ``SchemaMismatchError`` or ``DriftRefusedError`` (both ``ChurnflowError``).
     """
     day = scoring_date(tables, as_of)
@@ -151,17 +154,25 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
     priority_list = hold_back(priority_list, day, settings, earlier_holdouts)
+    scores = with_status(scores_table(result.scored, str(model_version)), priority_list)
+    outcomes = (outcomes or Outcomes()).known_at(day, settings.serving.decay_alarm_drop)
+    if outcomes.alarm.get("alarm"):
+        warnings = [*warnings, outcomes.alarm["message"]]
     extra = {
         "model_name": model_name or settings.tracking.model_name,
         "model_version": str(model_version),
         "input_fingerprint": tables.fingerprint(),
         "warnings": warnings,
         "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
+        "horizon_days": settings.churn.horizon_days,
         **holdout_summary(priority_list, settings.serving.holdout_share),
+        "estimate_before_horizon": expected_performance(scores["churn_probability"].to_numpy(),
+                                                        outcome_groups(scores["status"])),
+        "decay_alarm": outcomes.alarm,
     }
     summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
-    html = render_report(summary, team_list(priority_list), gains=bundle.metrics.get("gains"), drift=result.drift)
-    scores = with_status(scores_table(result.scored, str(model_version)), priority_list)
+    html = render_report(summary, team_list(priority_list), gains=bundle.metrics.get("gains"), drift=result.drift,
+                         outcomes=outcomes)
     return WeeklyOutputs(
         as_of=day, scores=scores, priority_list=priority_list,
         dropped=dropped, summary=summary, report_html=html, drift=result.drift, warnings=warnings,
