@@ -87,6 +87,11 @@ def update_outcomes(settings: Settings, tables: Tables, before: pd.Timestamp | N
                     alarm=latest_version_alarm(cards, settings.serving.decay_alarm_drop))
 
 
+def read_cards(output_root: Path) -> list[dict[str, Any]]:
+    """Every written ``outcome.json`` under ``output_root``, oldest first (nothing computed)."""
+    return [_read_json(f / OUTCOME_FILE) for f in published_folders(output_root) if (f / OUTCOME_FILE).exists()]
+
+
 def log_card(settings: Settings, card: Mapping[str, Any]) -> str | None:
     """Log a card's realised metrics on its model version (see the module docstring); the run id."""
     from mlflow.entities import Metric
