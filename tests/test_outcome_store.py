@@ -109,7 +109,7 @@ def test_the_decay_alarm_rings_in_the_next_list_and_its_report(project) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["decay_alarm"]["alarm"] and any("Model decay" in w for w in summary["warnings"])
     html = (folder / "report.html").read_text()
-    assert html  # (the report says so: next commit)
+    assert "Recommendation: retrain the model" in html and "Past lists: what happened" in html
     # the list of CLOSED as of a date before its horizon ended: the card was not known yet
     before = outcomes.known_at(horizon_end(CLOSED, 90) - pd.Timedelta(days=1), 0.05)
     assert before.cards == [] and [e["as_of"] for e in before.estimates] == ["2026-06-01"]
