@@ -129,7 +129,7 @@ def time_chart(dates: Sequence[str], series: Sequence[Mapping[str, Any]], lo: fl
     ``series``: ``{"name", "values", "color", "dashed"}`` (a missing value leaves a gap);
     ``reference``: a labelled horizontal line; ``intervals``: a vertical bar per list (95 % CI).
     """
-    left, right, top, bottom = 52, 16, 14, 44
+    left, right, top, bottom = 66, 16, 14, 44
     pw, ph = width - left - right, height - top - bottom
     span = hi - lo if hi > lo else 1.0
 
@@ -280,7 +280,7 @@ def _history(outcomes: Outcomes | None) -> dict[str, Any] | None:
                                     {"name": "realised", "values": realised, "color": "#2f5fb3"}],
                             *_span([*predicted, *realised], floor=0.0, ceil=1.0)),
         "auc": time_chart(dates, [{"name": "realised ROC-AUC", "values": auc, "color": "#2f5fb3"},
-                                  {"name": "estimate (open)", "values": [e.get("roc_auc") for e in est],
+                                  {"name": "label-free estimate", "values": [e.get("roc_auc") for e in est],
                                    "color": "#9aa3b5", "dashed": True}],
                           *_span([*auc, test_auc], floor=0.0, ceil=1.0), fmt="num",
                           reference=None if test_auc is None else (f"test {test_auc:.3f}", float(test_auc))),
