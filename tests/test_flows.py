@@ -211,6 +211,35 @@ def test_outcomes_command_judges_a_past_list_and_the_next_report_shows_it(projec
     assert later["summary"]["decay_alarm"]["lists"] == ["2026-07-01"]
 
 
+def test_demo_loop_publishes_a_past_list_works_it_and_judges_it(tmp_path: Path) -> None:
+    from features.demo import team_campaign
+    from flows.demo_loop import demo_flow
+
+    config = write_project(tmp_path, end_date="2026-10-31")
+    result = demo_flow(config=str(config), trials=2)
+    past = result["team"]["as_of"]
+    assert past == "2026-07-19" and result["team"]["n_contacted"] == 45  # capacity 50 less the control group
+    listed = pd.read_parquet(tmp_path / "outputs" / past / "priority_list.parquet")
+    contacts = pd.read_parquet(tmp_path / "data" / "contacts.parquet")
+    called = contacts.loc[contacts["campaign"] == team_campaign(pd.Timestamp(past)), "customer_id"]
+    assert set(called) == set(listed.loc[listed["status"].isin(["new", "still on"]), "customer_id"])
+    assert not called.isin(listed.loc[listed["status"] == "holdout", "customer_id"]).any()
+    card_file = tmp_path / "outputs" / past / "outcome.json"
+    card = json.loads(card_file.read_text())
+    assert card["groups"]["contact"] == 45 and card["groups"]["holdout"] == 5
+    assert card["campaign"]["verdict"].startswith("Too small")  # 5 control customers: said in words
+    assert "Past lists: what happened" in (Path(result["score"]["folder"]) / "report.html").read_text()
+
+    from flows.demo_loop import team_task
+    from flows.score_flow import score_flow
+
+    written = card_file.read_bytes()
+    assert team_task.fn(load_settings(config), pd.Timestamp(past))["already_worked"]  # a rerun calls nobody twice
+    assert len(pd.read_parquet(tmp_path / "data" / "contacts.parquet")) == len(contacts)
+    score_flow(config=str(config), as_of=past, force=True)  # the past list republished: its card stays
+    assert card_file.read_bytes() == written
+
+
 def test_cdnow_runs_through_the_pipeline(tmp_path: Path) -> None:
     from flows.pipeline_flow import pipeline_flow
 
