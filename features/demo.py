@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.io import atomic_write
+from churnflow.features.io import atomic_write
 
 __all__ = ["OFFER_EFFECT", "TEAM_SAVE_SHARE", "DemoData", "TeamLoop", "generate_demo_data", "simulate_retention_team",
            "team_campaign", "write_demo_data"]

@@ -24,13 +24,13 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.demo import simulate_retention_team, team_campaign
-from features.io import atomic_write
-from features.settings import Settings
-from flows.score_flow import score_flow
-from flows.tasks import run_name, settings_task, task_options
-from flows.train_flow import train_flow
-from serving.priority import STATUS_NEW, STATUS_STILL_ON
+from churnflow.features.demo import simulate_retention_team, team_campaign
+from churnflow.features.io import atomic_write
+from churnflow.features.settings import Settings
+from churnflow.flows.score_flow import score_flow
+from churnflow.flows.tasks import run_name, settings_task, task_options
+from churnflow.flows.train_flow import train_flow
+from churnflow.serving.priority import STATUS_NEW, STATUS_STILL_ON
 
 MARGIN_DAYS = 14
 """The past list's horizon ends this long before the data do."""

@@ -10,9 +10,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from features.contracts import Tables
-from features.settings import Settings
-from flows.tasks import (
+from churnflow.features.contracts import Tables
+from churnflow.features.settings import Settings
+from churnflow.flows.tasks import (
     read_sources_task,
     retry_io,
     run_name,
@@ -20,8 +20,8 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.outcome_store import update_outcomes
-from serving.outcomes import Outcomes
+from churnflow.serving.outcome_store import update_outcomes
+from churnflow.serving.outcomes import Outcomes
 
 
 @task(name="outcomes", **(retry_io | {"retries": 1}), **task_options)

@@ -41,7 +41,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from serving.priority import STATUS_HELD_EARLIER, STATUS_HOLDOUT, STATUS_SUPPRESSED
+from churnflow.serving.priority import STATUS_HELD_EARLIER, STATUS_HOLDOUT, STATUS_SUPPRESSED
 
 __all__ = ["STATUS_HELD_EARLIER", "STATUS_HOLDOUT", "assign_holdout", "holdout_draw", "holdout_summary",
            "open_holdout_ids"]

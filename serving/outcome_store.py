@@ -28,9 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.contracts import Tables
-from features.settings import Settings
-from serving.outcomes import (
+from churnflow.features.contracts import Tables
+from churnflow.features.settings import Settings
+from churnflow.serving.outcomes import (
     OUTCOME_FILE,
     Outcomes,
     horizon_closed,
@@ -40,7 +40,7 @@ from serving.outcomes import (
     realised_metrics,
     write_outcome_once,
 )
-from serving.publish import published_folders
+from churnflow.serving.publish import published_folders
 
 log = logging.getLogger(__name__)
 OUTCOMES_TAG = "churnflow.outcomes_of"
@@ -97,7 +97,7 @@ def log_card(settings: Settings, card: Mapping[str, Any]) -> str | None:
     from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
-    from training.registry import experiment_id, registry_client
+    from churnflow.training.registry import experiment_id, registry_client
 
     version = card.get("model_version")
     if not version:

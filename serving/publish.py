@@ -44,8 +44,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.io import ensure_sqlite_folder, fsync_file, write_json
-from serving.priority import STATUS_HOLDOUT, team_list
+from churnflow.features.io import ensure_sqlite_folder, fsync_file, write_json
+from churnflow.serving.priority import STATUS_HOLDOUT, team_list
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -22,8 +22,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from features.io import is_missing
-from serving.outcomes import Outcomes
+from churnflow.features.io import is_missing
+from churnflow.serving.outcomes import Outcomes
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_LIST_ROWS = 5000

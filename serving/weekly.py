@@ -18,16 +18,21 @@ from typing import Any
 
 import pandas as pd
 
-from features.build import latest_as_of, with_btyd_fitted
-from features.contracts import Tables, cut_at, source_names
-from features.schema import FeatureSchema, SchemaMismatchError
-from features.settings import Settings
-from serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
-from serving.outcomes import Outcomes, expected_performance, outcome_groups
-from serving.priority import build_summary, team_list
-from serving.report import render_report
-from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
-from training.bundle import ModelBundle
+from churnflow.features.build import latest_as_of, with_btyd_fitted
+from churnflow.features.contracts import Tables, cut_at, source_names
+from churnflow.features.schema import FeatureSchema, SchemaMismatchError
+from churnflow.features.settings import Settings
+from churnflow.serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
+from churnflow.serving.outcomes import Outcomes, expected_performance, outcome_groups
+from churnflow.serving.priority import build_summary, team_list
+from churnflow.serving.report import render_report
+from churnflow.serving.score import (
+    drift_gate,
+    priority_list_with_reasons,
+    score_customers,
+    scores_table,
+)
+from churnflow.training.bundle import ModelBundle
 
 
 @dataclass(frozen=True)

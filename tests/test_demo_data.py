@@ -9,7 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from features.demo import DemoData, generate_demo_data, write_demo_data
+from churnflow.features.demo import DemoData, generate_demo_data, write_demo_data
 
 N = 5000
 END = pd.Timestamp("2026-10-31")
@@ -262,7 +262,7 @@ def test_frames_identical_to_the_pinned_generator(args: tuple[int, int, str]) ->
 
 
 def test_the_demo_team_calls_a_list_and_saves_a_known_share_of_its_churners(data: DemoData) -> None:
-    from features.demo import TEAM_SAVE_SHARE, simulate_retention_team, team_campaign
+    from churnflow.features.demo import TEAM_SAVE_SHARE, simulate_retention_team, team_campaign
 
     t, horizon = pd.Timestamp("2026-05-01"), 90
     end = t + pd.Timedelta(days=horizon)

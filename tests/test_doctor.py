@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import flows.cli as cli
+import churnflow.flows.cli as cli
 from tests.conftest import write_project
 
 
@@ -90,7 +90,7 @@ def test_doctor_names_settings_that_match_no_column(tmp_path: Path, doctor) -> N
 
 
 def test_doctor_says_when_the_models_realised_quality_has_decayed(tmp_path: Path, doctor) -> None:
-    from serving.outcomes import write_outcome_once
+    from churnflow.serving.outcomes import write_outcome_once
 
     config = write_project(tmp_path, n_customers=0)
     code, out = doctor(config)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.settings import load_settings
+from churnflow.features.settings import load_settings
 from tests.conftest import REPO, write_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -23,7 +23,7 @@ FILES = ["scores.parquet", "priority_list.csv", "priority_list.parquet", "summar
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from flows.pipeline_flow import pipeline_flow
+    from churnflow.flows.pipeline_flow import pipeline_flow
 
     root = tmp_path_factory.mktemp("project")
     # The extract runs a week past the first as-of date, as next Monday's data will.
@@ -37,7 +37,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> None:
-    from training.registry import registry_client
+    from churnflow.training.registry import registry_client
 
     result = project["result"]
     settings = load_settings(project["config"])
@@ -95,7 +95,7 @@ def test_no_personal_data_in_outputs_or_mlflow(project: dict[str, Any]) -> None:
 
 
 def test_second_week_gives_new_list_with_diff(project: dict[str, Any]) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     first = Path(project["result"]["score"]["folder"])
     before = _bytes(first)
@@ -120,7 +120,7 @@ def test_second_week_gives_new_list_with_diff(project: dict[str, Any]) -> None:
 
 
 def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     folder = Path(project["result"]["score"]["folder"])
     before = _bytes(folder)
@@ -130,8 +130,8 @@ def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
 
 def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.publish as publish
-    from flows.score_flow import score_flow
+    import churnflow.serving.publish as publish
+    from churnflow.flows.score_flow import score_flow
 
     folder = Path(project["result"]["score"]["folder"])
     before = _bytes(folder)
@@ -152,7 +152,7 @@ def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
 
 
 def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: Path) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     root: Path = project["root"]
     drifty = root / "drift.toml"
@@ -188,9 +188,9 @@ def test_outcomes_command_judges_a_past_list_and_the_next_report_shows_it(projec
     """Runs last of the project's tests: the past list's card enters every later report."""
     from typer.testing import CliRunner
 
-    import flows.cli as cli
-    from flows.score_flow import score_flow
-    from training.registry import registry_client
+    import churnflow.flows.cli as cli
+    from churnflow.flows.score_flow import score_flow
+    from churnflow.training.registry import registry_client
 
     config = project["config"]
     past = score_flow(config=str(config), as_of="2026-07-01", force=True)  # horizon closed by 2026-09-28
@@ -212,8 +212,8 @@ def test_outcomes_command_judges_a_past_list_and_the_next_report_shows_it(projec
 
 
 def test_demo_loop_publishes_a_past_list_works_it_and_judges_it(tmp_path: Path) -> None:
-    from features.demo import team_campaign
-    from flows.demo_loop import demo_flow
+    from churnflow.features.demo import team_campaign
+    from churnflow.flows.demo_loop import demo_flow
 
     config = write_project(tmp_path, end_date="2026-10-31")
     result = demo_flow(config=str(config), trials=2)
@@ -230,8 +230,8 @@ def test_demo_loop_publishes_a_past_list_works_it_and_judges_it(tmp_path: Path) 
     assert card["campaign"]["verdict"].startswith("Too small")  # 5 control customers: said in words
     assert "Past lists: what happened" in (Path(result["score"]["folder"]) / "report.html").read_text()
 
-    from flows.demo_loop import team_task
-    from flows.score_flow import score_flow
+    from churnflow.flows.demo_loop import team_task
+    from churnflow.flows.score_flow import score_flow
 
     written = card_file.read_bytes()
     assert team_task.fn(load_settings(config), pd.Timestamp(past))["already_worked"]  # a rerun calls nobody twice
@@ -241,7 +241,7 @@ def test_demo_loop_publishes_a_past_list_works_it_and_judges_it(tmp_path: Path) 
 
 
 def test_cdnow_runs_through_the_pipeline(tmp_path: Path) -> None:
-    from flows.pipeline_flow import pipeline_flow
+    from churnflow.flows.pipeline_flow import pipeline_flow
 
     text = (REPO / "configs" / "cdnow.toml").read_text()
     text = text.replace('"../data/cdnow/events.csv"', f'"{REPO / "data" / "cdnow" / "events.csv"}"')
@@ -265,8 +265,8 @@ def test_snapshot_table_trains_stratified_and_scores_without_label(tmp_path: Pat
     """definition = "label": a customers table with a yes/no churn flag, no events, no dates."""
     import numpy as np
 
-    from flows.score_flow import score_flow
-    from flows.train_flow import train_flow
+    from churnflow.flows.score_flow import score_flow
+    from churnflow.flows.train_flow import train_flow
 
     rng = np.random.default_rng(0)
     n = 1500
@@ -311,8 +311,8 @@ n_trials = 2
 def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from features.export import read_feature_schema
-    from flows.cli import app
+    from churnflow.features.export import read_feature_schema
+    from churnflow.flows.cli import app
 
     config = write_project(tmp_path, n_customers=800)
     out = tmp_path / "features_2026-06-01.parquet"

@@ -16,12 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contracts import Tables, load_tables
-from features.settings import load_settings
-from serving.outcome_store import LOGGED_MARK, OUTCOMES_TAG, update_outcomes
-from serving.outcomes import horizon_end, mlflow_step
-from serving.publish import publish_week, read_holdouts, read_previous_list, standard_writers
-from serving.weekly import score_week
+from churnflow.features.contracts import Tables, load_tables
+from churnflow.features.settings import load_settings
+from churnflow.serving.outcome_store import LOGGED_MARK, OUTCOMES_TAG, update_outcomes
+from churnflow.serving.outcomes import horizon_end, mlflow_step
+from churnflow.serving.publish import (
+    publish_week,
+    read_holdouts,
+    read_previous_list,
+    standard_writers,
+)
+from churnflow.serving.weekly import score_week
 from tests.conftest import write_project
 from tests.test_scoring import _bundle
 
@@ -30,7 +35,7 @@ CLOSED, OPEN = pd.Timestamp("2026-06-01"), pd.Timestamp("2026-10-05")  # data en
 
 def _register(settings) -> str:
     """A registered version with a logged model, as ``training.registry`` leaves one."""
-    from training.registry import experiment_id, registry_client
+    from churnflow.training.registry import experiment_id, registry_client
 
     client = registry_client(settings)
     exp = experiment_id(client, settings)
@@ -83,7 +88,7 @@ def test_a_closed_list_gets_its_card_once_and_an_open_one_keeps_its_estimate(pro
 
 
 def test_realised_metrics_are_logged_on_the_model_version_with_the_date_as_step(project) -> None:
-    from training.registry import experiment_id, registry_client
+    from churnflow.training.registry import experiment_id, registry_client
 
     settings, tables, _, version, _ = project
     update_outcomes(settings, tables)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.report import render_report
+from churnflow.serving.report import render_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 GAINS = [  # two deciles of training.evaluate.gains_table
@@ -119,7 +119,7 @@ def test_screenshot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_history_of_past_lists_renders_as_pictures(tmp_path: Path) -> None:
-    from serving.outcomes import Outcomes, latest_version_alarm
+    from churnflow.serving.outcomes import Outcomes, latest_version_alarm
 
     cards = [{"as_of": day, "horizon_closed": True, "horizon_end": "2024-06-01", "model_version": "2",
               "model_test_roc_auc": 0.86, "predicted_churn_rate": 0.2, "realised_churn_rate": 0.22,

@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.profile import (
+from churnflow.features.profile import (
     bin_counts,
     combine_counts,
     fit_reference,
     population_stability,
     psi_from_counts,
 )
-from features.schema import FeatureSchema, SpendWindow
-from features.settings import ServingSettings, Settings
-from serving.priority import (
+from churnflow.features.schema import FeatureSchema, SpendWindow
+from churnflow.features.settings import ServingSettings, Settings
+from churnflow.serving.priority import (
     LIST_COLUMNS,
     build_priority_list,
     build_summary,
@@ -32,7 +32,7 @@ from serving.priority import (
     suppress_recent_contacts,
     value_at_risk,
 )
-from serving.publish import (
+from churnflow.serving.publish import (
     ListTable,
     publish_outputs,
     publish_week,
@@ -41,11 +41,11 @@ from serving.publish import (
     write_csv,
     write_list_to_database,
 )
-from serving.reasons import format_values, reasons_reference, top_reasons
-from serving.report import GAINS_COLUMNS, gains_points, render_report
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.evaluate import gains_table
+from churnflow.serving.reasons import format_values, reasons_reference, top_reasons
+from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.evaluate import gains_table
 
 DICTIONARY = {
     "recency_days": {
@@ -401,7 +401,7 @@ def test_publish_failure_leaves_previous_folder_intact(tmp_path: Path, use_excha
 
 @pytest.mark.parametrize("use_exchange", [True, False])
 def test_a_rerun_keeps_the_outcome_card_of_that_date(tmp_path: Path, use_exchange: bool) -> None:
-    from serving.outcomes import write_outcome_once
+    from churnflow.serving.outcomes import write_outcome_once
 
     folder = publish_outputs(tmp_path, AS_OF, _outputs(), use_exchange=use_exchange)
     assert write_outcome_once(folder, {"as_of": "2024-03-04", "realised_churn_rate": 0.2})
