@@ -200,7 +200,14 @@ def validate(config: ConfigOpt = None) -> None:
     for name, count in tables.dropped_rows.items():
         table.add_row(f"dropped rows ({name})", f"{count:,}")
     console.print(table)
+    _print_notes(tables.notes)
     console.print("[green]data are valid.[/] [yellow]next:[/] churnflow train")
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What the data made churnflow decide without stopping (verbatim: keys keep their brackets)."""
+    for note in notes:
+        console.print(Text("note: ", style="bold yellow") + Text(note))
 
 
 @app.command()
