@@ -61,6 +61,8 @@ def validate_task(settings: Settings, raw: dict[str, pd.DataFrame | None],
         tables.end_date.date(),
         f", dropped rows {tables.dropped_rows}" if tables.dropped_rows else "",
     )
+    for note in tables.notes:
+        get_run_logger().warning(note)
     return tables
 
 

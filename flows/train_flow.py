@@ -61,4 +61,6 @@ def train_flow(config: str | None = None, as_of: str | None = None, trials: int 
     with tempfile.TemporaryDirectory(prefix="churnflow-plots-") as plot_dir:
         trained = train_model_task(tables, settings, Path(plot_dir))
         result = register_task(settings, trained, f"train-{as_of or trained.plan.test.date()}")
-    return train_result(settings, trained, result)
+    summary = train_result(settings, trained, result)
+    summary["notes"] = list(tables.notes) + summary["notes"]  # what the data made churnflow decide
+    return summary
