@@ -144,12 +144,13 @@ def parse_flag(values: pd.Series) -> pd.Series:
 
 
 def parse_amounts(values: pd.Series) -> pd.Series:
-    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00" or "€ 30" too.
+    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00", "€ 30" or "30 €" too.
     A comma is read as a thousands separator only in groups of three ("1,200"), never as a decimal
     point ("12,50" is not a number and is reported), so no amount is silently scaled."""
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
-    text = values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+    text = (values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+            .str.replace(r"\s*[$€£]$", "", regex=True))
     grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").fillna(False).astype(bool)
     text = text.where(~grouped, text.str.replace(",", "", regex=False))
     return pd.to_numeric(text, errors="coerce").astype("float64")
@@ -600,6 +601,21 @@ def load_tables(settings: Settings, as_of: pd.Timestamp | None = None,
     tables = validate_tables(raw["customers"], raw["events"], raw["contacts"], settings, source_names(settings),
                              require_label=require_label, kinds=source_kinds(settings))
     return cut_at(tables, as_of) if as_of is not None else tables
+
+
+class AsOfError(ChurnflowError, ValueError):
+    """An as-of date the data cannot speak for (after their end)."""
+
+
+def check_as_of(tables: Tables, as_of: pd.Timestamp) -> None:
+    """Refuse an as-of date after the day following the data's end: features would describe
+    customers at a time the data know nothing about (every one of them silent since the end),
+    which drift or the model would then report as a change in the customers."""
+    latest = tables.end_date.normalize() + pd.Timedelta(days=1)
+    if pd.Timestamp(as_of) > latest:
+        raise AsOfError(f"--as-of {pd.Timestamp(as_of).date()} is after the end of the data ({tables.end_date.date()}, "
+                        f"the last event's day or data.end_date): use {latest.date()} or earlier, or leave --as-of "
+                        "out; if the data really run later, check the sources are the latest extract")
 
 
 def cut_at(tables: Tables, as_of: pd.Timestamp) -> Tables:

@@ -116,6 +116,14 @@ def _run(fn, *args, **kwargs):
         if _DEBUG["on"]:
             raise
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        from flows.tasks import lasting_os_error
+
+        if _DEBUG["on"] or not lasting_os_error(exc):
+            raise
+        raise _fail(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror or exc}",
+                    "check that the folder exists and that you may write to it (serving.output_dir, "
+                    "tracking.uri, training.storage); results published earlier are unchanged") from None
     except Exception as exc:
         if _DEBUG["on"]:
             raise

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from features.contracts import Tables
+from features.contracts import Tables, check_as_of
 from features.settings import Settings
 from flows.summaries import train_result
 from flows.tasks import (
@@ -58,6 +58,8 @@ def train_flow(config: str | None = None, as_of: str | None = None, trials: int 
     settings = settings_task(config, overrides)
     raw = read_sources_task(settings)
     tables = validate_task(settings, raw, parse_as_of(as_of))
+    if as_of:
+        check_as_of(tables, parse_as_of(as_of))
     with tempfile.TemporaryDirectory(prefix="churnflow-plots-") as plot_dir:
         trained = train_model_task(tables, settings, Path(plot_dir))
         result = register_task(settings, trained, f"train-{as_of or trained.plan.test.date()}")

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -154,3 +155,28 @@ def test_debug_flag_shows_the_traceback(churnflow, tmp_path: Path) -> None:
         (tmp_path / f.name).write_bytes(f.read_bytes())
     result = CliRunner().invoke(cli.app, ["--debug", "validate", "--config", str(tmp_path / "churnflow.toml")])
     assert isinstance(result.exception, DataValidationError)  # raised, so Python prints its traceback
+
+
+def test_an_unwritable_output_folder_is_the_users_to_fix(churnflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where the outputs folder should be (as a read-only or full disk): one clear message,
+    exit 2, not retried, nothing changed; not "a bug"."""
+    import errno
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from flows.tasks import transient_only
+    from serving.publish import publish_week
+
+    monkeypatch.setitem(cli._DEBUG, "on", False)  # (an earlier --debug test leaves it on)
+    blocker = tmp_path / "outputs"
+    blocker.write_text("not a folder")
+    files = {"priority_list.csv": lambda path: path.write_text("customer_id\n7\n")}
+    with pytest.raises(typer.Exit) as info:
+        cli._run(publish_week, blocker, pd.Timestamp("2026-11-02"), files)
+    out = capsys.readouterr().out
+    assert info.value.exit_code == 2 and f"cannot write or read {blocker}" in out and "serving.output_dir" in out
+    assert "a bug" not in out and blocker.read_text() == "not a folder"
+    assert not transient_only(None, None, SimpleNamespace(data=PermissionError(errno.EACCES, "Permission denied")))
+    assert not transient_only(None, None, SimpleNamespace(data=OSError(errno.ENOSPC, "No space left on device")))

@@ -123,6 +123,34 @@ def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
         score_week(lacking, AS_OF, bundle, "1", settings, force=True)
 
 
+def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> None:
+    """A type change (a fee exported as "35.99 EUR") would make the input all-unknown: refused."""
+    import pytest
+
+    from features.schema import SchemaMismatchError
+    from serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    texts = tables.customers["monthly_fee"].map(lambda v: f"{v:.2f} EUR")
+    changed = type(tables)(customers=tables.customers.assign(monthly_fee=texts), events=tables.events,
+                           contacts=None, end_date=tables.end_date)
+    with pytest.raises(SchemaMismatchError, match=r"column 'monthly_fee' held numbers at training, but 554 of 554 "
+                                                  r"values today are not \(e\.g\. '\d+\.\d\d EUR'\)"):
+        score_week(changed, AS_OF, bundle, "1", settings, force=True)
+
+
+def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
+    import pytest
+
+    from features.contracts import AsOfError
+    from serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    latest = (tables.end_date + pd.Timedelta(days=1)).date()
+    with pytest.raises(AsOfError, match=rf"--as-of 2030-01-01 is after the end of the data.*use {latest} or earlier"):
+        score_week(tables, pd.Timestamp("2030-01-01"), bundle, "1", settings)
+
+
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
