@@ -44,7 +44,10 @@ def train_model_task(tables: Tables, settings: Settings, plot_dir: Path) -> Trai
 
 @task(name="register-and-promote", **retry_io, **task_options)
 def register_task(settings: Settings, trained: TrainedModel, mlflow_run_name: str) -> RegistryResult:
-    result = register_trained(settings, trained, run_name=mlflow_run_name)
+    from prefect.runtime import flow_run
+
+    # one key per flow run: a retry of this task completes the same MLflow run and model version
+    result = register_trained(settings, trained, run_name=mlflow_run_name, registration_key=flow_run.id)
     get_run_logger().info("registered version %s: %s (%s)", result.version, result.decision, result.reason)
     return result
 
