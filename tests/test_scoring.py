@@ -180,3 +180,23 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
     whole = score_week(tables, AS_OF, bundle, "1", settings).scores
     parts = score_week(tables, AS_OF, bundle, "1", _settings(chunk_size=37, capacity=40)).scores
     pd.testing.assert_frame_equal(parts, whole)
+
+
+def test_cli_summary_names_top_reasons_by_phrase() -> None:
+    from rich.console import Console
+
+    from flows.summaries import print_score_summary, reason_phrases
+    from serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    outputs = score_week(tables, AS_OF, bundle, "1", settings)
+    top = outputs.summary["top_reasons_listed"]
+    phrases = reason_phrases(bundle.schema, top)
+    assert phrases and all("{" not in p for p in phrases.values())
+    console = Console(record=True, width=300, color_system=None)
+    print_score_summary(console, {"summary": outputs.summary, "folder": "/tmp/x", "as_of": "2026-09-01",
+                                  "reason_phrases": phrases})
+    printed = console.export_text()
+    line = next(row for row in printed.splitlines() if row.startswith("top reasons:"))
+    main = max(top, key=top.get)
+    assert f"{phrases[main]} ({top[main]:,})" in line and f"{main} (" not in line
