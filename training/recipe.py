@@ -36,7 +36,8 @@ a benchmark exactly as the ``train`` flow trains it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ class TrainedModel:
     """The test rows (the promotion gate may re-score a champion on them)."""
     choice: Choice | None = None
     """The chosen family and every candidate's mean fold metric."""
+    run_tags: dict[str, str] = field(default_factory=dict)
+    """Extra tags of the MLflow run (the Dask engine: engine, tuning sample size, rows per fit)."""
 
 
 def study_key(fingerprint: dict[str, Any], plan: SplitPlan, folds: Folds, schema: FeatureSchema,
@@ -109,10 +112,13 @@ def champion_choice(evaluation: Evaluation, settings: Settings) -> Choice | None
 
 
 def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSchema, settings: Settings,
-                        choice: Choice, calibrator: Calibrator, plot_dir: Path | None
-                        ) -> tuple[Choice, Calibrator, Evaluation]:
-    """Evaluate the chosen candidate; swap in a simple baseline that beat it (see the module doc)."""
-    evaluation = evaluate(fit_bundle(dev, schema, choice, calibrator), dev, test, settings, plot_dir=plot_dir)
+                        choice: Choice, calibrator: Calibrator, plot_dir: Path | None, *,
+                        fit: Callable[..., ModelBundle] = fit_bundle) -> tuple[Choice, Calibrator, Evaluation]:
+    """Evaluate the chosen candidate; swap in a simple baseline that beat it (see the module doc).
+
+    ``fit(rows, schema, choice, calibrator)`` fits a bundle (the Dask engine fits on its workers).
+    """
+    evaluation = evaluate(fit(dev, schema, choice, calibrator), dev, test, settings, plot_dir=plot_dir)
     baseline = champion_choice(evaluation, settings)
     if baseline is None:
         return choice, calibrator, evaluation
@@ -120,7 +126,7 @@ def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSc
     calibrator = Calibrator(method="identity")  # as the baseline was evaluated
     known = (evaluation.baselines, {k: v for k, v in evaluation.scores.items() if k != "model"},
              [n for n in evaluation.notes if not n.startswith("BASELINE WINS")])
-    evaluation = evaluate(fit_bundle(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir,
+    evaluation = evaluate(fit(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir,
                           fitted_baselines=known)
     evaluation.notes.insert(0, f"{lost}. The registered model is therefore {name} itself (chosen on the "
                             "test rows: its test metric is optimistic by that choice).")
@@ -128,8 +134,17 @@ def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSc
     return baseline, calibrator, evaluation
 
 
-def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = None) -> TrainedModel:
-    """Train, evaluate, refit and explain one churn model from validated tables (see the module doc)."""
+def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = None,
+                client: Any = None) -> TrainedModel:
+    """Train, evaluate, refit and explain one churn model from validated tables (see the module doc).
+
+    ``[compute] engine = "dask"``: the same recipe on a Dask cluster (``training/distributed.py``),
+    on ``client`` (a ``distributed.Client``) when given, else on the configured cluster.
+    """
+    if settings.compute.engine == "dask":
+        from training.distributed import train_distributed
+
+        return train_distributed(tables, settings, plot_dir=plot_dir, client=client)
     plan = plan_for(tables, settings)
     schema = infer_schema(tables, settings)
     dev, test = training_snapshots(tables, plan, settings, schema)

@@ -423,6 +423,7 @@ def log_and_register(
     plots: dict[str, Path] | None = None,
     run_name: str | None = None,
     train: pd.DataFrame | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RegistryResult:
     """Log the training run, register the model as a new version and apply the promotion gate.
 
@@ -435,7 +436,7 @@ def log_and_register(
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
                 "out_of_time": str(plan.out_of_time if plan else "unknown").lower(),
-                "model_family": bundle.family, "fitted_through": bundle.fitted_through}
+                "model_family": bundle.family, "fitted_through": bundle.fitted_through} | dict(tags or {})
     # resolve_tags: user, source script and git commit, as the fluent API would record them
     run_id = client.create_run(exp_id, run_name=run_name, tags=resolve_tags()).info.run_id
     try:
@@ -474,7 +475,7 @@ def register_trained(settings: Settings, trained: TrainedModel, run_name: str | 
     return log_and_register(settings, trained.bundle, trained.evaluation, trained.test,
                             tune_result=trained.tuning, plan=trained.plan, fingerprint=trained.fingerprint,
                             importance=trained.importance, checks=trained.checks, plots=trained.plots,
-                            run_name=run_name)
+                            run_name=run_name, tags=trained.run_tags)
 
 
 # ---- loading --------------------------------------------------------------------------------
