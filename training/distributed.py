@@ -1,8 +1,9 @@
 """The training recipe on the Dask engine (``[compute] engine = "dask"``): the same model, at scale.
 
-``training/recipe.py`` calls :func:`train_distributed` when the engine is ``dask``; everything
-it decides is decided by the local recipe's own functions (plan, schema, folds, candidates,
-calibration, evaluation, the baseline swap, the bundle). Only where rows live changes:
+``training/recipe.py`` runs its steps with these pieces when the engine is ``dask``
+(``_train_on_dask``); everything is decided by the local recipe's own functions (plan, schema,
+folds, candidates, calibration, evaluation, the baseline swap, the bundle). Only where rows live
+and who computes change:
 
 - **Snapshots per partition.** The customers are split by the stable customer hash of
   ``features/partitioned.py`` and each partition's training snapshots are built on a worker by
@@ -60,9 +61,8 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 
-from features.build import infer_schema, snapshot_as_of
+from features.build import snapshot_as_of
 from features.contracts import Tables
-from features.dictionary import dictionary_records
 from features.io import sqlite_path
 from features.partitioned import (
     ComputeError,
@@ -74,20 +74,15 @@ from features.partitioned import (
     partition_snapshots,
     sorted_by_customer,
 )
-from features.profile import fit_reference
 from features.schema import FeatureSchema
-from features.segments import fit_segments
 from features.settings import Settings
 from training.bundle import ModelBundle
 from training.calibration import Calibrator
-from training.candidates import Choice, choose_model
+from training.candidates import Choice
 from training.churn_model import model_frame
 from training.errors import TrainingDataError, TuningBudgetError
-from training.explain import behavioural_checks, explain
-from training.fit import oof_calibrator
 from training.linear import fit_linear
-from training.recipe import ALL_ROWS, TrainedModel, _evaluate_candidate, study_key
-from training.split import SplitPlan, check_labels, fold_positions, plan_for
+from training.split import SplitPlan, check_labels
 from training.tune import (
     FINISHED,
     Folds,
@@ -97,8 +92,6 @@ from training.tune import (
     direction,
     fail_stale_trials,
     label_array,
-    short_hash,
-    study_name_for,
     trial_logger,
     trials_frame,
 )
@@ -479,43 +472,7 @@ def population_on_workers(client: Client, validated: list[Future], tables: Table
     return sorted_by_customer(client.gather(parts))
 
 
-def train_distributed(tables: Tables, settings: Settings, *, plot_dir: Path | None = None,
-                      client: Client | None = None) -> TrainedModel:
-    """``train_model`` on a Dask cluster (see the module doc); returns the same ``TrainedModel``."""
-    with client_for(settings, client) as cluster:
-        plan, schema = plan_for(tables, settings), infer_schema(tables, settings)
-        validated, snaps, facts = snapshot_partitions(cluster, tables, plan, settings, schema)
-        schema = facts.schema
-        rows = split_rows(cluster, snaps, plan, settings)
-        sample, test = rows.sample, rows.test
-        folds = fold_positions(sample, plan, settings.training.seed)
-        fingerprint = tables.fingerprint()
-        key = short_hash([study_key(fingerprint, plan, folds, schema, settings), "dask", len(sample)])
-        tuned = tune_on_workers(cluster, sample, folds, schema, settings, study_name_for(settings, plan.test, key))
-        choice = choose_model(sample, folds, schema, settings, tuned)
-        choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
-                                                            oof_calibrator(choice, settings), plot_dir,
-                                                            fit=dask_fitter(cluster, rows.dev, settings))
-        refit = dask_fitter(cluster, rows.everything, settings)
-        fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
-        population = population_on_workers(cluster, validated, tables, settings, facts)
-    bundle = dataclasses.replace(
-        fitted,
-        dictionary=dictionary_records(schema),
-        segments=fit_segments(population, schema, settings.features.value_column),
-        reference=fit_reference(population, fitted.predict_proba(population), schema),
-        metrics=evaluation.to_dict() | {"family": choice.family, "candidates": choice.cv_scores},
-        fitted_through=plan.test.date().isoformat() if plan.out_of_time else ALL_ROWS,
-    )
-    explanation = explain(bundle, test, plot_dir, seed=settings.training.seed)
-    checks = behavioural_checks(bundle, test, settings)
-    return TrainedModel(bundle=bundle, evaluation=evaluation, tuning=tuned, plan=plan,
-                        importance=explanation.importance, checks=checks,
-                        plots={**evaluation.plots, **explanation.plots}, fingerprint=fingerprint, test=test,
-                        choice=choice, run_tags=run_tags(settings, rows, choice))
-
-
-def run_tags(settings: Settings, rows: Rows, choice: Choice) -> dict[str, str]:
+def run_tags(rows: Rows, choice: Choice) -> dict[str, str]:
     """What the MLflow run says about how the Dask engine trained the model."""
     tags = {"engine": "dask", "tuning_sample_rows": str(len(rows.sample)), "development_rows": str(rows.n_dev),
             "tree_fit_rows": "all rows (xgboost.dask)" if choice.tree_weight > 0 else "none"}

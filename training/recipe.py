@@ -57,7 +57,7 @@ from training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_choice, eva
 from training.explain import behavioural_checks, explain
 from training.fit import fit_bundle, oof_calibrator
 from training.split import SplitPlan, fold_positions, plan_for, training_snapshots
-from training.tune import Folds, TuneResult, short_hash, tune
+from training.tune import Folds, TuneResult, short_hash, study_name_for, tune
 
 logger = logging.getLogger(__name__)
 ALL_ROWS = "all rows"
@@ -142,9 +142,7 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
     on ``client`` (a ``distributed.Client``) when given, else on the configured cluster.
     """
     if settings.compute.engine == "dask":
-        from training.distributed import train_distributed
-
-        return train_distributed(tables, settings, plot_dir=plot_dir, client=client)
+        return _train_on_dask(tables, settings, plot_dir, client)
     plan = plan_for(tables, settings)
     schema = infer_schema(tables, settings)
     dev, test = training_snapshots(tables, plan, settings, schema)
@@ -160,7 +158,15 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
                                                          oof_calibrator(choice, settings), plot_dir)
 
     fitted = fit_bundle(pd.concat([dev, test], ignore_index=True), schema, choice, calibrator)
-    population = scoring_population(tables, settings, schema)
+    return _complete(fitted, scoring_population(tables, settings, schema), settings, plot_dir, tuned=tuned,
+                     choice=choice, evaluation=evaluation, plan=plan, test=test, fingerprint=fingerprint)
+
+
+def _complete(fitted: ModelBundle, population: pd.DataFrame, settings: Settings, plot_dir: Path | None, *,
+              tuned: TuneResult, choice: Choice, evaluation: Evaluation, plan: SplitPlan, test: pd.DataFrame,
+              fingerprint: dict[str, Any], run_tags: dict[str, str] | None = None) -> TrainedModel:
+    """Steps 5 and 6: the registered bundle described, explained and checked."""
+    schema = fitted.schema
     bundle = replace(
         fitted,
         dictionary=dictionary_records(schema),
@@ -176,4 +182,34 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
     return TrainedModel(bundle=bundle, evaluation=evaluation, tuning=tuned, plan=plan,
                         importance=explanation.importance, checks=checks,
                         plots={**evaluation.plots, **explanation.plots}, fingerprint=fingerprint, test=test,
-                        choice=choice)
+                        choice=choice, run_tags=dict(run_tags or {}))
+
+
+# ---- the Dask engine (``[compute] engine = "dask"``) ------------------------------------------
+
+
+def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, client: Any) -> TrainedModel:
+    """The same steps on a Dask cluster: snapshots stay on the workers, Optuna tunes on a
+    stratified sample with trials on the workers, the tree is fitted by ``xgboost.dask`` on all
+    rows (``training/distributed.py`` says what runs where)."""
+    from training import distributed as dist
+
+    with dist.client_for(settings, client) as cluster:
+        plan = plan_for(tables, settings)
+        validated, snapshots, facts = dist.snapshot_partitions(cluster, tables, plan, settings,
+                                                               infer_schema(tables, settings))
+        schema, rows = facts.schema, dist.split_rows(cluster, snapshots, plan, settings)
+        sample, test = rows.sample, rows.test
+        folds = fold_positions(sample, plan, settings.training.seed)
+        fingerprint = tables.fingerprint()
+        key = short_hash([study_key(fingerprint, plan, folds, schema, settings), "dask", len(sample)])
+        tuned = dist.tune_on_workers(cluster, sample, folds, schema, settings, study_name_for(settings, plan.test, key))
+        choice = choose_model(sample, folds, schema, settings, tuned)
+        choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
+                                                             oof_calibrator(choice, settings), plot_dir,
+                                                             fit=dist.dask_fitter(cluster, rows.dev, settings))
+        refit = dist.dask_fitter(cluster, rows.everything, settings)
+        fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
+        population = dist.population_on_workers(cluster, validated, tables, settings, facts)
+    return _complete(fitted, population, settings, plot_dir, tuned=tuned, choice=choice, evaluation=evaluation,
+                     plan=plan, test=test, fingerprint=fingerprint, run_tags=dist.run_tags(rows, choice))
