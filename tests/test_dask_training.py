@@ -1,0 +1,215 @@
+"""Training on the Dask engine (``training/distributed.py``): a real local cluster of two worker
+processes, real Optuna storage, real MLflow store, small data and few trials.
+
+What must hold: the tuning sample is exact, seeded and the same however the rows are
+partitioned; trials run on the workers against one resumable study; the final ``xgboost.dask``
+fit is reproducible and agrees with a local fit; the model loads with the same pyfunc kernel and
+its MLflow run says how it was trained; the local engine does not go near Dask.
+Skipped without the extra: ``pip install churnflow[dask]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+pytest.importorskip("dask.distributed")
+pytest.importorskip("xgboost.dask")
+
+import dask
+import xgboost as xgb
+
+from features.contracts import load_tables
+from features.partitioned import dask_client
+from features.settings import ComputeSettings, Settings, load_settings
+from tests.conftest import write_project
+from tests.test_training import SCHEMA, make_cv, settings_for
+from training import recipe
+from training.churn_model import load_scorer
+from training.distributed import (
+    JOURNAL,
+    SAMPLE_SALT,
+    allocate,
+    fit_tree_dask,
+    selected,
+    smallest_keys,
+    strata,
+    thresholds,
+    tune_on_workers,
+    worker_storage,
+)
+from training.recipe import TrainedModel, train_model
+from training.tune import base_params, make_dmatrix
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Two single-thread worker processes (trials in other processes: the storage must cope)."""
+    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                              local_directory=str(tmp_path_factory.mktemp("dask")))
+    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}), dask_client(compute) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_project(tmp_path_factory.mktemp("dask-train") / "project", n_customers=1200)
+
+
+@pytest.fixture(scope="module")
+def dask_settings(project: Path) -> Settings:
+    return load_settings(project, training={"n_trials": 4, "max_boost_rounds": 40},
+                         compute={"engine": "dask", "tuning_sample_rows": 1500})
+
+
+@pytest.fixture(scope="module")
+def trained(client: object, dask_settings: Settings) -> TrainedModel:
+    return train_model(load_tables(dask_settings), dask_settings, client=client)
+
+
+# ---- the sample and the test split: exact, seeded, independent of partitions -------------------
+
+
+def _snapshots(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "customer_id": np.tile(np.arange(n // 3), 3).astype(str),
+        "as_of": np.repeat(pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"]), n // 3),
+        "label": (rng.random(n) < 0.2).astype(np.int64),
+    })
+
+
+def _pick(parts: list[pd.DataFrame], n_rows: int, seed: int) -> pd.DataFrame:
+    counts = Counter(s for p in parts for s in strata(p))
+    quotas = allocate(dict(counts), n_rows)
+    limits = thresholds([smallest_keys(p, seed, SAMPLE_SALT, quotas) for p in parts], quotas)
+    picked = pd.concat([p[selected(p, seed, SAMPLE_SALT, limits)] for p in parts])
+    return picked.sort_values(["as_of", "customer_id"]).reset_index(drop=True)
+
+
+def test_stratified_sample_is_exact_seeded_and_independent_of_partitions() -> None:
+    rows = _snapshots()
+    whole = _pick([rows], 500, seed=42)
+    split = _pick([rows.iloc[i::7] for i in range(7)], 500, seed=42)
+
+    pd.testing.assert_frame_equal(whole, split)
+    assert len(whole) == 500
+    expected = allocate(dict(Counter(strata(rows))), 500)
+    assert dict(Counter(strata(whole))) == {k: v for k, v in expected.items() if v}
+    for stratum, share in Counter(strata(rows)).items():  # each (as-of, label) keeps its share
+        assert abs(expected[stratum] - 500 * share / len(rows)) < 1
+    assert not whole.equals(_pick([rows], 500, seed=43))
+    assert len(_pick([rows], 10**6, seed=42)) == len(rows)  # asking for more takes everything
+
+
+def test_workers_share_a_journal_beside_a_sqlite_study_and_a_server_database_as_configured(tmp_path: Path) -> None:
+    local = Settings(root=tmp_path, training={"storage": "sqlite:///mlruns/optuna.db"})
+    assert worker_storage(local) == f"{JOURNAL}{tmp_path / 'mlruns' / 'optuna.journal'}"
+    server = Settings(root=tmp_path, training={"storage": "postgresql://db:5432/optuna"})
+    assert worker_storage(server) == "postgresql://db:5432/optuna"
+
+
+# ---- trials on the workers ---------------------------------------------------------------------
+
+
+def test_trials_run_on_the_workers_and_the_study_resumes(client, tmp_path: Path) -> None:
+    dev, folds, _ = make_cv(n=300)
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    settings = settings_for(tmp_path, n_trials=4, max_boost_rounds=30)
+
+    first = tune_on_workers(client, dev, folds, SCHEMA, settings, "resumable")
+    trials = first.study.get_trials(deepcopy=False)
+    assert first.n_run_now == 4 and len(trials) == 4
+    assert {t.user_attrs["worker"] for t in trials} == workers
+    assert os.getpid() not in {t.user_attrs["pid"] for t in trials}
+    assert (tmp_path / "mlruns" / "optuna.journal").exists()
+
+    again = tune_on_workers(client, dev, folds, SCHEMA, settings, "resumable")
+    assert again.n_run_now == 0 and again.best_params == first.best_params
+
+    more = tune_on_workers(client, dev, folds, SCHEMA, settings_for(tmp_path, n_trials=6, max_boost_rounds=30),
+                           "resumable")
+    assert more.n_run_now == 2 and len(more.study.get_trials(deepcopy=False)) == 6
+
+
+# ---- the final fit with xgboost.dask -----------------------------------------------------------
+
+
+def test_xgboost_dask_fit_is_reproducible_and_agrees_with_a_local_fit(client, tmp_path: Path) -> None:
+    dev, _, test = make_cv(n=600)
+    parts = client.scatter([dev.iloc[i::3] for i in range(3)])
+    params = base_params(settings_for(tmp_path)) | {"max_depth": 3, "learning_rate": 0.1, "nthread": 1}
+
+    first = fit_tree_dask(client, parts, SCHEMA, params, 40, dev)
+    second = fit_tree_dask(client, parts, SCHEMA, params, 40, dev)
+    local = xgb.train(params, make_dmatrix(dev, SCHEMA), num_boost_round=40)
+
+    matrix = make_dmatrix(test, SCHEMA)
+    np.testing.assert_array_equal(first.predict(matrix), second.predict(matrix))
+    y = test["label"].to_numpy()
+    assert abs(roc_auc_score(y, first.predict(matrix)) - roc_auc_score(y, local.predict(matrix))) < 0.01
+    assert first.feature_names == local.feature_names and first.feature_types == local.feature_types
+
+
+# ---- end to end: train_model with engine = "dask" ----------------------------------------------
+
+
+def test_dask_engine_trains_a_model_the_pyfunc_kernel_loads(client, trained: TrainedModel, tmp_path: Path) -> None:
+    tags = trained.run_tags
+    assert tags["engine"] == "dask" and int(tags["tuning_sample_rows"]) == 1500 < int(tags["development_rows"])
+    assert tags["tree_fit_rows"] == "all rows (xgboost.dask)" or trained.bundle.family == "linear"
+    assert ("linear_fit_rows" in tags) == (trained.bundle.family != "tree")
+    assert trained.evaluation.metrics["roc_auc"] > 0.75
+    assert trained.bundle.fitted_through == trained.plan.test.date().isoformat()
+    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    assert {t.user_attrs["worker"] for t in trained.tuning.study.get_trials(deepcopy=False)} == workers
+    assert trained.bundle.reference["features"] and trained.bundle.segments
+
+    folder = trained.bundle.save(tmp_path / "bundle")
+    np.testing.assert_allclose(load_scorer(folder).probability(trained.test), trained.bundle.predict_proba(trained.test),
+                               atol=1e-12)
+
+
+def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, dask_settings: Settings) -> None:
+    import mlflow
+
+    from training.registry import register_trained, registry_client
+
+    result = register_trained(dask_settings, trained)
+    run = registry_client(dask_settings).get_run(result.run_id)
+    assert run.data.tags["engine"] == "dask" and run.data.tags["tuning_sample_rows"] == "1500"
+    mlflow.set_tracking_uri(dask_settings.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{dask_settings.tracking.model_name}/{result.version}")
+    out = model.predict(trained.test)
+    np.testing.assert_allclose(out["churn_probability"].to_numpy(), trained.bundle.predict_proba(trained.test),
+                               atol=1e-12)
+
+
+def test_only_the_dask_engine_takes_the_dask_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    class Taken(Exception):
+        pass
+
+    def dask_path(*args: object) -> None:
+        raise Taken("dask")
+
+    def local_path(*args: object) -> None:
+        raise Taken("local")
+
+    monkeypatch.setattr(recipe, "_train_on_dask", dask_path)
+    monkeypatch.setattr(recipe, "plan_for", local_path)
+    for engine in ("local", "dask"):
+        with pytest.raises(Taken, match=engine):
+            train_model(None, Settings(root=tmp_path, compute={"engine": engine}))  # type: ignore[arg-type]
