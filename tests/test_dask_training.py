@@ -40,12 +40,14 @@ from training.distributed import (
     fit_tree_dask,
     selected,
     smallest_keys,
+    split_rows,
     strata,
     thresholds,
     tune_on_workers,
     worker_storage,
 )
 from training.recipe import TrainedModel, train_model
+from training.split import plan_as_of_dates, snapshot_plan
 from training.tune import base_params, make_dmatrix
 
 pytestmark = [
@@ -69,15 +71,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_project(tmp_path_factory.mktemp("dask-train") / "project", n_customers=1200)
 
 
+ONE_TRIAL = {"n_trials": 1, "max_boost_rounds": 40}
+"""One trial: worker 0 draws the local engine's first trial, so both engines tune alike."""
+
+
 @pytest.fixture(scope="module")
 def dask_settings(project: Path) -> Settings:
-    return load_settings(project, training={"n_trials": 4, "max_boost_rounds": 40},
-                         compute={"engine": "dask", "tuning_sample_rows": 1500})
+    return load_settings(project, training=ONE_TRIAL, compute={"engine": "dask", "tuning_sample_rows": 10**6})
 
 
 @pytest.fixture(scope="module")
 def trained(client: object, dask_settings: Settings) -> TrainedModel:
     return train_model(load_tables(dask_settings), dask_settings, client=client)
+
+
+@pytest.fixture(scope="module")
+def trained_locally(project: Path) -> TrainedModel:
+    settings = load_settings(project, training=ONE_TRIAL)
+    return train_model(load_tables(settings), settings)
 
 
 # ---- the sample and the test split: exact, seeded, independent of partitions -------------------
@@ -120,6 +131,28 @@ def test_workers_share_a_journal_beside_a_sqlite_study_and_a_server_database_as_
     assert worker_storage(local) == f"{JOURNAL}{tmp_path / 'mlruns' / 'optuna.journal'}"
     server = Settings(root=tmp_path, training={"storage": "postgresql://db:5432/optuna"})
     assert worker_storage(server) == "postgresql://db:5432/optuna"
+
+
+def test_test_rows_and_sample_from_partitions_on_the_workers(client, tmp_path: Path) -> None:
+    dev, _, test = make_cv(n=400)
+    rows = pd.concat([dev, test], ignore_index=True)
+    parts = client.scatter([rows.iloc[i::3] for i in range(3)])
+    settings = settings_for(tmp_path).model_copy(update={"compute": ComputeSettings(tuning_sample_rows=500)})
+
+    out_of_time = split_rows(client, parts, plan_as_of_dates(pd.Timestamp("2024-12-31"), 90, 30, 2, n_valid=3),
+                             settings)
+    key = ["as_of", "customer_id"]
+    pd.testing.assert_frame_equal(out_of_time.test, test.sort_values(key).reset_index(drop=True), check_like=True)
+    assert out_of_time.n_dev == len(dev) and len(out_of_time.sample) == 500
+    assert dict(Counter(strata(out_of_time.sample))) == {k: v for k, v in allocate(dict(Counter(strata(dev))), 500)
+                                                          .items() if v}
+
+    table = test.assign(customer_id=np.arange(len(test)))  # one snapshot: a stratified test_size share
+    snapshot = split_rows(client, client.scatter([table.iloc[i::2] for i in range(2)]),
+                          snapshot_plan(table["as_of"].iloc[0]), settings)
+    assert len(snapshot.test) == int(np.ceil(0.2 * len(table))) and snapshot.n_dev == len(table) - len(snapshot.test)
+    assert abs(snapshot.test["label"].mean() - table["label"].mean()) < 0.01
+    assert not set(snapshot.test["customer_id"]) & set(snapshot.sample["customer_id"])
 
 
 # ---- trials on the workers ---------------------------------------------------------------------
@@ -167,16 +200,26 @@ def test_xgboost_dask_fit_is_reproducible_and_agrees_with_a_local_fit(client, tm
 # ---- end to end: train_model with engine = "dask" ----------------------------------------------
 
 
-def test_dask_engine_trains_a_model_the_pyfunc_kernel_loads(client, trained: TrainedModel, tmp_path: Path) -> None:
+def test_dask_engine_trains_the_local_engines_model_on_the_same_data(client, trained: TrainedModel,
+                                                                     trained_locally: TrainedModel,
+                                                                     tmp_path: Path) -> None:
     tags = trained.run_tags
-    assert tags["engine"] == "dask" and int(tags["tuning_sample_rows"]) == 1500 < int(tags["development_rows"])
-    assert tags["tree_fit_rows"] == "all rows (xgboost.dask)" or trained.bundle.family == "linear"
+    assert tags["engine"] == "dask" and tags["tuning_sample_rows"] == tags["development_rows"]  # sample = all rows
     assert ("linear_fit_rows" in tags) == (trained.bundle.family != "tree")
-    assert trained.evaluation.metrics["roc_auc"] > 0.75
-    assert trained.bundle.fitted_through == trained.plan.test.date().isoformat()
+    assert trained_locally.run_tags == {}
     workers = set(client.scheduler_info(n_workers=-1)["workers"])
-    assert {t.user_attrs["worker"] for t in trained.tuning.study.get_trials(deepcopy=False)} == workers
-    assert trained.bundle.reference["features"] and trained.bundle.segments
+    assert {t.user_attrs["worker"] for t in trained.tuning.study.get_trials(deepcopy=False)} <= workers
+
+    assert trained.plan == trained_locally.plan and trained.bundle.schema == trained_locally.bundle.schema
+    pd.testing.assert_frame_equal(trained.test, trained_locally.test.sort_values(["as_of", "customer_id"])
+                                  .reset_index(drop=True), check_like=True)
+    assert trained.tuning.best_params == trained_locally.tuning.best_params
+    assert trained.choice.family == trained_locally.choice.family
+    ours, theirs = trained.evaluation.metrics["roc_auc"], trained_locally.evaluation.metrics["roc_auc"]
+    assert abs(ours - theirs) < 0.002, (ours, theirs)
+    assert trained.bundle.fitted_through == trained_locally.bundle.fitted_through
+    assert trained.bundle.reference.keys() == trained_locally.bundle.reference.keys()
+    assert trained.bundle.segments == trained_locally.bundle.segments
 
     folder = trained.bundle.save(tmp_path / "bundle")
     np.testing.assert_allclose(load_scorer(folder).probability(trained.test), trained.bundle.predict_proba(trained.test),
@@ -190,7 +233,7 @@ def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, 
 
     result = register_trained(dask_settings, trained)
     run = registry_client(dask_settings).get_run(result.run_id)
-    assert run.data.tags["engine"] == "dask" and run.data.tags["tuning_sample_rows"] == "1500"
+    assert run.data.tags["engine"] == "dask" and run.data.tags["tuning_sample_rows"] == trained.run_tags["tuning_sample_rows"]
     mlflow.set_tracking_uri(dask_settings.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{dask_settings.tracking.model_name}/{result.version}")
     out = model.predict(trained.test)

@@ -320,7 +320,9 @@ def run_trials(sample: pd.DataFrame, folds: Folds, schema: FeatureSchema, settin
     """
     from distributed import get_worker
 
-    where = get_worker().address
+    worker = get_worker()
+    where = worker.address
+    settings = single_threaded(settings, worker.state.nthreads)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage), sampler=sampler,
                               pruner=_pruner(settings))
@@ -342,9 +344,10 @@ def run_trials(sample: pd.DataFrame, folds: Folds, schema: FeatureSchema, settin
     return best.number, oof[best.number]
 
 
-def single_threaded(settings: Settings) -> Settings:
-    """Settings for work inside one worker: XGBoost with the worker's threads (1 by default)."""
-    training = settings.training.model_copy(update={"n_threads": settings.compute.threads_per_worker})
+def single_threaded(settings: Settings, n_threads: int) -> Settings:
+    """Settings for one trial inside a worker: XGBoost with that worker's threads (one by default),
+    one trial per worker at a time."""
+    training = settings.training.model_copy(update={"n_threads": n_threads})
     return settings.model_copy(update={"training": training})
 
 
@@ -369,8 +372,8 @@ def tune_on_workers(client: Client, sample: pd.DataFrame, folds: Folds, schema: 
     logger.info("study %s (%s): %d finished, running %d more on %d workers", study_name, spec, finished, remaining,
                 len(workers))
     [sample_on_workers] = client.scatter([sample], broadcast=True)
-    futures = [client.submit(run_trials, sample_on_workers, folds, schema, single_threaded(settings), study_name, spec,
-                             k, cfg.seed + n_before + 1000 * (i + 1), workers=[w], allow_other_workers=True, pure=False)
+    futures = [client.submit(run_trials, sample_on_workers, folds, schema, settings, study_name, spec, k,
+                             cfg.seed + n_before + 1000 * i, workers=[w], allow_other_workers=True, pure=False)
                for i, (w, k) in enumerate(zip(workers, shares, strict=True)) if k > 0]
     results = _gather_within(client, futures, cfg.timeout_seconds + WAIT_MARGIN_S)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -431,7 +434,7 @@ def fit_tree_dask(client: Client, parts: Sequence[Future], schema: FeatureSchema
     return output["booster"]
 
 
-def dask_fitter(client: Client, parts: Sequence[Future], settings: Settings
+def dask_fitter(client: Client, parts: Sequence[Future]
                 ) -> Callable[[pd.DataFrame, FeatureSchema, Choice, Calibrator], ModelBundle]:
     """A ``fit_bundle`` whose tree part is fitted on every row of ``parts`` by ``xgboost.dask``, and
     whose linear part (linear or blended candidates) on the in-memory ``rows`` it is given."""
@@ -440,7 +443,7 @@ def dask_fitter(client: Client, parts: Sequence[Future], settings: Settings
             **fields: Any) -> ModelBundle:
         booster, linear = None, None
         if choice.tree_weight > 0:
-            params = choice.tree_params | {"nthread": settings.compute.threads_per_worker}
+            params = {k: v for k, v in choice.tree_params.items() if k != "nthread"}  # each worker's own
             booster = fit_tree_dask(client, parts, schema, params, choice.n_rounds, rows)
         if choice.tree_weight < 1:
             frame = model_frame(rows, schema.features, schema.categorical_levels)

@@ -207,8 +207,8 @@ def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, cl
         choice = choose_model(sample, folds, schema, settings, tuned)
         choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
                                                              oof_calibrator(choice, settings), plot_dir,
-                                                             fit=dist.dask_fitter(cluster, rows.dev, settings))
-        refit = dist.dask_fitter(cluster, rows.everything, settings)
+                                                             fit=dist.dask_fitter(cluster, rows.dev))
+        refit = dist.dask_fitter(cluster, rows.everything)
         fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
         population = dist.population_on_workers(cluster, validated, tables, settings, facts)
     return _complete(fitted, population, settings, plot_dir, tuned=tuned, choice=choice, evaluation=evaluation,
