@@ -37,6 +37,7 @@ from training.distributed import (
     JOURNAL,
     SAMPLE_SALT,
     allocate,
+    client_for,
     fit_tree_dask,
     selected,
     smallest_keys,
@@ -176,6 +177,21 @@ def test_trials_run_on_the_workers_and_the_study_resumes(client, tmp_path: Path)
     more = tune_on_workers(client, dev, folds, SCHEMA, settings_for(tmp_path, n_trials=6, max_boost_rounds=30),
                            "resumable")
     assert more.n_run_now == 2 and len(more.study.get_trials(deepcopy=False)) == 6
+
+
+def _tune_inside_a_task(root: str) -> tuple[int, set[str]]:
+    dev, folds, _ = make_cv(n=200)
+    settings = settings_for(Path(root), n_trials=2, max_boost_rounds=20)
+    with client_for(settings, None) as inside:
+        tuned = tune_on_workers(inside, dev, folds, SCHEMA, settings, "inside")
+    return tuned.n_run_now, {t.user_attrs["worker"] for t in tuned.study.get_trials(deepcopy=False)}
+
+
+def test_training_inside_a_dask_task_hands_its_thread_back(client, tmp_path: Path) -> None:
+    """A flow's ``DaskTaskRunner`` runs the training task on a worker: its trials must still get
+    that worker (one thread each here) instead of waiting for the task that waits for them."""
+    n_run, where = client.submit(_tune_inside_a_task, str(tmp_path), pure=False).result(timeout=120)
+    assert n_run == 2 and where == set(client.scheduler_info(n_workers=-1)["workers"])
 
 
 # ---- the final fit with xgboost.dask -----------------------------------------------------------

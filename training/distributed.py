@@ -459,12 +459,22 @@ def dask_fitter(client: Client, parts: Sequence[Future]
 
 @contextmanager
 def client_for(settings: Settings, client: Client | None) -> Iterator[Client]:
-    """The given client (a flow's ``DaskTaskRunner``), else one of the configured cluster, closed after."""
+    """The client to train with: the one given; inside a Dask task (a flow's ``DaskTaskRunner``),
+    a ``worker_client`` (the task's thread is handed back, so the trials and ``xgboost.dask`` can
+    use that worker too); else one of the configured cluster, closed after."""
+    from distributed import get_worker, worker_client
+
     if client is not None:
         yield client
         return
-    with dask_client(settings.compute, settings) as own:
-        yield own
+    try:
+        get_worker()
+    except ValueError:  # not in a task: this process is the client
+        with dask_client(settings.compute, settings) as own:
+            yield own
+        return
+    with worker_client() as inside:
+        yield inside
 
 
 def population_on_workers(client: Client, validated: list[Future], tables: Tables, settings: Settings,
