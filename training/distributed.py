@@ -27,7 +27,8 @@ and who computes change:
   Optuna's documented storage for several processes on one machine or a shared (NFS) folder.
   The study's name adds the engine and the sample size to the local key: trials scored on a
   sample are not comparable with trials scored on all development rows. A rerun resumes it.
-- **Candidates and calibration** (tree, linear, blends) are compared on the sample's folds.
+- **Candidates, calibration and baselines** (tree, linear, blends; the baselines the evaluation
+  compares with) are fitted on the sample, on the client.
 - **Final fits.** The tree part is fitted by ``xgboost.dask.train`` on every development row (the
   evaluated model) and then on every snapshot row (the registered model); the linear part of a
   linear or blended candidate is fitted on the sample (plus the test rows for the registered

@@ -31,6 +31,9 @@ a benchmark exactly as the ``train`` flow trains it.
    computed as the weekly scoring computes them, so scoring on that date shows no drift.
 6. **Explain and check** the registered model (SHAP importance, behavioural checks) on the test
    rows.
+
+With ``[compute] engine = "dask"`` the same steps run with the rows on a Dask cluster
+(``_train_on_dask``; what runs where: ``training/distributed.py``).
 """
 
 from __future__ import annotations

@@ -428,7 +428,8 @@ def log_and_register(
     """Log the training run, register the model as a new version and apply the promotion gate.
 
     ``evaluation`` is the held-out evaluation on ``test`` (the champion may be re-scored on these
-    rows, see the module docstring); ``train``, when given, is recorded as the training dataset.
+    rows, see the module docstring); ``train``, when given, is recorded as the training dataset;
+    ``tags`` are added to the run's tags (the Dask engine says how it trained).
     """
     client = registry_client(settings)
     exp_id = experiment_id(client, settings)
