@@ -47,7 +47,7 @@ from training.distributed import (
     tune_on_workers,
     worker_storage,
 )
-from training.recipe import TrainedModel, train_model
+from training.recipe import TrainedModel, train_model, train_model_partitioned
 from training.split import plan_as_of_dates, snapshot_plan
 from training.tune import base_params, make_dmatrix
 
@@ -240,6 +240,20 @@ def test_dask_engine_trains_the_local_engines_model_on_the_same_data(client, tra
     folder = trained.bundle.save(tmp_path / "bundle")
     np.testing.assert_allclose(load_scorer(folder).probability(trained.test), trained.bundle.predict_proba(trained.test),
                                atol=1e-12)
+
+
+def test_training_straight_from_the_sources_matches_training_from_tables(client, dask_settings: Settings,
+                                                                         trained: TrainedModel,
+                                                                         trained_locally: TrainedModel) -> None:
+    """The sources read, partitioned and validated on the workers: same plan, rows and model."""
+    from_sources = train_model_partitioned(dask_settings, client=client)
+
+    assert from_sources.plan == trained.plan and from_sources.bundle.schema == trained.bundle.schema
+    pd.testing.assert_frame_equal(from_sources.test, trained.test, check_like=True)
+    assert from_sources.tuning.best_params == trained.tuning.best_params
+    assert abs(from_sources.evaluation.metrics["roc_auc"] - trained_locally.evaluation.metrics["roc_auc"]) < 0.002
+    assert {k: v for k, v in from_sources.fingerprint.items() if not k.endswith("sha256")} == \
+        {k: v for k, v in trained.fingerprint.items() if not k.endswith("sha256")}
 
 
 def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, dask_settings: Settings) -> None:

@@ -62,7 +62,7 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 
-from features.build import snapshot_as_of
+from features.build import infer_schema, snapshot_as_of
 from features.contracts import Tables
 from features.io import sqlite_path
 from features.partitioned import (
@@ -72,8 +72,11 @@ from features.partitioned import (
     customer_partition,
     dask_client,
     global_btyd,
+    global_facts,
     partition_snapshots,
+    read_partitioned,
     sorted_by_customer,
+    validate_partitions,
 )
 from features.schema import FeatureSchema
 from features.settings import Settings
@@ -93,6 +96,7 @@ from training.tune import (
     direction,
     fail_stale_trials,
     label_array,
+    short_hash,
     trial_logger,
     trials_frame,
 )
@@ -217,17 +221,79 @@ def n_partitions_for(tables: Tables, client: Client, settings: Settings) -> int:
     return settings.compute.n_partitions or max(1, min(2 * threads, len(tables.customers)))
 
 
-def snapshot_partitions(client: Client, tables: Tables, plan: SplitPlan, settings: Settings,
-                        schema: FeatureSchema) -> tuple[list[Future], list[Future], GlobalFacts]:
-    """Validated partitions and their training snapshots (futures on the workers), and the facts
-    (the schema with its BG/NBD fit) they were built with."""
+@dataclass
+class Partitioned:
+    """Validated customer partitions on the workers and what was decided once for all of them."""
+
+    validated: list[Future]
+    """``Validated`` per partition (futures)."""
+    facts: GlobalFacts
+    data_start: pd.Timestamp | None
+    """The first event (None without events): with ``facts.end_date``, what the plan needs."""
+    fingerprint: dict[str, Any]
+
+    def plan_tables(self) -> Tables:
+        """A row-less ``Tables`` carrying what ``plan_for`` and ``snapshot_as_of`` read (the data
+        start and end), so the plan is decided by the local engine's functions."""
+        events = None if self.data_start is None else pd.DataFrame({"event_time": [self.data_start]})
+        return Tables(customers=pd.DataFrame(), events=events, contacts=None, end_date=self.facts.end_date)
+
+
+def from_tables(client: Client, tables: Tables, settings: Settings) -> Partitioned:
+    """Validated tables in memory, split by customer and sent to the workers."""
     parts = [p for p in split_tables(tables, n_partitions_for(tables, client, settings)) if len(p.customers)]
-    validated = client.scatter([Validated(p) for p in parts])
-    facts = GlobalFacts(schema, tables.end_date, len(tables.customers), dict(tables.dropped_rows))
-    facts, btyd_params = global_btyd(validated, plan.all_dates, settings, facts)
-    snaps = client.map(partition_snapshots, validated, as_of_dates=plan.all_dates, settings=settings, facts=facts,
-                       with_labels=True, btyd_params=btyd_params, pure=False)
-    return validated, snaps, facts
+    facts = GlobalFacts(infer_schema(tables, settings), tables.end_date, len(tables.customers),
+                        dict(tables.dropped_rows))
+    start = tables.events["event_time"].min() if tables.events is not None and len(tables.events) else None
+    return Partitioned(client.scatter([Validated(p) for p in parts]), facts, start, tables.fingerprint())
+
+
+def from_sources(client: Client, settings: Settings) -> Partitioned:
+    """The configured sources read, partitioned and validated on the workers
+    (``features/partitioned.py``): the client never holds the tables."""
+    validated, summaries = validate_partitions(read_partitioned(settings), settings)
+    facts = global_facts(summaries, settings)
+    futures = client.compute(validated)
+    spans = client.gather(client.map(_span, futures, pure=False))
+    starts = [first for first, _ in spans if first is not None]
+    return Partitioned(futures, facts, min(starts) if starts else None,
+                       combined_fingerprint([f for _, f in spans], facts.end_date))
+
+
+def _span(part: Validated) -> tuple[pd.Timestamp | None, dict[str, Any]]:
+    """One partition's first event and fingerprint."""
+    if part.tables is None:
+        return None, {}
+    events = part.tables.events
+    first = events["event_time"].min() if events is not None and len(events) else None
+    return first, part.tables.fingerprint()
+
+
+def combined_fingerprint(parts: Sequence[dict[str, Any]], end_date: pd.Timestamp) -> dict[str, Any]:
+    """The partitions' fingerprints as one: rows added, date ranges merged, the content hashes
+    hashed in partition order (so it also changes with ``compute.n_partitions``)."""
+    out: dict[str, Any] = {"end_date": end_date.date().isoformat()}
+    for key in sorted({k for p in parts for k in p if k != "end_date"}):
+        values = [p[key] for p in parts if p.get(key) not in (None, "")]
+        if key.endswith("_rows"):
+            out[key] = sum(values)
+        elif key.endswith("_from"):
+            out[key] = min(values, default="")
+        elif key.endswith("_to"):
+            out[key] = max(values, default="")
+        else:
+            out[key] = short_hash(values)
+    return out
+
+
+def snapshot_partitions(client: Client, data: Partitioned, plan: SplitPlan, settings: Settings
+                        ) -> tuple[list[Future], GlobalFacts]:
+    """Each partition's training snapshots (futures on the workers), and the facts (the schema
+    with its BG/NBD fits) they were built with."""
+    facts, btyd_params = global_btyd(data.validated, plan.all_dates, settings, data.facts)
+    snaps = client.map(partition_snapshots, data.validated, as_of_dates=plan.all_dates, settings=settings,
+                       facts=facts, with_labels=True, btyd_params=btyd_params, pure=False)
+    return snaps, facts
 
 
 # ---- test rows and the tuning sample ------------------------------------------------------------
@@ -478,11 +544,10 @@ def client_for(settings: Settings, client: Client | None) -> Iterator[Client]:
         yield inside
 
 
-def population_on_workers(client: Client, validated: list[Future], tables: Tables, settings: Settings,
-                          facts: GlobalFacts) -> pd.DataFrame:
+def population_on_workers(client: Client, data: Partitioned, settings: Settings, facts: GlobalFacts) -> pd.DataFrame:
     """Features of the customers active at the model's as-of date (as ``recipe.scoring_population``)."""
-    parts = client.map(partition_snapshots, validated, as_of_dates=[snapshot_as_of(tables)], settings=settings,
-                       facts=facts, with_labels=False, pure=False)
+    parts = client.map(partition_snapshots, data.validated, as_of_dates=[snapshot_as_of(data.plan_tables())],
+                       settings=settings, facts=facts, with_labels=False, pure=False)
     return sorted_by_customer(client.gather(parts))
 
 

@@ -192,27 +192,40 @@ def _complete(fitted: ModelBundle, population: pd.DataFrame, settings: Settings,
 
 
 def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, client: Any) -> TrainedModel:
-    """The same steps on a Dask cluster: snapshots stay on the workers, Optuna tunes on a
-    stratified sample with trials on the workers, the tree is fitted by ``xgboost.dask`` on all
-    rows (``training/distributed.py`` says what runs where)."""
     from training import distributed as dist
 
     with dist.client_for(settings, client) as cluster:
-        plan = plan_for(tables, settings)
-        validated, snapshots, facts = dist.snapshot_partitions(cluster, tables, plan, settings,
-                                                               infer_schema(tables, settings))
-        schema, rows = facts.schema, dist.split_rows(cluster, snapshots, plan, settings)
-        sample, test = rows.sample, rows.test
-        folds = fold_positions(sample, plan, settings.training.seed)
-        fingerprint = tables.fingerprint()
-        key = short_hash([study_key(fingerprint, plan, folds, schema, settings), "dask", len(sample)])
-        tuned = dist.tune_on_workers(cluster, sample, folds, schema, settings, study_name_for(settings, plan.test, key))
-        choice = choose_model(sample, folds, schema, settings, tuned)
-        choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
-                                                             oof_calibrator(choice, settings), plot_dir,
-                                                             fit=dist.dask_fitter(cluster, rows.dev))
-        refit = dist.dask_fitter(cluster, rows.everything)
-        fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
-        population = dist.population_on_workers(cluster, validated, tables, settings, facts)
+        return _train_partitions(cluster, dist.from_tables(cluster, tables, settings), settings, plot_dir)
+
+
+def train_model_partitioned(settings: Settings, *, plot_dir: Path | None = None, client: Any = None) -> TrainedModel:
+    """``train_model`` on the Dask engine straight from the configured sources: they are read,
+    partitioned by customer and validated on the workers, so no process holds all the tables."""
+    from training import distributed as dist
+
+    with dist.client_for(settings, client) as cluster:
+        return _train_partitions(cluster, dist.from_sources(cluster, settings), settings, plot_dir)
+
+
+def _train_partitions(cluster: Any, data: Any, settings: Settings, plot_dir: Path | None) -> TrainedModel:
+    """The same steps on a Dask cluster: snapshots stay on the workers, Optuna tunes on a
+    stratified sample with trials on the workers, the tree is fitted by ``xgboost.dask`` on all
+    rows (``training/distributed.py`` says what runs where). ``data``: ``distributed.Partitioned``."""
+    from training import distributed as dist
+
+    plan = plan_for(data.plan_tables(), settings)
+    snapshots, facts = dist.snapshot_partitions(cluster, data, plan, settings)
+    schema, rows = facts.schema, dist.split_rows(cluster, snapshots, plan, settings)
+    sample, test = rows.sample, rows.test
+    folds = fold_positions(sample, plan, settings.training.seed)
+    key = short_hash([study_key(data.fingerprint, plan, folds, schema, settings), "dask", len(sample)])
+    tuned = dist.tune_on_workers(cluster, sample, folds, schema, settings, study_name_for(settings, plan.test, key))
+    choice = choose_model(sample, folds, schema, settings, tuned)
+    choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
+                                                         oof_calibrator(choice, settings), plot_dir,
+                                                         fit=dist.dask_fitter(cluster, rows.dev))
+    refit = dist.dask_fitter(cluster, rows.everything)
+    fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
+    population = dist.population_on_workers(cluster, data, settings, facts)
     return _complete(fitted, population, settings, plot_dir, tuned=tuned, choice=choice, evaluation=evaluation,
-                     plan=plan, test=test, fingerprint=fingerprint, run_tags=dist.run_tags(rows, choice))
+                     plan=plan, test=test, fingerprint=data.fingerprint, run_tags=dist.run_tags(rows, choice))
