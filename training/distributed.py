@@ -485,17 +485,25 @@ def fit_tree_dask(client: Client, parts: Sequence[Future], schema: FeatureSchema
                   n_rounds: int, meta: pd.DataFrame) -> xgb.Booster:
     """One booster on every row of ``parts`` with ``xgboost.dask`` (each worker with its threads).
 
-    ``meta``: any frame with the snapshot columns (its first zero rows give the model frame's types).
+    The model rows of partition *i* are placed on worker *i* mod *n* (in address order): XGBoost's
+    distributed result depends on which rows each worker holds, so a fixed placement makes the
+    fit reproducible (placement left to the scheduler gave boosters differing by up to 0.06 in
+    probability between two fits of the same rows). ``meta``: any frame with the snapshot
+    columns (its first zero rows give the model frame's types).
     """
     import dask.dataframe as dd
     import xgboost.dask as dxgb
 
     lengths = client.gather(client.map(_n_rows, parts, pure=False))
     parts = [p for p, n in zip(parts, lengths, strict=True) if n]
-    x = dd.from_delayed(client.map(_model_part, parts, schema=schema, pure=False),
-                        meta=schema.to_model_frame(meta.iloc[:0]), verify_meta=False)
-    y = dd.from_delayed(client.map(_label_part, parts, pure=False), meta=_label_part(meta.iloc[:0]),
-                        verify_meta=False)
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+
+    def placed(function: Callable[..., Any], *args: Any) -> list[Future]:
+        return [client.submit(function, part, *args, workers=[workers[i % len(workers)]], allow_other_workers=True,
+                              pure=False) for i, part in enumerate(parts)]
+
+    x = dd.from_delayed(placed(_model_part, schema), meta=schema.to_model_frame(meta.iloc[:0]), verify_meta=False)
+    y = dd.from_delayed(placed(_label_part), meta=_label_part(meta.iloc[:0]), verify_meta=False)
     matrix = dxgb.DaskDMatrix(client, x, y, enable_categorical=True)
     output = dxgb.train(client, params, matrix, num_boost_round=int(n_rounds))
     return output["booster"]
