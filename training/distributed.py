@@ -88,14 +88,13 @@ from training.errors import TrainingDataError, TuningBudgetError
 from training.linear import fit_linear
 from training.split import SplitPlan, check_labels
 from training.tune import (
-    FINISHED,
     Folds,
     TuneResult,
     base_params,
     cv_objective,
     direction,
-    fail_stale_trials,
     label_array,
+    open_study,
     short_hash,
     trial_logger,
     trials_frame,
@@ -418,21 +417,11 @@ def single_threaded(settings: Settings, n_threads: int) -> Settings:
     return settings.model_copy(update={"training": training})
 
 
-def _open_shared_study(settings: Settings, name: str, spec: str) -> tuple[optuna.Study, int, int]:
-    """Create or resume the study; fail trials a killed run left RUNNING; count the finished."""
-    storage = open_storage(spec)
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction(settings.training.objective),
-                                load_if_exists=True)
-    fail_stale_trials(storage, name)
-    trials = study.get_trials(deepcopy=False)
-    return study, len(trials), sum(t.state in FINISHED for t in trials)
-
-
 def tune_on_workers(client: Client, sample: pd.DataFrame, folds: Folds, schema: FeatureSchema, settings: Settings,
                     study_name: str) -> TuneResult:
     """Run (or resume) the study with the remaining trials split over the workers (see the module doc)."""
     cfg, spec = settings.training, worker_storage(settings)
-    study, n_before, finished = _open_shared_study(settings, study_name, spec)
+    study, n_before, finished = open_study(settings, study_name, open_storage(spec))  # as the local engine
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     remaining = max(0, cfg.n_trials - finished)
     shares = [remaining // len(workers) + (i < remaining % len(workers)) for i in range(len(workers))]
