@@ -1,17 +1,22 @@
 """The training recipe on the Dask engine (``[compute] engine = "dask"``): the same model, at scale.
 
 ``training/recipe.py`` runs its steps with these pieces when the engine is ``dask``
-(``_train_on_dask``); everything is decided by the local recipe's own functions (plan, schema,
-folds, candidates, calibration, evaluation, the baseline swap, the bundle). Only where rows live
-and who computes change:
+(``train_model`` on validated tables in memory, ``train_model_partitioned`` straight from the
+sources); everything is decided by the local recipe's own functions (plan, schema, folds,
+candidates, calibration, evaluation, the baseline swap, the bundle). Only where rows live and who
+computes change:
 
-- **Snapshots per partition.** The customers are split by the stable customer hash of
-  ``features/partitioned.py`` and each partition's training snapshots are built on a worker by
+- **Input** (:class:`Partitioned`): tables in memory are split by the stable customer hash of
+  ``features/partitioned.py`` and sent to the workers (:func:`from_tables`); or the sources are
+  read, partitioned and validated on the workers (:func:`from_sources`), and the schema, the data
+  span and the fingerprint are decided from per-partition summaries.
+- **Snapshots per partition.** Each partition's training snapshots are built on a worker by
   ``partition_snapshots`` (the local ``build_snapshots``), with BG/NBD fitted once on all
   partitions' histories (``global_btyd``). The rows stay on the workers.
 - **Test rows** are gathered to the client: evaluation, explanation and the promotion gate need
   them in memory. Out of time they are the test as-of date's rows (one row per active customer);
-  for a snapshot table an exact stratified ``training.test_size`` share. This is fine up to a few
+  for a snapshot table an exact stratified ``training.test_size`` share chosen by a seeded hash
+  (not the local engine's scikit-learn split: other rows, same share). This is fine up to a few
   million customers; beyond, evaluate on a sample (not built).
 - **Tuning sample.** Optuna tunes on an exact, seeded sample of ``compute.tuning_sample_rows``
   development rows, stratified by as-of date and label (so each rolling-origin fold keeps its
@@ -21,10 +26,12 @@ and who computes change:
   against one shared persistent study with plain single-threaded XGBoost on the sample (never
   distributed XGBoost inside concurrent trials). Storage: a server database URL in
   ``training.storage`` (PostgreSQL, MySQL) is used as it is; a SQLite URL becomes an Optuna
-  journal file beside the database (``optuna.journal`` next to ``optuna.db``): Optuna does not
-  recommend SQLite for parallel optimisation (writers lock the whole file; concurrent trials fail
-  with "database is locked"), while ``JournalFileBackend`` appends under a file lock and is
-  Optuna's documented storage for several processes on one machine or a shared (NFS) folder.
+  journal file beside the database (``optuna.journal`` next to ``optuna.db``): Optuna's
+  documentation advises against SQLite for parallel optimisation (one writer at a time for the
+  whole file), while ``JournalFileBackend`` appends under a file lock and is its documented
+  storage for several processes on one machine or on a shared (NFS) folder. Worker 0 samples
+  with the local engine's seed (a one-trial study tunes as the local engine does); a remote
+  cluster needs the journal's folder shared, or a server database.
   The study's name adds the engine and the sample size to the local key: trials scored on a
   sample are not comparable with trials scored on all development rows. A rerun resumes it.
 - **Candidates, calibration and baselines** (tree, linear, blends; the baselines the evaluation
@@ -38,8 +45,13 @@ and who computes change:
   gathered to the client.
 
 Determinism: the sample, the test rows, the folds and the final ``xgboost.dask`` fit (fixed
-partitions) are reproducible; parallel trials are not (which worker asks the sampler first
-depends on timing), so the tuned parameters can differ between runs, as with any parallel search.
+partitions, each placed on a fixed worker) are reproducible; parallel trials are not (which
+worker asks the sampler first depends on timing), so the tuned parameters can differ between
+runs, as with any parallel search.
+
+*The client*: the one passed in; inside a Dask task (a flow's ``DaskTaskRunner``) a
+``worker_client``, which hands the task's thread back to the trials; else a cluster started
+from ``[compute]`` and closed at the end (:func:`client_for`).
 """
 
 from __future__ import annotations
