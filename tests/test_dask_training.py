@@ -26,14 +26,12 @@ pytest.importorskip("xgboost.dask")
 import dask
 import xgboost as xgb
 
-from features.contracts import load_tables
-from features.partitioned import dask_client
-from features.settings import ComputeSettings, Settings, load_settings
-from tests.conftest import write_project
-from tests.test_training import SCHEMA, make_cv, settings_for
-from training import recipe
-from training.churn_model import load_scorer
-from training.distributed import (
+from churnflow.features.contracts import load_tables
+from churnflow.features.partitioned import dask_client
+from churnflow.features.settings import ComputeSettings, Settings, load_settings
+from churnflow.training import recipe
+from churnflow.training.churn_model import load_scorer
+from churnflow.training.distributed import (
     JOURNAL,
     SAMPLE_SALT,
     allocate,
@@ -47,9 +45,11 @@ from training.distributed import (
     tune_on_workers,
     worker_storage,
 )
-from training.recipe import TrainedModel, train_model, train_model_partitioned
-from training.split import plan_as_of_dates, snapshot_plan
-from training.tune import base_params, make_dmatrix
+from churnflow.training.recipe import TrainedModel, train_model, train_model_partitioned
+from churnflow.training.split import plan_as_of_dates, snapshot_plan
+from churnflow.training.tune import base_params, make_dmatrix
+from tests.conftest import write_project
+from tests.test_training import SCHEMA, make_cv, settings_for
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -259,7 +259,7 @@ def test_training_straight_from_the_sources_matches_training_from_tables(client,
 def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, dask_settings: Settings) -> None:
     import mlflow
 
-    from training.registry import register_trained, registry_client
+    from churnflow.training.registry import register_trained, registry_client
 
     result = register_trained(dask_settings, trained)
     run = registry_client(dask_settings).get_run(result.run_id)

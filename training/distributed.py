@@ -74,10 +74,10 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 
-from features.build import infer_schema, snapshot_as_of
-from features.contracts import Tables
-from features.io import sqlite_path
-from features.partitioned import (
+from churnflow.features.build import infer_schema, snapshot_as_of
+from churnflow.features.contracts import Tables
+from churnflow.features.io import sqlite_path
+from churnflow.features.partitioned import (
     ComputeError,
     GlobalFacts,
     Validated,
@@ -90,16 +90,16 @@ from features.partitioned import (
     sorted_by_customer,
     validate_partitions,
 )
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.candidates import Choice
-from training.churn_model import model_frame
-from training.errors import TrainingDataError, TuningBudgetError
-from training.linear import fit_linear
-from training.split import SplitPlan, check_labels
-from training.tune import (
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.candidates import Choice
+from churnflow.training.churn_model import model_frame
+from churnflow.training.errors import TrainingDataError, TuningBudgetError
+from churnflow.training.linear import fit_linear
+from churnflow.training.split import SplitPlan, check_labels
+from churnflow.training.tune import (
     Folds,
     TuneResult,
     base_params,

@@ -46,21 +46,21 @@ from typing import Any
 
 import pandas as pd
 
-from features.build import build_snapshots, infer_schema, snapshot_as_of
-from features.contracts import Tables
-from features.dictionary import dictionary_records
-from features.profile import fit_reference
-from features.schema import FeatureSchema
-from features.segments import fit_segments
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.candidates import Choice, choose_model
-from training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_choice, evaluate
-from training.explain import behavioural_checks, explain
-from training.fit import fit_bundle, oof_calibrator
-from training.split import SplitPlan, fold_positions, plan_for, training_snapshots
-from training.tune import Folds, TuneResult, short_hash, study_name_for, tune
+from churnflow.features.build import build_snapshots, infer_schema, snapshot_as_of
+from churnflow.features.contracts import Tables
+from churnflow.features.dictionary import dictionary_records
+from churnflow.features.profile import fit_reference
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.segments import fit_segments
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.candidates import Choice, choose_model
+from churnflow.training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_choice, evaluate
+from churnflow.training.explain import behavioural_checks, explain
+from churnflow.training.fit import fit_bundle, oof_calibrator
+from churnflow.training.split import SplitPlan, fold_positions, plan_for, training_snapshots
+from churnflow.training.tune import Folds, TuneResult, short_hash, study_name_for, tune
 
 logger = logging.getLogger(__name__)
 ALL_ROWS = "all rows"
@@ -192,7 +192,7 @@ def _complete(fitted: ModelBundle, population: pd.DataFrame, settings: Settings,
 
 
 def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, client: Any) -> TrainedModel:
-    from training import distributed as dist
+    from churnflow.training import distributed as dist
 
     with dist.client_for(settings, client) as cluster:
         return _train_partitions(cluster, dist.from_tables(cluster, tables, settings), settings, plot_dir)
@@ -201,7 +201,7 @@ def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, cl
 def train_model_partitioned(settings: Settings, *, plot_dir: Path | None = None, client: Any = None) -> TrainedModel:
     """``train_model`` on the Dask engine straight from the configured sources: they are read,
     partitioned by customer and validated on the workers, so no process holds all the tables."""
-    from training import distributed as dist
+    from churnflow.training import distributed as dist
 
     with dist.client_for(settings, client) as cluster:
         return _train_partitions(cluster, dist.from_sources(cluster, settings), settings, plot_dir)
@@ -211,7 +211,7 @@ def _train_partitions(cluster: Any, data: Any, settings: Settings, plot_dir: Pat
     """The same steps on a Dask cluster: snapshots stay on the workers, Optuna tunes on a
     stratified sample with trials on the workers, the tree is fitted by ``xgboost.dask`` on all
     rows (``training/distributed.py`` says what runs where). ``data``: ``distributed.Partitioned``."""
-    from training import distributed as dist
+    from churnflow.training import distributed as dist
 
     plan = plan_for(data.plan_tables(), settings)
     snapshots, facts = dist.snapshot_partitions(cluster, data, plan, settings)
