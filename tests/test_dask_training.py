@@ -27,7 +27,7 @@ import dask
 import xgboost as xgb
 
 from churnflow.features.contracts import load_tables
-from churnflow.features.partitioned import dask_client
+from churnflow.features.partitioned import ComputeError, dask_client
 from churnflow.features.settings import ComputeSettings, Settings, load_settings
 from churnflow.training import recipe
 from churnflow.training.churn_model import load_scorer
@@ -132,6 +132,8 @@ def test_workers_share_a_journal_beside_a_sqlite_study_and_a_server_database_as_
     assert worker_storage(local) == f"{JOURNAL}{tmp_path / 'mlruns' / 'optuna.journal'}"
     server = Settings(root=tmp_path, training={"storage": "postgresql://db:5432/optuna"})
     assert worker_storage(server) == "postgresql://db:5432/optuna"
+    with pytest.raises(ComputeError, match="in-memory SQLite"):
+        worker_storage(Settings(root=tmp_path, training={"storage": "sqlite://"}))
 
 
 def test_test_rows_and_sample_from_partitions_on_the_workers(client, tmp_path: Path) -> None:

@@ -372,8 +372,13 @@ def split_rows(client: Client, snaps: list[Future], plan: SplitPlan, settings: S
 def worker_storage(settings: Settings) -> str:
     """The study storage as every worker opens it: a server database URL as configured; for a
     SQLite URL, a journal file beside the database (see the module doc for why)."""
-    path = sqlite_path(settings.optuna_storage)
-    return settings.optuna_storage if path is None else f"{JOURNAL}{path.with_suffix('.journal')}"
+    url = settings.optuna_storage
+    path = sqlite_path(url)
+    if path is None and url.startswith("sqlite"):
+        raise ComputeError(f"training.storage = {settings.training.storage!r} is an in-memory SQLite database, "
+                           "which the Dask workers cannot share; use a file (sqlite:///mlruns/optuna.db) or a "
+                           "server database (postgresql://...)")
+    return url if path is None else f"{JOURNAL}{path.with_suffix('.journal')}"
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -400,7 +405,7 @@ def run_trials(sample: pd.DataFrame, folds: Folds, schema: FeatureSchema, settin
 
     worker = get_worker()
     where = worker.address
-    settings = single_threaded(settings, worker.state.nthreads)
+    settings = with_threads(settings, worker.state.nthreads)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=True)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage), sampler=sampler,
                               pruner=_pruner(settings))
@@ -422,7 +427,7 @@ def run_trials(sample: pd.DataFrame, folds: Folds, schema: FeatureSchema, settin
     return best.number, oof[best.number]
 
 
-def single_threaded(settings: Settings, n_threads: int) -> Settings:
+def with_threads(settings: Settings, n_threads: int) -> Settings:
     """Settings for one trial inside a worker: XGBoost with that worker's threads (one by default),
     one trial per worker at a time."""
     training = settings.training.model_copy(update={"n_threads": n_threads})
