@@ -72,13 +72,16 @@ from features.contracts import (
     DataValidationError,
     Problem,
     Tables,
+    clean_ids,
+    compare_ids_as_text,
+    source_kinds,
     source_names,
     validate_tables,
 )
 from features.errors import ChurnflowError
 from features.schema import FeatureSchema
 from features.settings import ComputeSettings, Settings
-from features.sources import SourceError, is_database_url
+from features.sources import SourceError, is_database_url, text_options, trimmed
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -184,7 +187,7 @@ def block_offsets(frames: Sequence[dd.DataFrame]) -> list[list[int]]:
 def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     """One partition's rows back in source order, indexed by their row number in the source (as a
     full read would be), so the local functions see what they would see on one machine."""
-    if frame is None or not len(frame):
+    if frame is None:
         return None
     if ROW not in frame:
         return frame.reset_index(drop=True)
@@ -210,9 +213,10 @@ def read_dask_source(source: str, table: str, settings: Settings, what: str,
             return dd.read_parquet(str(path))
         if suffix.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
             compressed = suffix.endswith(".gz")
-            return dd.read_csv(str(path), sep="\t" if ".tsv" in suffix else ",", low_memory=False,
-                               blocksize=None if compressed else blocksize,
-                               compression="gzip" if compressed else None)
+            options = text_options(path, "\t" if ".tsv" in suffix else ",", settings)  # as the local reader
+            frame = dd.read_csv(str(path), **options, low_memory=False, blocksize=None if compressed else blocksize,
+                                compression="gzip" if compressed else None)
+            return frame.rename(columns=trimmed)
     except (ValueError, OSError) as exc:
         raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv, .parquet "
@@ -263,9 +267,26 @@ def read_partitioned(settings: Settings, n_partitions: int | None = None) -> Raw
     present = {name: f for name, f in frames.items() if f is not None}
     offsets = dict(zip(present, block_offsets(list(present.values())), strict=True))
     ids = d.columns.customer_id
+    frames = ids_as_declared(frames, ids)
     parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name])
              for name, f in frames.items()}
     return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
+
+
+def ids_as_declared(frames: dict[str, dd.DataFrame | None], id_column: str) -> dict[str, dd.DataFrame | None]:
+    """Every table's ids as text when the local engine would compare them as text.
+
+    ``validate_tables`` decides per call, from the tables it is given, whether ids are compared
+    as numbers or as text (``compare_ids_as_text``); a partition may lack a table (no contacts
+    here), so the decision is made once from the sources' dtypes and the ids are made text
+    (``clean_ids``, as locally) before partitioning: every partition then decides the same.
+    """
+    present = {name: f for name, f in frames.items() if f is not None and id_column in f.columns}
+    if not compare_ids_as_text(f[id_column].dtype for f in present.values()):
+        return frames
+    as_text = {name: f.assign(**{id_column: f[id_column].map_partitions(clean_ids, True, meta=(id_column, "str"))})
+               for name, f in present.items()}
+    return {**frames, **as_text}
 
 
 # ---- per partition: validation and summaries ---------------------------------------------------
@@ -282,17 +303,22 @@ class Validated:
 
 def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
                        contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True) -> Validated:
-    """``validate_tables`` on one partition's rows, put back in source order first."""
+    """``validate_tables`` on one partition's rows, put back in source order first.
+
+    A configured table with no rows here is passed empty, not left out: events or contacts of
+    customers missing from the customers table are then reported as unknown, as locally.
+    """
     customers, events, contacts = (in_source_order(f) for f in (customers, events, contacts))
-    if customers is None and events is None:
+    if (customers is None or customers.empty) and (events is None or events.empty):
         return Validated(None)  # no customer hashed here
-    configured_events = settings.data.events and events is None
+    no_events = events is not None and events.empty
     try:
-        tables = validate_tables(customers, events, contacts, settings, source_names(settings),
-                                 require_label=require_label)
+        tables = validate_tables(customers, None if no_events else events, contacts, settings,
+                                 source_names(settings), require_label=require_label, kinds=source_kinds(settings),
+                                 part=True)
     except DataValidationError as exc:
         return Validated(None, exc.problems, _hint(exc))
-    if configured_events:  # customers without any event here: an empty, validated events table
+    if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
     return Validated(tables)
 

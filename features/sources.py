@@ -8,6 +8,7 @@ comes back is the user's table with the user's column names; mapping and validat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -56,8 +57,15 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
 
 
 def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
-    """A CSV/TSV with the id column as text, a UTF-8 byte-order mark (Excel) ignored, header names
-    trimmed, and a semicolon-separated export (European Excel) read as such when its header says so."""
+    """A CSV/TSV read with :func:`text_options`, header names trimmed."""
+    frame = pd.read_csv(path, **text_options(path, sep, settings), low_memory=False)
+    return frame.rename(columns=trimmed)
+
+
+def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
+    """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
+    UTF-8 byte-order mark (Excel) ignored, and a semicolon-separated export (European Excel) read
+    as such when its header says so."""
     encoding = settings.data.encoding
     if encoding.lower().replace("-", "").replace("_", "") == "utf8":
         encoding = "utf-8-sig"
@@ -66,9 +74,12 @@ def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
         sep = ";"
         header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
-    frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
-    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
-    return frame
+    return {"sep": sep, "dtype": ids, "encoding": encoding}
+
+
+def trimmed(column: Any) -> Any:
+    """A header name without surrounding blanks (exports often pad them)."""
+    return column.strip() if isinstance(column, str) else column
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:

@@ -1,15 +1,14 @@
 """The Dask engine gives the local engine's results: same features, labels, schema, list cut.
 
-One local cluster of two single-thread workers serves the whole module (threads of this
-process: the machine running the suite is small and shared; real scheduling and shuffles all
-the same); every result is compared with the local engine's on the same data.
+One local cluster of two single-thread workers serves the whole session (``dask_cluster`` in
+conftest: threads of this process, the machine running the suite is small and shared; real
+scheduling and shuffles all the same); every result is compared with the local engine's on the same data.
 Skipped without the extra: ``pip install churnflow[dask]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +37,16 @@ from serving.priority import build_priority_list
 from tests.conftest import write_project
 
 pytestmark = [
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(120),  # a lost cluster fails the test, the next one checks it first
     # dask's Parquet reader on pandas 3.1 (dask 2026.8): not ours to fix
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
 ]
 AS_OF = [pd.Timestamp("2026-05-01"), pd.Timestamp("2026-06-01")]
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
-                              local_directory=str(tmp_path_factory.mktemp("dask")))
-    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}), dask_client(compute, processes=False) as c:
-        yield c
+@pytest.fixture
+def client(dask_session: object) -> object:
+    return dask_session
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +83,7 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-@pytest.mark.parametrize("with_customers_table", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 11, open: the Dask reader does not yet follow the new input contracts (settings "
-        "checked against a customers table that is absent)"))),
-])
+@pytest.mark.parametrize("with_customers_table", [True, False])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:
     from features.demo import generate_demo_data, write_demo_data
@@ -106,12 +97,33 @@ def test_partitions_without_customers_or_without_events(client: object, tmp_path
     write_demo_data(data, tmp_path / "data")
     if not with_customers_table:  # customers are then the ids seen in the events
         settings.data.customers = ""
-        settings.data.columns.churn_time = ""  # (the local engine refuses it without a customers table)
+        # settings naming customers-table columns are refused without that table (both engines)
+        settings.data.columns.churn_time = settings.features.value_column = ""
+        settings.data.columns.pii = []
     expected, expected_schema = local_snapshots(settings)
     assert expected["customer_id"].isin(silent).any() == with_customers_table  # scored without any event
     got, schema = dask_snapshots(settings, 16)
     assert schema == expected_schema
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_events_of_an_unknown_customer_in_a_partition_without_customers_are_reported(
+        client: object, tmp_path: Path) -> None:
+    from features.demo import generate_demo_data, write_demo_data
+
+    data = generate_demo_data(40, seed=3)
+    assert not (customer_partition(data.customers["customer_id"], 16) == 4).any()  # partition 4 holds no customer
+    stranger = next(i for i in range(10**6, 10**6 + 1000) if customer_partition(pd.Series([i]), 16)[0] == 4)
+    data = dataclasses.replace(data, events=pd.concat([data.events, data.events.iloc[:2].assign(customer_id=stranger)],
+                                                      ignore_index=True))
+    write_demo_data(data, tmp_path / "data")
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, 16)
+    assert "unknown customer" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)
 
 
 def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
@@ -166,9 +178,6 @@ def write_folder(frame: pd.DataFrame, folder: Path, n_files: int) -> Path:
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11, open: the Dask reader reads CSV ids as numbers; the local engine keeps them as text "
-    "exactly as written (issue 10)"))
 def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: object, project: Settings, local: tuple,
                                                     tmp_path: Path) -> None:
     import sqlalchemy as sa
@@ -184,6 +193,7 @@ def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: objec
     settings.data.events = str(write_folder(data["events"], tmp_path / "events.parquet", 3))
     settings.data.contacts = str(tmp_path / "contacts.csv")
     expected, expected_schema = local_snapshots(settings)
+    assert expected["customer_id"].dtype == "str"  # a CSV's ids are text: every table's ids compared as text
     got, schema = dask_snapshots(settings, 2)
     assert schema == expected_schema
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
