@@ -23,7 +23,13 @@ from features.schema import FeatureSchema, SchemaMismatchError
 from features.settings import Settings
 from serving.priority import build_summary
 from serving.report import render_report
-from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
+from serving.score import (
+    ScoreResult,
+    drift_gate,
+    priority_list_with_reasons,
+    score_customers,
+    scores_table,
+)
 from training.bundle import ModelBundle
 
 
@@ -111,13 +117,23 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     check_model_inputs(tables, bundle.schema, settings)
     bundle = bundle_for_date(bundle, tables, day, settings)
     result = score_customers(tables, day, bundle, settings)
+    return week_outputs(result, tables, day, bundle, model_version, settings, tables.fingerprint(),
+                        previous_list=previous_list, force=force, model_name=model_name)
+
+
+def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle: ModelBundle, model_version: str,
+                 settings: Settings, fingerprint: dict[str, Any], *, previous_list: pd.DataFrame | None = None,
+                 force: bool = False, model_name: str | None = None) -> WeeklyOutputs:
+    """The week's outputs from every customer's scores: drift gate, list with reasons, summary,
+    report. ``tables`` (cut at ``day``) need only hold the rows of the customers who can make
+    the list and every contact: the Dask engine passes just those, gathered from its partitions."""
     warnings = drift_gate(result.drift, settings, force)
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
     extra = {
         "model_name": model_name or settings.tracking.model_name,
         "model_version": str(model_version),
-        "input_fingerprint": tables.fingerprint(),
+        "input_fingerprint": fingerprint,
         "warnings": warnings,
         "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
     }

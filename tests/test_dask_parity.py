@@ -271,40 +271,57 @@ def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
         load_settings(config, compute={"engine": "spark"})
 
 
-def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, project: Settings) -> None:
+@pytest.fixture(scope="module")
+def small_model(project: Settings) -> object:
+    """A small real model (booster, identity calibrator, segments, drift reference) on the project."""
     import xgboost as xgb
 
     from features.build import build_features
     from features.profile import fit_reference
     from features.segments import fit_segments
-    from serving.partitioned import score_partitioned, score_rows
-    from serving.score import score_customers, scores_table
     from training.bundle import ModelBundle
     from training.calibration import Calibrator
 
     tables = load_tables(project)
-    as_of = tables.end_date + pd.Timedelta(days=1)  # this week's run: the day after the data end
     schema = infer_schema(tables, project)
-    feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
+    feats = build_features(tables, tables.end_date - pd.Timedelta(days=89), project, schema)
     label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
     booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
                         xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, project.features.value_column))
-    bundle = dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
-    local_result = score_customers(tables, as_of, bundle, project)
+    return dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
 
-    result = score_partitioned(read_partitioned(project, 8), as_of, bundle, project)
-    scored = sorted_by_customer(dask.compute(*score_rows(result.parts)))
-    expected = sorted_by_customer([local_result.scored])
-    assert result.n_scored == len(expected) > 1000
-    pd.testing.assert_frame_equal(scored, expected, check_exact=False, rtol=1e-12, atol=0)
-    pd.testing.assert_frame_equal(scores_table(scored, "3"), scores_table(expected, "3"), check_exact=True)
-    pd.testing.assert_frame_equal(result.drift, local_result.drift, check_exact=True)
-    got_list, _ = build_priority_list(result.candidates, project, tables.contacts, as_of=as_of)
-    expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
-    assert len(expected_list) >= project.serving.capacity
-    pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)
+
+@pytest.mark.parametrize("weeks_back", [0, 6])  # this week's run; re-scoring an earlier week (BG/NBD refit)
+def test_weekly_outputs_equal_the_local_engine(client: object, project: Settings, small_model: object,
+                                               weeks_back: int) -> None:
+    from serving.partitioned import score_week_partitioned
+    from serving.publish import write_parquet
+    from serving.weekly import score_week
+
+    tables = load_tables(project, require_label=False)
+    as_of = tables.end_date + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks_back)
+    assert (as_of < pd.Timestamp(small_model.schema.btyd["as_of"])) == bool(weeks_back)
+    previous = load_tables(project).customers[["customer_id"]].iloc[::40]  # last week's list: status, dropped
+    local = score_week(tables, as_of, small_model, "3", project, previous_list=previous, force=True)
+    got = score_week_partitioned(read_partitioned(project, 8), as_of, small_model, "3", project,
+                                 previous_list=previous, force=True)  # (an earlier week drifts from the model's)
+    assert len(local.scores) > 1000 and len(local.priority_list) >= project.serving.capacity
+    assert local.priority_list["reason_1"].ne("").all() and len(local.dropped)
+    pd.testing.assert_frame_equal(got.scores, local.scores, check_exact=True)
+    pd.testing.assert_frame_equal(got.priority_list, local.priority_list, check_exact=True)
+    pd.testing.assert_frame_equal(got.dropped, local.dropped, check_exact=True)
+    pd.testing.assert_frame_equal(got.drift, local.drift, check_exact=True)
+    fingerprint = {k: v for k, v in local.summary["input_fingerprint"].items() if not k.endswith("_sha256")}
+    assert got.summary == local.summary | {"input_fingerprint": got.summary["input_fingerprint"]}
+    assert got.summary["input_fingerprint"].items() >= fingerprint.items()  # rows, dates; hashes are the engine's
+    assert got.report_html == local.report_html.replace(*[s["input_fingerprint"]["events_sha256"]
+                                                          for s in (local.summary, got.summary)])
+    scores_file, local_file = Path(project.path("dask.parquet")), Path(project.path("local.parquet"))
+    write_parquet(got.scores, scores_file)
+    write_parquet(local.scores, local_file)
+    assert scores_file.read_bytes() == local_file.read_bytes()  # scores.parquet, byte for byte
 
 
 def test_empty_sources_are_refused_like_the_local_engine(client: object, project: Settings, tmp_path: Path) -> None:
