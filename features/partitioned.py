@@ -35,11 +35,11 @@ in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cl
 the workers; the drift bin counts and the list candidates come back, the score rows stay on the
 workers until :func:`write_parts` writes them.
 
-*Not done yet* (the next session): ``DaskTaskRunner`` in the flows (passing paths, not
-collections; ``engine = "dask"`` is read by nothing yet), reasons for the listed customers and
-atomic publishing on the engine, training snapshots written per partition with the final fit by
-``xgboost.dask`` and Optuna trials on the workers through the RDB storage, worker-loss tests and
-``benchmarks/bench_dask.py``. Known limits: the schema proxy holds one row per distinct
+*Weekly scoring* on the engine is ``serving.partitioned.score_week_partitioned`` (the same
+outputs as ``score_week``), run by the score flow through prefect-dask's ``DaskTaskRunner``
+(``flows.engine``). *Not done yet:* the features flow on the engine, training snapshots written
+per partition with the final fit by ``xgboost.dask`` and Optuna trials on the workers
+(``training.distributed``). Known limits: the schema proxy holds one row per distinct
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most

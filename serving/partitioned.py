@@ -15,7 +15,7 @@ below them can slip onto the list.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -185,7 +185,8 @@ def merged_fingerprint(prints: Sequence[dict[str, Any]], end_date: pd.Timestamp)
 
 
 def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
-                           model_version: str, settings: Settings, *, previous_list: pd.DataFrame | None = None,
+                           model_version: str, settings: Settings, *,
+                           previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None = None,
                            force: bool = False, model_name: str | None = None) -> WeeklyOutputs:
     """``serving.weekly.score_week`` on the Dask engine, with the same outputs.
 
@@ -193,6 +194,8 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
     scoring and drift counts. Once, on the client: the data end and as-of date, the drift and
     the list. Reasons are computed for the customers who can make the list only, from their rows
     gathered from the partitions; every score row comes back for ``scores.parquet``.
+    ``previous_list`` may be a function of the as-of date (``serving.publish.read_previous_list``),
+    which is known only once the partitions have been read.
     """
     import dask
 
@@ -208,6 +211,8 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
     result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
     fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
     tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
+    if callable(previous_list):
+        previous_list = previous_list(day)
     return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
                         previous_list=previous_list, force=force, model_name=model_name)
 
