@@ -31,10 +31,6 @@ deployment), then set ``[compute] engine = "dask"`` and ``scheduler_address = "t
 in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cluster of
 ``n_workers`` processes with ``memory_limit`` each and stops it at the end.
 
-*Scoring* (``serving.partitioned.score_partitioned``) runs ``score_partition`` per partition on
-the workers; the drift bin counts and the list candidates come back, the score rows stay on the
-workers until :func:`write_parts` writes them.
-
 *Weekly scoring* on the engine is ``serving.partitioned.score_week_partitioned`` (the same
 outputs as ``score_week``), run by the score flow through prefect-dask's ``DaskTaskRunner``
 (``flows.engine``). *Not done yet:* the features flow on the engine, training snapshots written
@@ -43,7 +39,12 @@ per partition with the final fit by ``xgboost.dask`` and Optuna trials on the wo
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most
-frequent event type may be broken differently.
+frequent event type may be broken differently. Two checks of ``validate_tables`` look at a
+column's values and so run per partition: date-format detection (a partition whose dates are
+all ambiguous, 01/02/2026, cannot be told apart by a 13/02 elsewhere; set ``data.date_format``)
+and the personal-data screen (a partition holds fewer distinct values). Ids with leading zeros
+that match another table's ids only without them ('007' vs 7) land in different partitions, so
+the hint naming that mismatch is not given; the rows are still reported as unknown customers.
 """
 
 from __future__ import annotations
