@@ -135,6 +135,22 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
         yield client
 
 
+@contextmanager
+def worker_loss_as_error(what: str) -> Iterator[None]:
+    """A task whose workers kept dying (``distributed.scheduler.allowed-failures`` times) as a
+    ``ComputeError`` that says what to do; Dask itself re-runs a lost worker's tasks before that."""
+    from distributed import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        raise ComputeError(
+            f"{what} stopped: the Dask workers running {exc.task!r} died ({exc}). Nothing was published. "
+            "A worker that runs out of memory is killed: raise compute.memory_limit or compute.n_partitions "
+            "(smaller partitions), then run again."
+        ) from exc
+
+
 # ---- partitioning ------------------------------------------------------------------------------
 
 

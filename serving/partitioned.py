@@ -34,6 +34,7 @@ from features.partitioned import (
     raise_problems,
     sorted_by_customer,
     validate_partitions,
+    worker_loss_as_error,
 )
 from features.profile import combine_counts, psi_from_counts
 from features.schema import FeatureSchema
@@ -197,6 +198,15 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
     ``previous_list`` may be a function of the as-of date (``serving.publish.read_previous_list``),
     which is known only once the partitions have been read.
     """
+    with worker_loss_as_error("weekly scoring"):
+        return _score_week_partitioned(raw, as_of, bundle, model_version, settings, previous_list=previous_list,
+                                       force=force, model_name=model_name)
+
+
+def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
+                            model_version: str, settings: Settings, *,
+                            previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None,
+                            force: bool, model_name: str | None) -> WeeklyOutputs:
     import dask
 
     validated, summaries = validate_partitions(raw, settings, require_label=False)

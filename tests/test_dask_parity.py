@@ -273,6 +273,10 @@ def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_model(project: Settings) -> object:
+    return train_small_model(project)
+
+
+def train_small_model(project: Settings) -> object:
     """A small real model (booster, identity calibrator, segments, drift reference) on the project."""
     import xgboost as xgb
 
