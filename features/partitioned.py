@@ -66,6 +66,7 @@ from features.build import (
     btyd_histories,
     build_snapshots,
     infer_schema,
+    latest_as_of,
     with_btyd_params,
 )
 from features.contracts import (
@@ -75,6 +76,7 @@ from features.contracts import (
     Tables,
     clean_ids,
     compare_ids_as_text,
+    cut_at,
     source_kinds,
     source_names,
     validate_tables,
@@ -480,10 +482,11 @@ class GlobalFacts:
 
 
 def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
-                 schema: FeatureSchema | None = None) -> GlobalFacts:
-    """The decisions made once for all partitions (``schema`` given: reuse a trained model's)."""
+                 schema: FeatureSchema | None = None, end_date: pd.Timestamp | None = None) -> GlobalFacts:
+    """The decisions made once for all partitions (``schema`` given: reuse a trained model's;
+    ``end_date`` given: the data end of tables cut at an as-of date, as ``cut_at`` sets it)."""
     raise_problems(summaries)
-    end = global_end_date(summaries, settings)
+    end = global_end_date(summaries, settings) if end_date is None else end_date
     if schema is None:
         schema = infer_schema(schema_proxy(summaries, settings, end), settings)
     dropped: Counter[str] = Counter()
@@ -603,3 +606,37 @@ def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Tim
     facts, btyd_params = global_btyd(validated, as_of, settings, facts)
     build = dask.delayed(partition_snapshots, pure=True)
     return [build(v, as_of, settings, facts, with_labels, btyd_params) for v in validated], facts
+
+
+def cut_partition(part: Validated, end_date: pd.Timestamp, day: pd.Timestamp) -> Tables | None:
+    """One partition's tables as ``cut_at(tables, day)`` leaves the whole input's (``end_date``:
+    the whole input's data end)."""
+    return None if part.tables is None else cut_at(dataclasses.replace(part.tables, end_date=end_date), day)
+
+
+def _cut_validated(part: Validated, end_date: pd.Timestamp, day: pd.Timestamp) -> Validated:
+    return Validated(cut_partition(part, end_date, day))
+
+
+def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd.Timestamp | None = None
+                               ) -> tuple[list[Delayed], GlobalFacts, pd.Timestamp]:
+    """The ``build-features`` table on partitions: the tables cut at ``as_of`` when given (as
+    ``load_tables(settings, as_of)``), the schema inferred on them, features at ``as_of`` (default:
+    the day after the data end). Returns one delayed table per partition, the facts and the date."""
+    import dask
+
+    validated, summaries = validate_partitions(raw, settings)
+    end = None
+    if as_of is not None:
+        raise_problems(summaries)
+        as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
+        end = min(global_end_date(summaries, settings), as_of - pd.Timedelta(days=1))
+        cut = dask.delayed(_cut_validated, pure=True)
+        validated = list(dask.persist(*[cut(v, end, as_of) for v in validated]))
+        summarize = dask.delayed(summarize_partition, pure=True)
+        summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    facts = global_facts(summaries, settings, end_date=end)
+    day = as_of if as_of is not None else latest_as_of(Tables(pd.DataFrame(), None, None, facts.end_date))
+    facts, btyd_params = global_btyd(validated, [day], settings, facts)
+    build = dask.delayed(partition_snapshots, pure=True)
+    return [build(v, [day], settings, facts, False, btyd_params) for v in validated], facts, day

@@ -25,11 +25,11 @@ import pandas as pd
 
 from features.btyd import Histories, fit_histories
 from features.build import btyd_histories, with_btyd_params
-from features.contracts import Tables, cut_at
+from features.contracts import Tables
 from features.labels import active_customers
 from features.partitioned import (
     RawPartitions,
-    Validated,
+    cut_partition,
     global_end_date,
     raise_problems,
     sorted_by_customer,
@@ -83,11 +83,6 @@ class PartitionScores:
     rows: pd.DataFrame | None = None
     counts: dict[str, list[int]] = field(default_factory=dict)
     candidates: pd.DataFrame | None = None
-
-
-def cut_partition(part: Validated, end_date: pd.Timestamp, day: pd.Timestamp) -> Tables | None:
-    """One partition's tables as ``score_week`` sees them: the global data end, cut at ``day``."""
-    return None if part.tables is None else cut_at(replace(part.tables, end_date=end_date), day)
 
 
 def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: ModelBundle,

@@ -83,6 +83,22 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+@pytest.mark.parametrize("cut", [None, pd.Timestamp("2026-08-15")])  # the features command's --as-of
+def test_feature_table_equals_the_features_command_s(client: object, project: Settings, cut: object) -> None:
+    from features.build import build_features
+    from features.partitioned import build_features_partitioned
+    from serving.weekly import scoring_date
+
+    tables = load_tables(project, as_of=cut)
+    day = scoring_date(tables, cut)
+    schema = infer_schema(tables, project)
+    expected = build_features(tables, day, project, schema)
+    parts, facts, got_day = build_features_partitioned(read_partitioned(project, 8), project, cut)
+    assert (got_day, facts.end_date, facts.schema) == (day, tables.end_date, schema)
+    assert expected["customer_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(sorted_by_customer(dask.compute(*parts)), expected, check_exact=True)
+
+
 @pytest.mark.parametrize("with_customers_table", [True, False])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:

@@ -292,3 +292,22 @@ def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> 
     dictionary = json.loads(out.with_suffix(".dictionary.json").read_text())
     assert set(dictionary["features"]) == set(schema.features)
     assert dictionary["dropped_columns"]["email"].startswith("personal data")
+
+
+def test_features_command_on_the_dask_engine_writes_the_same_files(tmp_path: Path, dask_session: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    config = write_project(tmp_path, n_customers=800)
+    args = ["features", "--config", str(config), "--as-of", "2026-06-01", "--out"]
+    local = tmp_path / "local" / "features.parquet"
+    assert CliRunner().invoke(app, [*args, str(local)]).exit_code == 0
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    on_dask = tmp_path / "dask" / "features.parquet"
+    result = CliRunner().invoke(app, [*args, str(on_dask)])
+    assert result.exit_code == 0, result.output
+    assert on_dask.read_bytes() == local.read_bytes()
+    assert on_dask.with_suffix(".dictionary.json").read_bytes() == local.with_suffix(".dictionary.json").read_bytes()
