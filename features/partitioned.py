@@ -167,9 +167,11 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
         finite = ids.dropna()
         if (finite == finite.round()).all():
             ids = ids.astype("Int64")
-    text = ids.astype("string[pyarrow]").astype(object)
+    # Each distinct id is hashed once (events repeat an id ~20 times; text hashing is the cost).
+    codes, distinct = pd.factorize(ids, use_na_sentinel=False)
+    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]").astype(object)
     hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
-    return (hashed % np.uint64(n_partitions)).astype(np.int64)
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 
 def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequence[int] = (0,),
