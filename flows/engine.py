@@ -37,7 +37,7 @@ def dask_task_runner(settings: Settings) -> DaskTaskRunner:
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": compute.n_workers, "threads_per_worker": compute.threads_per_worker,
                         "memory_limit": compute.memory_limit, "local_directory": directory,
-                        "dashboard_address": None},
+                        "dashboard_address": ":0"},  # a free port; the runner logs the link
         client_kwargs={"timeout": CONNECT_TIMEOUT},
     )
 
