@@ -33,9 +33,9 @@ in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cl
 
 *Weekly scoring* on the engine is ``serving.partitioned.score_week_partitioned`` (the same
 outputs as ``score_week``), run by the score flow through prefect-dask's ``DaskTaskRunner``
-(``flows.engine``). *Not done yet:* the features flow on the engine, training snapshots written
-per partition with the final fit by ``xgboost.dask`` and Optuna trials on the workers
-(``training.distributed``). Known limits: the schema proxy holds one row per distinct
+(``flows.engine``); so is the features command (:func:`build_features_partitioned`). Training
+on the engine (snapshots per partition, ``xgboost.dask``, Optuna trials on the workers) is
+``training.distributed``'s. Known limits: the schema proxy holds one row per distinct
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most
