@@ -45,7 +45,7 @@ def peak_rss_mb() -> int:
 
 
 def settings_for(data: Path, n_partitions: int, workers: int = 2, memory_limit: str = "2GiB") -> object:
-    from features.settings import Settings
+    from churnflow.features.settings import Settings
 
     return Settings(
         data={"customers": str(data / "customers.parquet"), "events": str(data / "events.parquet"),
@@ -64,7 +64,7 @@ def settings_for(data: Path, n_partitions: int, workers: int = 2, memory_limit: 
 
 def write_folders(n: int, seed: int, folder: Path, n_files: int) -> dict[str, int]:
     """Demo data as folders of ``n_files`` Parquet files per table (several input blocks)."""
-    from features.demo import generate_demo_data
+    from churnflow.features.demo import generate_demo_data
 
     data = generate_demo_data(n, seed=seed)
     sizes = {}
@@ -85,12 +85,12 @@ def fit_model(data: Path, out: Path) -> None:
 
     import xgboost as xgb
 
-    from features.build import build_snapshots, infer_schema
-    from features.contracts import load_tables
-    from features.profile import fit_reference
-    from features.segments import fit_segments
-    from training.bundle import ModelBundle
-    from training.calibration import Calibrator
+    from churnflow.features.build import build_snapshots, infer_schema
+    from churnflow.features.contracts import load_tables
+    from churnflow.features.profile import fit_reference
+    from churnflow.features.segments import fit_segments
+    from churnflow.training.bundle import ModelBundle
+    from churnflow.training.calibration import Calibrator
 
     settings = settings_for(data, 1)
     tables = load_tables(settings)
@@ -109,10 +109,10 @@ def fit_model(data: Path, out: Path) -> None:
 
 
 def mode_local(data: Path, model: Path, out: Path) -> dict:
-    from features.build import build_features, infer_schema
-    from features.contracts import load_tables
-    from serving.publish import write_parquet
-    from serving.weekly import score_week
+    from churnflow.features.build import build_features, infer_schema
+    from churnflow.features.contracts import load_tables
+    from churnflow.serving.publish import write_parquet
+    from churnflow.serving.weekly import score_week
 
     settings = settings_for(data, 1)
     bundle = pickle.loads(model.read_bytes())
@@ -133,21 +133,21 @@ def mode_local(data: Path, model: Path, out: Path) -> dict:
 def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: int, memory_limit: str) -> dict:
     from distributed.diagnostics import MemorySampler
 
-    from features.partitioned import (
+    from churnflow.features.partitioned import (
         build_snapshots_partitioned,
         dask_client,
         read_partitioned,
         write_parts,
     )
-    from serving.partitioned import score_week_partitioned
-    from serving.publish import write_parquet
+    from churnflow.serving.partitioned import score_week_partitioned
+    from churnflow.serving.publish import write_parquet
 
     settings = settings_for(data, n_partitions, workers, memory_limit)
     bundle = pickle.loads(model.read_bytes())
     sampler = MemorySampler()
     with dask_client(settings.compute, settings) as client:
         client.wait_for_workers(workers, timeout=120)
-        client.run(lambda: __import__("serving.partitioned"))  # imports on the workers, not timed
+        client.run(lambda: __import__("churnflow.serving.partitioned"))  # imports on the workers, not timed
         with sampler.sample("features"):
             t0 = time.perf_counter()
             parts, _ = build_snapshots_partitioned(read_partitioned(settings), [pd.Timestamp(AS_OF)], settings,

@@ -60,8 +60,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.btyd import Histories, fit_histories
-from features.build import (
+from churnflow.features.btyd import Histories, fit_histories
+from churnflow.features.build import (
     MAX_EVENT_TYPES,
     btyd_histories,
     build_snapshots,
@@ -69,7 +69,7 @@ from features.build import (
     latest_as_of,
     with_btyd_params,
 )
-from features.contracts import (
+from churnflow.features.contracts import (
     MAX_EXAMPLES,
     DataValidationError,
     Problem,
@@ -81,10 +81,10 @@ from features.contracts import (
     source_names,
     validate_tables,
 )
-from features.errors import ChurnflowError
-from features.schema import FeatureSchema
-from features.settings import ComputeSettings, Settings
-from features.sources import SourceError, is_database_url, text_options, trimmed
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import ComputeSettings, Settings
+from churnflow.features.sources import SourceError, is_database_url, text_options, trimmed
 
 if TYPE_CHECKING:
     import dask.dataframe as dd

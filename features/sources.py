@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.errors import ChurnflowError
-from features.settings import Settings
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.settings import Settings
 
 
 class SourceError(ChurnflowError, OSError):

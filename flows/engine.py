@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from features.settings import Settings
+from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:
     from distributed import Client

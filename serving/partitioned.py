@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.btyd import Histories, fit_histories
-from features.build import btyd_histories, with_btyd_params
-from features.contracts import Tables
-from features.labels import active_customers
-from features.partitioned import (
+from churnflow.features.btyd import Histories, fit_histories
+from churnflow.features.build import btyd_histories, with_btyd_params
+from churnflow.features.contracts import Tables
+from churnflow.features.labels import active_customers
+from churnflow.features.partitioned import (
     RawPartitions,
     cut_partition,
     global_end_date,
@@ -36,13 +36,18 @@ from features.partitioned import (
     validate_partitions,
     worker_loss_as_error,
 )
-from features.profile import combine_counts, psi_from_counts
-from features.schema import FeatureSchema
-from features.settings import Settings
-from serving.priority import rank_order, recently_contacted, within_capacity
-from serving.score import ScoreResult, no_active_customers, partition_tables, score_partition
-from serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
-from training.bundle import ModelBundle
+from churnflow.features.profile import combine_counts, psi_from_counts
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
+from churnflow.serving.score import (
+    ScoreResult,
+    no_active_customers,
+    partition_tables,
+    score_partition,
+)
+from churnflow.serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
+from churnflow.training.bundle import ModelBundle
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed

@@ -20,12 +20,12 @@ pytest.importorskip("dask.distributed")
 
 from distributed import WorkerPlugin
 
-from features.contracts import load_tables
-from features.partitioned import ComputeError, dask_client, read_partitioned
-from features.settings import ComputeSettings, Settings, load_settings
-from serving.partitioned import score_week_partitioned
-from serving.publish import publish_week, standard_writers
-from serving.weekly import WeeklyOutputs, score_week
+from churnflow.features.contracts import load_tables
+from churnflow.features.partitioned import ComputeError, dask_client, read_partitioned
+from churnflow.features.settings import ComputeSettings, Settings, load_settings
+from churnflow.serving.partitioned import score_week_partitioned
+from churnflow.serving.publish import publish_week, standard_writers
+from churnflow.serving.weekly import WeeklyOutputs, score_week
 from tests.conftest import write_project
 
 pytestmark = [

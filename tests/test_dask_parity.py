@@ -19,9 +19,9 @@ pytest.importorskip("dask.distributed")
 
 import dask
 
-from features.build import build_snapshots, infer_schema
-from features.contracts import DataValidationError, load_tables
-from features.partitioned import (
+from churnflow.features.build import build_snapshots, infer_schema
+from churnflow.features.contracts import DataValidationError, load_tables
+from churnflow.features.partitioned import (
     ComputeError,
     build_snapshots_partitioned,
     customer_partition,
@@ -31,9 +31,9 @@ from features.partitioned import (
     sorted_by_customer,
     write_parts,
 )
-from features.settings import ComputeSettings, Settings, load_settings
-from serving.partitioned import merge_candidates, partition_candidates
-from serving.priority import build_priority_list
+from churnflow.features.settings import ComputeSettings, Settings, load_settings
+from churnflow.serving.partitioned import merge_candidates, partition_candidates
+from churnflow.serving.priority import build_priority_list
 from tests.conftest import write_project
 
 pytestmark = [
@@ -85,9 +85,9 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
 
 @pytest.mark.parametrize("cut", [None, pd.Timestamp("2026-08-15")])  # the features command's --as-of
 def test_feature_table_equals_the_features_command_s(client: object, project: Settings, cut: object) -> None:
-    from features.build import build_features
-    from features.partitioned import build_features_partitioned
-    from serving.weekly import scoring_date
+    from churnflow.features.build import build_features
+    from churnflow.features.partitioned import build_features_partitioned
+    from churnflow.serving.weekly import scoring_date
 
     tables = load_tables(project, as_of=cut)
     day = scoring_date(tables, cut)
@@ -102,7 +102,7 @@ def test_feature_table_equals_the_features_command_s(client: object, project: Se
 @pytest.mark.parametrize("with_customers_table", [True, False])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     data = generate_demo_data(40, seed=3)
     silent = data.customers["customer_id"][customer_partition(data.customers["customer_id"], 16) == 2]
@@ -125,7 +125,7 @@ def test_partitions_without_customers_or_without_events(client: object, tmp_path
 
 def test_events_of_an_unknown_customer_in_a_partition_without_customers_are_reported(
         client: object, tmp_path: Path) -> None:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     data = generate_demo_data(40, seed=3)
     assert not (customer_partition(data.customers["customer_id"], 16) == 4).any()  # partition 4 holds no customer
@@ -143,7 +143,7 @@ def test_events_of_an_unknown_customer_in_a_partition_without_customers_are_repo
 
 
 def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
-    from features.profile import bin_counts, combine_counts, fit_reference
+    from churnflow.features.profile import bin_counts, combine_counts, fit_reference
 
     expected, schema = local
     reference = fit_reference(expected, None, schema)
@@ -276,7 +276,7 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
 
 
 def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
-    from features.settings import ConfigError
+    from churnflow.features.settings import ConfigError
 
     config = write_project(tmp_path, n_customers=0, extra_toml=(
         '\n[compute]\nengine = "dask"\nscheduler_address = "tcp://scheduler:8786"\nn_partitions = 64\n'))
@@ -296,11 +296,11 @@ def train_small_model(project: Settings) -> object:
     """A small real model (booster, identity calibrator, segments, drift reference) on the project."""
     import xgboost as xgb
 
-    from features.build import build_features
-    from features.profile import fit_reference
-    from features.segments import fit_segments
-    from training.bundle import ModelBundle
-    from training.calibration import Calibrator
+    from churnflow.features.build import build_features
+    from churnflow.features.profile import fit_reference
+    from churnflow.features.segments import fit_segments
+    from churnflow.training.bundle import ModelBundle
+    from churnflow.training.calibration import Calibrator
 
     tables = load_tables(project)
     schema = infer_schema(tables, project)
@@ -316,9 +316,9 @@ def train_small_model(project: Settings) -> object:
 @pytest.mark.parametrize("weeks_back", [0, 6])  # this week's run; re-scoring an earlier week (BG/NBD refit)
 def test_weekly_outputs_equal_the_local_engine(client: object, project: Settings, small_model: object,
                                                weeks_back: int) -> None:
-    from serving.partitioned import score_week_partitioned
-    from serving.publish import write_parquet
-    from serving.weekly import score_week
+    from churnflow.serving.partitioned import score_week_partitioned
+    from churnflow.serving.publish import write_parquet
+    from churnflow.serving.weekly import score_week
 
     tables = load_tables(project, require_label=False)
     as_of = tables.end_date + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks_back)
