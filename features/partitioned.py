@@ -84,7 +84,14 @@ from churnflow.features.contracts import (
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import ComputeSettings, Settings
-from churnflow.features.sources import SourceError, is_database_url, text_options, trimmed
+from churnflow.features.sources import (
+    SourceError,
+    is_database_url,
+    skip_blank_rows,
+    source_kind,
+    text_options,
+    trimmed,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -175,24 +182,28 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
 
 
 def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequence[int] = (0,),
-           partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+           skip_blank: bool = False, partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
     start = offsets[partition_info["number"]] if partition_info else 0
-    return frame.assign(**{PARTITION: customer_partition(frame[id_column], n_partitions),
-                           ROW: start + np.arange(len(frame), dtype=np.int64)})
+    keyed = frame.assign(**{ROW: start + np.arange(len(frame), dtype=np.int64)}).set_index(ROW, drop=False)
+    if skip_blank:  # numbered first: the rows after a blank one keep their file line
+        keyed = skip_blank_rows(keyed[frame.columns]).join(keyed[[ROW]])
+    keyed.index = pd.RangeIndex(len(keyed))
+    return keyed.assign(**{PARTITION: customer_partition(keyed[id_column], n_partitions)})
 
 
 def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source",
-                          offsets: Sequence[int] | None = None) -> dd.DataFrame:
+                          offsets: Sequence[int] | None = None, skip_blank: bool = False) -> dd.DataFrame:
     """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*.
 
     ``offsets`` (the first row number of each input block, see :func:`block_offsets`) make every
     row remember its row number in the source, so validation reports the rows a user can find.
+    ``skip_blank``: rows with no value at all are skipped, as the local CSV reader skips them.
     """
     if id_column not in frame.columns:
         raise DataValidationError([Problem(what, id_column, "is missing (mapped to 'customer_id' in [data.columns]); "
                                            f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
     offsets = list(offsets) if offsets is not None else [block << 32 for block in range(frame.npartitions)]
-    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets,
+    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets, skip_blank,
                                  meta=_keyed(frame._meta, id_column, n_partitions))
     return keyed.set_index(PARTITION, divisions=(*range(n_partitions), n_partitions))
 
@@ -289,7 +300,8 @@ def read_partitioned(settings: Settings, n_partitions: int | None = None) -> Raw
     offsets = dict(zip(present, block_offsets(list(present.values())), strict=True))
     ids = d.columns.customer_id
     frames = ids_as_declared(frames, ids)
-    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name])
+    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name],
+                                                                skip_blank=source_kind(getattr(d, name)) == "csv")
              for name, f in frames.items()}
     return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
 

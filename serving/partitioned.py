@@ -15,7 +15,7 @@ below them can slip onto the list.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from churnflow.features.partitioned import (
 from churnflow.features.profile import combine_counts, psi_from_counts
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
+from churnflow.serving.outcomes import Outcomes
 from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
 from churnflow.serving.score import (
     ScoreResult,
@@ -188,25 +189,30 @@ def merged_fingerprint(prints: Sequence[dict[str, Any]], end_date: pd.Timestamp)
 def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
                            model_version: str, settings: Settings, *,
                            previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None = None,
-                           force: bool = False, model_name: str | None = None) -> WeeklyOutputs:
+                           force: bool = False, model_name: str | None = None,
+                           earlier_holdouts: Mapping[str, Iterable[object]] | Callable[[pd.Timestamp], Mapping[
+                               str, Iterable[object]]] | None = None,
+                           outcomes: Outcomes | None = None) -> WeeklyOutputs:
     """``serving.weekly.score_week`` on the Dask engine, with the same outputs.
 
     Per partition on the workers: validation, the cut at the as-of date, the model-input check,
     scoring and drift counts. Once, on the client: the data end and as-of date, the drift and
     the list. Reasons are computed for the customers who can make the list only, from their rows
     gathered from the partitions; every score row comes back for ``scores.parquet``.
-    ``previous_list`` may be a function of the as-of date (``serving.publish.read_previous_list``),
-    which is known only once the partitions have been read.
+    ``previous_list`` and ``earlier_holdouts`` may be functions of the as-of date
+    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read.
     """
     with worker_loss_as_error("weekly scoring"):
         return _score_week_partitioned(raw, as_of, bundle, model_version, settings, previous_list=previous_list,
-                                       force=force, model_name=model_name)
+                                       force=force, model_name=model_name, earlier_holdouts=earlier_holdouts,
+                                       outcomes=outcomes)
 
 
 def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
                             model_version: str, settings: Settings, *,
                             previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None,
-                            force: bool, model_name: str | None) -> WeeklyOutputs:
+                            force: bool, model_name: str | None, earlier_holdouts: Any,
+                            outcomes: Outcomes | None) -> WeeklyOutputs:
     import dask
 
     validated, summaries = validate_partitions(raw, settings, require_label=False)
@@ -215,16 +221,26 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     day = scoring_date(Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end), as_of)
     cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
-    first = next(i for i, s in enumerate(summaries) if s.n_customers)
-    dask.compute(dask.delayed(check_model_inputs, pure=True)(cut[first], bundle.schema, settings))
+    check = dask.delayed(_check_model_inputs, pure=True)
+    dask.compute(*[check(t, bundle.schema, settings) for t in cut])  # raises the first partition's refusal
     bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
     result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
     fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
     tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
     if callable(previous_list):
         previous_list = previous_list(day)
+    if callable(earlier_holdouts):
+        earlier_holdouts = earlier_holdouts(day)
     return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
-                        previous_list=previous_list, force=force, model_name=model_name)
+                        previous_list=previous_list, force=force, model_name=model_name,
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+
+
+def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings) -> None:
+    """``check_model_inputs`` on one partition (its "mostly not numbers" rule then counts that
+    partition's values: a column bad in one partition only is refused, locally it may pass)."""
+    if tables is not None:
+        check_model_inputs(tables, schema, settings)
 
 
 def _fingerprint(tables: Tables | None) -> dict[str, Any]:
