@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 AS_OF = "2026-11-01"  # the day after the demo data end: this week's run
+TIMEOUT_S = 1800  # per engine run: a cluster that lost its workers fails the benchmark, it does not hang it
 
 
 def peak_rss_mb() -> int:
@@ -200,7 +201,10 @@ def mode_duckdb(data: Path, out: Path) -> dict:
 
 
 def run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    try:
+        out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SystemExit(f"{args[1]} run did not finish in {TIMEOUT_S} s:\n{(exc.stderr or b'')[-3000:]!r}") from None
     if out.returncode:
         raise SystemExit(f"{args[1]} run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -223,6 +223,7 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
     check = dask.delayed(_check_model_inputs, pure=True)
     dask.compute(*[check(t, bundle.schema, settings) for t in cut])  # raises the first partition's refusal
+    del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
     bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
     result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
     fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
