@@ -116,6 +116,14 @@ def _run(fn, *args, **kwargs):
         if _DEBUG["on"]:
             raise
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        from churnflow.flows.tasks import lasting_os_error
+
+        if _DEBUG["on"] or not lasting_os_error(exc):
+            raise
+        raise _fail(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror or exc}",
+                    "check that the folder exists and that you may write to it (serving.output_dir, "
+                    "tracking.uri, training.storage); results published earlier are unchanged") from None
     except Exception as exc:
         if _DEBUG["on"]:
             raise
@@ -200,7 +208,14 @@ def validate(config: ConfigOpt = None) -> None:
     for name, count in tables.dropped_rows.items():
         table.add_row(f"dropped rows ({name})", f"{count:,}")
     console.print(table)
+    _print_notes(tables.notes)
     console.print("[green]data are valid.[/] [yellow]next:[/] churnflow train")
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What the data made churnflow decide without stopping (verbatim: keys keep their brackets)."""
+    for note in notes:
+        console.print(Text("note: ", style="bold yellow") + Text(note))
 
 
 @app.command()

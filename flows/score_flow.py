@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from churnflow.features.contracts import Tables
 from churnflow.features.settings import Settings
 from churnflow.flows.outcomes_flow import outcomes_task
+from churnflow.flows.summaries import reason_phrases
 from churnflow.flows.tasks import (
     parse_as_of,
     read_sources_task,
@@ -79,4 +80,6 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
     outputs = score_week_task(tables, day, bundle, version, settings, force, outcomes)
     folder = publish_task(settings, outputs)
     get_run_logger().info("published %s", folder)
-    return {"folder": folder, "as_of": str(day.date()), "summary": outputs.summary}
+    reasons = outputs.summary.get("top_reasons_listed") or {}
+    return {"folder": folder, "as_of": str(day.date()), "summary": outputs.summary,
+            "reason_phrases": reason_phrases(bundle.schema, reasons)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
+    from churnflow.features.schema import FeatureSchema
     from churnflow.training.recipe import TrainedModel
     from churnflow.training.registry import RegistryResult
 
@@ -72,6 +74,15 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
     console.print("[yellow]next:[/] churnflow score")
 
 
+def reason_phrases(schema: FeatureSchema, names: Any) -> dict[str, str]:
+    """Feature name → its reason phrase with the customer's values left out ("last active … days
+    ago"): how the CLI names the top reasons, in the words the list itself uses."""
+    from churnflow.features.dictionary import feature_dictionary
+
+    known = feature_dictionary(schema)
+    return {str(n): re.sub(r"\{[^}]*\}", "…", known[n].phrase) for n in names if n in known}
+
+
 def print_score_summary(console: Console, result: dict[str, Any]) -> None:
     s = result["summary"]
     console.print(
@@ -83,7 +94,8 @@ def print_score_summary(console: Console, result: dict[str, Any]) -> None:
         value = s.get(key)
         if isinstance(value, dict) and value:
             top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]
-            console.print(f"{title}: " + ", ".join(f"{k} ({_count(v):,})" for k, v in top))
+            words = result.get("reason_phrases", {}) if key == "top_reasons_listed" else {}
+            console.print(f"{title}: " + ", ".join(escape(f"{words.get(k, k)} ({_count(v):,})") for k, v in top))
     for warning in s.get("warnings", []):
         console.print(f"[yellow]{escape(str(warning))}[/]")
     folder = Path(result["folder"])

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from churnflow.features.build import latest_as_of, with_btyd_fitted
-from churnflow.features.contracts import Tables, cut_at, source_names
+from churnflow.features.build import latest_as_of, parse_number_text, with_btyd_fitted
+from churnflow.features.contracts import Tables, check_as_of, cut_at, source_names
 from churnflow.features.schema import FeatureSchema, SchemaMismatchError
 from churnflow.features.settings import Settings
 from churnflow.serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
@@ -64,6 +64,7 @@ def scoring_date(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
     """The as-of date of a run: the given one, else the day after the data end (or today)."""
     if as_of is None:
         return latest_as_of(tables)
+    check_as_of(tables, as_of)
     return pd.Timestamp(as_of).normalize().as_unit("ns")
 
 
@@ -119,6 +120,7 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
     if schema.has_signup and "signup_time" not in customers:
         missing.append(mapped.signup_time or "signup_time")
     problems = [f"{files['customers']} has no column {', '.join(repr(c) for c in missing)}"] if missing else []
+    problems += _numbers_turned_text(tables.customers, schema, files["customers"])
     if schema.has_events and tables.events is None:
         problems.append("no events table is configured (data.events)")
     elif schema.has_amount and tables.events is not None and "amount" not in tables.events.columns:
@@ -127,11 +129,28 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
         problems.append("no contacts table is configured (data.contacts)")
     if problems:
         raise SchemaMismatchError(
-            "today's data lack input(s) the model was trained on: " + "; ".join(problems) + ". "
+            "today's data lack input(s) the model was trained on, or hold them in another form: " + "; ".join(problems) + ". "
             "Restore the column or source (or its name in [data.columns]), or retrain with "
             "`churnflow train` on data without it. `--force` does not override this: the model "
             "would score every customer as if the value were unknown."
         )
+
+
+def _numbers_turned_text(customers: pd.DataFrame, schema: FeatureSchema, file: str) -> list[str]:
+    """Numeric model inputs whose values today are mostly not numbers ("35.99 EUR", "abc"): the
+    model would see them all as unknown, a type change the drift gate must not be left to find."""
+    found = []
+    for name in schema.numeric_attributes:
+        column = schema.attribute_sources.get(name, name)
+        if column not in customers or pd.api.types.is_numeric_dtype(customers[column]):
+            continue
+        text = customers[column].dropna().astype("string").str.strip()
+        text = text[text != ""]
+        bad = text[parse_number_text(text).isna()]
+        if len(text) and len(bad) / len(text) > 0.5:
+            found.append(f"{file} column '{column}' held numbers at training, but {len(bad):,} of {len(text):,} "
+                         f"values today are not (e.g. {bad.iloc[0]!r})")
+    return found
 
 
 def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,

@@ -158,10 +158,11 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     drifty = root / "drift.toml"
     drifty.write_text(project["config"].read_text().replace(
         "[serving]", "[serving]\ndrift_warn_psi = 0.0\ndrift_fail_psi = 0.0"))
-    # One year after the data end every recency has drifted: publishing is refused.
-    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    # With no drift tolerated, this week's population (not the model's reference) is refused.
+    before = sorted(p.name for p in (root / "outputs").iterdir()) if (root / "outputs").exists() else []
+    state = score_flow(config=str(drifty), return_state=True)
     assert state.is_failed() and "churnflow score --force" in state.message
-    assert not (root / "outputs" / "2027-11-01").exists()
+    assert sorted(p.name for p in (root / "outputs").iterdir()) == before  # nothing published
 
     state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
     assert state.is_failed() and "no version 999" in state.message and "versions that exist: 1" in state.message

@@ -178,3 +178,37 @@ def test_missing_champion_or_version_names_the_model_versions_and_the_fix(data, 
         load_bundle(settings)
     with pytest.raises(ModelVersionNotFoundError, match=r"no version 999 .*versions that exist: 1, 2\. Leave out"):
         load_bundle(settings, "999")
+
+
+def test_a_retried_registration_completes_the_same_run_and_version(data, root, monkeypatch) -> None:
+    """A register task retried after failing part-way (here: after the version was created, while
+    the gate's tags were written) must not register a second version nor start a second run."""
+    import churnflow.training.registry as registry
+
+    settings = _settings(root, "retry-test")
+    _, _, test = data
+    bundle, evaluation = _model(settings, data)
+    real = registry._apply_decision
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_apply_decision", flaky)
+    with pytest.raises(ConnectionError):
+        registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-1")
+    result = registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-1")
+
+    client = registry.registry_client(settings)
+    versions = client.search_model_versions("name = 'retry-test'")
+    assert [str(v.version) for v in versions] == [result.version] == ["1"]
+    assert versions[0].run_id == result.run_id and client.get_run(result.run_id).info.status == "FINISHED"
+    runs = client.search_runs([client.get_experiment_by_name(settings.tracking.experiment).experiment_id],
+                              filter_string=f"tags.`{registry.REGISTRATION_KEY}` = 'flow-run-1'")
+    assert len(runs) == 1
+    assert str(client.get_model_version_by_alias("retry-test", "champion").version) == "1"
+    another = registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-2")
+    assert another.version == "2"  # a new training run is a new version, as before

@@ -169,6 +169,34 @@ def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
         score_week(lacking, AS_OF, bundle, "1", settings, force=True)
 
 
+def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> None:
+    """A type change (a fee exported as "35.99 EUR") would make the input all-unknown: refused."""
+    import pytest
+
+    from churnflow.features.schema import SchemaMismatchError
+    from churnflow.serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    texts = tables.customers["monthly_fee"].map(lambda v: f"{v:.2f} EUR")
+    changed = type(tables)(customers=tables.customers.assign(monthly_fee=texts), events=tables.events,
+                           contacts=None, end_date=tables.end_date)
+    with pytest.raises(SchemaMismatchError, match=r"column 'monthly_fee' held numbers at training, but 554 of 554 "
+                                                  r"values today are not \(e\.g\. '\d+\.\d\d EUR'\)"):
+        score_week(changed, AS_OF, bundle, "1", settings, force=True)
+
+
+def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
+    import pytest
+
+    from churnflow.features.contracts import AsOfError
+    from churnflow.serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    latest = (tables.end_date + pd.Timedelta(days=1)).date()
+    with pytest.raises(AsOfError, match=rf"--as-of 2030-01-01 is after the end of the data.*use {latest} or earlier"):
+        score_week(tables, pd.Timestamp("2030-01-01"), bundle, "1", settings)
+
+
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
@@ -198,3 +226,23 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
     whole = score_week(tables, AS_OF, bundle, "1", settings).scores
     parts = score_week(tables, AS_OF, bundle, "1", _settings(chunk_size=37, capacity=40)).scores
     pd.testing.assert_frame_equal(parts, whole)
+
+
+def test_cli_summary_names_top_reasons_by_phrase() -> None:
+    from rich.console import Console
+
+    from churnflow.flows.summaries import print_score_summary, reason_phrases
+    from churnflow.serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    outputs = score_week(tables, AS_OF, bundle, "1", settings)
+    top = outputs.summary["top_reasons_listed"]
+    phrases = reason_phrases(bundle.schema, top)
+    assert phrases and all("{" not in p for p in phrases.values())
+    console = Console(record=True, width=300, color_system=None)
+    print_score_summary(console, {"summary": outputs.summary, "folder": "/tmp/x", "as_of": "2026-09-01",
+                                  "reason_phrases": phrases})
+    printed = console.export_text()
+    line = next(row for row in printed.splitlines() if row.startswith("top reasons:"))
+    main = max(top, key=top.get)
+    assert f"{phrases[main]} ({top[main]:,})" in line and f"{main} (" not in line
