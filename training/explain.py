@@ -75,12 +75,13 @@ def explain(
     imp = importance_table(values)
     out = Explanation(values=values, bias=bias, importance=imp)
     if plot_dir is not None:
-        out.plots = shap_plots(bundle, values, sample, Path(plot_dir), imp["feature"].head(top_dependence).tolist())
+        out.plots = shap_plots(bundle, values, sample, Path(plot_dir), imp["feature"].head(top_dependence).tolist(),
+                               seed=seed)
     return out
 
 
 def shap_plots(
-    bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str]
+    bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str], seed: int = 0
 ) -> dict[str, Path]:
     """Bar and beeswarm summaries plus dependence plots of the top features, from given values."""
     # shap draws on pyplot's current figure; the backend is chosen at the program's entry point
@@ -99,9 +100,10 @@ def shap_plots(
         plt.close("all")
         plots[name] = path
 
-    shap.summary_plot(v, x, plot_type="bar", show=False)
+    # shap's beeswarm jitters points at random: its own seeded generator, never NumPy's global one
+    shap.summary_plot(v, x, plot_type="bar", show=False, rng=np.random.default_rng(seed))
     save("shap_importance")
-    shap.summary_plot(v, x, show=False)
+    shap.summary_plot(v, x, show=False, rng=np.random.default_rng(seed))
     save("shap_beeswarm")
     for name in top:
         shap.dependence_plot(name, v, x, interaction_index=None, show=False)
