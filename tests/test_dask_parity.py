@@ -36,6 +36,7 @@ from features.settings import ComputeSettings, Settings, load_settings
 from serving.partitioned import merge_candidates, partition_candidates
 from serving.priority import build_priority_list
 from tests.conftest import write_project
+from training.churn_model import model_frame
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -278,7 +279,7 @@ def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, pro
     feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
     label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
     booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
-                        xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
+                        xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=label, enable_categorical=True), 5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, project.features.value_column))
     bundle = dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))

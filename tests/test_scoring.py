@@ -14,6 +14,7 @@ from features.settings import Settings
 from serving.score import score_customers
 from training.bundle import ModelBundle
 from training.calibration import Calibrator
+from training.churn_model import model_frame
 
 AS_OF = pd.Timestamp("2026-09-01")
 
@@ -23,7 +24,7 @@ def _bundle(tables, settings) -> ModelBundle:
     feats = build_features(tables, AS_OF - pd.Timedelta(days=90), settings, schema)
     rng = np.random.default_rng(0)
     label = (rng.random(len(feats)) < 0.3).astype(int)
-    dm = xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True)
+    dm = xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=label, enable_categorical=True)
     booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0}, dm, num_boost_round=5)
     return ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                        segments=fit_segments(feats, schema, settings.features.value_column))
@@ -173,7 +174,7 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
     assert pd.Timestamp(schema.btyd["as_of"]) > AS_OF and "p_alive" in schema.features
     feats = build_features(tables, AS_OF - pd.Timedelta(days=90), settings, schema)
     label = (feats["p_alive"] < feats["p_alive"].median()).astype(int)  # the model must use p_alive
-    dm = xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True)
+    dm = xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=label, enable_categorical=True)
     booster = xgb.train({"max_depth": 2, "nthread": 1, "seed": 0}, dm, num_boost_round=5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, settings.features.value_column))

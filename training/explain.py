@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.settings import Settings
 from training.bundle import ModelBundle
+from training.churn_model import model_frame
 
 
 @dataclass
@@ -53,7 +54,7 @@ def importance_table(values: pd.DataFrame) -> pd.DataFrame:
 
 def plot_frame(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     """Numeric view of the model frame for colouring SHAP plots (categories as level codes)."""
-    frame = bundle.schema.to_model_frame(features)
+    frame = model_frame(features, bundle.schema.features, bundle.schema.categorical_levels)
     for col in bundle.schema.categorical:
         codes = frame[col].cat.codes.astype(np.float64)
         frame[col] = codes.where(codes >= 0)
