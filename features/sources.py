@@ -89,12 +89,15 @@ def _text_encoding(path: Path, encoding: str) -> str:
 
 def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
     """A CSV/TSV with the id column as text, a byte-order mark (Excel) honoured, header names
-    trimmed, rows with no value at all skipped, and a semicolon-separated export (European Excel) read as such when its header says so."""
+    trimmed, rows with no value at all skipped, and a file separated by ``;`` (European Excel), tabs or
+    ``|`` read as such when its header line says so."""
     encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
-    if len(header) == 1 and ";" in str(header[0]):
-        sep = ";"
-        header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    if len(header) == 1:  # another separator than the name says: the header line tells which
+        found = [c for c in (";", "\t", "|", ",") if c != sep and c in str(header[0])]
+        if found:
+            sep = found[0]
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
     frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
     frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
