@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from features.errors import ChurnflowError
-from features.io import write_json
-from features.spec import declared_features
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import write_json
+from churnflow.features.spec import declared_features
 
 
 class SpendWindow(NamedTuple):

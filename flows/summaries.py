@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from features.settings import Settings
+from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
-    from features.schema import FeatureSchema
-    from training.recipe import TrainedModel
-    from training.registry import RegistryResult
+    from churnflow.features.schema import FeatureSchema
+    from churnflow.training.recipe import TrainedModel
+    from churnflow.training.registry import RegistryResult
 
 _SHOWN = ["pr_auc", "roc_auc", "log_loss", "brier", "lift_top_10", "recall_top_10"]
 
@@ -76,7 +76,7 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
 def reason_phrases(schema: FeatureSchema, names: Any) -> dict[str, str]:
     """Feature name → its reason phrase with the customer's values left out ("last active … days
     ago"): how the CLI names the top reasons, in the words the list itself uses."""
-    from features.dictionary import feature_dictionary
+    from churnflow.features.dictionary import feature_dictionary
 
     known = feature_dictionary(schema)
     return {str(n): re.sub(r"\{[^}]*\}", "…", known[n].phrase) for n in names if n in known}
@@ -118,7 +118,7 @@ def print_where_to_look(console: Console, settings: Settings) -> None:
 
 
 def latest_folder(settings: Settings, as_of: str | None) -> Path:
-    from serving.publish import published_folders
+    from churnflow.serving.publish import published_folders
 
     root = settings.output_dir
     if as_of:

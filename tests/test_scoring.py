@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from features.build import build_features, infer_schema
-from features.contracts import validate_tables
-from features.demo import generate_demo_data
-from features.segments import fit_segments
-from features.settings import Settings
-from serving.score import score_customers
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.churn_model import model_frame
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import validate_tables
+from churnflow.features.demo import generate_demo_data
+from churnflow.features.segments import fit_segments
+from churnflow.features.settings import Settings
+from churnflow.serving.score import score_customers
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import model_frame
 
 AS_OF = pd.Timestamp("2026-09-01")
 
@@ -66,7 +66,7 @@ def _week_setup(tmp_path=None):
 
 
 def test_score_week_gives_the_list_summary_and_report_deterministically() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     first = score_week(tables, AS_OF, bundle, "3", settings)
@@ -85,7 +85,7 @@ def test_score_week_gives_the_list_summary_and_report_deterministically() -> Non
 
 
 def test_score_week_sees_nothing_on_or_after_the_as_of_date() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     times = tables.events["event_time"]
@@ -98,7 +98,7 @@ def test_score_week_sees_nothing_on_or_after_the_as_of_date() -> None:
 
 
 def test_score_week_statuses_against_last_weeks_list() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     first = score_week(tables, AS_OF, bundle, "1", settings)
@@ -113,8 +113,8 @@ def test_score_week_statuses_against_last_weeks_list() -> None:
 def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
     import pytest
 
-    from features.schema import SchemaMismatchError
-    from serving.weekly import score_week
+    from churnflow.features.schema import SchemaMismatchError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     assert "monthly_fee" in bundle.schema.numeric_attributes
@@ -128,8 +128,8 @@ def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> Non
     """A type change (a fee exported as "35.99 EUR") would make the input all-unknown: refused."""
     import pytest
 
-    from features.schema import SchemaMismatchError
-    from serving.weekly import score_week
+    from churnflow.features.schema import SchemaMismatchError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     texts = tables.customers["monthly_fee"].map(lambda v: f"{v:.2f} EUR")
@@ -143,8 +143,8 @@ def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> Non
 def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
     import pytest
 
-    from features.contracts import AsOfError
-    from serving.weekly import score_week
+    from churnflow.features.contracts import AsOfError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     latest = (tables.end_date + pd.Timedelta(days=1)).date()
@@ -155,8 +155,8 @@ def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
-    from serving.score import NoActiveCustomersError
-    from serving.weekly import score_week
+    from churnflow.serving.score import NoActiveCustomersError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     with pytest.raises(NoActiveCustomersError, match=r"no active customers at 2001-01-01.*--as-of"):
@@ -167,7 +167,7 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
     """A model's BG/NBD parameters hold from their fit date; an earlier week (AS_OF is two months
     before it) is scored with parameters fitted once on every customer active then, not by each
     partition on its own customers."""
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     data, settings, tables, _ = _week_setup()
     schema = infer_schema(tables, settings)
@@ -186,8 +186,8 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
 def test_cli_summary_names_top_reasons_by_phrase() -> None:
     from rich.console import Console
 
-    from flows.summaries import print_score_summary, reason_phrases
-    from serving.weekly import score_week
+    from churnflow.flows.summaries import print_score_summary, reason_phrases
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     outputs = score_week(tables, AS_OF, bundle, "1", settings)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.churn_model import model_frame
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.churn_model import model_frame
 
 
 @dataclass
