@@ -298,7 +298,7 @@ def demo(
     customers: Annotated[int, typer.Option(help="Demo customers to generate.")] = 20_000,
     trials: Annotated[int, typer.Option(help="Optuna trials for the demo's tuning.")] = 15,
 ) -> None:
-    """The main job on embedded defaults: demo data, then the pipeline flow, then where to look."""
+    """The whole loop on demo data: train, a past list worked by a simulated team and its report card, today's list."""
     settings = _settings(config)
     if not settings.data.customers:
         raise _fail(f"the demo runs on the demo data, but data.customers is {settings.data.customers!r}",
@@ -308,9 +308,20 @@ def demo(
         demo_data(config=config, customers=customers, seed=42, out=None)
     else:
         console.print(f"demo data already in {escape(str(settings.path(settings.data.customers).parent))} (kept)")
-    pipeline(config=config, as_of=None, trials=trials)
-    from churnflow.flows.summaries import print_where_to_look
+    _quiet_tuning()
+    _training_options(config, trials, None)
+    from churnflow.flows.demo_loop import demo_flow
+    from churnflow.flows.summaries import (
+        print_demo_loop,
+        print_score_summary,
+        print_train_summary,
+        print_where_to_look,
+    )
 
+    result = _run(demo_flow, str(config) if config else None, trials)
+    print_train_summary(console, result["train"])
+    print_demo_loop(console, result["team"], result["score"])
+    print_score_summary(console, result["score"])
     print_where_to_look(console, settings)
 
 
@@ -328,6 +339,16 @@ def report(
         print_published(console, settings, as_of, top)
     except FileNotFoundError as exc:
         raise _fail(str(exc), "run `churnflow score` first") from None
+
+
+@app.command()
+def outcomes(config: ConfigOpt = None) -> None:
+    """Report cards of the published lists whose horizon has passed: did the outreach work, is the model right?"""
+    from churnflow.flows.outcomes_flow import outcomes_flow
+    from churnflow.flows.summaries import print_outcomes
+
+    _settings(config)
+    print_outcomes(console, _run(outcomes_flow, str(config) if config else None))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 
 from churnflow.features.contracts import Tables
 from churnflow.features.settings import Settings
+from churnflow.flows.outcomes_flow import outcomes_task
 from churnflow.flows.summaries import reason_phrases
 from churnflow.flows.tasks import (
     parse_as_of,
@@ -24,7 +25,14 @@ from churnflow.flows.tasks import (
     task_options,
     validate_task,
 )
-from churnflow.serving.publish import ListTable, publish_week, read_previous_list, standard_writers
+from churnflow.serving.outcomes import Outcomes
+from churnflow.serving.publish import (
+    ListTable,
+    publish_week,
+    read_holdouts,
+    read_previous_list,
+    standard_writers,
+)
 from churnflow.serving.weekly import WeeklyOutputs, score_week, scoring_date
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.registry import load_bundle
@@ -39,9 +47,10 @@ def load_model_task(settings: Settings, version: str | None) -> tuple[ModelBundl
 
 @task(name="score-week", **task_options)
 def score_week_task(tables: Tables, day: pd.Timestamp, bundle: ModelBundle, version: str,
-                    settings: Settings, force: bool) -> WeeklyOutputs:
+                    settings: Settings, force: bool, outcomes: Outcomes | None = None) -> WeeklyOutputs:
     previous = read_previous_list(settings.output_dir, day)
-    outputs = score_week(tables, day, bundle, version, settings, previous_list=previous, force=force)
+    outputs = score_week(tables, day, bundle, version, settings, previous_list=previous, force=force,
+                         earlier_holdouts=read_holdouts(settings.output_dir, day), outcomes=outcomes)
     for warning in outputs.warnings:
         get_run_logger().warning(warning)
     get_run_logger().info("scored %d customers in %d partition(s); %d on the list", len(outputs.scores),
@@ -54,7 +63,7 @@ def publish_task(settings: Settings, outputs: WeeklyOutputs) -> str:
     """Folder and list table as one unit (``serving.publish.publish_week``), so a retry is safe."""
     files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
     url = settings.serving.list_database_url
-    table = ListTable(settings.url_or_path(url), settings.serving.list_table, outputs.priority_list) if url else None
+    table = ListTable(settings.url_or_path(url), settings.serving.list_table, outputs.team_list) if url else None
     return str(publish_week(settings.output_dir, outputs.as_of, files, table))
 
 
@@ -67,7 +76,8 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
     tables = validate_task(settings, raw, require_label=False)  # scoring needs no churn flag
     day = scoring_date(tables, parse_as_of(as_of))
     bundle, version = load_model_task(settings, model_version)
-    outputs = score_week_task(tables, day, bundle, version, settings, force)
+    outcomes = outcomes_task(settings, tables)
+    outputs = score_week_task(tables, day, bundle, version, settings, force, outcomes)
     folder = publish_task(settings, outputs)
     get_run_logger().info("published %s", folder)
     reasons = outputs.summary.get("top_reasons_listed") or {}

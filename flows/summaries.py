@@ -150,3 +150,47 @@ def print_published(console: Console, settings: Settings, as_of: str | None, top
     console.print(table)
     console.print(f"{len(listed):,} customers on the list; files in [bold]{escape(str(folder))}[/]")
     console.print(f"report: {folder / 'report.html'}")
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1%}"
+
+
+def print_outcomes(console: Console, result: dict[str, Any]) -> None:
+    """One row per published list: predicted vs realised churn, realised ROC-AUC, the campaign's verdict."""
+    table = Table(title="report cards of the published lists (estimates until a list's horizon has passed)")
+    for col in ("as of", "model", "predicted churn", "realised churn", "ROC-AUC", "lift", "campaign"):
+        table.add_column(col)
+    for row in result["lists"]:
+        closed = row["closed"]
+        table.add_row(row["as_of"], str(row.get("model_version") or ""), _pct(row.get("predicted")),
+                      _pct(row.get("realised")) if closed else "(horizon open)",
+                      ("" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}") + ("" if closed else " est."),
+                      "" if row.get("lift") is None else f"{row['lift']:.2f}", escape(str(row.get("verdict") or "")))
+    console.print(table)
+    if result["written"]:
+        console.print(f"new report cards (outcome.json): {', '.join(result['written'])}")
+    alarm = result["alarm"]
+    style = "bold red" if alarm.get("alarm") else "green"
+    console.print(f"[{style}]{escape(str(alarm.get('message', '')))}[/]")
+    if alarm.get("alarm"):
+        console.print("[yellow]next:[/] churnflow train, then compare the challenger with the champion")
+
+
+def print_demo_loop(console: Console, team: dict[str, Any], score: dict[str, Any]) -> None:
+    """What the demo's retention team did with the past list, and what its report card found."""
+    day = team["as_of"]
+    if not team.get("already_worked"):
+        console.print(f"demo team: called {team['n_contacted']:,} customers of the list of {day} (not its control "
+                      f"group); {team['n_saved']:,} stayed because of the call (true effect "
+                      f"{team['true_effect'] * 100:+.1f} percentage points)")
+    card_path = Path(score["folder"]).parent / day / "outcome.json"
+    if not card_path.exists():
+        console.print(f"[yellow]no report card for the list of {day} yet[/]")
+        return
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    quality, campaign = card["model_quality"], card["campaign"]
+    auc = "" if quality.get("roc_auc") is None else f"realised ROC-AUC {quality['roc_auc']:.3f}; "
+    console.print(f"report card of {day}: realised churn {_pct(card.get('realised_churn_rate'))} against "
+                  f"{_pct(card.get('predicted_churn_rate'))} predicted; {auc}campaign: {escape(str(campaign.get('verdict')))}")
+    console.print(f"card: [bold]{escape(str(card_path))}[/] (history in today's report)")

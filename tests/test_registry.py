@@ -140,7 +140,7 @@ def test_logged_model_predicts_where_no_churnflow_package_can_be_imported(data, 
         import sys
         class Blocked:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"features", "training", "serving", "flows"}}:
+                if name.split(".")[0] in {{"churnflow", "features", "training", "serving", "flows"}}:
                     raise ImportError("churnflow package imported by the model: " + name)
         sys.meta_path.insert(0, Blocked())
         import mlflow, pandas as pd

@@ -400,6 +400,25 @@ def test_publish_failure_leaves_previous_folder_intact(tmp_path: Path, use_excha
     assert _hidden(tmp_path) == []
 
 
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_a_rerun_keeps_the_outcome_card_of_that_date(tmp_path: Path, use_exchange: bool) -> None:
+    from churnflow.serving.outcomes import write_outcome_once
+
+    folder = publish_outputs(tmp_path, AS_OF, _outputs(), use_exchange=use_exchange)
+    assert write_outcome_once(folder, {"as_of": "2024-03-04", "realised_churn_rate": 0.2})
+    card = (folder / "outcome.json").read_bytes()
+    files = dict(_outputs()) | {"outcome.json": lambda p: p.write_text("{}")}  # a writer cannot replace it
+    again = publish_outputs(tmp_path, AS_OF, files, use_exchange=use_exchange)
+    assert (again / "outcome.json").read_bytes() == card and _hidden(tmp_path) == []
+    assert not write_outcome_once(again, {"as_of": "2024-03-04"})  # still written once
+    files["summary.json"] = lambda p: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(OSError):
+        publish_outputs(tmp_path, AS_OF, files, use_exchange=use_exchange)
+    assert (folder / "outcome.json").read_bytes() == card
+    other = publish_outputs(tmp_path, date(2024, 3, 11), _outputs(), use_exchange=use_exchange)
+    assert not (other / "outcome.json").exists()
+
+
 def test_publish_removes_stale_tmp_of_dead_process(tmp_path: Path) -> None:
     stale = tmp_path / ".2024-03-04.tmp-999999999"
     stale.mkdir()

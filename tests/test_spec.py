@@ -104,7 +104,7 @@ def test_snapshot_table_value_is_the_monthly_value_attribute() -> None:
 
 
 def _imports(path: Path) -> set[str]:
-    """churnflow ``features.*`` modules a file imports, anywhere in it (functions included)."""
+    """churnflow ``churnflow.features.*`` modules a file imports, anywhere in it (functions included)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -113,12 +113,16 @@ def _imports(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         else:
             continue
-        found |= {n for n in names if n.startswith("features.") and (REPO / (n.replace(".", "/") + ".py")).exists()}
+        found |= {
+            n for n in names
+            if n.startswith("churnflow.features.")
+            and (REPO / (n.removeprefix("churnflow.").replace(".", "/") + ".py")).exists()
+        }
     return found
 
 
 def test_feature_modules_import_without_cycles() -> None:
-    graph = {f"features.{p.stem}": _imports(p) for p in (REPO / "features").glob("*.py")}
+    graph = {f"churnflow.features.{p.stem}": _imports(p) for p in (REPO / "features").glob("*.py")}
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
