@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from churnflow.features.build import build_features, infer_schema
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.export import write_feature_table
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
@@ -36,6 +36,8 @@ def build_features_flow(config: str | None = None, as_of: str | None = None, out
     raw = read_sources_task(settings)
     cut = parse_as_of(as_of)
     tables = validate_task(settings, raw, cut)
+    if cut is not None:
+        check_as_of(tables, cut)  # a user's date after the data: said, not built
     day = scoring_date(tables, cut)  # the same default as scoring: the day after the data end
     frame, schema = build_features_task(tables, day, settings)
     target = Path(out) if out else settings.path(f"outputs/features/features_{day.date()}.parquet")

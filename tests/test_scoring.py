@@ -186,18 +186,6 @@ def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> Non
         score_week(changed, AS_OF, bundle, "1", settings, force=True)
 
 
-def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
-    import pytest
-
-    from churnflow.features.contracts import AsOfError
-    from churnflow.serving.weekly import score_week
-
-    _, settings, tables, bundle = _week_setup()
-    latest = (tables.end_date + pd.Timedelta(days=1)).date()
-    with pytest.raises(AsOfError, match=rf"--as-of 2030-01-01 is after the end of the data.*use {latest} or earlier"):
-        score_week(tables, pd.Timestamp("2030-01-01"), bundle, "1", settings)
-
-
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
