@@ -98,12 +98,26 @@ def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
         if found:
             sep = found[0]
             header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
     frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
     frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     # Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like blank
     # lines, keeping the index, so every message still cites the right file line.
     return frame.dropna(how="all")
+
+
+def _no_repeated_names(path: Path, sep: str, encoding: str) -> None:
+    """Two columns of one name: pandas would rename the second (``amount.1``) and churnflow would
+    silently use the first. Refused with both positions."""
+    names = [str(n).strip() for n in pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+                                                 dtype=str).iloc[0].tolist()]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen and name not in ("", "nan"):
+            raise SourceError(f"{path.name} has two columns named {name!r} (columns {seen[name]} and {position} "
+                              "of the header line); rename or delete one")
+        seen[name] = position
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:
