@@ -311,26 +311,39 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
         if col in reserved:
             cu = run.dates(cu, src, col)
     if "label" in reserved:
-        before = cu["label"]
-        cu["label"] = parse_flag(before)
-        bad = cu["label"].isna()
-        if bad.any():
-            run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad])
-            cu = cu.loc[~bad] if run.drop else cu
-        if not cu["label"].isna().any():
-            cu["label"] = cu["label"].astype("int8")
+        cu = _labels(cu, src, run)
     cu = _value_column(cu, src, run)
     checks = []
     if {"signup_time", "churn_time"} <= reserved and "churn_time" in cu and cu["churn_time"].dtype.kind == "M":
         checks.append(pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]),
                                name=f"{src.user('churn_time')} before {src.user('signup_time')}"))
-    schema = pa.DataFrameSchema({"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")},
-                                checks=checks)
+    columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
+    for col in ("signup_time", "churn_time"):
+        if col in reserved and col in cu and cu[col].dtype.kind == "M":
+            columns[col] = pa.Column(nullable=True, checks=_not_in_future("customers file"))
+    schema = pa.DataFrameSchema(columns, checks=checks)
     cu = run.validate(cu, schema, src)
     if run.drop and cu["customer_id"].duplicated().any():
         dup = cu["customer_id"].duplicated()
         run.dropped[src.label] = run.dropped.get(src.label, 0) + int(dup.sum())
         cu = cu.loc[~dup]
+    return cu
+
+
+def _labels(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """The churn flag as 0/1; empty flags and other values are reported apart (both stop the load)."""
+    before = cu["label"]
+    cu["label"] = parse_flag(before)
+    bad = cu["label"].isna()
+    empty = before.isna() | (before.astype("string").str.strip() == "")
+    if (bad & empty).any():
+        run.report(src, "label", "has empty churn flags (every customer needs 0/1, true/false or yes/no)",
+                   before[bad & empty].astype("string").fillna("<empty>"))
+    if (bad & ~empty).any():
+        run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad & ~empty])
+    cu = cu.loc[~bad] if run.drop else cu
+    if not cu["label"].isna().any():
+        cu["label"] = cu["label"].astype("int8")
     return cu
 
 

@@ -97,13 +97,16 @@ def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
 
 def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
     """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
-    byte-order mark (Excel) honoured, and a semicolon-separated export (European Excel) read as
-    such when its header says so."""
+    byte-order mark (Excel) honoured, and a file separated by ``;`` (European Excel), tabs or
+    ``|`` read as such when its header line says so."""
     encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
-    if len(header) == 1 and ";" in str(header[0]):
-        sep = ";"
-        header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    if len(header) == 1:  # another separator than the name says: the header line tells which
+        found = [c for c in (";", "\t", "|", ",") if c != sep and c in str(header[0])]
+        if found:
+            sep = found[0]
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
     return {"sep": sep, "dtype": ids, "encoding": encoding}
 
@@ -117,6 +120,19 @@ def skip_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like
     blank lines, keeping the index, so every message still cites the right file line."""
     return frame.dropna(how="all")
+
+
+def _no_repeated_names(path: Path, sep: str, encoding: str) -> None:
+    """Two columns of one name: pandas would rename the second (``amount.1``) and churnflow would
+    silently use the first. Refused with both positions."""
+    names = [str(n).strip() for n in pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+                                                 dtype=str).iloc[0].tolist()]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen and name not in ("", "nan"):
+            raise SourceError(f"{path.name} has two columns named {name!r} (columns {seen[name]} and {position} "
+                              "of the header line); rename or delete one")
+        seen[name] = position
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from churnflow.features.build import build_features, infer_schema
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.export import write_feature_table
 from churnflow.features.partitioned import (
     build_features_partitioned,
@@ -69,6 +69,8 @@ def build_features_flow(config: str | None = None, as_of: str | None = None, out
         frame, schema, day = on_dask(settings, cut)
     else:
         tables = validate_task(settings, read_sources_task(settings), cut)
+        if cut is not None:
+            check_as_of(tables, cut)  # a user's date after the data: said, not built
         day = scoring_date(tables, cut)  # the same default as scoring: the day after the data end
         frame, schema = build_features_task(tables, day, settings)
     target = Path(out) if out else settings.path(f"outputs/features/features_{day.date()}.parquet")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.partitioned import read_partitioned
 from churnflow.features.settings import Settings
 from churnflow.flows.engine import dask_task_runner, engine_client
@@ -119,6 +119,8 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
         return on_dask(settings, as_of, model_version, force)
     raw = read_sources_task(settings)
     tables = validate_task(settings, raw, require_label=False)  # scoring needs no churn flag
+    if as_of:
+        check_as_of(tables, parse_as_of(as_of))  # a user's date after the data: said, not scored
     day = scoring_date(tables, parse_as_of(as_of))
     bundle, version = load_model_task(settings, model_version)
     outcomes = outcomes_task(settings, tables)

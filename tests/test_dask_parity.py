@@ -34,6 +34,7 @@ from churnflow.features.partitioned import (
 from churnflow.features.settings import ComputeSettings, Settings, load_settings
 from churnflow.serving.partitioned import merge_candidates, partition_candidates
 from churnflow.serving.priority import build_priority_list
+from churnflow.training.churn_model import model_frame
 from tests.conftest import write_project
 
 pytestmark = [
@@ -307,7 +308,7 @@ def train_small_model(project: Settings) -> object:
     feats = build_features(tables, tables.end_date - pd.Timedelta(days=89), project, schema)
     label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
     booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
-                        xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
+                        xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=label, enable_categorical=True), 5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, project.features.value_column))
     return dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
