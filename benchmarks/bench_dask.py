@@ -92,6 +92,7 @@ def fit_model(data: Path, out: Path) -> None:
     from churnflow.features.segments import fit_segments
     from churnflow.training.bundle import ModelBundle
     from churnflow.training.calibration import Calibrator
+    from churnflow.training.churn_model import model_frame
 
     settings = settings_for(data, 1)
     tables = load_tables(settings)
@@ -99,7 +100,7 @@ def fit_model(data: Path, out: Path) -> None:
     as_of = tables.end_date - pd.Timedelta(days=120)
     feats = build_snapshots(tables, [as_of], settings, schema)
     booster = xgb.train({"max_depth": 4, "nthread": 2, "seed": 0, "objective": "binary:logistic"},
-                        xgb.DMatrix(schema.to_model_frame(feats), label=feats["label"], enable_categorical=True), 20)
+                        xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=feats["label"], enable_categorical=True), 20)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=19,
                          segments=fit_segments(feats, schema, settings.features.value_column))
     bundle = dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))

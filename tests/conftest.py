@@ -87,5 +87,5 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def dask_session(dask_cluster: object) -> object:
     """The session's Dask client, checked before each test: a cluster left broken by an earlier
     failure (lost workers) fails this test at once instead of hanging it."""
-    dask_cluster.wait_for_workers(2, timeout=10)  # type: ignore[attr-defined]
+    dask_cluster.wait_for_workers(2, timeout=120)  # type: ignore[attr-defined]
     return dask_cluster

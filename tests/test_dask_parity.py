@@ -38,7 +38,7 @@ from churnflow.training.churn_model import model_frame
 from tests.conftest import write_project
 
 pytestmark = [
-    pytest.mark.timeout(120),  # a lost cluster fails the test, the next one checks it first
+    pytest.mark.timeout(300),  # a lost cluster fails the test, the next one checks it first
     # dask's Parquet reader on pandas 3.1 (dask 2026.8): not ours to fix
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
 ]
