@@ -143,17 +143,17 @@ def test_an_open_control_group_of_an_earlier_list_is_not_contacted() -> None:
     from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
-    first = score_week(tables, AS_OF, bundle, "1", settings)
+    first_day = AS_OF - pd.Timedelta(days=90)
+    first = score_week(tables, first_day, bundle, "1", settings)
     held = first.priority_list.loc[first.priority_list["status"] == "holdout", "customer_id"].tolist()
-    later = AS_OF + pd.Timedelta(days=7)
-    week2 = score_week(tables, later, bundle, "1", settings, earlier_holdouts={str(AS_OF.date()): held})
+    earlier = {str(first_day.date()): held}
+    week2 = score_week(tables, first_day + pd.Timedelta(days=7), bundle, "1", settings, earlier_holdouts=earlier)
     again = week2.priority_list.set_index("customer_id")
     on_list = [c for c in held if c in again.index]
     assert on_list and (again.loc[on_list, "status"] == "holdout, earlier list").all()
     assert week2.summary["n_held_earlier"] == len(on_list)
-    after = score_week(tables, AS_OF + pd.Timedelta(days=90), bundle, "1", settings,
-                       earlier_holdouts={str(AS_OF.date()): held})  # horizon passed: free again
-    assert after.summary["n_held_earlier"] == 0
+    after = score_week(tables, AS_OF, bundle, "1", settings, earlier_holdouts=earlier)  # horizon passed: free again
+    assert after.summary["n_held_earlier"] == 0 and after.priority_list["customer_id"].isin(held).any()
 
 
 def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
