@@ -158,9 +158,13 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     drifty = root / "drift.toml"
     drifty.write_text(project["config"].read_text().replace(
         "[serving]", "[serving]\ndrift_warn_psi = 0.0\ndrift_fail_psi = 0.0"))
-    # One year after the data end every recency has drifted: publishing is refused.
-    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    # Months before the model's date the population differs (drift above 0): publishing is refused.
+    state = score_flow(config=str(drifty), as_of="2026-05-04", return_state=True)
     assert state.is_failed() and "churnflow score --force" in state.message
+    assert not (root / "outputs" / "2026-05-04").exists()
+    # A year after the data end is not drift but a date the data cannot speak for: said as such.
+    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    assert state.is_failed() and "--as-of 2027-11-01 is after the end of the data" in state.message
     assert not (root / "outputs" / "2027-11-01").exists()
 
     state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
