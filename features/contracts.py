@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -174,11 +175,15 @@ def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
     return text.where(text != "")
 
 
+def compare_ids_as_text(id_dtypes: Iterable[Any]) -> bool:
+    """Compare ids as text unless every table stores them as numbers (given each table's id dtype;
+    the Dask engine decides it once for all partitions from the sources' dtypes)."""
+    return not all(pd.api.types.is_numeric_dtype(dtype) for dtype in id_dtypes)
+
+
 def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:
-    """Compare ids as text unless every table stores them as numbers."""
-    numeric = [pd.api.types.is_numeric_dtype(frame[sources[k].columns["customer_id"]])
-               for k, frame in raw.items() if frame is not None]
-    return not all(numeric)
+    return compare_ids_as_text(frame[sources[k].columns["customer_id"]].dtype
+                               for k, frame in raw.items() if frame is not None)
 
 
 @dataclass
@@ -501,18 +506,20 @@ def validate_tables(
     names: dict[str, str] | None = None,
     require_label: bool = True,
     kinds: dict[str, str] | None = None,
+    part: bool = False,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
     churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
-    which sources are CSV files (problems then cite file lines).
+    which sources are CSV files (problems then cite file lines). ``part``: the tables are one
+    partition of larger sources (the Dask engine), where an empty table is normal.
     """
     names, kinds = names or {}, kinds or {}
     raw = {"customers": customers, "events": events, "contacts": contacts}
     sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
     for key, frame in raw.items():
-        if frame is not None and frame.empty:
+        if frame is not None and frame.empty and not part:
             raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
                                       hint="The source has no rows; check the path, table name or query.")
     if customers is None and events is None:

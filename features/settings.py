@@ -287,6 +287,9 @@ class ComputeSettings(_Section):
     n_partitions: int = Field(0, ge=0)
     """Customer partitions (each customer's rows stay together); 0 = as many as the largest source
     has input blocks (Parquet files or row groups, 64 MiB of CSV). Aim for 100k-1M customers each."""
+    tuning_sample_rows: int = Field(200_000, ge=100)
+    """Training rows Optuna tunes on (an exact, seeded sample stratified by as-of date and label,
+    held by every worker); the final model is fitted on all rows (``training/distributed.py``)."""
 
 
 class Settings(BaseSettings):

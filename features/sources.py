@@ -8,6 +8,7 @@ comes back is the user's table with the user's column names; mapping and validat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -88,8 +89,15 @@ def _text_encoding(path: Path, encoding: str) -> str:
 
 
 def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
-    """A CSV/TSV with the id column as text, a byte-order mark (Excel) honoured, header names
-    trimmed, rows with no value at all skipped, and a file separated by ``;`` (European Excel), tabs or
+    """A CSV/TSV read with :func:`text_options`, header names trimmed, and rows with no value at
+    all skipped (``skip_blank_rows``)."""
+    frame = pd.read_csv(path, **text_options(path, sep, settings), low_memory=False)
+    return skip_blank_rows(frame.rename(columns=trimmed))
+
+
+def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
+    """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
+    byte-order mark (Excel) honoured, and a file separated by ``;`` (European Excel), tabs or
     ``|`` read as such when its header line says so."""
     encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
@@ -100,10 +108,17 @@ def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
             header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
     _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
-    frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
-    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
-    # Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like blank
-    # lines, keeping the index, so every message still cites the right file line.
+    return {"sep": sep, "dtype": ids, "encoding": encoding}
+
+
+def trimmed(column: Any) -> Any:
+    """A header name without surrounding blanks (exports often pad them)."""
+    return column.strip() if isinstance(column, str) else column
+
+
+def skip_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like
+    blank lines, keeping the index, so every message still cites the right file line."""
     return frame.dropna(how="all")
 
 

@@ -6,8 +6,9 @@ under ``serving.output_dir``:
 * a card already written (``outcome.json``) is read back, never recomputed: it records what was
   known when the horizon closed, and later corrections of the data must not rewrite history;
 * a list whose horizon has passed in today's data gets its card now (``scores.parquet`` with each
-  customer's status, the tables cut to ``[T, T + H)``), written atomically and once, then logged
-  to MLflow on the model version that produced the list;
+  customer's status, the tables cut to ``[T, T + H)``), logged to MLflow on the model version
+  that produced the list, then written atomically and once (in that order: a failed log leaves
+  no card behind, so the next run tries both again; a card already logged is not logged twice);
 * a list whose horizon is still open keeps the label-free estimate its ``summary.json`` recorded
   when it was published.
 
@@ -78,10 +79,10 @@ def update_outcomes(settings: Settings, tables: Tables, before: pd.Timestamp | N
                               "estimate_before_horizon": summary.get("estimate_before_horizon")})
             continue
         card = list_card(pd.read_parquet(folder / "scores.parquet"), summary, tables, days, definition)
+        if log_to_mlflow:  # first: a failed log leaves no card, so the next run logs and writes it
+            log_card(settings, card)
         if write_outcome_once(folder, card):
             written.append(folder.name)
-            if log_to_mlflow:
-                log_card(settings, card)
         cards.append(_read_json(folder / OUTCOME_FILE))
     return Outcomes(cards=cards, estimates=estimates, written=written,
                     alarm=latest_version_alarm(cards, settings.serving.decay_alarm_drop))

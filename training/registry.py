@@ -457,13 +457,15 @@ def log_and_register(
     run_name: str | None = None,
     train: pd.DataFrame | None = None,
     registration_key: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RegistryResult:
     """Log the training run, register the model as a new version and apply the promotion gate.
 
     ``evaluation`` is the held-out evaluation on ``test`` (the champion may be re-scored on these
     rows, see the module docstring); ``train``, when given, is recorded as the training dataset.
     ``registration_key`` makes a retry idempotent: called again with the same key after a failure,
-    it completes the same run and model version instead of registering a second one.
+    it completes the same run and model version instead of registering a second one. ``tags`` are
+    added to the run's tags (the Dask engine says how it trained).
     """
     client = registry_client(settings)
     exp_id = experiment_id(client, settings)
@@ -471,7 +473,7 @@ def log_and_register(
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
                 "out_of_time": str(plan.out_of_time if plan else "unknown").lower(),
-                "model_family": bundle.family, "fitted_through": bundle.fitted_through}
+                "model_family": bundle.family, "fitted_through": bundle.fitted_through} | dict(tags or {})
     run_id = _start_run(client, exp_id, run_name, registration_key)
     try:
         _log_batch(client, run_id, run_params(settings, plan, fingerprint, tune_result), metrics, run_tags)
@@ -509,7 +511,8 @@ def register_trained(settings: Settings, trained: TrainedModel, run_name: str | 
     return log_and_register(settings, trained.bundle, trained.evaluation, trained.test,
                             tune_result=trained.tuning, plan=trained.plan, fingerprint=trained.fingerprint,
                             importance=trained.importance, checks=trained.checks, plots=trained.plots,
-                            run_name=run_name, registration_key=registration_key)
+                            run_name=run_name, registration_key=registration_key,
+                            tags=trained.run_tags)
 
 
 # ---- loading --------------------------------------------------------------------------------

@@ -152,7 +152,8 @@ def fail_stale_trials(storage: optuna.storages.BaseStorage, study_name: str) -> 
     return len(stale)
 
 
-def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, int, int]:
+def open_study(settings: Settings, name: str, url: str | optuna.storages.BaseStorage
+               ) -> tuple[optuna.Study, int, int]:
     """Create or resume the study; return it with its number of trials and of finished ones.
 
     The sampler's seed is offset by the number of existing trials: a resumed study must not
@@ -160,7 +161,8 @@ def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, i
     reproducible).
     """
     cfg = settings.training
-    ensure_sqlite_folder(url)  # Optuna does not create it
+    if isinstance(url, str):  # else an opened storage (the Dask engine's journal file)
+        ensure_sqlite_folder(url)  # Optuna does not create it
     rdb = optuna.storages.get_storage(url)
     optuna.create_study(storage=rdb, study_name=name, direction=direction(cfg.objective), load_if_exists=True)
     fail_stale_trials(rdb, name)
