@@ -188,6 +188,10 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     state = score_flow(config=str(drifty), return_state=True)
     assert state.is_failed() and "churnflow score --force" in state.message
     assert sorted(p.name for p in (root / "outputs").iterdir()) == before  # nothing published
+    # A year after the data end is not drift but a date the data cannot speak for: said as such.
+    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    assert state.is_failed() and "--as-of 2027-11-01 is after the end of the data" in state.message
+    assert not (root / "outputs" / "2027-11-01").exists()
 
     state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
     assert state.is_failed() and "no version 999" in state.message and "versions that exist: 1" in state.message
