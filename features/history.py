@@ -12,6 +12,7 @@ of many pandas group-bys; at 20M events this is the difference between seconds a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
@@ -146,7 +147,7 @@ class Aggregates:
     def monetary(self, w: int) -> np.ndarray:
         return self._cached(("monetary", w), lambda: self.count(self.age <= w, self.amount))
 
-    def _cached(self, key: tuple[str, int], make) -> np.ndarray:
+    def _cached(self, key: tuple[str, int], make: Callable[[], np.ndarray]) -> np.ndarray:
         cache = self.__dict__.setdefault("_window_cache", {})
         if key not in cache:
             cache[key] = make()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +28,9 @@ app = typer.Typer(
 )
 console = Console()
 DEMO_CUSTOMERS = "data/demo/customers.parquet"
+
+if TYPE_CHECKING:
+    from churnflow.features.settings import Settings
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file (default: ./churnflow.toml).")]
 
@@ -107,7 +111,7 @@ def _hide_expected_failures_in_prefect_logs() -> None:
                 handler.addFilter(quiet)
 
 
-def _run(fn, *args, **kwargs):
+def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a flow; expected failures end in one clear message and exit code 2, no traceback."""
     from pydantic import ValidationError
 
@@ -135,7 +139,7 @@ def _run(fn, *args, **kwargs):
                     "this is unexpected (a bug); rerun with --debug for the traceback and report it", code=1) from None
 
 
-def _settings(config: Path | None, **overrides):
+def _settings(config: Path | None, **overrides: Any) -> Settings:
     from churnflow.features.settings import ConfigError, load_settings
 
     try:
@@ -164,7 +168,7 @@ AsOfOpt = Annotated[
 ]
 
 
-def _training_options(config: Path | None, trials: int | None, timeout: float | None):
+def _training_options(config: Path | None, trials: int | None, timeout: float | None) -> Settings:
     """Load settings with the CLI's training options, so a bad value names --trials / --timeout."""
     from churnflow.features.settings import OPTION_NAMES
 

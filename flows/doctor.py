@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from churnflow.features.settings import Settings
 
 OK = "ok"
 PROBLEM = "problem"
@@ -34,7 +38,7 @@ def _message(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-def _settings_check(config: Path | None):
+def _settings_check(config: Path | None) -> tuple[Settings | None, Check]:
     from churnflow.features.settings import ConfigError, load_settings
 
     shown = str(config) if config else os.environ.get("CHURNFLOW_CONFIG", "churnflow.toml")
@@ -47,7 +51,7 @@ def _settings_check(config: Path | None):
     return settings, Check("settings", OK, f"loaded {source}; paths relative to {settings.root}")
 
 
-def _data_checks(settings) -> list[Check]:
+def _data_checks(settings: Settings) -> list[Check]:
     from churnflow.features.contracts import DataValidationError, load_tables
     from churnflow.features.settings import ConfigError
     from churnflow.features.sources import SourceError, read_source, source_label
@@ -105,7 +109,7 @@ def _data_checks(settings) -> list[Check]:
     return checks
 
 
-def _mlflow_checks(settings) -> list[Check]:
+def _mlflow_checks(settings: Settings) -> list[Check]:
     try:
         from mlflow.exceptions import MlflowException
 
@@ -140,7 +144,7 @@ def _mlflow_checks(settings) -> list[Check]:
     return checks
 
 
-def _decay_check(settings) -> Check:
+def _decay_check(settings: Settings) -> Check:
     """The decay alarm over the report cards already written (``churnflow outcomes`` writes them)."""
     from churnflow.serving.outcome_store import read_cards
     from churnflow.serving.outcomes import latest_version_alarm

@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 TOP_FRACTIONS = (0.05, 0.10, 0.20)
 RECENCY = name_for("recency")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 # ---- metric primitives ----------------------------------------------------------------------
@@ -391,7 +394,7 @@ def attach_metrics(bundle: ModelBundle, evaluation: Evaluation) -> ModelBundle:
 
 
 # ---- plots ----------------------------------------------------------------------------------
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     """A figure of its own (no pyplot state, no global backend switch)."""
     from matplotlib.figure import Figure
 
