@@ -442,6 +442,16 @@ def _apply_decision(client: MlflowClient, name: str, version: str, run_id: str, 
 
 
 # ---- logging + registration ----------------------------------------------------------------
+def _log_reports(client: MlflowClient, run_id: str, bundle: ModelBundle, evaluation: Evaluation,
+                 report_inputs: dict[str, Any], plots: dict[str, Path] | None) -> None:
+    """The run's human-readable files: the reports folder (``write_reports``) and every plot."""
+    with tempfile.TemporaryDirectory(prefix="churnflow-") as tmp:
+        reports = write_reports(Path(tmp) / "reports", bundle, evaluation, **report_inputs)
+        client.log_artifacts(run_id, str(reports), artifact_path="reports")
+    for path in (dict(evaluation.plots) | dict(plots or {})).values():
+        client.log_artifact(run_id, str(path), artifact_path="plots")
+
+
 def log_and_register(
     settings: Settings,
     bundle: ModelBundle,
@@ -478,12 +488,8 @@ def log_and_register(
     try:
         _log_batch(client, run_id, run_params(settings, plan, fingerprint, tune_result), metrics, run_tags)
         _log_datasets(client, run_id, bundle.schema, {"training": train, "test": test})
-        with tempfile.TemporaryDirectory(prefix="churnflow-") as tmp:
-            reports = write_reports(Path(tmp) / "reports", bundle, evaluation, tune_result=tune_result, plan=plan,
-                                    fingerprint=fingerprint, importance=importance, checks=checks)
-            client.log_artifacts(run_id, str(reports), artifact_path="reports")
-        for path in (dict(evaluation.plots) | dict(plots or {})).values():
-            client.log_artifact(run_id, str(path), artifact_path="plots")
+        _log_reports(client, run_id, bundle, evaluation, dict(tune_result=tune_result, plan=plan,
+                     fingerprint=fingerprint, importance=importance, checks=checks), plots)
         if tune_result is not None:
             _log_trials(client, exp_id, run_id, tune_result)
         version = _model_version(client, exp_id, run_id, name, bundle, test)
