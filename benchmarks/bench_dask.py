@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-AS_OF = "2026-11-01"  # the day after the demo data end: this week's run
+AS_OF = None  # this week's run: the day after the data end (as the score command's default)
 TIMEOUT_S = 1800  # per engine run: a cluster that lost its workers fails the benchmark, it does not hang it
 
 
@@ -111,7 +111,7 @@ def fit_model(data: Path, out: Path) -> None:
 
 
 def mode_local(data: Path, model: Path, out: Path) -> dict:
-    from churnflow.features.build import build_features, infer_schema
+    from churnflow.features.build import build_features, infer_schema, latest_as_of
     from churnflow.features.contracts import load_tables
     from churnflow.serving.publish import write_parquet
     from churnflow.serving.weekly import score_week
@@ -121,10 +121,10 @@ def mode_local(data: Path, model: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     tables = load_tables(settings)
     schema = infer_schema(tables, settings)
-    feats = build_features(tables, pd.Timestamp(AS_OF), settings, schema)
+    feats = build_features(tables, latest_as_of(tables), settings, schema)
     features_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    week = score_week(load_tables(settings, require_label=False), pd.Timestamp(AS_OF), bundle, "1", settings,
+    week = score_week(load_tables(settings, require_label=False), AS_OF, bundle, "1", settings,
                       force=True)
     score_s = time.perf_counter() - t0
     write_parquet(week.scores, out / "local_scores.parquet")
@@ -136,7 +136,7 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
     from distributed.diagnostics import MemorySampler
 
     from churnflow.features.partitioned import (
-        build_snapshots_partitioned,
+        build_features_partitioned,
         dask_client,
         read_partitioned,
         write_parts,
@@ -152,13 +152,12 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
         client.run(lambda: __import__("churnflow.serving.partitioned"))  # imports on the workers, not timed
         with sampler.sample("features"):
             t0 = time.perf_counter()
-            parts, _ = build_snapshots_partitioned(read_partitioned(settings), [pd.Timestamp(AS_OF)], settings,
-                                                   with_labels=False)
+            parts, _, _ = build_features_partitioned(read_partitioned(settings), settings, AS_OF)
             write_parts(parts, out / "dask_features")
             features_s = time.perf_counter() - t0
         with sampler.sample("scoring"):
             t0 = time.perf_counter()
-            week = score_week_partitioned(read_partitioned(settings), pd.Timestamp(AS_OF), bundle, "1", settings,
+            week = score_week_partitioned(read_partitioned(settings), AS_OF, bundle, "1", settings,
                                           force=True)
             score_s = time.perf_counter() - t0
         worker_peaks = client.run(peak_rss_mb)
@@ -175,7 +174,7 @@ def mode_duckdb(data: Path, out: Path) -> dict:
     import duckdb
 
     feats = pd.read_parquet(out / "dask_features")
-    as_of = pd.Timestamp(AS_OF)
+    as_of = pd.Timestamp(feats["as_of"].iloc[0])
     windows = sorted(int(c[len("frequency_"):-1]) for c in feats.columns if re.fullmatch(r"frequency_\d+d", c))
     con = duckdb.connect()
     con.execute("SET threads TO 2")

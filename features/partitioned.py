@@ -140,7 +140,7 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
         directory = str(settings.path(directory))
     with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
                       memory_limit=compute.memory_limit, local_directory=directory or None,
-                      processes=processes, dashboard_address=None) as cluster, Client(cluster) as client:
+                      processes=processes, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
