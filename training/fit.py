@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from features.schema import FeatureSchema
 from features.settings import Settings
 from training.bundle import ModelBundle
-from training.calibration import Calibrator, fit_calibrator
+from training.calibration import Calibrator, fit_calibrator, fit_calibrator_out_of_time
 from training.candidates import Choice
 from training.churn_model import LinearModel, model_frame, sigmoid
 from training.linear import fit_linear
@@ -44,10 +45,17 @@ def fit_choice(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice
     return booster, linear
 
 
-def oof_calibrator(choice: Choice, settings: Settings) -> Calibrator:
-    """The calibration map, fitted on the chosen candidate's out-of-fold predictions."""
-    return fit_calibrator(sigmoid(choice.oof_margin), choice.oof_label, method=settings.training.calibration,
-                          seed=settings.training.seed)
+def oof_calibrator(choice: Choice, settings: Settings, out_of_time: bool = False) -> Calibrator:
+    """The calibration map, fitted on the chosen candidate's out-of-fold predictions.
+
+    Out of time (rolling-origin folds), the map is chosen out of time and fitted on the latest
+    validation date (``fit_calibrator_out_of_time``); otherwise on every out-of-fold row.
+    """
+    method, seed = settings.training.calibration, settings.training.seed
+    if out_of_time and choice.oof_fold is not None and len(np.unique(choice.oof_fold)) > 1:
+        return fit_calibrator_out_of_time(sigmoid(choice.oof_margin), choice.oof_label, choice.oof_fold, method,
+                                          seed=seed)
+    return fit_calibrator(sigmoid(choice.oof_margin), choice.oof_label, method=method, seed=seed)
 
 
 def fit_bundle(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice, calibrator: Calibrator,
