@@ -9,6 +9,8 @@ baseline.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -178,3 +180,27 @@ def test_only_a_clear_win_on_the_test_rows_counts() -> None:
     assert not clearly_better("roc_auc", y, model, model)
     p = 1 / (1 + np.exp(-model))
     assert clearly_better("log_loss", y, np.clip(0.5 * p + 0.5 * y, 0.01, 0.99), p)
+
+
+# ---- the final fit on more rows ------------------------------------------------------------------
+def test_the_final_tree_grows_with_the_rows_it_gains_over_a_fold() -> None:
+    from training.evaluate import baseline_choice
+    from training.fit import MAX_ROUNDS_FACTOR, final_rounds
+
+    shallow = baseline_choice("xgboost_shallow", Settings())
+    assert final_rounds(shallow, 10_000) == 300  # a fixed baseline is fitted as specified
+    chosen = dataclasses.replace(shallow, n_rounds=100, fold_rows=800)
+    assert final_rounds(chosen, 800) == 100 and final_rounds(chosen, 500) == 100
+    assert final_rounds(chosen, 1250) == 125  # sqrt(1250 / 800) = 1.25
+    assert final_rounds(chosen, 100_000) == 100 * MAX_ROUNDS_FACTOR
+
+
+def test_a_bundle_records_the_rounds_it_was_fitted_with(tmp_path) -> None:
+    from training.calibration import Calibrator
+    from training.evaluate import baseline_choice
+    from training.fit import fit_bundle
+
+    frame, schema = tabular(400)
+    spec = dataclasses.replace(baseline_choice("xgboost_shallow", settings_for(tmp_path)), n_rounds=20, fold_rows=100)
+    bundle = fit_bundle(frame, schema, spec, Calibrator(method="identity"))
+    assert bundle.booster.num_boosted_rounds() == 40 == bundle.best_iteration + 1  # sqrt(400 / 100) = 2

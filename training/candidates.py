@@ -69,6 +69,8 @@ class Choice:
     oof_label: np.ndarray = field(repr=False)
     oof_fold: np.ndarray | None = field(default=None, repr=False)
     """Index of the (last) fold that validated each out-of-fold row; rolling origins: oldest first."""
+    fold_rows: int = 0
+    """Mean training rows of a fold, where ``n_rounds`` was found (0: use ``n_rounds`` as is)."""
 
 
 def fold_metric(objective: str, label: np.ndarray, margin: np.ndarray) -> float:
@@ -136,7 +138,8 @@ def choose_model(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, setting
     oof_margin, oof_label, oof_fold = out_of_fold(folds, blended, y)
     return Choice(family=family_of(weight), tree_weight=weight, tree_params=dict(tuned.best_params),
                   n_rounds=iteration + 1, linear_c=c, cv_scores=cv_scores, oof_margin=oof_margin,
-                  oof_label=oof_label, oof_fold=oof_fold)
+                  oof_label=oof_label, oof_fold=oof_fold,
+                  fold_rows=int(round(float(np.mean([len(t) for t, _ in folds])))))
 
 
 def simplest_within_noise(per_fold: dict[float, np.ndarray], sign: float) -> float:
