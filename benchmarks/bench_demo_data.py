@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from features.demo import generate_demo_data, write_demo_data
+from churnflow.features.demo import generate_demo_data, write_demo_data
 
 
 def _peak_rss_mb() -> float:

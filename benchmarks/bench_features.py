@@ -26,10 +26,10 @@ def run_one(n: int, seed: int) -> dict[str, float]:
     import duckdb
     import pandas as pd
 
-    from features.build import build_features, infer_schema, with_btyd_fitted
-    from features.contracts import validate_tables
-    from features.demo import generate_demo_data
-    from features.settings import Settings
+    from churnflow.features.build import build_features, infer_schema, with_btyd_fitted
+    from churnflow.features.contracts import validate_tables
+    from churnflow.features.demo import generate_demo_data
+    from churnflow.features.settings import Settings
 
     settings = Settings(data={"contacts": "", "columns": {"event_type": "event_type", "churn_time": "churn_time",
                                                           "pii": ["name", "email", "phone", "address"]}})

@@ -56,16 +56,16 @@ from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import RepeatedStratifiedKFold  # noqa: E402
 
-from features import btyd  # noqa: E402
-from features.build import build_snapshots, infer_schema, snapshot_as_of  # noqa: E402
-from features.contracts import Tables, load_tables  # noqa: E402
-from features.schema import FeatureSchema  # noqa: E402
-from features.settings import Settings, load_settings  # noqa: E402
-from training.calibration import Calibrator  # noqa: E402
-from training.evaluate import RECENCY, SIMPLE_BASELINES, fit_simple_baseline  # noqa: E402
-from training.fit import fit_bundle  # noqa: E402
-from training.linear import C_GRID  # noqa: E402
-from training.recipe import train_model  # noqa: E402
+from churnflow.features import btyd  # noqa: E402
+from churnflow.features.build import build_snapshots, infer_schema, snapshot_as_of  # noqa: E402
+from churnflow.features.contracts import Tables, load_tables  # noqa: E402
+from churnflow.features.schema import FeatureSchema  # noqa: E402
+from churnflow.features.settings import Settings, load_settings  # noqa: E402
+from churnflow.training.calibration import Calibrator  # noqa: E402
+from churnflow.training.evaluate import RECENCY, SIMPLE_BASELINES, fit_simple_baseline  # noqa: E402
+from churnflow.training.fit import fit_bundle  # noqa: E402
+from churnflow.training.linear import C_GRID  # noqa: E402
+from churnflow.training.recipe import train_model  # noqa: E402
 
 CHURNFLOW = "churnflow"
 EVENT_BASELINES = ("recency", "logistic_rfm", "logistic_all", "xgboost_shallow")

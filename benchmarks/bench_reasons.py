@@ -18,7 +18,7 @@ import xgboost as xgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving.reasons import reasons_reference, top_reasons
+from churnflow.serving.reasons import reasons_reference, top_reasons
 
 PLANS = ["basic", "plus", "pro", "enterprise"]
 

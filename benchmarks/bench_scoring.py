@@ -70,7 +70,7 @@ def env_overrides(values: dict[str, dict[str, str]]) -> dict[str, str]:
 
 
 def mode_train(project: Path, n: int, seed: int, trials: int) -> dict:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     project.mkdir(parents=True, exist_ok=True)
     shutil.copy(CONFIG, project / "churnflow.toml")  # every path in it is relative to its folder
@@ -86,7 +86,7 @@ def mode_train(project: Path, n: int, seed: int, trials: int) -> dict:
 
 
 def mode_gen(out: Path, n: int, seed: int) -> dict:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     t0 = time.perf_counter()
     data = generate_demo_data(n, seed=seed)
@@ -98,11 +98,11 @@ def mode_gen(out: Path, n: int, seed: int) -> dict:
 def mode_score(project: Path, data: Path, out: Path) -> dict:
     """What the score flow runs, as plain calls: load, read, validate, ``score_week``, publish."""
     t_import = time.perf_counter()
-    from features.contracts import load_tables, read_raw_tables
-    from features.settings import load_settings
-    from serving.publish import publish_week, read_previous_list, standard_writers
-    from serving.weekly import score_week, scoring_date
-    from training.registry import load_bundle
+    from churnflow.features.contracts import load_tables, read_raw_tables
+    from churnflow.features.settings import load_settings
+    from churnflow.serving.publish import publish_week, read_previous_list, standard_writers
+    from churnflow.serving.weekly import score_week, scoring_date
+    from churnflow.training.registry import load_bundle
 
     t_import = time.perf_counter() - t_import
     steps: dict[str, float] = {}
@@ -163,13 +163,13 @@ def mode_reasons(project: Path, data: Path, out: Path, skip_reference: bool) -> 
     """Reasons for every active customer: explain_customers against shap + per-row formatting."""
     import pandas as pd
 
-    from features.build import build_features, latest_as_of
-    from features.contracts import cut_at, load_tables
-    from features.labels import active_customers
-    from features.settings import load_settings
-    from serving.reasons import reasons_reference, top_reasons
-    from serving.score import explain_customers
-    from training.registry import load_bundle
+    from churnflow.features.build import build_features, latest_as_of
+    from churnflow.features.contracts import cut_at, load_tables
+    from churnflow.features.labels import active_customers
+    from churnflow.features.settings import load_settings
+    from churnflow.serving.reasons import reasons_reference, top_reasons
+    from churnflow.serving.score import explain_customers
+    from churnflow.training.registry import load_bundle
 
     settings = load_settings(project / "churnflow.toml", **overrides(data, out))
     bundle, _ = load_bundle(settings)

@@ -29,7 +29,7 @@ METRICS = ["roc_auc", "pr_auc", "log_loss", "lift_top10"]
 
 
 def demo_project(folder: Path, customers: int) -> Path:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     shutil.copy(ROOT / "churnflow.toml", folder / "churnflow.toml")
     write_demo_data(generate_demo_data(customers, seed=42), folder / "data" / "demo")
@@ -37,9 +37,9 @@ def demo_project(folder: Path, customers: int) -> Path:
 
 
 def run(config: Path, trials: int | None, store: Path) -> None:
-    from features.contracts import load_tables
-    from features.settings import load_settings
-    from training.recipe import train_model
+    from churnflow.features.contracts import load_tables
+    from churnflow.features.settings import load_settings
+    from churnflow.training.recipe import train_model
 
     overrides = {"storage": f"sqlite:///{store / 'optuna.db'}"} | ({"n_trials": trials} if trials else {})
     settings = load_settings(config, training=overrides)

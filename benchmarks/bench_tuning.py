@@ -47,10 +47,10 @@ def quiet_env(home: Path) -> dict[str, str]:
 
 def build_train_snapshots(n: int, seed: int, settings):
     """Demo data → validated tables → the recipe's plan, development rows and folds (same functions)."""
-    from features.build import infer_schema
-    from features.contracts import validate_tables
-    from features.demo import generate_demo_data
-    from training.split import fold_positions, plan_for, training_snapshots
+    from churnflow.features.build import infer_schema
+    from churnflow.features.contracts import validate_tables
+    from churnflow.features.demo import generate_demo_data
+    from churnflow.training.split import fold_positions, plan_for, training_snapshots
 
     data = generate_demo_data(n, seed=seed)
     tables = validate_tables(data.customers, data.events, data.contacts, settings)
@@ -66,10 +66,10 @@ def run_tuning(n: int, seed: int, budget: float, n_trials: int) -> dict:
 
     from optuna.trial import TrialState
 
-    from features.settings import load_settings
-    from training.tune import tune
+    from churnflow.features.settings import load_settings
+    from churnflow.training.tune import tune
 
-    logging.getLogger("training.tune").setLevel(logging.WARNING)
+    logging.getLogger("churnflow.training.tune").setLevel(logging.WARNING)
     base = load_settings(CONFIG)
     t0 = time.perf_counter()
     schema, dev, folds, plan = build_train_snapshots(n, seed, base)
@@ -111,7 +111,7 @@ def run_tuning(n: int, seed: int, budget: float, n_trials: int) -> dict:
 
 def time_train_cli(n: int, seed: int, trials: int, timeout: float | None) -> dict:
     """Write demo data into a temp project and time ``churnflow train`` on it."""
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     tmp = Path(tempfile.mkdtemp(prefix="churnflow-bench-train-"))
     try:

@@ -19,14 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.btyd import Histories, fit_histories
-from features.contracts import Tables
-from features.history import Aggregates
-from features.labels import active_customers, check_label_window, churn_labels
-from features.naming import known_levels, slug
-from features.schema import FeatureSchema
-from features.settings import Settings
-from features.spec import behaviour_features, declared_features
+from churnflow.features.btyd import Histories, fit_histories
+from churnflow.features.contracts import Tables
+from churnflow.features.history import Aggregates
+from churnflow.features.labels import active_customers, check_label_window, churn_labels
+from churnflow.features.naming import known_levels, slug
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.features.spec import behaviour_features, declared_features
 
 MAX_EVENT_TYPES = 8
 NUMERIC_SHARE = 0.95

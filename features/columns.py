@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from features.personal import personal_columns
-from features.settings import Settings
+from churnflow.features.personal import personal_columns
+from churnflow.features.settings import Settings
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id", "signup_time", "churn_time", "label"),

@@ -18,16 +18,16 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from features.columns import (
+from churnflow.features.columns import (
     TABLE_COLUMNS,
     column_mapping,
     customer_setting_issues,
     personal_data_issues,
 )
-from features.dates import DateFormatError, parse_dates
-from features.errors import ChurnflowError
-from features.settings import Settings
-from features.sources import read_source, source_kind, source_label
+from churnflow.features.dates import DateFormatError, parse_dates
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.settings import Settings
+from churnflow.features.sources import read_source, source_kind, source_label
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.io import atomic_write
+from churnflow.features.io import atomic_write
 
 __all__ = ["OFFER_EFFECT", "DemoData", "generate_demo_data", "write_demo_data"]
 

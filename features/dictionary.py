@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from features.schema import FeatureSchema
-from features.spec import declared_features
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.spec import declared_features
 
 
 @dataclass(frozen=True)

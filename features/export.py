@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.dictionary import dictionary_records
-from features.io import atomic_write, write_json
-from features.schema import FeatureSchema
+from churnflow.features.dictionary import dictionary_records
+from churnflow.features.io import atomic_write, write_json
+from churnflow.features.schema import FeatureSchema
 
 
 def write_feature_table(frame: pd.DataFrame, schema: FeatureSchema, out: Path) -> dict[str, Path]:

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from features import btyd
+from churnflow.features import btyd
 
 DAY = np.timedelta64(1, "D")
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from features.contracts import Tables
+from churnflow.features.contracts import Tables
 
 Definition = Literal["inactivity", "explicit", "label"]
 

@@ -59,15 +59,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from features.btyd import Histories, fit_histories
-from features.build import (
+from churnflow.features.btyd import Histories, fit_histories
+from churnflow.features.build import (
     MAX_EVENT_TYPES,
     btyd_histories,
     build_snapshots,
     infer_schema,
     with_btyd_params,
 )
-from features.contracts import (
+from churnflow.features.contracts import (
     MAX_EXAMPLES,
     DataValidationError,
     Problem,
@@ -75,10 +75,10 @@ from features.contracts import (
     source_names,
     validate_tables,
 )
-from features.errors import ChurnflowError
-from features.schema import FeatureSchema
-from features.settings import ComputeSettings, Settings
-from features.sources import SourceError, is_database_url
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import ComputeSettings, Settings
+from churnflow.features.sources import SourceError, is_database_url
 
 if TYPE_CHECKING:
     import dask.dataframe as dd

@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from features.errors import ChurnflowError
-from features.io import write_json
-from features.naming import known_levels
-from features.spec import declared_features
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import write_json
+from churnflow.features.naming import known_levels
+from churnflow.features.spec import declared_features
 
 
 class SpendWindow(NamedTuple):

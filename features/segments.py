@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.schema import FeatureSchema
+from churnflow.features.schema import FeatureSchema
 
 NEW_CUSTOMER_DAYS = 90
 SEGMENT_MEANINGS = {

@@ -27,8 +27,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from features.errors import ChurnflowError
-from features.io import resolve_sqlite_url
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import resolve_sqlite_url
 
 DEFAULT_CONFIG = Path("churnflow.toml")
 _TOML_FILE: ContextVar[Path | None] = ContextVar("churnflow_toml_file", default=None)

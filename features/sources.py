@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.errors import ChurnflowError
-from features.settings import Settings
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.settings import Settings
 
 
 class SourceError(ChurnflowError, OSError):

@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from features.naming import slug
+from churnflow.features.naming import slug
 
 _SERVICE = re.compile(r"support|ticket|complain|call|incident|issue|service", re.IGNORECASE)
 

@@ -73,7 +73,7 @@ class _HideExpectedFailures(logging.Filter):
     state in Prefect's API still carries the reason; ``--debug`` shows everything."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from features.errors import ChurnflowError
+        from churnflow.features.errors import ChurnflowError
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ChurnflowError):
@@ -107,7 +107,7 @@ def _run(fn, *args, **kwargs):
     """Run a flow; expected failures end in one clear message and exit code 2, no traceback."""
     from pydantic import ValidationError
 
-    from features.errors import ChurnflowError
+    from churnflow.features.errors import ChurnflowError
 
     _hide_expected_failures_in_prefect_logs()
     try:
@@ -124,7 +124,7 @@ def _run(fn, *args, **kwargs):
 
 
 def _settings(config: Path | None, **overrides):
-    from features.settings import ConfigError, load_settings
+    from churnflow.features.settings import ConfigError, load_settings
 
     try:
         return load_settings(config, **overrides)
@@ -154,7 +154,7 @@ AsOfOpt = Annotated[
 
 def _training_options(config: Path | None, trials: int | None, timeout: float | None):
     """Load settings with the CLI's training options, so a bad value names --trials / --timeout."""
-    from features.settings import OPTION_NAMES
+    from churnflow.features.settings import OPTION_NAMES
 
     OPTION_NAMES.update({("training", "n_trials"): "--trials", ("training", "timeout_seconds"): "--timeout"})
     chosen = {k: v for k, v in {"n_trials": trials, "timeout_seconds": timeout}.items() if v is not None}
@@ -169,7 +169,7 @@ def demo_data(
     out: Annotated[Path | None, typer.Option(help="Folder to write to (default: the folder of data.customers).")] = None,
 ) -> None:
     """Generate a realistic demo customer base (customers, events, contacts) as Parquet files."""
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     settings = _settings(config)
     folder = out or settings.path(settings.data.customers or DEMO_CUSTOMERS).parent
@@ -188,7 +188,7 @@ def demo_data(
 @app.command()
 def validate(config: ConfigOpt = None) -> None:
     """Load and validate the configured sources; print what was found or every problem."""
-    from features.contracts import load_tables
+    from churnflow.features.contracts import load_tables
 
     settings = _settings(config)
     tables = _run(load_tables, settings)
@@ -210,7 +210,7 @@ def features(
     out: Annotated[Path | None, typer.Option(help="Parquet file to write (default: outputs/features/...).")] = None,
 ) -> None:
     """Build one point-in-time feature table (plus its dictionary) as of a date."""
-    from flows.features_flow import build_features_flow
+    from churnflow.flows.features_flow import build_features_flow
 
     _settings(config)
     result = _run(build_features_flow, str(config) if config else None, as_of, str(out) if out else "")
@@ -227,13 +227,13 @@ def train(
     timeout: Annotated[float | None, typer.Option(help="Tuning wall-clock limit in seconds.")] = None,
 ) -> None:
     """Tune, fit, calibrate, evaluate, explain and register a churn model (train as if today were --as-of)."""
-    from flows.train_flow import train_flow
+    from churnflow.flows.train_flow import train_flow
 
     _quiet_tuning()
 
     _training_options(config, trials, timeout)
     result = _run(train_flow, str(config) if config else None, as_of, trials, timeout)
-    from flows.summaries import print_train_summary
+    from churnflow.flows.summaries import print_train_summary
 
     print_train_summary(console, result)
 
@@ -246,11 +246,11 @@ def score(
     force: Annotated[bool, typer.Option(help="Publish even when drift is above drift_fail_psi.")] = False,
 ) -> None:
     """Score every active customer and publish this week's retention-priority list."""
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     _settings(config)
     result = _run(score_flow, str(config) if config else None, as_of, model_version, force)
-    from flows.summaries import print_score_summary
+    from churnflow.flows.summaries import print_score_summary
 
     print_score_summary(console, result)
 
@@ -262,10 +262,10 @@ def pipeline(
     trials: Annotated[int | None, typer.Option(help="Optuna trials (overrides training.n_trials).")] = None,
 ) -> None:
     """Train, then score: the whole weekly job in one flow run."""
-    from flows.pipeline_flow import pipeline_flow
+    from churnflow.flows.pipeline_flow import pipeline_flow
 
     _quiet_tuning()
-    from flows.summaries import print_score_summary, print_train_summary
+    from churnflow.flows.summaries import print_score_summary, print_train_summary
 
     _training_options(config, trials, None)
     result = _run(pipeline_flow, str(config) if config else None, as_of, trials)
@@ -290,7 +290,7 @@ def demo(
     else:
         console.print(f"demo data already in {escape(str(settings.path(settings.data.customers).parent))} (kept)")
     pipeline(config=config, as_of=None, trials=trials)
-    from flows.summaries import print_where_to_look
+    from churnflow.flows.summaries import print_where_to_look
 
     print_where_to_look(console, settings)
 
@@ -302,7 +302,7 @@ def report(
     top: Annotated[int, typer.Option(help="How many customers of the list to show.")] = 15,
 ) -> None:
     """Show a published priority list (latest, or --as-of) in the terminal and where its files are."""
-    from flows.summaries import print_published
+    from churnflow.flows.summaries import print_published
 
     settings = _settings(config)
     try:
@@ -319,7 +319,7 @@ def schedule(
     ] = True,
 ) -> None:
     """Serve the weekly `score` deployment on the cron schedule from settings (runs until stopped)."""
-    from flows.schedule import serve_weekly
+    from churnflow.flows.schedule import serve_weekly
 
     settings = _settings(config)
     serve_weekly(settings, str(config.resolve()) if config else None, start_server=start_server, console=console)
@@ -328,7 +328,7 @@ def schedule(
 @app.command()
 def doctor(config: ConfigOpt = None) -> None:
     """Check settings, data sources, tracking store, registry champion and Prefect; say what to fix."""
-    from flows.doctor import run_checks
+    from churnflow.flows.doctor import run_checks
 
     ok = run_checks(console, config)
     raise typer.Exit(code=0 if ok else 1)

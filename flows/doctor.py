@@ -35,7 +35,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _settings_check(config: Path | None):
-    from features.settings import ConfigError, load_settings
+    from churnflow.features.settings import ConfigError, load_settings
 
     shown = str(config) if config else os.environ.get("CHURNFLOW_CONFIG", "churnflow.toml")
     try:
@@ -48,9 +48,9 @@ def _settings_check(config: Path | None):
 
 
 def _data_checks(settings) -> list[Check]:
-    from features.contracts import DataValidationError, load_tables
-    from features.settings import ConfigError
-    from features.sources import SourceError, read_source, source_label
+    from churnflow.features.contracts import DataValidationError, load_tables
+    from churnflow.features.settings import ConfigError
+    from churnflow.features.sources import SourceError, read_source, source_label
 
     d = settings.data
     sources = {
@@ -109,7 +109,7 @@ def _mlflow_checks(settings) -> list[Check]:
     try:
         from mlflow.exceptions import MlflowException
 
-        from training.registry import CHAMPION, experiment_id, registry_client
+        from churnflow.training.registry import CHAMPION, experiment_id, registry_client
     except Exception as exc:  # pragma: no cover - broken install
         return [Check("tracking store", PROBLEM, f"cannot import MLflow: {_message(exc)}",
                       "reinstall: pip install -e .")]
@@ -156,7 +156,7 @@ def _prefect_check() -> Check:
                      "PREFECT_API_URL is not set: each flow run starts a temporary local server (~7 s)",
                      "`churnflow schedule` starts a local server itself; for production set "
                      "PREFECT_API_URL to your server")
-    from flows.schedule import prefect_health
+    from churnflow.flows.schedule import prefect_health
 
     url = url.rstrip("/")
     problem = prefect_health(url, timeout=5)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.build import build_features, infer_schema
-from features.contracts import Tables
-from features.export import write_feature_table
-from features.schema import FeatureSchema
-from features.settings import Settings
-from flows.tasks import (
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import Tables
+from churnflow.features.export import write_feature_table
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.flows.tasks import (
     parse_as_of,
     read_sources_task,
     run_name,
@@ -20,7 +20,7 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.weekly import scoring_date
+from churnflow.serving.weekly import scoring_date
 
 
 @task(name="build-features", **task_options)

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows.score_flow import score_flow
-from flows.tasks import run_name
-from flows.train_flow import train_flow
+from churnflow.flows.score_flow import score_flow
+from churnflow.flows.tasks import run_name
+from churnflow.flows.train_flow import train_flow
 
 
 @flow(name="pipeline", flow_run_name=run_name("pipeline"), validate_parameters=True)

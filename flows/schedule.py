@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from features.settings import Settings
+from churnflow.features.settings import Settings
 
 DEFAULT_PORT = 4200
 
@@ -161,7 +161,7 @@ def deploy_weekly(settings: Settings, config: str | None, console: Console | Non
 def _serve(settings: Settings, config: str | None, console: Console) -> None:
     from prefect.schedules import Cron
 
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     sch = settings.schedule
     console.print(

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from features.contracts import Tables
-from features.settings import Settings
-from flows.tasks import (
+from churnflow.features.contracts import Tables
+from churnflow.features.settings import Settings
+from churnflow.flows.tasks import (
     parse_as_of,
     read_sources_task,
     retry_io,
@@ -23,10 +23,10 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from serving.publish import ListTable, publish_week, read_previous_list, standard_writers
-from serving.weekly import WeeklyOutputs, score_week, scoring_date
-from training.bundle import ModelBundle
-from training.registry import load_bundle
+from churnflow.serving.publish import ListTable, publish_week, read_previous_list, standard_writers
+from churnflow.serving.weekly import WeeklyOutputs, score_week, scoring_date
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.registry import load_bundle
 
 
 @task(name="load-model", **retry_io, **task_options)

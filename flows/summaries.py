@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from features.settings import Settings
+from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
-    from training.recipe import TrainedModel
-    from training.registry import RegistryResult
+    from churnflow.training.recipe import TrainedModel
+    from churnflow.training.registry import RegistryResult
 
 _SHOWN = ["pr_auc", "roc_auc", "log_loss", "brier", "lift_top_10", "recall_top_10"]
 
@@ -106,7 +106,7 @@ def print_where_to_look(console: Console, settings: Settings) -> None:
 
 
 def latest_folder(settings: Settings, as_of: str | None) -> Path:
-    from serving.publish import published_folders
+    from churnflow.serving.publish import published_folders
 
     root = settings.output_dir
     if as_of:

@@ -17,9 +17,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from features.contracts import Tables, load_tables, read_raw_tables
-from features.errors import ChurnflowError
-from features.settings import Settings, load_settings
+from churnflow.features.contracts import Tables, load_tables, read_raw_tables
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.settings import Settings, load_settings
 
 task_options: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from features.contracts import Tables
-from features.settings import Settings
-from flows.summaries import train_result
-from flows.tasks import (
+from churnflow.features.contracts import Tables
+from churnflow.features.settings import Settings
+from churnflow.flows.summaries import train_result
+from churnflow.flows.tasks import (
     parse_as_of,
     read_sources_task,
     retry_io,
@@ -26,8 +26,8 @@ from flows.tasks import (
     task_options,
     validate_task,
 )
-from training.recipe import TrainedModel, train_model
-from training.registry import RegistryResult, register_trained
+from churnflow.training.recipe import TrainedModel, train_model
+from churnflow.training.registry import RegistryResult, register_trained
 
 
 @task(name="train-model", **task_options)

@@ -41,7 +41,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from serving.priority import STATUS_SUPPRESSED
+from churnflow.serving.priority import STATUS_SUPPRESSED
 
 STATUS_HOLDOUT = "holdout"
 STATUS_HELD_EARLIER = "holdout, earlier list"

@@ -42,12 +42,12 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from features.contracts import Tables
-from features.errors import ChurnflowError
-from features.io import fsync_file, write_json
-from features.labels import Definition, churn_labels
-from serving.holdout import STATUS_HELD_EARLIER, STATUS_HOLDOUT
-from serving.priority import STATUS_NEW, STATUS_STILL_ON, STATUS_SUPPRESSED
+from churnflow.features.contracts import Tables
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import fsync_file, write_json
+from churnflow.features.labels import Definition, churn_labels
+from churnflow.serving.holdout import STATUS_HELD_EARLIER, STATUS_HOLDOUT
+from churnflow.serving.priority import STATUS_NEW, STATUS_STILL_ON, STATUS_SUPPRESSED
 
 OUTCOME_FILE = "outcome.json"
 GROUP_CONTACT = "contact"

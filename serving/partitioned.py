@@ -22,13 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.labels import active_customers
-from features.partitioned import RawPartitions, Validated, raise_problems, validate_partitions
-from features.profile import combine_counts, psi_from_counts
-from features.settings import Settings
-from serving.priority import rank_order, recently_contacted, within_capacity
-from serving.score import score_partition
-from training.bundle import ModelBundle
+from churnflow.features.labels import active_customers
+from churnflow.features.partitioned import (
+    RawPartitions,
+    Validated,
+    raise_problems,
+    validate_partitions,
+)
+from churnflow.features.profile import combine_counts, psi_from_counts
+from churnflow.features.settings import Settings
+from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
+from churnflow.serving.score import score_partition
+from churnflow.training.bundle import ModelBundle
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.schema import SpendWindow
+from churnflow.features.schema import SpendWindow
 
 LIST_COLUMNS = [
     "rank",

@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.io import ensure_sqlite_folder, fsync_file, write_json
+from churnflow.features.io import ensure_sqlite_folder, fsync_file, write_json
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

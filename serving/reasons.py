@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from numpy.dtypes import StringDType
 
-from features.io import is_missing
+from churnflow.features.io import is_missing
 
 UNKNOWN = "unknown"
 """How a missing value (NaN / NA / unseen category) reads inside a phrase."""

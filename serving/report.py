@@ -22,7 +22,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from features.io import is_missing
+from churnflow.features.io import is_missing
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_LIST_ROWS = 5000

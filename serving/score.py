@@ -17,16 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.build import build_features
-from features.contracts import Tables
-from features.errors import ChurnflowError
-from features.labels import active_customers
-from features.profile import bin_counts, combine_counts, psi_from_counts
-from features.segments import assign_segments
-from features.settings import Settings
-from serving.priority import annotate_partition
-from serving.reasons import top_reasons
-from training.bundle import ModelBundle
+from churnflow.features.build import build_features
+from churnflow.features.contracts import Tables
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.labels import active_customers
+from churnflow.features.profile import bin_counts, combine_counts, psi_from_counts
+from churnflow.features.segments import assign_segments
+from churnflow.features.settings import Settings
+from churnflow.serving.priority import annotate_partition
+from churnflow.serving.reasons import top_reasons
+from churnflow.training.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def priority_list_with_reasons(tables: Tables, as_of: pd.Timestamp, bundle: Mode
     Who makes the list does not depend on reasons (ranking is by value at risk), so the list is
     drafted first and reasons are computed for its customers only.
     """
-    from serving.priority import build_priority_list
+    from churnflow.serving.priority import build_priority_list
 
     draft, _ = build_priority_list(scored, settings, tables.contacts, previous, as_of)
     reasons = explain_customers(tables, as_of, bundle, settings, pd.Index(draft["customer_id"]))
@@ -190,7 +190,7 @@ class DriftRefusedError(ChurnflowError, RuntimeError):
 
 def scores_table(scored: pd.DataFrame, model_version: str) -> pd.DataFrame:
     """``scores.parquet``: every scored customer, no reasons, no contact fields."""
-    from serving.priority import priority_score
+    from churnflow.serving.priority import priority_score
 
     out = scored[["customer_id", "as_of", "churn_probability", "risk_tier", "value_at_risk", "segment"]].copy()
     out.insert(5, "priority_score", priority_score(out["value_at_risk"].to_numpy()))

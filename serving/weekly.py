@@ -17,14 +17,19 @@ from typing import Any
 
 import pandas as pd
 
-from features.build import latest_as_of, with_btyd_fitted
-from features.contracts import Tables, cut_at, source_names
-from features.schema import FeatureSchema, SchemaMismatchError
-from features.settings import Settings
-from serving.priority import build_summary
-from serving.report import render_report
-from serving.score import drift_gate, priority_list_with_reasons, score_customers, scores_table
-from training.bundle import ModelBundle
+from churnflow.features.build import latest_as_of, with_btyd_fitted
+from churnflow.features.contracts import Tables, cut_at, source_names
+from churnflow.features.schema import FeatureSchema, SchemaMismatchError
+from churnflow.features.settings import Settings
+from churnflow.serving.priority import build_summary
+from churnflow.serving.report import render_report
+from churnflow.serving.score import (
+    drift_gate,
+    priority_list_with_reasons,
+    score_customers,
+    scores_table,
+)
+from churnflow.training.bundle import ModelBundle
 
 
 @dataclass(frozen=True)

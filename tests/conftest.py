@@ -46,7 +46,7 @@ def write_project(root: Path, n_customers: int = 1500, seed: int = 7, extra_toml
                   end_date: str = "2026-10-31") -> Path:
     """A project folder with demo data (none when ``n_customers`` is 0) and a churnflow.toml whose
     stores all live inside it."""
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     root.mkdir(parents=True, exist_ok=True)
     if n_customers:

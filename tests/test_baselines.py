@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.evaluate import (
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.evaluate import (
     LOGISTIC_ALL_C,
     SHALLOW_XGBOOST_ROUNDS,
     best_baseline,
@@ -21,7 +21,7 @@ from training.evaluate import (
     fit_simple_baseline,
     logistic_rfm_baseline,
 )
-from training.tune import make_dmatrix
+from churnflow.training.tune import make_dmatrix
 
 SCHEMA = FeatureSchema(
     features=["tenure_days", "income", "support_contacts_90d", "plan", "region"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features import btyd
+from churnflow.features import btyd
 
 
 def _customers(n: int, seed: int = 1) -> tuple[np.ndarray, ...]:

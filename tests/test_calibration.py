@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import log_loss, roc_auc_score
 
-from features.settings import Settings
-from training.calibration import (
+from churnflow.features.settings import Settings
+from churnflow.training.calibration import (
     Calibrator,
     apply_calibration,
     expected_calibration_error,

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import btyd
-from features.build import build_features, infer_schema
-from features.contracts import load_tables
-from features.settings import load_settings
+from churnflow.features import btyd
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import load_tables
+from churnflow.features.settings import load_settings
 from tests.conftest import REPO
 
 

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import flows.cli as cli
+import churnflow.flows.cli as cli
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.txt").exists())
@@ -70,8 +70,8 @@ def test_the_fixed_corpus_case_validates(churnflow, tmp_path: Path) -> None:
 
 def test_excel_style_exports_are_read(tmp_path: Path) -> None:
     """A UTF-8 byte-order mark, padded header names, semicolons, currency and thousands separators."""
-    from features.contracts import load_tables
-    from features.settings import load_settings
+    from churnflow.features.contracts import load_tables
+    from churnflow.features.settings import load_settings
 
     (tmp_path / "customers.csv").write_bytes("\ufeffcust_no ; plan\n0007;basic\n0008;pro\n".encode())
     (tmp_path / "events.csv").write_text('cust_no,event_at,order_value\n0007,2024-04-01,"$1,200.50"\n'
@@ -86,8 +86,8 @@ def test_excel_style_exports_are_read(tmp_path: Path) -> None:
 
 
 def test_ids_keep_their_leading_zeros(tmp_path: Path) -> None:
-    from features.contracts import load_tables
-    from features.settings import load_settings
+    from churnflow.features.contracts import load_tables
+    from churnflow.features.settings import load_settings
 
     case = CORPUS / "pii_misspelt"
     for f in case.iterdir():
@@ -134,8 +134,8 @@ def test_read_retries_only_transient_errors() -> None:
     """A wrong encoding or a missing file fails the same way again: no retry; an I/O hiccup may pass."""
     from types import SimpleNamespace
 
-    from features.sources import SourceError
-    from flows.tasks import transient_only
+    from churnflow.features.sources import SourceError
+    from churnflow.flows.tasks import transient_only
 
     def retried(exc: BaseException) -> bool:
         return transient_only(None, None, SimpleNamespace(data=exc))
@@ -146,7 +146,7 @@ def test_read_retries_only_transient_errors() -> None:
 
 
 def test_debug_flag_shows_the_traceback(churnflow, tmp_path: Path) -> None:
-    from features.contracts import DataValidationError
+    from churnflow.features.contracts import DataValidationError
 
     for f in (CORPUS / "pii_misspelt").iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.contracts import (
+from churnflow.features.contracts import (
     DataValidationError,
     Problem,
     Tables,
@@ -17,8 +17,8 @@ from features.contracts import (
     parse_flag,
     validate_tables,
 )
-from features.settings import Settings
-from features.sources import SourceError
+from churnflow.features.settings import Settings
+from churnflow.features.sources import SourceError
 
 # ---- helpers ------------------------------------------------------------------------------------
 
@@ -433,7 +433,7 @@ def _raw_mapped() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def test_column_mapping_end_to_end() -> None:
-    from features.build import build_features, infer_schema
+    from churnflow.features.build import build_features, infer_schema
 
     cu, ev, co = _raw_mapped()
     s = _mapped_settings(contacts="c.csv")
@@ -600,7 +600,7 @@ def test_database_url_needs_a_table(tmp_path: Path) -> None:
     (["25/03/2024", "03/26/2024"], "month-first values"),
 ])
 def test_ambiguous_date_columns_are_refused(values: list[str], fragment: str) -> None:
-    from features.dates import DateFormatError
+    from churnflow.features.dates import DateFormatError
 
     with pytest.raises(DateFormatError, match=fragment) as info:
         parse_dates(pd.Series(values))
@@ -615,7 +615,7 @@ def test_dayfirst_setting_settles_the_order() -> None:
 
 
 def test_rare_second_format_in_a_long_column_is_named_not_misread() -> None:
-    from features.dates import DateFormatError
+    from churnflow.features.dates import DateFormatError
 
     values = pd.Series(pd.date_range("2024-01-01", periods=50_000, freq="min").strftime("%Y-%m-%d %H:%M"))
     values.iloc[33_333] = "04/05/2024 10:00"
@@ -647,7 +647,7 @@ def test_per_column_format_wins(tmp_path: Path) -> None:
     ("city", ["New York", "Los Angeles"] * 4, False),
 ])
 def test_personal_data_detector(column: str, values: list[Any], personal: bool) -> None:
-    from features.personal import personal_data_reason
+    from churnflow.features.personal import personal_data_reason
 
     assert bool(personal_data_reason(pd.Series(values), column)) is personal
 

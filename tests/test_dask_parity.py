@@ -20,9 +20,9 @@ pytest.importorskip("dask.distributed")
 
 import dask
 
-from features.build import build_snapshots, infer_schema
-from features.contracts import DataValidationError, load_tables
-from features.partitioned import (
+from churnflow.features.build import build_snapshots, infer_schema
+from churnflow.features.contracts import DataValidationError, load_tables
+from churnflow.features.partitioned import (
     ComputeError,
     build_snapshots_partitioned,
     customer_partition,
@@ -32,9 +32,9 @@ from features.partitioned import (
     sorted_by_customer,
     write_parts,
 )
-from features.settings import ComputeSettings, Settings, load_settings
-from serving.partitioned import merge_candidates, partition_candidates
-from serving.priority import build_priority_list
+from churnflow.features.settings import ComputeSettings, Settings, load_settings
+from churnflow.serving.partitioned import merge_candidates, partition_candidates
+from churnflow.serving.priority import build_priority_list
 from tests.conftest import write_project
 
 pytestmark = [
@@ -95,7 +95,7 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
 ])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:
-    from features.demo import generate_demo_data, write_demo_data
+    from churnflow.features.demo import generate_demo_data, write_demo_data
 
     data = generate_demo_data(40, seed=3)
     silent = data.customers["customer_id"][customer_partition(data.customers["customer_id"], 16) == 2]
@@ -115,7 +115,7 @@ def test_partitions_without_customers_or_without_events(client: object, tmp_path
 
 
 def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
-    from features.profile import bin_counts, combine_counts, fit_reference
+    from churnflow.features.profile import bin_counts, combine_counts, fit_reference
 
     expected, schema = local
     reference = fit_reference(expected, None, schema)
@@ -250,7 +250,7 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
 
 
 def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
-    from features.settings import ConfigError
+    from churnflow.features.settings import ConfigError
 
     config = write_project(tmp_path, n_customers=0, extra_toml=(
         '\n[compute]\nengine = "dask"\nscheduler_address = "tcp://scheduler:8786"\nn_partitions = 64\n'))
@@ -264,13 +264,13 @@ def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
 def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, project: Settings) -> None:
     import xgboost as xgb
 
-    from features.build import build_features
-    from features.profile import fit_reference
-    from features.segments import fit_segments
-    from serving.partitioned import score_partitioned, score_rows
-    from serving.score import score_customers, scores_table
-    from training.bundle import ModelBundle
-    from training.calibration import Calibrator
+    from churnflow.features.build import build_features
+    from churnflow.features.profile import fit_reference
+    from churnflow.features.segments import fit_segments
+    from churnflow.serving.partitioned import score_partitioned, score_rows
+    from churnflow.serving.score import score_customers, scores_table
+    from churnflow.training.bundle import ModelBundle
+    from churnflow.training.calibration import Calibrator
 
     tables = load_tables(project)
     as_of = tables.end_date + pd.Timedelta(days=1)  # this week's run: the day after the data end

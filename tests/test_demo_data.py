@@ -9,7 +9,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from features.demo import DemoData, generate_demo_data, write_demo_data
+from churnflow.features.demo import DemoData, generate_demo_data, write_demo_data
 
 N = 5000
 END = pd.Timestamp("2026-10-31")

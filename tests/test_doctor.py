@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import flows.cli as cli
+import churnflow.flows.cli as cli
 from tests.conftest import write_project
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, infer_schema
-from features.contracts import Tables
-from features.settings import Settings
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import Tables
+from churnflow.features.settings import Settings
 
 T = pd.Timestamp("2021-01-01")
 

@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import (
+from churnflow.features.build import (
     build_features,
     build_snapshots,
     infer_schema,
     snapshot_as_of,
     with_btyd_fitted,
 )
-from features.contracts import Tables, validate_tables
-from features.labels import active_customers, check_label_window, churn_labels
-from features.settings import Settings
+from churnflow.features.contracts import Tables, validate_tables
+from churnflow.features.labels import active_customers, check_label_window, churn_labels
+from churnflow.features.settings import Settings
 
 T = pd.Timestamp("2021-01-01")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.settings import load_settings
+from churnflow.features.settings import load_settings
 from tests.conftest import REPO, write_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -23,7 +23,7 @@ FILES = ["scores.parquet", "priority_list.csv", "priority_list.parquet", "summar
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from flows.pipeline_flow import pipeline_flow
+    from churnflow.flows.pipeline_flow import pipeline_flow
 
     root = tmp_path_factory.mktemp("project")
     # The extract runs a week past the first as-of date, as next Monday's data will.
@@ -37,7 +37,7 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> None:
-    from training.registry import registry_client
+    from churnflow.training.registry import registry_client
 
     result = project["result"]
     settings = load_settings(project["config"])
@@ -95,7 +95,7 @@ def test_no_personal_data_in_outputs_or_mlflow(project: dict[str, Any]) -> None:
 
 
 def test_second_week_gives_new_list_with_diff(project: dict[str, Any]) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     first = Path(project["result"]["score"]["folder"])
     before = _bytes(first)
@@ -117,7 +117,7 @@ def test_second_week_gives_new_list_with_diff(project: dict[str, Any]) -> None:
 
 
 def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     folder = Path(project["result"]["score"]["folder"])
     before = _bytes(folder)
@@ -127,8 +127,8 @@ def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
 
 def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.publish as publish
-    from flows.score_flow import score_flow
+    import churnflow.serving.publish as publish
+    from churnflow.flows.score_flow import score_flow
 
     folder = Path(project["result"]["score"]["folder"])
     before = _bytes(folder)
@@ -149,7 +149,7 @@ def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
 
 
 def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: Path) -> None:
-    from flows.score_flow import score_flow
+    from churnflow.flows.score_flow import score_flow
 
     root: Path = project["root"]
     drifty = root / "drift.toml"
@@ -182,7 +182,7 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
 
 
 def test_cdnow_runs_through_the_pipeline(tmp_path: Path) -> None:
-    from flows.pipeline_flow import pipeline_flow
+    from churnflow.flows.pipeline_flow import pipeline_flow
 
     text = (REPO / "configs" / "cdnow.toml").read_text()
     text = text.replace('"../data/cdnow/events.csv"', f'"{REPO / "data" / "cdnow" / "events.csv"}"')
@@ -206,8 +206,8 @@ def test_snapshot_table_trains_stratified_and_scores_without_label(tmp_path: Pat
     """definition = "label": a customers table with a yes/no churn flag, no events, no dates."""
     import numpy as np
 
-    from flows.score_flow import score_flow
-    from flows.train_flow import train_flow
+    from churnflow.flows.score_flow import score_flow
+    from churnflow.flows.train_flow import train_flow
 
     rng = np.random.default_rng(0)
     n = 1500
@@ -252,8 +252,8 @@ n_trials = 2
 def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from features.export import read_feature_schema
-    from flows.cli import app
+    from churnflow.features.export import read_feature_schema
+    from churnflow.flows.cli import app
 
     config = write_project(tmp_path, n_customers=800)
     out = tmp_path / "features_2026-06-01.parquet"

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from features.settings import Settings
-from serving.holdout import (
+from churnflow.features.settings import Settings
+from churnflow.serving.holdout import (
     HOLDOUT_ACTION,
     STATUS_HELD_EARLIER,
     STATUS_HOLDOUT,
@@ -18,7 +18,7 @@ from serving.holdout import (
     open_holdout_ids,
     systematic_selection,
 )
-from serving.priority import STATUS_SUPPRESSED, build_priority_list
+from churnflow.serving.priority import STATUS_SUPPRESSED, build_priority_list
 
 AS_OF = pd.Timestamp("2026-03-02")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.io import (
+from churnflow.features.io import (
     atomic_write,
     ensure_sqlite_folder,
     is_missing,

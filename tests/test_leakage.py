@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from features.build import build_features, infer_schema, with_btyd_fitted
-from features.contracts import Tables, cut_at, load_tables
-from features.labels import active_customers, churn_labels
-from features.schema import FeatureSchema
-from features.settings import Settings
+from churnflow.features.build import build_features, infer_schema, with_btyd_fitted
+from churnflow.features.contracts import Tables, cut_at, load_tables
+from churnflow.features.labels import active_customers, churn_labels
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
 
 T = pd.Timestamp("2021-01-01")
 H = 60
@@ -175,7 +175,7 @@ def test_btyd_parameters_fitted_later_would_move_the_features() -> None:
     """Guards the property above against a vacuous pass: on CDNOW, the parameters fitted on all
     18 months (the schema's, for scoring), applied at 1997-10-01, would change the features; the
     refit on the rows before that date is what keeps them clean."""
-    from features.settings import load_settings
+    from churnflow.features.settings import load_settings
     from tests.conftest import REPO
 
     s = load_settings(REPO / "configs" / "cdnow.toml")

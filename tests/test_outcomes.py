@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.contracts import Tables
-from serving.holdout import STATUS_HOLDOUT, assign_holdout
-from serving.outcomes import (
+from churnflow.features.contracts import Tables
+from churnflow.serving.holdout import STATUS_HOLDOUT, assign_holdout
+from churnflow.serving.outcomes import (
     OUTCOME_FILE,
     OutcomeError,
     campaign_effect,
@@ -25,7 +25,7 @@ from serving.outcomes import (
     weighted_ece,
     write_outcome_once,
 )
-from training.calibration import expected_calibration_error
+from churnflow.training.calibration import expected_calibration_error
 
 AS_OF = pd.Timestamp("2026-03-02")
 H = 90
@@ -320,7 +320,7 @@ def test_mlflow_step_is_days_since_epoch():
 
 def test_a_concurrent_writer_wins_and_is_not_overwritten(tmp_path, monkeypatch):
     """Another run writes outcome.json between our check and our write: theirs stays."""
-    import serving.outcomes as outcomes
+    import churnflow.serving.outcomes as outcomes
 
     real_write = outcomes.write_json
 
@@ -336,14 +336,14 @@ def test_a_concurrent_writer_wins_and_is_not_overwritten(tmp_path, monkeypatch):
 
 def test_newcombe_interval_matches_the_published_example():
     """Newcombe (1998), Stat Med 17:873, method 10 for 56/70 - 48/80: 0.0524 to 0.3339."""
-    from serving.outcomes import newcombe_interval
+    from churnflow.serving.outcomes import newcombe_interval
 
     lo, hi = newcombe_interval(56, 70, 48, 80)
     assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
 
 
 def test_history_and_open_list_estimate():
-    from serving.outcomes import estimate_card, outcome_history
+    from churnflow.serving.outcomes import estimate_card, outcome_history
 
     sims = [simulate_list(seed, n=800, list_size=300) for seed in (7, 8)]
     cards = [card_of(sim) for sim in sims]

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contracts import load_tables
-from features.demo import generate_demo_data, write_demo_data
-from features.settings import load_settings
-from serving.publish import write_csv
-from serving.weekly import score_week
-from training.bundle import ModelBundle
+from churnflow.features.contracts import load_tables
+from churnflow.features.demo import generate_demo_data, write_demo_data
+from churnflow.features.settings import load_settings
+from churnflow.serving.publish import write_csv
+from churnflow.serving.weekly import score_week
+from churnflow.training.bundle import ModelBundle
 
 PINNED = Path(__file__).with_name("fixtures") / "pinned"
 

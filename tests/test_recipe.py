@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import snapshot_as_of
-from features.contracts import cut_at, load_tables
-from features.settings import load_settings
-from serving.score import score_customers
+from churnflow.features.build import snapshot_as_of
+from churnflow.features.contracts import cut_at, load_tables
+from churnflow.features.settings import load_settings
+from churnflow.serving.score import score_customers
+from churnflow.training.errors import TrainingDataError
+from churnflow.training.evaluate import Evaluation, best_baseline
+from churnflow.training.recipe import TrainedModel, train_model
 from tests.conftest import REPO, write_project
-from training.errors import TrainingDataError
-from training.evaluate import Evaluation, best_baseline
-from training.recipe import TrainedModel, train_model
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def _evaluation(model_auc: float, baselines: dict[str, float], clearly: bool = T
 
 def test_a_simple_baseline_that_wins_on_the_test_rows_becomes_the_candidate() -> None:
     """The registered model is never the loser: a registrable baseline that beat it replaces it."""
-    from features.settings import Settings
-    from training.recipe import champion_choice
+    from churnflow.features.settings import Settings
+    from churnflow.training.recipe import champion_choice
 
     settings = Settings()
     lost = _evaluation(0.80, {"recency": 0.70, "logistic_all": 0.83, "xgboost_shallow": 0.81})
@@ -124,11 +124,11 @@ def test_a_losing_candidate_is_replaced_by_the_baseline_that_beat_it_on_real_dat
     (C = 1e-6) loses, and the evaluated (hence registered) model is the winning baseline."""
     import dataclasses
 
-    from features.build import infer_schema
-    from training.calibration import Calibrator
-    from training.evaluate import baseline_choice
-    from training.recipe import _evaluate_candidate
-    from training.split import plan_for, training_snapshots
+    from churnflow.features.build import infer_schema
+    from churnflow.training.calibration import Calibrator
+    from churnflow.training.evaluate import baseline_choice
+    from churnflow.training.recipe import _evaluate_candidate
+    from churnflow.training.split import plan_for, training_snapshots
 
     settings = load_settings(REPO / "configs" / "attrition.toml")
     tables = load_tables(settings)

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.settings import Settings
+from churnflow.features.settings import Settings
+from churnflow.training.evaluate import attach_metrics, bundle_metrics, evaluate
+from churnflow.training.fit import fit_tuned
 from tests.test_training import SCHEMA, make_split
-from training.evaluate import attach_metrics, bundle_metrics, evaluate
-from training.fit import fit_tuned
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,12 @@ def _model(settings: Settings, data, depth: int = 3, rounds: int = 20, noise: fl
 def test_run_has_datasets_signature_synthetic_example_and_a_training_experiment(data, root) -> None:
     import mlflow
 
-    from training.registry import EXPERIMENT_KIND, MODEL_TRAINING, log_and_register, registry_client
+    from churnflow.training.registry import (
+        EXPERIMENT_KIND,
+        MODEL_TRAINING,
+        log_and_register,
+        registry_client,
+    )
 
     settings = _settings(root, "contents-test")
     train, _, test = data
@@ -82,7 +87,7 @@ def test_run_has_datasets_signature_synthetic_example_and_a_training_experiment(
 
 
 def test_fitted_on_test_rows_rule() -> None:
-    from training.registry import fitted_on_test_rows
+    from churnflow.training.registry import fitted_on_test_rows
 
     test = pd.DataFrame({"as_of": pd.to_datetime(["2024-10-02", "2024-10-02"])})
     champion = SimpleNamespace  # only ``fitted_through`` is read
@@ -95,7 +100,7 @@ def test_fitted_on_test_rows_rule() -> None:
 
 @pytest.mark.parametrize("seen", [False, True])
 def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, seen) -> None:
-    from training.registry import decide_promotion, log_and_register
+    from churnflow.training.registry import decide_promotion, log_and_register
 
     settings = _settings(root, f"rule-test-{seen}")
     _, _, test = data
@@ -124,7 +129,7 @@ def test_gate_never_judges_the_champion_on_rows_it_was_fitted_on(data, root, see
 def test_logged_model_predicts_where_no_churnflow_package_can_be_imported(data, root) -> None:
     """No code_paths: the model is self-contained, so a server with its own ``features`` or
     ``training`` module neither shadows ours nor is shadowed."""
-    from training.registry import log_and_register
+    from churnflow.training.registry import log_and_register
 
     settings = _settings(root, "standalone-test")
     _, _, test = data
@@ -151,7 +156,7 @@ def test_logged_model_predicts_where_no_churnflow_package_can_be_imported(data, 
 
 
 def test_missing_champion_or_version_names_the_model_versions_and_the_fix(data, root) -> None:
-    from training.registry import (
+    from churnflow.training.registry import (
         ModelVersionNotFoundError,
         NoChampionError,
         load_bundle,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.report import render_report
+from churnflow.serving.report import render_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 GAINS = [  # two deciles of training.evaluate.gains_table

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.schedule import CODE_ROOT, local_prefect_server, stop_process_group
+from churnflow.flows.schedule import CODE_ROOT, local_prefect_server, stop_process_group
 from tests.conftest import write_project
 
 TZ = "America/New_York"  # not UTC, so a schedule that ignored the zone would be off by 4-5 hours
@@ -169,9 +169,9 @@ def test_schedule_serves_weekly_score_in_configured_timezone(tmp_path: Path, mon
             stop_process_group(proc)
         assert proc.poll() is not None
 
-    from features.build import latest_as_of
-    from features.contracts import load_tables
-    from features.settings import load_settings
+    from churnflow.features.build import latest_as_of
+    from churnflow.features.contracts import load_tables
+    from churnflow.features.settings import load_settings
 
     as_of = latest_as_of(load_tables(load_settings(config))).date().isoformat()
     assert (tmp_path / "outputs" / as_of / "priority_list.csv").is_file(), sorted(
@@ -185,8 +185,8 @@ def test_local_server_url_reaches_prefect_settings_not_the_environment(tmp_path:
 
     from prefect.settings import get_current_settings
 
-    import flows.schedule as schedule
-    from features.settings import load_settings
+    import churnflow.flows.schedule as schedule
+    from churnflow.features.settings import load_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setattr(schedule, "configured_api_url", lambda: "")
@@ -213,7 +213,7 @@ def test_local_server_url_reaches_prefect_settings_not_the_environment(tmp_path:
 
 
 def test_prefect_health_says_what_went_wrong() -> None:
-    from flows.schedule import prefect_health
+    from churnflow.flows.schedule import prefect_health
 
     port = _free_port()  # nothing listens there
     assert "refused" in (prefect_health(f"http://127.0.0.1:{port}/api") or "").lower()
@@ -225,7 +225,7 @@ def test_prefect_health_says_what_went_wrong() -> None:
 def test_work_pool_deployment_takes_its_schedule_from_settings(tmp_path: Path, monkeypatch) -> None:
     """`[schedule] work_pool` set: `churnflow schedule` registers the deployment on the pool with
     the cron, time zone and name of [schedule] (no second copy of the cron anywhere)."""
-    from features.settings import load_settings
+    from churnflow.features.settings import load_settings
 
     pool = "churnflow-test-pool"
     toml = SCHEDULE_TOML.replace('"0 6 * * 1"', '"30 7 * * 2"') + f'work_pool = "{pool}"\n'

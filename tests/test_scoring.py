@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from features.build import build_features, infer_schema
-from features.contracts import validate_tables
-from features.demo import generate_demo_data
-from features.segments import fit_segments
-from features.settings import Settings
-from serving.score import score_customers
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import validate_tables
+from churnflow.features.demo import generate_demo_data
+from churnflow.features.segments import fit_segments
+from churnflow.features.settings import Settings
+from churnflow.serving.score import score_customers
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
 
 AS_OF = pd.Timestamp("2026-09-01")
 
@@ -65,7 +65,7 @@ def _week_setup(tmp_path=None):
 
 
 def test_score_week_gives_the_list_summary_and_report_deterministically() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     first = score_week(tables, AS_OF, bundle, "3", settings)
@@ -84,7 +84,7 @@ def test_score_week_gives_the_list_summary_and_report_deterministically() -> Non
 
 
 def test_score_week_sees_nothing_on_or_after_the_as_of_date() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     times = tables.events["event_time"]
@@ -97,7 +97,7 @@ def test_score_week_sees_nothing_on_or_after_the_as_of_date() -> None:
 
 
 def test_score_week_statuses_against_last_weeks_list() -> None:
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     first = score_week(tables, AS_OF, bundle, "1", settings)
@@ -112,8 +112,8 @@ def test_score_week_statuses_against_last_weeks_list() -> None:
 def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
     import pytest
 
-    from features.schema import SchemaMismatchError
-    from serving.weekly import score_week
+    from churnflow.features.schema import SchemaMismatchError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     assert "monthly_fee" in bundle.schema.numeric_attributes
@@ -126,8 +126,8 @@ def test_missing_model_column_is_a_schema_error_even_when_forced() -> None:
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
-    from serving.score import NoActiveCustomersError
-    from serving.weekly import score_week
+    from churnflow.serving.score import NoActiveCustomersError
+    from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
     with pytest.raises(NoActiveCustomersError, match=r"no active customers at 2001-01-01.*--as-of"):
@@ -138,7 +138,7 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
     """A model's BG/NBD parameters hold from their fit date; an earlier week (AS_OF is two months
     before it) is scored with parameters fitted once on every customer active then, not by each
     partition on its own customers."""
-    from serving.weekly import score_week
+    from churnflow.serving.weekly import score_week
 
     data, settings, tables, _ = _week_setup()
     schema = infer_schema(tables, settings)

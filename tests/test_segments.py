@@ -12,12 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, infer_schema
-from features.contracts import validate_tables
-from features.demo import generate_demo_data
-from features.schema import FeatureSchema
-from features.segments import NEW_CUSTOMER_DAYS, SEGMENT_MEANINGS, assign_segments, fit_segments
-from features.settings import Settings
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.contracts import validate_tables
+from churnflow.features.demo import generate_demo_data
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.segments import (
+    NEW_CUSTOMER_DAYS,
+    SEGMENT_MEANINGS,
+    assign_segments,
+    fit_segments,
+)
+from churnflow.features.settings import Settings
 
 SPEC = {"value_feature": "monetary_365d", "recency_feature": "recency_days", "tenure_feature": "tenure_days",
         "value_cuts": [10.0, 20.0], "recency_cuts": [30.0, 60.0]}

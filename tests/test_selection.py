@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.calibration import fit_calibrator, fit_calibrator_out_of_time
-from training.candidates import TREE_WEIGHTS, out_of_fold, simplest_within_noise
-from training.evaluate import LOGISTIC_ALL_C, SHALLOW_XGBOOST, clearly_better
-from training.linear import C_GRID
-from training.tune import SHALLOW_START, base_params, cv_trees, fold_matrices, tune
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.calibration import fit_calibrator, fit_calibrator_out_of_time
+from churnflow.training.candidates import TREE_WEIGHTS, out_of_fold, simplest_within_noise
+from churnflow.training.evaluate import LOGISTIC_ALL_C, SHALLOW_XGBOOST, clearly_better
+from churnflow.training.linear import C_GRID
+from churnflow.training.tune import SHALLOW_START, base_params, cv_trees, fold_matrices, tune
 
 
 def settings_for(root, **training: object) -> Settings:
@@ -184,8 +184,8 @@ def test_only_a_clear_win_on_the_test_rows_counts() -> None:
 
 # ---- the final fit on more rows ------------------------------------------------------------------
 def test_the_final_tree_grows_with_the_rows_it_gains_over_a_fold() -> None:
-    from training.evaluate import baseline_choice
-    from training.fit import MAX_ROUNDS_FACTOR, final_rounds
+    from churnflow.training.evaluate import baseline_choice
+    from churnflow.training.fit import MAX_ROUNDS_FACTOR, final_rounds
 
     shallow = baseline_choice("xgboost_shallow", Settings())
     assert final_rounds(shallow, 10_000) == 300  # a fixed baseline is fitted as specified
@@ -196,9 +196,9 @@ def test_the_final_tree_grows_with_the_rows_it_gains_over_a_fold() -> None:
 
 
 def test_a_bundle_records_the_rounds_it_was_fitted_with(tmp_path) -> None:
-    from training.calibration import Calibrator
-    from training.evaluate import baseline_choice
-    from training.fit import fit_bundle
+    from churnflow.training.calibration import Calibrator
+    from churnflow.training.evaluate import baseline_choice
+    from churnflow.training.fit import fit_bundle
 
     frame, schema = tabular(400)
     spec = dataclasses.replace(baseline_choice("xgboost_shallow", settings_for(tmp_path)), n_rounds=20, fold_rows=100)

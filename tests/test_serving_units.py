@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.profile import (
+from churnflow.features.profile import (
     bin_counts,
     combine_counts,
     fit_reference,
     population_stability,
     psi_from_counts,
 )
-from features.schema import FeatureSchema, SpendWindow
-from features.settings import ServingSettings, Settings
-from serving.priority import (
+from churnflow.features.schema import FeatureSchema, SpendWindow
+from churnflow.features.settings import ServingSettings, Settings
+from churnflow.serving.priority import (
     LIST_COLUMNS,
     build_priority_list,
     build_summary,
@@ -32,7 +32,7 @@ from serving.priority import (
     suppress_recent_contacts,
     value_at_risk,
 )
-from serving.publish import (
+from churnflow.serving.publish import (
     ListTable,
     publish_outputs,
     publish_week,
@@ -41,11 +41,11 @@ from serving.publish import (
     write_csv,
     write_list_to_database,
 )
-from serving.reasons import format_values, reasons_reference, top_reasons
-from serving.report import GAINS_COLUMNS, gains_points, render_report
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.evaluate import gains_table
+from churnflow.serving.reasons import format_values, reasons_reference, top_reasons
+from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.evaluate import gains_table
 
 DICTIONARY = {
     "recency_days": {

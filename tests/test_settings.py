@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features.settings import ConfigError, Settings, load_settings
+from churnflow.features.settings import ConfigError, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +220,7 @@ def test_bad_env_value_is_blamed_on_the_variable(tmp_path: Path, monkeypatch: py
 
 
 def test_bad_option_value_is_blamed_on_the_option(tmp_path: Path) -> None:
-    from features.settings import OPTION_NAMES
+    from churnflow.features.settings import OPTION_NAMES
 
     OPTION_NAMES[("training", "n_trials")] = "--trials"
     cfg = _write(tmp_path, "")

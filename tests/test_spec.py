@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import spec
-from features.build import build_features, infer_schema
-from features.dictionary import feature_dictionary
-from features.settings import Settings
-from features.spec import FeatureSpec
-from serving.reasons import top_reasons
+from churnflow.features import spec
+from churnflow.features.build import build_features, infer_schema
+from churnflow.features.dictionary import feature_dictionary
+from churnflow.features.settings import Settings
+from churnflow.features.spec import FeatureSpec
+from churnflow.serving.reasons import top_reasons
 from tests.test_features import CONTACTS, CUSTOMERS, EVENTS, T, _settings, _tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_roles_are_stored_and_survive_saving(tmp_path: Path) -> None:
 
 
 def test_snapshot_table_value_is_the_monthly_value_attribute() -> None:
-    from features.contracts import validate_tables
+    from churnflow.features.contracts import validate_tables
 
     raw = pd.DataFrame({"customer_id": list("abcdef"), "Churn": [0, 1, 0, 1, 0, 0],
                         "monthly_fee": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0], "plan": list("xyxyxy")})
@@ -132,5 +132,5 @@ def test_feature_modules_import_without_cycles() -> None:
 
     for module in sorted(graph):
         visit(module, [])
-    assert "features.build" not in graph["features.dictionary"]
-    assert "features.build" not in graph["features.schema"]
+    assert "churnflow.features.build" not in graph["churnflow.features.dictionary"]
+    assert "churnflow.features.build" not in graph["churnflow.features.schema"]

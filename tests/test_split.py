@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.errors import TrainingDataError
-from training.split import (
+from churnflow.training.errors import TrainingDataError
+from churnflow.training.split import (
     fold_positions,
     holdout_split,
     plan_as_of_dates,

@@ -23,17 +23,17 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator, expected_calibration_error
-from training.candidates import TREE_WEIGHTS, choose_model
-from training.churn_model import load_scorer
-from training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
-from training.explain import behavioural_checks, explain, shap_values
-from training.fit import fit_bundle, fit_tuned, oof_calibrator
-from training.split import fold_positions, plan_as_of_dates, split_snapshots
-from training.tune import PRUNE_EVERY, TuneResult, make_dmatrix, study_name_for, tune
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator, expected_calibration_error
+from churnflow.training.candidates import TREE_WEIGHTS, choose_model
+from churnflow.training.churn_model import load_scorer
+from churnflow.training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
+from churnflow.training.explain import behavioural_checks, explain, shap_values
+from churnflow.training.fit import fit_bundle, fit_tuned, oof_calibrator
+from churnflow.training.split import fold_positions, plan_as_of_dates, split_snapshots
+from churnflow.training.tune import PRUNE_EVERY, TuneResult, make_dmatrix, study_name_for, tune
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -260,9 +260,9 @@ import sys, time
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.tune import tune
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.tune import tune
 
 root = sys.argv[1]
 _booster = xgb.Booster
@@ -405,7 +405,7 @@ def test_cross_validated_selection_picks_the_linear_model_on_linear_data(tmp_pat
     label = (rng.random(n) < 1 / (1 + np.exp(-(x @ [1.5, -1.0, 0.8, 0.0])))).astype("int8")
     dev = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(label=label, as_of=pd.Timestamp("2024-01-01"))
     schema = FeatureSchema(features=["a", "b", "c", "d"], categorical_levels={})
-    from training.split import snapshot_plan
+    from churnflow.training.split import snapshot_plan
 
     folds = fold_positions(dev, snapshot_plan(pd.Timestamp("2024-01-01")), seed=0)
     assert len(folds) == 10  # 5-fold, repeated twice
@@ -488,7 +488,7 @@ def registry_root(tmp_path_factory) -> Path:
 
 
 def _register(settings: Settings, bundle, train, test, *, tune_result: TuneResult | None = None, baseline=None):
-    from training.registry import log_and_register
+    from churnflow.training.registry import log_and_register
 
     ev = evaluate(bundle, train, test, settings, baseline=baseline)
     return ev, log_and_register(settings, bundle, ev, test, tune_result=tune_result, fingerprint={"rows": len(train)})
@@ -497,7 +497,7 @@ def _register(settings: Settings, bundle, train, test, *, tune_result: TuneResul
 def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_root, monkeypatch) -> None:
     import mlflow
 
-    from training.registry import load_bundle, registry_client
+    from churnflow.training.registry import load_bundle, registry_client
 
     train, _, test = data
     settings = Settings(root=registry_root, training=trained["settings"].training.model_dump(), tracking={"model_name": "pyfunc-test"})
@@ -547,7 +547,7 @@ def test_pyfunc_champion_gives_the_bundle_probabilities(trained, data, registry_
 
 
 def test_gate_refuses_a_worse_model(trained, data, registry_root) -> None:
-    from training.registry import load_bundle, registry_client
+    from churnflow.training.registry import load_bundle, registry_client
 
     train, valid, test = data
     settings = Settings(root=registry_root, training=trained["settings"].training.model_dump(), tracking={"model_name": "gate-test"})
@@ -578,7 +578,7 @@ def test_gate_refuses_a_worse_model(trained, data, registry_root) -> None:
 
 
 def test_not_promoted_when_not_beating_recency(data, registry_root) -> None:
-    from training.registry import NoChampionError, load_bundle
+    from churnflow.training.registry import NoChampionError, load_bundle
 
     train, valid, test = data
     settings = Settings(root=registry_root, tracking={"model_name": "recency-test"})
@@ -592,7 +592,7 @@ def test_not_promoted_when_not_beating_recency(data, registry_root) -> None:
 
 
 def test_gate_promotes_when_the_champion_cannot_score_todays_features(data, registry_root) -> None:
-    from training.registry import registry_client
+    from churnflow.training.registry import registry_client
 
     train, valid, test = data
     settings = Settings(root=registry_root, tracking={"model_name": "schema-test"})

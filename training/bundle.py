@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from features.io import write_json
-from features.schema import FeatureSchema
-from training.calibration import Calibrator
-from training.churn_model import (
+from churnflow.features.io import write_json
+from churnflow.features.schema import FeatureSchema
+from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import (
     BOOSTER_FILE,
     CALIBRATOR_FILE,
     MODEL_FILE,

@@ -39,9 +39,9 @@ from sklearn.model_selection import StratifiedKFold
 
 # The map itself lives in the model's self-contained inference kernel, which the logged MLflow
 # model runs without churnflow; it is imported here so there is exactly one implementation.
-from training.churn_model import _LOG_CLIP, TIE_BREAK, apply_calibration
-from training.churn_model import logit as _logit
-from training.churn_model import sigmoid as _sigmoid
+from churnflow.training.churn_model import _LOG_CLIP, TIE_BREAK, apply_calibration
+from churnflow.training.churn_model import logit as _logit
+from churnflow.training.churn_model import sigmoid as _sigmoid
 
 Method = Literal["identity", "sigmoid", "beta", "isotonic"]
 FITTED_METHODS: tuple[Method, ...] = ("sigmoid", "beta", "isotonic")

@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.churn_model import model_frame, sigmoid
-from training.linear import C_GRID, fit_linear
-from training.tune import (
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.churn_model import model_frame, sigmoid
+from churnflow.training.linear import C_GRID, fit_linear
+from churnflow.training.tune import (
     Folds,
     TuneResult,
     cv_trees,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from features.errors import ChurnflowError
+from churnflow.features.errors import ChurnflowError
 
 
 class TrainingDataError(ChurnflowError, ValueError):

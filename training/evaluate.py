@@ -31,14 +31,14 @@ from sklearn.metrics import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from features.spec import name_for
-from training.bundle import ModelBundle
-from training.calibration import Calibrator, expected_calibration_error
-from training.candidates import Choice
-from training.fit import fit_bundle
-from training.tune import base_params, direction, label_array
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.features.spec import name_for
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator, expected_calibration_error
+from churnflow.training.candidates import Choice
+from churnflow.training.fit import fit_bundle
+from churnflow.training.tune import base_params, direction, label_array
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.settings import Settings
-from training.bundle import ModelBundle
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
 
 
 @dataclass

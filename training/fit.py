@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator, fit_calibrator, fit_calibrator_out_of_time
-from training.candidates import Choice
-from training.churn_model import LinearModel, model_frame, sigmoid
-from training.linear import fit_linear
-from training.tune import base_params, label_array, make_dmatrix
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator, fit_calibrator, fit_calibrator_out_of_time
+from churnflow.training.candidates import Choice
+from churnflow.training.churn_model import LinearModel, model_frame, sigmoid
+from churnflow.training.linear import fit_linear
+from churnflow.training.tune import base_params, label_array, make_dmatrix
 
 logger = logging.getLogger(__name__)
 

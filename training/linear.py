@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from training.churn_model import LinearModel
+from churnflow.training.churn_model import LinearModel
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 """Inverse L2 strengths tried by cross-validation (features are standardised). Log-spaced by about

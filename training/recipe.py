@@ -46,21 +46,21 @@ from typing import Any
 
 import pandas as pd
 
-from features.build import build_snapshots, infer_schema, snapshot_as_of
-from features.contracts import Tables
-from features.dictionary import dictionary_records
-from features.profile import fit_reference
-from features.schema import FeatureSchema
-from features.segments import fit_segments
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.calibration import Calibrator
-from training.candidates import Choice, choose_model
-from training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_choice, evaluate
-from training.explain import behavioural_checks, explain
-from training.fit import fit_bundle, oof_calibrator
-from training.split import SplitPlan, fold_positions, plan_for, training_snapshots
-from training.tune import Folds, TuneResult, short_hash, tune
+from churnflow.features.build import build_snapshots, infer_schema, snapshot_as_of
+from churnflow.features.contracts import Tables
+from churnflow.features.dictionary import dictionary_records
+from churnflow.features.profile import fit_reference
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.segments import fit_segments
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.calibration import Calibrator
+from churnflow.training.candidates import Choice, choose_model
+from churnflow.training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_choice, evaluate
+from churnflow.training.explain import behavioural_checks, explain
+from churnflow.training.fit import fit_bundle, oof_calibrator
+from churnflow.training.split import SplitPlan, fold_positions, plan_for, training_snapshots
+from churnflow.training.tune import Folds, TuneResult, short_hash, tune
 
 logger = logging.getLogger(__name__)
 ALL_ROWS = "all rows"

@@ -58,17 +58,17 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from xgboost.core import XGBoostError
 
-from features.errors import ChurnflowError
-from features.io import ensure_sqlite_folder, write_json
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.bundle import ModelBundle
-from training.evaluate import Evaluation, bundle_metrics, improvement
-from training.split import SplitPlan
-from training.tune import TuneResult
+from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import ensure_sqlite_folder, write_json
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.bundle import ModelBundle
+from churnflow.training.evaluate import Evaluation, bundle_metrics, improvement
+from churnflow.training.split import SplitPlan
+from churnflow.training.tune import TuneResult
 
 if TYPE_CHECKING:
-    from training.recipe import TrainedModel
+    from churnflow.training.recipe import TrainedModel
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
-from features.build import build_snapshots, snapshot_as_of
-from features.contracts import Tables
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.errors import TrainingDataError
+from churnflow.features.build import build_snapshots, snapshot_as_of
+from churnflow.features.contracts import Tables
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.errors import TrainingDataError
 
 N_VALID_DATES = 3
 """Rolling-origin validation dates of event data: the model is chosen on the mean of three."""

@@ -31,10 +31,10 @@ import pandas as pd
 import xgboost as xgb
 from optuna.trial import TrialState
 
-from features.io import ensure_sqlite_folder
-from features.schema import FeatureSchema
-from features.settings import Settings
-from training.errors import TuningBudgetError
+from churnflow.features.io import ensure_sqlite_folder
+from churnflow.features.schema import FeatureSchema
+from churnflow.features.settings import Settings
+from churnflow.training.errors import TuningBudgetError
 
 logger = logging.getLogger(__name__)
 
