@@ -45,6 +45,10 @@ def _parse_number_text(values: pd.Series) -> pd.Series:
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
+parse_number_text = _parse_number_text
+"""Public name: serving checks that numeric inputs still parse as numbers on scoring day."""
+
+
 def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     """Text column: None when numeric, its sorted levels when categorical, else why it is dropped."""
     text = series.dropna().astype("string[pyarrow]").str.strip()

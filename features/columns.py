@@ -8,12 +8,15 @@ reported with its settings key and the closest column names. Optional columns th
 name (the code defaults ``amount``, ``signup_time``, ...) are used when present, skipped when not.
 
 Then the customers table's remaining columns, the ones that could become features, are screened
-for personal data (``features.personal``) before anything else sees them.
+for personal data (``features.personal``) before anything else sees them: one that looks personal
+and is not declared is left out of the run (said loudly, with the two ways to settle it), so a
+first run on a table with a ``Surname`` column works and never uses it.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -50,7 +53,16 @@ def closest(name: str, present: list[str]) -> str:
 def _missing(table: str, column: str, key: str, present: list[str]) -> ColumnIssue:
     shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
     return ColumnIssue(table, column, f"is missing ({key} names it); {closest(column, present)}"
-                                      f"columns in the file: {shown}")
+                                      f"columns in the file: {shown}{_headerless(present)}")
+
+
+def _headerless(present: list[str]) -> str:
+    """A file without a header line: its first row of data became the column names."""
+    looks_like_data = [p for p in present if re.fullmatch(r"[-+$€£]?\s*[\d.,:/ T-]+", p.strip())]
+    if present and len(looks_like_data) >= max(1, len(present) // 2):
+        return (". The first line looks like data, not column names: add a header line with the names, "
+                "or name the columns in [data.columns] after adding it")
+    return ""
 
 
 def column_mapping(table: str, present: list[str], settings: Settings, require_label: bool = True
@@ -71,7 +83,18 @@ def column_mapping(table: str, present: list[str], settings: Settings, require_l
             needed = require_label
         if needed:
             issues.append(_missing(table, user, f"data.columns.{canonical}", present))
-    return mapping, issues
+    return mapping, issues + mapped_twice(table, mapping)
+
+
+def mapped_twice(table: str, mapping: dict[str, str]) -> list[ColumnIssue]:
+    """One column of the file mapped to two roles (``signup_time`` and ``churn_time`` both
+    "joined") would be parsed twice and used as both: refused, naming both keys."""
+    roles: dict[str, list[str]] = {}
+    for canonical, user in mapping.items():
+        roles.setdefault(user, []).append(f"data.columns.{canonical}")
+    return [ColumnIssue(table, user, f"is named by {' and '.join(keys)}; each setting needs its own column "
+                                     "(use \"\" for one your data do not have)")
+            for user, keys in roles.items() if len(keys) > 1]
 
 
 def customer_setting_columns(settings: Settings) -> dict[str, list[str]]:
@@ -101,14 +124,27 @@ def customer_setting_issues(present: list[str] | None, settings: Settings) -> li
     return issues
 
 
-def personal_data_issues(customers: pd.DataFrame, mapping: dict[str, str], settings: Settings) -> list[ColumnIssue]:
-    """Columns that could become features but look like personal data, with the two ways out."""
+def undeclared_personal_columns(customers: pd.DataFrame, mapping: dict[str, str], settings: Settings
+                                ) -> dict[str, str]:
+    """Columns that could become features but look like personal data → why they look so.
+
+    Columns declared anywhere (pii, exclude, allow_personal) and mapped columns are not screened.
+    """
     declared = set(settings.data.columns.pii) | set(settings.features.exclude) | set(settings.features.allow_personal)
     candidates = [c for c in customers.columns if c not in declared and c not in mapping.values()]
-    issues = []
-    for column, reason in personal_columns(customers, candidates).items():
-        issues.append(ColumnIssue("customers", str(column), (
-            f"looks like personal data ({reason}) and would become a model feature. Add it to "
-            f"data.columns.pii (never a feature, never logged), or, if it is not personal data, "
-            f"opt in with features.allow_personal = [\"{column}\"]")))
-    return issues
+    return {str(c): reason for c, reason in personal_columns(customers, candidates).items()}
+
+
+def personal_data_note(source: str, column: str, reason: str) -> str:
+    """What is said about an undeclared personal-looking column: it is left out, and how to settle it."""
+    return (f"{source}: column '{column}' looks like personal data ({reason}): it is left out (never a "
+            f"feature, its values are not used or written anywhere). Settle it in your settings: add it to "
+            f"data.columns.pii, or, if it is not personal data, opt in with "
+            f"features.allow_personal = [\"{column}\"]")
+
+
+def personal_contact_field_issue(column: str, reason: str) -> ColumnIssue:
+    """A contact field that looks personal but is not declared would become a model feature."""
+    return ColumnIssue("customers", column, (
+        f"looks like personal data ({reason}) and serving.contact_fields names it, but data.columns.pii does "
+        f"not: add it to data.columns.pii, so it is shown on the list but never used as a model feature"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,8 +22,11 @@ import pandera.pandas as pa
 from churnflow.features.columns import (
     TABLE_COLUMNS,
     column_mapping,
+    customer_setting_columns,
     customer_setting_issues,
-    personal_data_issues,
+    personal_contact_field_issue,
+    personal_data_note,
+    undeclared_personal_columns,
 )
 from churnflow.features.dates import DateFormatError, parse_dates
 from churnflow.features.errors import ChurnflowError
@@ -35,8 +39,10 @@ MAX_EXAMPLES = 5
 _HASHED = {"customer_id", "event_time", "amount", "event_type", "contact_time", "campaign", "outcome",
            "signup_time", "churn_time"}
 _RULE_NAMES = {"field_uniqueness": "has duplicate values (must be unique)", "not_nullable": "has empty values"}
-_TRUE = {"1", "true", "yes", "y", "t", "churn", "churned"}
-_FALSE = {"0", "false", "no", "n", "f", "stay", "stayed", "retained"}
+_TRUE = {"1", "true", "yes", "y", "t", "churn", "churned", "cancelled", "canceled"}
+_FALSE = {"0", "false", "no", "n", "f", "stay", "stayed", "retained", "active"}
+PLACEHOLDERS = {"?", "-", "--", "n/a", "na", "none", "null", "nan", "#n/a", "unknown"}
+"""Text that means "no value" in exported spreadsheets."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,15 @@ class Problem:
         head = f"{self.table}: " + (self.rule if self.column == "*" else f"column '{self.column}' {self.rule}")
         if not self.rows:
             return head
-        shown = ", ".join(f"{self.where(r)}: {v!r}" for r, v in zip(self.rows, self.values, strict=False))
+        shown = ", ".join(f"{self.where(r)}: {_show(v)}" for r, v in zip(self.rows, self.values, strict=False))
         return f"{head} — {self.count} row(s), e.g. {shown}" if self.count else f"{head} — e.g. {shown}"
+
+
+def _show(value: Any) -> str:
+    """A value as the user would write it: ``'2031-01-01'``, not ``Timestamp('2031-01-01 00:00:00')``."""
+    if isinstance(value, pd.Timestamp):
+        return repr(str(value.date()) if value == value.normalize() else str(value))
+    return repr(value)
 
 
 class DataValidationError(ChurnflowError, ValueError):
@@ -91,6 +104,9 @@ class Tables:
     end_date: pd.Timestamp
     """Last day covered by the data: the declared end, or the day of the last event."""
     dropped_rows: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What the user must hear although nothing stopped: columns left out as personal data,
+    optional columns used because the file has a column of their default name."""
 
     def fingerprint(self) -> dict[str, Any]:
         """Row counts, date ranges and a content hash: enough to tell two inputs apart, no PII."""
@@ -129,12 +145,13 @@ def parse_flag(values: pd.Series) -> pd.Series:
 
 
 def parse_amounts(values: pd.Series) -> pd.Series:
-    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00" or "€ 30" too.
+    """Amounts as float: numbers as they are; text such as "12.50", "$1,200.00", "€ 30" or "30 €" too.
     A comma is read as a thousands separator only in groups of three ("1,200"), never as a decimal
     point ("12,50" is not a number and is reported), so no amount is silently scaled."""
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
-    text = values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+    text = (values.astype("string").str.strip().str.replace(r"^([-+]?)\s*[$€£]\s*", r"\1", regex=True)
+            .str.replace(r"\s*[$€£]$", "", regex=True))
     grouped = text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").fillna(False).astype(bool)
     text = text.where(~grouped, text.str.replace(",", "", regex=False))
     return pd.to_numeric(text, errors="coerce").astype("float64")
@@ -158,11 +175,15 @@ def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
     return text.where(text != "")
 
 
+def compare_ids_as_text(id_dtypes: Iterable[Any]) -> bool:
+    """Compare ids as text unless every table stores them as numbers (given each table's id dtype;
+    the Dask engine decides it once for all partitions from the sources' dtypes)."""
+    return not all(pd.api.types.is_numeric_dtype(dtype) for dtype in id_dtypes)
+
+
 def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:
-    """Compare ids as text unless every table stores them as numbers."""
-    numeric = [pd.api.types.is_numeric_dtype(frame[sources[k].columns["customer_id"]])
-               for k, frame in raw.items() if frame is not None]
-    return not all(numeric)
+    return compare_ids_as_text(frame[sources[k].columns["customer_id"]].dtype
+                               for k, frame in raw.items() if frame is not None)
 
 
 @dataclass
@@ -285,24 +306,22 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     clashes = [c for c in raw.columns if c in TABLE_COLUMNS["customers"] and src.columns.get(c) != c]
     cu = raw.drop(columns=clashes).rename(columns={u: c for c, u in src.columns.items()})
     cu["customer_id"] = clean_ids(cu["customer_id"], run.ids_as_text)
+    cu = _ids_differing_by_case(cu, src, run)
     for col in ("signup_time", "churn_time"):
         if col in reserved:
             cu = run.dates(cu, src, col)
     if "label" in reserved:
-        before = cu["label"]
-        cu["label"] = parse_flag(before)
-        bad = cu["label"].isna()
-        if bad.any():
-            run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad])
-            cu = cu.loc[~bad] if run.drop else cu
-        if not cu["label"].isna().any():
-            cu["label"] = cu["label"].astype("int8")
+        cu = _labels(cu, src, run)
+    cu = _value_column(cu, src, run)
     checks = []
     if {"signup_time", "churn_time"} <= reserved and "churn_time" in cu and cu["churn_time"].dtype.kind == "M":
         checks.append(pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]),
                                name=f"{src.user('churn_time')} before {src.user('signup_time')}"))
-    schema = pa.DataFrameSchema({"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")},
-                                checks=checks)
+    columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
+    for col in ("signup_time", "churn_time"):
+        if col in reserved and col in cu and cu[col].dtype.kind == "M":
+            columns[col] = pa.Column(nullable=True, checks=_not_in_future("customers file"))
+    schema = pa.DataFrameSchema(columns, checks=checks)
     cu = run.validate(cu, schema, src)
     if run.drop and cu["customer_id"].duplicated().any():
         dup = cu["customer_id"].duplicated()
@@ -311,18 +330,93 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     return cu
 
 
+def _labels(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """The churn flag as 0/1; empty flags and other values are reported apart (both stop the load)."""
+    before = cu["label"]
+    cu["label"] = parse_flag(before)
+    bad = cu["label"].isna()
+    empty = before.isna() | (before.astype("string").str.strip() == "")
+    if (bad & empty).any():
+        run.report(src, "label", "has empty churn flags (every customer needs 0/1, true/false or yes/no)",
+                   before[bad & empty].astype("string").fillna("<empty>"))
+    if (bad & ~empty).any():
+        run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad & ~empty])
+    cu = cu.loc[~bad] if run.drop else cu
+    if not cu["label"].isna().any():
+        cu["label"] = cu["label"].astype("int8")
+    return cu
+
+
+def _value_column(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """``features.value_column`` as numbers: placeholders ("N/A", "-", "?") are missing values,
+    anything else that is not a number is reported. Without this a few "?" make the column text,
+    and value at risk silently disappears."""
+    name = run.settings.features.value_column
+    if not name or name not in cu or pd.api.types.is_numeric_dtype(cu[name]):
+        return cu
+    before = cu[name]
+    text = before.astype("string").str.strip()
+    missing = text.isna() | text.str.lower().isin(PLACEHOLDERS)
+    parsed = parse_amounts(text.mask(missing))
+    bad = parsed.isna() & ~missing
+    if bad.any():
+        run.report(src, name, "is not a number (features.value_column names it: a monthly value such as "
+                              "12.50; leave unknown values empty)", before[bad])
+        cu = cu.loc[~bad] if run.drop else cu
+        parsed = parsed.loc[cu.index]
+    return cu.assign(**{name: parsed})
+
+
+def _ids_differing_by_case(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Text ids that differ only in upper/lower case (``AB12`` and ``ab12``) are one customer
+    exported twice, or two customers a CRM would confuse: either way the user must decide."""
+    ids = cu["customer_id"]
+    if pd.api.types.is_numeric_dtype(ids):
+        return cu
+    folded = ids.str.casefold()
+    clash = folded.duplicated(keep=False) & ~ids.duplicated(keep=False) & ids.notna()
+    if not clash.any():
+        return cu
+    run.report(src, "customer_id", "has ids that differ only in upper/lower case (ids are compared exactly as "
+                                   "written: if they are one customer, write the id the same way everywhere)",
+               ids[clash])
+    return cu.loc[~clash] if run.drop else cu
+
+
+def _not_in_future(label: str) -> pa.Check:
+    tomorrow = pd.Timestamp.today().normalize() + pd.Timedelta(days=1)
+    return pa.Check(lambda s: ~(s >= tomorrow), name=f"has dates in the future (after {(tomorrow - pd.Timedelta(days=1)).date()}): "
+                    f"a wrong year, or day and month swapped? Fix them in the {label}")
+
+
 def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
     """Events refer to known customers, end by the declared end date, and have no negative amounts."""
     end = pd.Timestamp(run.settings.data.end_date) if run.settings.data.end_date else None
     cols: dict[str, pa.Column] = {"customer_id": pa.Column(nullable=False, checks=_unknown_id_check(
         cu["customer_id"], customers.label))}
-    if end is not None and ev["event_time"].dtype.kind == "M":
-        cols["event_time"] = pa.Column(nullable=True, checks=pa.Check(
-            lambda s: ~(s >= end + pd.Timedelta(days=1)), name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
+    if ev["event_time"].dtype.kind == "M":
+        checks = [_not_in_future(f"file (or set data.date_format for {src.user('event_time')!r})")]
+        if end is not None:
+            checks.append(pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
+                                   name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
+            _check_declared_end(ev["event_time"], end, src, run)
+        cols["event_time"] = pa.Column(nullable=True, checks=checks)
     if "amount" in ev and not run.settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
             lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
     return run.validate(ev, pa.DataFrameSchema(cols), src)
+
+
+def _check_declared_end(times: pd.Series, end: pd.Timestamp, src: _Source, run: _Run) -> None:
+    """A declared end long after the last event makes every customer look gone (inactivity)."""
+    last = times.max()
+    horizon = run.settings.churn.horizon_days
+    if run.settings.churn.definition != "inactivity" or pd.isna(last) or (end - last).days <= horizon:
+        return
+    run.problems.append(Problem(src.label, src.user("event_time"), (
+        f"ends on {last.date()}, {(end - last).days} days before data.end_date ({end.date()}), more than "
+        f"churn.horizon_days ({horizon}): every customer would look churned; set data.end_date to the day your "
+        "extract ends, or leave it empty (the last event's day)"), [], [], 0))
 
 
 def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
@@ -330,8 +424,10 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
     co = src.mapped(raw)
     co["customer_id"] = clean_ids(co["customer_id"], run.ids_as_text)
     co = run.dates(co, src, "contact_time", required=True)
-    co = run.validate(co, pa.DataFrameSchema({"customer_id": pa.Column(checks=_unknown_id_check(
-        cu["customer_id"], customers.label))}), src)
+    columns = {"customer_id": pa.Column(checks=_unknown_id_check(cu["customer_id"], customers.label))}
+    if co["contact_time"].dtype.kind == "M":
+        columns["contact_time"] = pa.Column(nullable=True, checks=_not_in_future("contacts file"))
+    co = run.validate(co, pa.DataFrameSchema(columns), src)
     for col in ("campaign", "outcome"):
         if col in co:
             co[col] = co[col].astype("string").fillna("unknown").astype(str)
@@ -341,7 +437,7 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
 def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
     """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
     def loose(value: object) -> str:
-        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0")
+        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0").casefold()
 
     known = {loose(v): v for v in cu["customer_id"].dropna()}
     out = []
@@ -352,14 +448,15 @@ def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
             ours, theirs = pairs[0]
             p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
                         f"is {theirs!r} in the customers table; write the ids the same way in both (keep leading "
-                        "zeros, no decimals; or export both as text)", p.rows, p.values, p.count, p.kind)
+                        "zeros and upper/lower case, no decimals; or export both as text)", p.rows, p.values, p.count, p.kind)
         out.append(p)
     return out
 
 
 def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source], settings: Settings,
-                       require_label: bool) -> list[Problem]:
-    """Settings naming columns the data lack, and columns that look like personal data."""
+                       require_label: bool) -> tuple[list[Problem], dict[str, str]]:
+    """Settings naming columns the data lack; and the undeclared columns that look like personal
+    data (column → why), which the run leaves out."""
     issues = []
     for key, frame in raw.items():
         if frame is not None:
@@ -368,9 +465,37 @@ def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _
             issues += missing
     customers = raw["customers"]
     issues += customer_setting_issues(None if customers is None else [str(c) for c in customers.columns], settings)
+    personal: dict[str, str] = {}
     if customers is not None and not issues:
-        issues += personal_data_issues(customers, sources["customers"].columns, settings)
-    return [Problem(sources[i.table].label, i.column, i.rule, [], [], 0) for i in issues]
+        personal = undeclared_personal_columns(customers, sources["customers"].columns, settings)
+        contact = set(customer_setting_columns(settings).get("serving.contact_fields", []))
+        issues += [personal_contact_field_issue(c, why) for c, why in personal.items() if c in contact]
+    return [Problem(sources[i.table].label, i.column, i.rule, [], [], 0) for i in issues], personal
+
+
+def _default_name_notes(sources: dict[str, _Source], settings: Settings) -> list[str]:
+    """Optional columns found under their default name (``amount`` in an events file): used,
+    and said, so a column that means something else is not used silently."""
+    cols = settings.data.columns
+    return [f"{src.label}: column '{user}' is used as data.columns.{canonical} (its default name); if it "
+            f"means something else, set data.columns.{canonical} = \"\""
+            for src in sources.values() for canonical, user in src.columns.items()
+            if canonical not in ("customer_id", "event_time", "contact_time") and not cols.is_explicit(canonical)]
+
+
+def _repeated_headers(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source], run: _Run) -> None:
+    """Lines of a CSV repeating its header (exports pasted together) are named as such, once,
+    rather than as a bad date, a bad number and an unknown customer on the same line."""
+    for key, frame in raw.items():
+        src = sources[key]
+        if frame is None or src.kind != "csv" or pd.api.types.is_numeric_dtype(frame[src.user("customer_id")]):
+            continue
+        ids = frame[src.user("customer_id")]
+        repeated = (ids.astype("string").str.strip() == src.user("customer_id")).fillna(False).astype(bool)
+        if repeated.any():
+            run.report(src, "customer_id", "repeats the header row (several exports joined?); delete those "
+                                           "lines", ids[repeated])
+            raw[key] = frame.loc[~repeated]
 
 
 def validate_tables(
@@ -381,29 +506,36 @@ def validate_tables(
     names: dict[str, str] | None = None,
     require_label: bool = True,
     kinds: dict[str, str] | None = None,
+    part: bool = False,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
     churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
-    which sources are CSV files (problems then cite file lines).
+    which sources are CSV files (problems then cite file lines). ``part``: the tables are one
+    partition of larger sources (the Dask engine), where an empty table is normal.
     """
     names, kinds = names or {}, kinds or {}
     raw = {"customers": customers, "events": events, "contacts": contacts}
     sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
     for key, frame in raw.items():
-        if frame is not None and frame.empty:
+        if frame is not None and frame.empty and not part:
             raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
                                       hint="The source has no rows; check the path, table name or query.")
     if customers is None and events is None:
         raise DataValidationError([Problem("customers", "*", "no customers or events source configured", [], [], 0)],
                                   hint="Set data.customers and/or data.events in your settings.")
-    found = _settings_problems(raw, sources, settings, require_label)
+    found, personal = _settings_problems(raw, sources, settings, require_label)
     if found:
         raise DataValidationError(found, hint="Fix the settings named above (or the file's header), then run "
                                              "`churnflow validate` again.")
+    notes = [personal_data_note(sources["customers"].label, c, why) for c, why in personal.items()] + _default_name_notes(sources, settings)
+    if personal:  # left out here, before anything else sees their values
+        raw["customers"] = customers = customers.drop(columns=list(personal))
 
     run = _Run(settings, ids_as_text=_ids_as_text(raw, sources))
+    _repeated_headers(raw, sources, run)
+    customers, events, contacts = raw["customers"], raw["events"], raw["contacts"]
     ev = _events(events, sources["events"], run) if events is not None else None
     if customers is None:
         assert ev is not None
@@ -416,7 +548,9 @@ def validate_tables(
     co = _contacts(contacts, cu, sources["contacts"], sources["customers"], run) if contacts is not None else None
     if run.problems:
         raise DataValidationError(_id_hint(run.problems, cu))
-    return _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
+    tables = _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
+    tables.notes = notes  # said by the caller (the CLI, the validate task's log)
+    return tables
 
 
 def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,
@@ -489,6 +623,21 @@ def load_tables(settings: Settings, as_of: pd.Timestamp | None = None,
     return cut_at(tables, as_of) if as_of is not None else tables
 
 
+class AsOfError(ChurnflowError, ValueError):
+    """An as-of date the data cannot speak for (after their end)."""
+
+
+def check_as_of(tables: Tables, as_of: pd.Timestamp) -> None:
+    """Refuse an as-of date after the day following the data's end: features would describe
+    customers at a time the data know nothing about (every one of them silent since the end),
+    which drift or the model would then report as a change in the customers."""
+    latest = tables.end_date.normalize() + pd.Timedelta(days=1)
+    if pd.Timestamp(as_of) > latest:
+        raise AsOfError(f"--as-of {pd.Timestamp(as_of).date()} is after the end of the data ({tables.end_date.date()}, "
+                        f"the last event's day or data.end_date): use {latest.date()} or earlier, or leave --as-of "
+                        "out; if the data really run later, check the sources are the latest extract")
+
+
 def cut_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
     """Forget everything dated on or after ``as_of`` (events, contacts, later churn dates)."""
     as_of = pd.Timestamp(as_of)
@@ -504,4 +653,5 @@ def cut_at(tables: Tables, as_of: pd.Timestamp) -> Tables:
     if co is not None:
         co = co.loc[co["contact_time"] < as_of]
     end = min(tables.end_date, as_of - pd.Timedelta(days=1))
-    return Tables(customers=cu, events=ev, contacts=co, end_date=end, dropped_rows=tables.dropped_rows)
+    return Tables(customers=cu, events=ev, contacts=co, end_date=end, dropped_rows=tables.dropped_rows,
+                  notes=tables.notes)

@@ -51,7 +51,7 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
         return _parse_numbers(values)
     text = values.astype("string").str.strip().replace("", pd.NA)
     if fmt:
-        return _naive(pd.to_datetime(text, format=fmt, errors="coerce", utc=True))
+        return _zoned_to_utc(text, format=fmt)
     present = text.dropna()
     spread = present.iloc[:: max(1, len(present) // SAMPLE)]
     seen = [f for f in FAMILIES if (_families(spread) == f).any()]
@@ -90,7 +90,36 @@ def _parse_numbers(values: pd.Series) -> pd.Series:
 
 
 def _naive(parsed: pd.Series) -> pd.Series:
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.astype("datetime64[ns]")
+
+
+_ZONE = r"\d\s*(?:Z|UTC|[+-]\d{2}:?\d{2})$"
+
+
+def _zoned_to_utc(text: pd.Series, **how: object) -> pd.Series:
+    """Parse text that may carry time zones: zoned values are moved to UTC, naive ones kept.
+
+    A column mixing zoned values (``10:00+02:00``) with values without a zone (``09:30``) is
+    refused: nobody can tell which zone the latter are in, and guessing UTC moves them by hours.
+    Different offsets alone (summer and winter time) are fine: each value says its own.
+    """
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", **how)
+        if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            return parsed.astype("datetime64[ns]")
+    except ValueError:  # several offsets, or zoned mixed with naive values
+        pass
+    zoned = text.str.contains(_ZONE, regex=True).fillna(False).astype(bool)
+    naive = text.notna() & ~zoned
+    if zoned.any() and naive.any():
+        examples = pd.concat([text[zoned].head(2), text[naive].head(2)])
+        raise DateFormatError(
+            f"mixes times with a time zone ({_show(text[zoned].head(2))}) and without one "
+            f"({_show(text[naive].head(2))}); export every value with its zone (or every value in one "
+            "zone without it), so no time is moved by hours", examples)
+    return _naive(pd.to_datetime(text, errors="coerce", utc=True, **how))
 
 
 def _families(text: pd.Series) -> pd.Series:
@@ -132,12 +161,12 @@ def _show(values: pd.Series) -> str:
 
 def _parse_family(text: pd.Series, family: str, dayfirst: bool) -> pd.Series:
     if family == "ISO":
-        return _naive(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
+        return _zoned_to_utc(text, format="ISO8601")
     if family == "yyyymmdd":
         return pd.to_datetime(text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
     if family == "year/month/day":
         iso = text.str.replace(r"^(\d{4})[/.](\d{1,2})[/.]", r"\1-\2-", regex=True)
-        return _naive(pd.to_datetime(iso, format="ISO8601", errors="coerce", utc=True))
+        return _zoned_to_utc(iso, format="ISO8601")
     if family == DAY_MONTH:
         norm = text.str.replace(r"^(\d{1,2})[.\-](\d{1,2})[.\-]", r"\1/\2/", regex=True).str.replace("T", " ")
         day = "%d/%m" if dayfirst else "%m/%d"
@@ -149,4 +178,4 @@ def _parse_family(text: pd.Series, family: str, dayfirst: bool) -> pd.Series:
                     return out
                 out[todo] = pd.to_datetime(norm[todo], format=f"{day}/{year}{time}", errors="coerce")
         return out
-    return _naive(pd.to_datetime(text, format="mixed", dayfirst=dayfirst, errors="coerce", utc=True))
+    return _zoned_to_utc(text, format="mixed", dayfirst=dayfirst)

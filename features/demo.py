@@ -45,7 +45,8 @@ import pyarrow as pa
 
 from churnflow.features.io import atomic_write
 
-__all__ = ["OFFER_EFFECT", "DemoData", "generate_demo_data", "write_demo_data"]
+__all__ = ["OFFER_EFFECT", "TEAM_SAVE_SHARE", "DemoData", "TeamLoop", "generate_demo_data", "simulate_retention_team",
+           "team_campaign", "write_demo_data"]
 
 # ---- knobs of the simulated world --------------------------------------------------------
 HISTORY_DAYS = 3 * 365
@@ -561,3 +562,75 @@ def write_demo_data(data: DemoData, folder: Path) -> dict[str, Path]:
         frame: pd.DataFrame = getattr(data, name)
         paths[name] = atomic_write(Path(folder) / f"{name}.parquet", lambda p, f=frame: f.to_parquet(p, index=False))
     return paths
+
+
+# ---- the retention team of the demo --------------------------------------------------------
+TEAM_SAVE_SHARE = 0.4
+"""The demo team's true effect: a contacted customer who would have churned in the list's horizon
+stays with this probability (so the contacted group's churn rate falls by this share)."""
+
+
+def team_campaign(as_of: pd.Timestamp) -> str:
+    """The ``campaign`` of the contacts the demo team makes for the list of ``as_of``."""
+    return f"churnflow list {pd.Timestamp(as_of).date().isoformat()}"
+
+
+@dataclass(frozen=True, eq=False)
+class TeamLoop:
+    """The demo tables after the team worked one list, and the truth the report card should find."""
+
+    customers: pd.DataFrame
+    events: pd.DataFrame
+    contacts: pd.DataFrame
+    n_contacted: int
+    n_saved: int
+    true_effect: float
+    """Change of the contacted customers' churn rate caused by the calls: ``-n_saved / n_contacted``."""
+
+
+def simulate_retention_team(customers: pd.DataFrame, events: pd.DataFrame, contacts: pd.DataFrame,
+                            contacted: pd.Series | np.ndarray, as_of: pd.Timestamp, horizon_days: int,
+                            seed: int = 0, save_share: float = TEAM_SAVE_SHARE) -> TeamLoop:
+    """The retention team works the list of ``as_of``: it calls ``contacted`` on that day, and each
+    of them who would have churned in ``[as_of, as_of + H)`` stays with probability ``save_share``.
+
+    A customer who stays buys again in the horizon (1 + Poisson(2) purchases at their usual
+    amount, at random times in the window) and their cancellation in the window is undone; nothing
+    before ``as_of`` changes, so the list of that date is unchanged. "Would have churned" is the
+    inactivity label: no event in the window. Pure: returns new frames (canonical names).
+    """
+    t = pd.Timestamp(as_of).normalize()
+    end = t + pd.Timedelta(days=horizon_days)
+    rng = np.random.default_rng([int(seed), int(t.value // 86_400_000_000_000)])
+    ids = np.unique(np.asarray(contacted))
+    times = events["event_time"]
+    active = pd.unique(events.loc[((times >= t) & (times < end)).to_numpy(), "customer_id"])
+    would_churn = ids[~np.isin(ids, active)]
+    saved = would_churn[rng.random(would_churn.size) < save_share]
+    calls = pd.DataFrame({
+        "customer_id": ids.astype(contacts["customer_id"].dtype),
+        "contact_time": t + pd.to_timedelta(rng.integers(9 * 3600, 17 * 3600, ids.size), unit="s"),
+        "campaign": pd.Series([team_campaign(t)] * ids.size, dtype=contacts["campaign"].dtype),
+        "outcome": pd.Series(np.asarray(OUTCOMES)[rng.choice(len(OUTCOMES), ids.size, p=OUTCOME_P)],
+                             dtype=contacts["outcome"].dtype),
+    })
+    n_buys = 1 + rng.poisson(2.0, saved.size)
+    who = np.repeat(saved, n_buys)
+    usual = events.loc[events["amount"] > 0].groupby("customer_id")["amount"].median()
+    window_s = int((min(end, times.max().normalize() + pd.Timedelta(days=1)) - t).total_seconds())
+    buys = pd.DataFrame({
+        "customer_id": who.astype(events["customer_id"].dtype),
+        "event_time": t + pd.to_timedelta(rng.integers(3600, max(window_s, 7200), who.size), unit="s"),
+        "amount": usual.reindex(who).fillna(MEAN_SPEND).to_numpy(np.float64),
+        "event_type": _str_col(EVENT_TYPES, np.zeros(who.size, np.int32)),
+    })
+    stays = customers["customer_id"].isin(saved) & (customers["churn_time"] >= t)
+    return TeamLoop(
+        customers=customers.assign(churn_time=customers["churn_time"].mask(stays)),
+        events=pd.concat([events, buys], ignore_index=True).sort_values(["customer_id", "event_time"], kind="stable",
+                                                                        ignore_index=True),
+        contacts=pd.concat([contacts, calls], ignore_index=True).sort_values(["contact_time", "customer_id"],
+                                                                            kind="stable", ignore_index=True),
+        n_contacted=int(ids.size), n_saved=int(saved.size),
+        true_effect=-saved.size / ids.size if ids.size else 0.0,
+    )

@@ -142,7 +142,8 @@ class FeatureSettings(_Section):
     risk and value segments when there is no spend history in the events."""
     allow_personal: list[str] = Field(default_factory=list)
     """Columns that look like personal data (e-mails, phones, names) but may be features anyway:
-    the explicit opt-in. Without it such a column stops loading."""
+    the explicit opt-in. Without it (or a ``data.columns.pii`` entry) such a column is left out of the
+    run and a note says so."""
 
     @field_validator("windows_days")
     @classmethod
@@ -286,6 +287,9 @@ class ComputeSettings(_Section):
     n_partitions: int = Field(0, ge=0)
     """Customer partitions (each customer's rows stay together); 0 = as many as the largest source
     has input blocks (Parquet files or row groups, 64 MiB of CSV). Aim for 100k-1M customers each."""
+    tuning_sample_rows: int = Field(200_000, ge=100)
+    """Training rows Optuna tunes on (an exact, seeded sample stratified by as-of date and label,
+    held by every worker); the final model is fitted on all rows (``training/distributed.py``)."""
 
 
 class Settings(BaseSettings):
@@ -416,6 +420,29 @@ def _format_validation_error(exc: ValidationError, source: str, overrides: dict[
     return "\n".join(lines)
 
 
+ENV_NOT_SETTINGS = {"CHURNFLOW_CONFIG"}
+"""``CHURNFLOW_*`` variables that are not settings (the config file's path)."""
+
+
+def _check_env_sections() -> None:
+    """A ``CHURNFLOW_*`` variable whose section does not exist (``CHURNFLOW_TRAINNG__N_TRIALS``)
+    would be ignored by pydantic-settings: refuse it with the sections there are."""
+    import difflib
+
+    sections = sorted(set(Settings.model_fields) - {"root"})
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith("CHURNFLOW_") or upper in ENV_NOT_SETTINGS:
+            continue
+        section = upper.removeprefix("CHURNFLOW_").split("__", 1)[0].lower()
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"did you mean CHURNFLOW_{close[0].upper()}__...? " if close else ""
+            raise ConfigError(f"environment variable {name}: there is no settings section {section!r}; {hint}"
+                              f"variables are CHURNFLOW_<SECTION>__<KEY> with a section among "
+                              f"{', '.join(sections)} (or unset it)")
+
+
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings: explicit overrides > CHURNFLOW_* environment > TOML file > defaults.
 
@@ -428,6 +455,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     toml_file = path if path.exists() else None
     root = path.resolve().parent if toml_file else Path.cwd()
     clean = {k: v for k, v in overrides.items() if v is not None}
+    _check_env_sections()
     token = _TOML_FILE.set(toml_file)
     try:
         return Settings(root=root, **clean)

@@ -8,6 +8,7 @@ comes back is the user's table with the user's column names; mapping and validat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,6 +38,8 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             f"{what}: file {path} does not exist. Check data.{what} in your settings"
             + (" or run `churnflow demo-data` to create the demo data." if "demo" in str(path) else ".")
         )
+    if path.is_dir():
+        return _read_folder(path, what)
     suffix = "".join(path.suffixes[-2:]).lower()
     try:
         if suffix.endswith((".parquet", ".pq")):
@@ -45,30 +48,91 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             return _read_text(path, ",", settings)
         if suffix.endswith((".tsv", ".tsv.gz")):
             return _read_text(path, "\t", settings)
+    except SourceError as exc:
+        raise SourceError(f"{what}: {exc} (data.{what})") from None
     except UnicodeError as exc:
+        where = f" ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""
         raise SourceError(
-            f"{what}: {path.name} is not {settings.data.encoding} text ({exc.reason} at byte {exc.start}). "
-            f"Set data.encoding to the file's encoding, e.g. data.encoding = \"latin-1\" (or \"cp1252\" "
-            "for Excel exports), or save the file as UTF-8.") from None
+            f"{what}: {path.name} is not {settings.data.encoding} text{where}. Set data.encoding to the "
+            "file's encoding, e.g. data.encoding = \"latin-1\" (or \"cp1252\" for Excel exports), or save "
+            "the file as UTF-8.") from None
     except (ValueError, OSError) as exc:
         raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
-    raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet")
+    if suffix.endswith((".xlsx", ".xlsm", ".xls", ".ods", ".numbers")):
+        raise SourceError(f"{what}: {path.name} is a spreadsheet workbook, not a data file; save the sheet "
+                          f"as CSV (UTF-8) or Parquet and point data.{what} at that file")
+    raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet "
+                      f"(check data.{what})")
+
+
+def _read_folder(path: Path, what: str) -> pd.DataFrame:
+    """A folder is a Parquet dataset (a partitioned export), or a mistake the message names."""
+    if any(path.rglob("*.parquet")):
+        return pd.read_parquet(path)
+    raise SourceError(f"{what}: {path} is a folder, not a file; point data.{what} at the file itself "
+                      "(a folder works only when it holds Parquet files)")
+
+
+def _text_encoding(path: Path, encoding: str) -> str:
+    """The encoding to read with: a byte-order mark settles it (UTF-16 from Excel's "Unicode
+    text", UTF-8 with BOM); otherwise the configured one, with UTF-8 ignoring a BOM."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") and not path.name.lower().endswith(".gz"):
+        raise SourceError(f"{path.name} is a spreadsheet workbook (Excel) with a text file's name; open it and "
+                          "save the sheet as CSV (UTF-8), or export it as Parquet")
+    if head.startswith(b"\xff\xfe") or head.startswith(b"\xfe\xff"):
+        return "utf-16"
+    if encoding.lower().replace("-", "").replace("_", "") == "utf8" or head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    return encoding
 
 
 def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
-    """A CSV/TSV with the id column as text, a UTF-8 byte-order mark (Excel) ignored, header names
-    trimmed, and a semicolon-separated export (European Excel) read as such when its header says so."""
-    encoding = settings.data.encoding
-    if encoding.lower().replace("-", "").replace("_", "") == "utf8":
-        encoding = "utf-8-sig"
+    """A CSV/TSV read with :func:`text_options`, header names trimmed, and rows with no value at
+    all skipped (``skip_blank_rows``)."""
+    frame = pd.read_csv(path, **text_options(path, sep, settings), low_memory=False)
+    return skip_blank_rows(frame.rename(columns=trimmed))
+
+
+def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
+    """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
+    byte-order mark (Excel) honoured, and a file separated by ``;`` (European Excel), tabs or
+    ``|`` read as such when its header line says so."""
+    encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
-    if len(header) == 1 and ";" in str(header[0]):
-        sep = ";"
-        header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    if len(header) == 1:  # another separator than the name says: the header line tells which
+        found = [c for c in (";", "\t", "|", ",") if c != sep and c in str(header[0])]
+        if found:
+            sep = found[0]
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
-    frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
-    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
-    return frame
+    return {"sep": sep, "dtype": ids, "encoding": encoding}
+
+
+def trimmed(column: Any) -> Any:
+    """A header name without surrounding blanks (exports often pad them)."""
+    return column.strip() if isinstance(column, str) else column
+
+
+def skip_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like
+    blank lines, keeping the index, so every message still cites the right file line."""
+    return frame.dropna(how="all")
+
+
+def _no_repeated_names(path: Path, sep: str, encoding: str) -> None:
+    """Two columns of one name: pandas would rename the second (``amount.1``) and churnflow would
+    silently use the first. Refused with both positions."""
+    names = [str(n).strip() for n in pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+                                                 dtype=str).iloc[0].tolist()]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen and name not in ("", "nan"):
+            raise SourceError(f"{path.name} has two columns named {name!r} (columns {seen[name]} and {position} "
+                              "of the header line); rename or delete one")
+        seen[name] = position
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:

@@ -49,6 +49,10 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted
+    # XGBoost's OpenMP threads spin-wait between parallel regions by default: on a shared or busy
+    # machine the spinning threads take the cores the work needs (training several times slower).
+    # Set before any command imports xgboost (the OpenMP runtime reads it when it loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _quiet_tuning() -> None:
@@ -116,6 +120,14 @@ def _run(fn, *args, **kwargs):
         if _DEBUG["on"]:
             raise
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        from churnflow.flows.tasks import lasting_os_error
+
+        if _DEBUG["on"] or not lasting_os_error(exc):
+            raise
+        raise _fail(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror or exc}",
+                    "check that the folder exists and that you may write to it (serving.output_dir, "
+                    "tracking.uri, training.storage); results published earlier are unchanged") from None
     except Exception as exc:
         if _DEBUG["on"]:
             raise
@@ -200,7 +212,14 @@ def validate(config: ConfigOpt = None) -> None:
     for name, count in tables.dropped_rows.items():
         table.add_row(f"dropped rows ({name})", f"{count:,}")
     console.print(table)
+    _print_notes(tables.notes)
     console.print("[green]data are valid.[/] [yellow]next:[/] churnflow train")
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What the data made churnflow decide without stopping (verbatim: keys keep their brackets)."""
+    for note in notes:
+        console.print(Text("note: ", style="bold yellow") + Text(note))
 
 
 @app.command()
@@ -279,7 +298,7 @@ def demo(
     customers: Annotated[int, typer.Option(help="Demo customers to generate.")] = 20_000,
     trials: Annotated[int, typer.Option(help="Optuna trials for the demo's tuning.")] = 15,
 ) -> None:
-    """The main job on embedded defaults: demo data, then the pipeline flow, then where to look."""
+    """The whole loop on demo data: train, a past list worked by a simulated team and its report card, today's list."""
     settings = _settings(config)
     if not settings.data.customers:
         raise _fail(f"the demo runs on the demo data, but data.customers is {settings.data.customers!r}",
@@ -289,9 +308,20 @@ def demo(
         demo_data(config=config, customers=customers, seed=42, out=None)
     else:
         console.print(f"demo data already in {escape(str(settings.path(settings.data.customers).parent))} (kept)")
-    pipeline(config=config, as_of=None, trials=trials)
-    from churnflow.flows.summaries import print_where_to_look
+    _quiet_tuning()
+    _training_options(config, trials, None)
+    from churnflow.flows.demo_loop import demo_flow
+    from churnflow.flows.summaries import (
+        print_demo_loop,
+        print_score_summary,
+        print_train_summary,
+        print_where_to_look,
+    )
 
+    result = _run(demo_flow, str(config) if config else None, trials)
+    print_train_summary(console, result["train"])
+    print_demo_loop(console, result["team"], result["score"])
+    print_score_summary(console, result["score"])
     print_where_to_look(console, settings)
 
 
@@ -309,6 +339,16 @@ def report(
         print_published(console, settings, as_of, top)
     except FileNotFoundError as exc:
         raise _fail(str(exc), "run `churnflow score` first") from None
+
+
+@app.command()
+def outcomes(config: ConfigOpt = None) -> None:
+    """Report cards of the published lists whose horizon has passed: did the outreach work, is the model right?"""
+    from churnflow.flows.outcomes_flow import outcomes_flow
+    from churnflow.flows.summaries import print_outcomes
+
+    _settings(config)
+    print_outcomes(console, _run(outcomes_flow, str(config) if config else None))
 
 
 @app.command()

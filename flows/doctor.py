@@ -140,6 +140,18 @@ def _mlflow_checks(settings) -> list[Check]:
     return checks
 
 
+def _decay_check(settings) -> Check:
+    """The decay alarm over the report cards already written (``churnflow outcomes`` writes them)."""
+    from churnflow.serving.outcome_store import read_cards
+    from churnflow.serving.outcomes import latest_version_alarm
+
+    alarm = latest_version_alarm(read_cards(settings.output_dir), settings.serving.decay_alarm_drop)
+    if alarm.get("alarm"):
+        return Check("model decay", PROBLEM, alarm["message"],
+                     "retrain: `churnflow train` (a better challenger is promoted), then `churnflow score`")
+    return Check("model decay", OK, alarm["message"])
+
+
 def _prefect_check() -> Check:
     url = os.environ.get("PREFECT_API_URL", "")
     source = "PREFECT_API_URL"
@@ -174,6 +186,7 @@ def run_checks(console: Console, config: Path | None) -> bool:
     if settings is not None:
         checks += _data_checks(settings)
         checks += _mlflow_checks(settings)
+        checks.append(_decay_check(settings))
     else:
         checks.append(Check("data, model", PROBLEM, "skipped: the settings do not load",
                             "fix the settings first"))

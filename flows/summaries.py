@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +15,7 @@ from rich.table import Table
 from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
+    from churnflow.features.schema import FeatureSchema
     from churnflow.training.recipe import TrainedModel
     from churnflow.training.registry import RegistryResult
 
@@ -71,6 +74,15 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
     console.print("[yellow]next:[/] churnflow score")
 
 
+def reason_phrases(schema: FeatureSchema, names: Any) -> dict[str, str]:
+    """Feature name → its reason phrase with the customer's values left out ("last active … days
+    ago"): how the CLI names the top reasons, in the words the list itself uses."""
+    from churnflow.features.dictionary import feature_dictionary
+
+    known = feature_dictionary(schema)
+    return {str(n): re.sub(r"\{[^}]*\}", "…", known[n].phrase) for n in names if n in known}
+
+
 def print_score_summary(console: Console, result: dict[str, Any]) -> None:
     s = result["summary"]
     console.print(
@@ -82,7 +94,8 @@ def print_score_summary(console: Console, result: dict[str, Any]) -> None:
         value = s.get(key)
         if isinstance(value, dict) and value:
             top = sorted(value.items(), key=lambda kv: -_count(kv[1]))[:3]
-            console.print(f"{title}: " + ", ".join(f"{k} ({_count(v):,})" for k, v in top))
+            words = result.get("reason_phrases", {}) if key == "top_reasons_listed" else {}
+            console.print(f"{title}: " + ", ".join(escape(f"{words.get(k, k)} ({_count(v):,})") for k, v in top))
     for warning in s.get("warnings", []):
         console.print(f"[yellow]{escape(str(warning))}[/]")
     folder = Path(result["folder"])
@@ -138,3 +151,60 @@ def print_published(console: Console, settings: Settings, as_of: str | None, top
     console.print(table)
     console.print(f"{len(listed):,} customers on the list; files in [bold]{escape(str(folder))}[/]")
     console.print(f"report: {folder / 'report.html'}")
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{float(value):.1%}"
+
+
+def _effect(row: dict[str, Any]) -> str:
+    if row.get("effect") is None:
+        return "n/a" if row["closed"] else ""
+    lo, hi = row["effect_ci95"]
+    return f"{row['effect'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def print_outcomes(console: Console, result: dict[str, Any]) -> None:
+    """One row per published list: predicted vs realised churn, realised ROC-AUC and lift, the
+    campaign's effect with its 95 % interval; then each closed list's verdict in words."""
+    table = Table(title="report cards of the published lists", box=box.SIMPLE_HEAD,
+                  caption="v: model version; AUC: ROC-AUC (* estimated, horizon open); effect in percentage points",
+                  pad_edge=False)
+    for col in ("as of", "v", "predicted", "realised", "AUC", "lift", "effect [95 %]"):
+        table.add_column(col, no_wrap=True)
+    for row in result["lists"]:
+        closed = row["closed"]
+        table.add_row(row["as_of"], str(row.get("model_version") or ""), _pct(row.get("predicted")),
+                      _pct(row.get("realised")) if closed else "open",
+                      ("" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}") + ("" if closed else "*"),
+                      "" if row.get("lift") is None else f"{row['lift']:.2f}", _effect(row))
+    console.print(table)
+    for row in result["lists"]:
+        if row["closed"]:
+            console.print(f"{row['as_of']}: {escape(str(row.get('verdict') or ''))}")
+    if result["written"]:
+        console.print(f"new report cards (outcome.json): {', '.join(result['written'])}")
+    alarm = result["alarm"]
+    style = "bold red" if alarm.get("alarm") else "green"
+    console.print(f"[{style}]{escape(str(alarm.get('message', '')))}[/]")
+    if alarm.get("alarm"):
+        console.print("[yellow]next:[/] churnflow train, then compare the challenger with the champion")
+
+
+def print_demo_loop(console: Console, team: dict[str, Any], score: dict[str, Any]) -> None:
+    """What the demo's retention team did with the past list, and what its report card found."""
+    day = team["as_of"]
+    if not team.get("already_worked"):
+        console.print(f"demo team: called {team['n_contacted']:,} customers of the list of {day} (not its control "
+                      f"group); {team['n_saved']:,} stayed because of the call (true effect "
+                      f"{team['true_effect'] * 100:+.1f} percentage points)")
+    card_path = Path(score["folder"]).parent / day / "outcome.json"
+    if not card_path.exists():
+        console.print(f"[yellow]no report card for the list of {day} yet[/]")
+        return
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    quality, campaign = card["model_quality"], card["campaign"]
+    auc = "" if quality.get("roc_auc") is None else f"realised ROC-AUC {quality['roc_auc']:.3f}; "
+    console.print(f"report card of {day}: realised churn {_pct(card.get('realised_churn_rate'))} against "
+                  f"{_pct(card.get('predicted_churn_rate'))} predicted; {auc}campaign: {escape(str(campaign.get('verdict')))}")
+    console.print(f"card: [bold]{escape(str(card_path))}[/] (history in today's report)")

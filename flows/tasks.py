@@ -10,6 +10,7 @@ Prefect's result storage.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,18 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     Expected errors (``ChurnflowError``) and value errors (a Latin-1 file read as UTF-8, a bad
     date) give the same result on every try; retrying them only delays the message.
     """
-    return not isinstance(state.data, ChurnflowError | ValueError | TypeError | KeyError)
+    return not isinstance(state.data, ChurnflowError | ValueError | TypeError | KeyError) and not lasting_os_error(
+        state.data)
+
+
+_LASTING = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+            errno.EEXIST, errno.ENOENT)
+
+
+def lasting_os_error(exc: object) -> bool:
+    """An OS error that the same call repeats (no permission, read-only or full disk, a file where
+    a folder should be): not transient, and the user's to fix, not a bug."""
+    return isinstance(exc, OSError) and exc.errno in _LASTING
 
 
 retry_io: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": transient_only}
@@ -61,6 +73,8 @@ def validate_task(settings: Settings, raw: dict[str, pd.DataFrame | None],
         tables.end_date.date(),
         f", dropped rows {tables.dropped_rows}" if tables.dropped_rows else "",
     )
+    for note in tables.notes:
+        get_run_logger().warning(note)
     return tables
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.settings import Settings
 from churnflow.flows.summaries import train_result
 from churnflow.flows.tasks import (
@@ -44,7 +44,10 @@ def train_model_task(tables: Tables, settings: Settings, plot_dir: Path) -> Trai
 
 @task(name="register-and-promote", **retry_io, **task_options)
 def register_task(settings: Settings, trained: TrainedModel, mlflow_run_name: str) -> RegistryResult:
-    result = register_trained(settings, trained, run_name=mlflow_run_name)
+    from prefect.runtime import flow_run
+
+    # one key per flow run: a retry of this task completes the same MLflow run and model version
+    result = register_trained(settings, trained, run_name=mlflow_run_name, registration_key=flow_run.id)
     get_run_logger().info("registered version %s: %s (%s)", result.version, result.decision, result.reason)
     return result
 
@@ -58,7 +61,11 @@ def train_flow(config: str | None = None, as_of: str | None = None, trials: int 
     settings = settings_task(config, overrides)
     raw = read_sources_task(settings)
     tables = validate_task(settings, raw, parse_as_of(as_of))
+    if as_of:
+        check_as_of(tables, parse_as_of(as_of))
     with tempfile.TemporaryDirectory(prefix="churnflow-plots-") as plot_dir:
         trained = train_model_task(tables, settings, Path(plot_dir))
         result = register_task(settings, trained, f"train-{as_of or trained.plan.test.date()}")
-    return train_result(settings, trained, result)
+    summary = train_result(settings, trained, result)
+    summary["notes"] = list(tables.notes) + summary["notes"]  # what the data made churnflow decide
+    return summary

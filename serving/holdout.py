@@ -41,10 +41,10 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from churnflow.serving.priority import STATUS_SUPPRESSED
+from churnflow.serving.priority import STATUS_HELD_EARLIER, STATUS_HOLDOUT, STATUS_SUPPRESSED
 
-STATUS_HOLDOUT = "holdout"
-STATUS_HELD_EARLIER = "holdout, earlier list"
+__all__ = ["STATUS_HELD_EARLIER", "STATUS_HOLDOUT", "assign_holdout", "holdout_draw", "holdout_summary",
+           "open_holdout_ids"]
 HOLDOUT_ACTION = "none: control group, do not contact"
 STRATA = ("risk_tier", "segment")
 """Columns that define the strata of the draw (missing columns are ignored)."""

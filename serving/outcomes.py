@@ -34,6 +34,7 @@ import contextlib
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -454,3 +455,63 @@ def write_outcome_once(folder: Path, record: Mapping[str, Any]) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What the published lists are known to have achieved, oldest first."""
+
+    cards: list[dict[str, Any]] = field(default_factory=list)
+    """Closed lists: their ``outcome.json``."""
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    """Open lists: ``{"as_of", "horizon_closed": False, "estimate_before_horizon"}``."""
+    written: list[str] = field(default_factory=list)
+    """As-of dates whose card was written by this call."""
+    alarm: dict[str, Any] = field(default_factory=dict)
+    """:func:`serving.outcomes.latest_version_alarm` over the closed lists."""
+
+    def known_at(self, day: pd.Timestamp, max_drop: float) -> Outcomes:
+        """What was known on ``day``: cards whose horizon ended by then; lists before ``day``
+        whose horizon was still open show their estimate. A rerun of a past date's list (and
+        its report) therefore does not depend on when it is run."""
+        iso = pd.Timestamp(day).date().isoformat()
+        cards = [c for c in self.cards if c["horizon_end"] <= iso]
+        later = [{"as_of": c["as_of"], "horizon_closed": False, "estimate_before_horizon": c.get("estimate_before_horizon")}
+                 for c in self.cards if c["as_of"] < iso < c["horizon_end"]]
+        estimates = sorted([*later, *(e for e in self.estimates if e["as_of"] < iso)], key=lambda e: e["as_of"])
+        return Outcomes(cards=cards, estimates=estimates, written=list(self.written),
+                        alarm=latest_version_alarm(cards, max_drop))
+
+
+# ---- every published list -------------------------------------------------------------------------
+def list_card(scores: pd.DataFrame, summary: Mapping[str, Any], tables: Tables, horizon_days: int,
+              definition: Definition) -> dict[str, Any]:
+    """:func:`outcome_card` of one published list, with what its ``summary.json`` recorded then:
+    the model's test ROC-AUC (what the decay alarm compares with) and the control-group share."""
+    card = outcome_card(scores, tables, int(summary.get("horizon_days", horizon_days)), definition)
+    test = (summary.get("test_metrics") or {}).get("roc_auc")
+    card["model_test_roc_auc"] = float(test) if test is not None else None
+    card["holdout_share"] = summary.get("holdout_share")
+    if card["model_version"] is None and summary.get("model_version") is not None:
+        card["model_version"] = str(summary["model_version"])
+    return card
+
+
+def latest_version_alarm(cards: Sequence[Mapping[str, Any]], max_drop: float, n_recent: int = 3) -> dict[str, Any]:
+    """:func:`decay_alarm` for the model version of the most recent closed list.
+
+    Earlier versions' lists say nothing about the model scoring now; a version without a test
+    ROC-AUC on record cannot be judged (no alarm, said so).
+    """
+    dated = sorted((c for c in cards if c.get("horizon_closed")), key=lambda c: c["as_of"])
+    if not dated:
+        return {"alarm": False, "model_version": None, "lists": [],
+                "message": "No list with a closed horizon yet: the model's realised quality is not known."}
+    version = dated[-1].get("model_version")
+    own = [c for c in dated if c.get("model_version") == version]
+    test = next((c["model_test_roc_auc"] for c in reversed(own) if c.get("model_test_roc_auc") is not None), None)
+    if test is None:
+        return {"alarm": False, "model_version": version, "lists": [c["as_of"] for c in own],
+                "message": f"Model v{version} has no test ROC-AUC on record: its decay cannot be judged."}
+    realised = {c["as_of"]: c["model_quality"].get("roc_auc") for c in own}
+    return decay_alarm(realised, float(test), max_drop, n_recent) | {"model_version": version}

@@ -44,6 +44,11 @@ DROPPED_COLUMNS = ["customer_id", "previous_rank", "previous_status", "churn_pro
 STATUS_NEW = "new"
 STATUS_STILL_ON = "still on"
 STATUS_SUPPRESSED = "suppressed"
+STATUS_HOLDOUT = "holdout"
+"""Held back at random as this list's control group (``serving.holdout``): never contacted."""
+STATUS_HELD_EARLIER = "holdout, earlier list"
+"""Still in the control group of an earlier list whose horizon is open: never contacted."""
+HELD_BACK = (STATUS_HOLDOUT, STATUS_HELD_EARLIER)
 SUPPRESSED_ACTION = "none: contacted within the cool-down period"
 NO_RULE_ACTION = "no playbook rule"
 
@@ -320,7 +325,26 @@ def build_priority_list(
     ranked = rank_order(eligible)
     recent = recently_contacted(ranked["customer_id"], contacts, as_of, cfg.cooldown_days)
     chosen = ranked[within_capacity(~recent, cfg.capacity)].reset_index(drop=True)
+    chosen = _with_actions(chosen, cfg)
+    previous_ids = (
+        pd.unique(previous_list["customer_id"]) if previous_list is not None and len(previous_list) else []
+    )
+    was_on = chosen["customer_id"].isin(previous_ids).to_numpy()
+    chosen["status"] = np.where(was_on, STATUS_STILL_ON, STATUS_NEW).astype(object)
+    # Same cool-down test as above, now on the chosen rows only, applying the suppression mode.
+    chosen = suppress_recent_contacts(chosen, contacts, as_of, cfg.cooldown_days, cfg.suppression)
+    chosen = _ranked_and_rounded(chosen, cfg.suppression)
 
+    columns = list(LIST_COLUMNS)
+    if cfg.include_contact_fields:
+        columns += [c for c in cfg.contact_fields if c in chosen.columns and c not in columns]
+    priority_list = chosen[columns].reset_index(drop=True)
+    dropped = dropped_customers(previous_list, priority_list, scored, cfg.min_probability)
+    return priority_list, dropped
+
+
+def _with_actions(chosen: pd.DataFrame, cfg: Any) -> pd.DataFrame:
+    """Tier (when absent), playbook action and channel, and empty reason columns when absent."""
     if "risk_tier" not in chosen.columns:
         chosen["risk_tier"] = risk_tier(chosen["churn_probability"], cfg.tier_high, cfg.tier_medium)
     group = chosen["reason_group_1"] if "reason_group_1" in chosen.columns else np.full(len(chosen), "")
@@ -331,28 +355,32 @@ def build_priority_list(
     for col in ("segment", "reason_1", "reason_2", "reason_3"):
         if col not in chosen.columns:
             chosen[col] = ""
+    return chosen
 
-    previous_ids = (
-        pd.unique(previous_list["customer_id"]) if previous_list is not None and len(previous_list) else []
-    )
-    was_on = chosen["customer_id"].isin(previous_ids).to_numpy()
-    chosen["status"] = np.where(was_on, STATUS_STILL_ON, STATUS_NEW).astype(object)
-    # Same cool-down test as above, now on the chosen rows only, applying the suppression mode.
-    chosen = suppress_recent_contacts(chosen, contacts, as_of, cfg.cooldown_days, cfg.suppression)
 
-    ranked_rows = chosen["contactable"].to_numpy() if cfg.suppression == "suppress" else np.ones(len(chosen), bool)
+def _ranked_and_rounded(chosen: pd.DataFrame, suppression: str) -> pd.DataFrame:
+    """Ranks 1..k for the rows the team works (all rows in ``flag`` mode), then rounding for people:
+    probabilities to 4 decimals, values at risk to 2 (ranking used the unrounded values)."""
+    ranked_rows = chosen["contactable"].to_numpy() if suppression == "suppress" else np.ones(len(chosen), bool)
     rank = pd.array(np.full(len(chosen), pd.NA), dtype="Int64")
     rank[ranked_rows] = np.arange(1, int(ranked_rows.sum()) + 1)
     chosen["rank"] = rank
     chosen["churn_probability"] = chosen["churn_probability"].astype(np.float64).round(4)
     chosen["value_at_risk"] = chosen["value_at_risk"].astype(np.float64).round(2)
+    return chosen
 
-    columns = list(LIST_COLUMNS)
-    if cfg.include_contact_fields:
-        columns += [c for c in cfg.contact_fields if c in chosen.columns and c not in columns]
-    priority_list = chosen[columns].reset_index(drop=True)
-    dropped = dropped_customers(previous_list, priority_list, scored, cfg.min_probability)
-    return priority_list, dropped
+
+def team_list(priority_list: pd.DataFrame) -> pd.DataFrame:
+    """The list the retention team works from: every row except the control group.
+
+    Holdout customers stay in ``priority_list.parquet`` and ``scores.parquet`` (the record the
+    report cards are computed from) but not in the CSV, the list table or the report's list:
+    an agent who sees a high-risk customer marked "do not contact" may call anyway, and one such
+    call blurs the comparison the control group exists for.
+    """
+    if "status" not in priority_list.columns:
+        return priority_list
+    return priority_list.loc[~priority_list["status"].isin(HELD_BACK).to_numpy()].reset_index(drop=True)
 
 
 def dropped_customers(
@@ -384,6 +412,30 @@ def dropped_customers(
     )
 
 
+def _listed_counts(scored: pd.DataFrame, priority_list: pd.DataFrame, column: str, top: int | None = None) -> dict[str, int]:
+    """Counts of ``scored[column]`` over the listed customers ("" counts as "none")."""
+    if column not in scored.columns:
+        return {}
+    counts = scored.loc[scored["customer_id"].isin(priority_list["customer_id"]), column].replace("", "none").value_counts()
+    if top is not None:
+        return {str(k): int(v) for k, v in counts.head(top).items()}
+    return {str(k): int(v) for k, v in sorted(counts.items())}
+
+
+def _drift_summary(drift: pd.DataFrame | None) -> dict[str, Any]:
+    if drift is None or not len(drift):
+        return {"drift": {}, "drift_features": []}
+    return {
+        "drift": {str(k): int(v) for k, v in sorted(drift["status"].value_counts().items())},
+        "drift_features": [{"feature": str(r.feature), "psi": round(float(r.psi), 6), "status": str(r.status)}
+                           for r in drift.sort_values("psi", ascending=False).itertuples(index=False)],
+    }
+
+
+def _sorted_counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(values.value_counts().items())}
+
+
 def build_summary(
     scored: pd.DataFrame,
     priority_list: pd.DataFrame,
@@ -395,54 +447,36 @@ def build_summary(
 ) -> dict[str, Any]:
     """Plain-data summary for ``summary.json`` and the report headline (no wall-clock times).
 
+    ``n_contactable`` counts the customers the team may contact: neither suppressed nor in a
+    control group (``n_holdout`` this list's, ``n_held_earlier`` an earlier list's).
     ``extra`` is merged in (e.g. model name/version, the run time if the caller wants one).
     """
     cfg = _serving(settings)
     status = priority_list["status"].value_counts()
-    tiers_all = (
-        scored["risk_tier"].value_counts()
-        if "risk_tier" in scored.columns
-        else pd.Series(risk_tier(scored["churn_probability"], cfg.tier_high, cfg.tier_medium)).value_counts()
-    )
-    groups = (
-        scored.loc[scored["customer_id"].isin(priority_list["customer_id"]), "reason_group_1"].replace("", "none").value_counts()
-        if "reason_group_1" in scored.columns
-        else pd.Series(dtype=int)
-    )
+    tiers_all = (scored["risk_tier"] if "risk_tier" in scored.columns
+                 else pd.Series(risk_tier(scored["churn_probability"], cfg.tier_high, cfg.tier_medium)))
+    held = priority_list["status"].isin([STATUS_SUPPRESSED, *HELD_BACK])
     summary: dict[str, Any] = {
         "as_of": pd.Timestamp(as_of).date().isoformat(),
         "n_scored": len(scored),
         "n_listed": int(len(priority_list)),
-        "n_contactable": int((priority_list["status"] != STATUS_SUPPRESSED).sum()),
+        "n_contactable": int((~held).sum()),
         "n_new": int(status.get(STATUS_NEW, 0)),
         "n_still_on": int(status.get(STATUS_STILL_ON, 0)),
         "n_suppressed": int(status.get(STATUS_SUPPRESSED, 0)),
+        "n_holdout": int(status.get(STATUS_HOLDOUT, 0)),
+        "n_held_earlier": int(status.get(STATUS_HELD_EARLIER, 0)),
         "n_dropped": len(dropped),
         "capacity": int(cfg.capacity),
         "min_probability": float(cfg.min_probability),
         "mean_probability": round(float(scored["churn_probability"].mean()), 6) if len(scored) else None,
         "list_value_at_risk": round(float(priority_list["value_at_risk"].sum()), 2),
-        "tiers_scored": {str(k): int(v) for k, v in sorted(tiers_all.items())},
-        "tiers_listed": {str(k): int(v) for k, v in sorted(priority_list["risk_tier"].value_counts().items())},
-        "segments_listed": {str(k): int(v) for k, v in sorted(priority_list["segment"].value_counts().items())},
-        "reason_groups_listed": {str(k): int(v) for k, v in sorted(groups.items())},
-        "drift": (
-            {str(k): int(v) for k, v in sorted(drift["status"].value_counts().items())}
-            if drift is not None and len(drift)
-            else {}
-        ),
-        "drift_features": (
-            [{"feature": str(r.feature), "psi": round(float(r.psi), 6), "status": str(r.status)}
-             for r in drift.sort_values("psi", ascending=False).itertuples(index=False)]
-            if drift is not None and len(drift)
-            else []
-        ),
-        "top_reasons_listed": (
-            {str(k): int(v) for k, v in scored.loc[scored["customer_id"].isin(priority_list["customer_id"]),
-                                                    "reason_feature_1"].replace("", "none").value_counts().head(10).items()}
-            if "reason_feature_1" in scored.columns
-            else {}
-        ),
+        "tiers_scored": _sorted_counts(tiers_all),
+        "tiers_listed": _sorted_counts(priority_list["risk_tier"]),
+        "segments_listed": _sorted_counts(priority_list["segment"]),
+        "reason_groups_listed": _listed_counts(scored, priority_list, "reason_group_1"),
+        **_drift_summary(drift),
+        "top_reasons_listed": _listed_counts(scored, priority_list, "reason_feature_1", top=10),
     }
     if extra:
         summary.update(dict(extra))

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnflow.features.io import ensure_sqlite_folder, fsync_file, write_json
+from churnflow.serving.priority import STATUS_HOLDOUT, team_list
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -55,6 +56,9 @@ Writer = Callable[[Path], None]
 CSV_ENCODING = "utf-8-sig"
 CSV_FLOAT_FORMAT = "%.10g"
 _DATED = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+CARRIED = ("outcome.json",)
+"""Files a rerun of a date keeps from the published folder: written once, later, by another step
+(``serving.outcomes.write_outcome_once``), and never rewritten by publishing the list again."""
 
 
 # ---- writers ----------------------------------------------------------------------
@@ -82,10 +86,15 @@ def write_text(text: str, path: Path) -> None:
 def standard_writers(
     scores: pd.DataFrame, priority_list: pd.DataFrame, summary: Mapping[str, Any], report_html: str
 ) -> dict[str, Writer]:
-    """The five files of a weekly output folder (DESIGN.md, "Outputs")."""
+    """The five files of a weekly output folder (DESIGN.md, "Outputs").
+
+    ``priority_list.parquet`` is the whole list (control group included: the record);
+    ``priority_list.csv``, the file the team works from, leaves the control group out
+    (:func:`serving.priority.team_list`).
+    """
     return {
         "scores.parquet": lambda p: write_parquet(scores, p),
-        "priority_list.csv": lambda p: write_csv(priority_list, p),
+        "priority_list.csv": lambda p: write_csv(team_list(priority_list), p),
         "priority_list.parquet": lambda p: write_parquet(priority_list, p),
         "summary.json": lambda p: write_json(p, summary),
         "report.html": lambda p: write_text(report_html, p),
@@ -171,6 +180,7 @@ def publish_week(
     _remove_stale(root, day.isoformat())
     staged = _stage_folder(root, day.isoformat(), files)
     try:
+        _carry_over(final, staged)
         with _rows_replaced(database, day) as commit:
             aside = _swap_in(staged, final, use_exchange)
             try:
@@ -213,6 +223,25 @@ def _stage_folder(root: Path, day: str, files: Mapping[str, Writer]) -> Path:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return staged
+
+
+def _carry_over(final: Path, staged: Path) -> None:
+    """Hard-link (or copy) the :data:`CARRIED` files of the published folder into the staged one.
+
+    A staged file of the same name is replaced by the published one: an outcome card records what
+    was known when the horizon closed, and a rerun of the list must not lose or rewrite it.
+    """
+    for name in CARRIED:
+        source, target = final / name, staged / name
+        if not source.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+            fsync_file(target)
 
 
 def _swap_in(staged: Path, final: Path, use_exchange: bool) -> Path | None:
@@ -263,6 +292,23 @@ def read_previous_list(output_root: Path, as_of: date | datetime | pd.Timestamp)
         if (folder / "priority_list.csv").exists():
             return pd.read_csv(folder / "priority_list.csv", encoding=CSV_ENCODING)
     return None
+
+
+def read_holdouts(output_root: Path, as_of: date | datetime | pd.Timestamp) -> dict[str, list[object]]:
+    """Control-group customer ids of every published list strictly before ``as_of``, by as-of date.
+
+    For ``serving.weekly.score_week(earlier_holdouts=...)``: a customer held back by a list whose
+    horizon is still open must not be contacted by a later list.
+    """
+    day = pd.Timestamp(as_of).date().isoformat()
+    out: dict[str, list[object]] = {}
+    for folder in published_folders(output_root):
+        path = folder / "priority_list.parquet"
+        if folder.name >= day or not path.exists():
+            continue
+        listed = pd.read_parquet(path, columns=["customer_id", "status"])
+        out[folder.name] = listed.loc[listed["status"].eq(STATUS_HOLDOUT).to_numpy(), "customer_id"].tolist()
+    return out
 
 
 # ---- the database sink ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from churnflow.features.io import is_missing
+from churnflow.serving.outcomes import Outcomes
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_LIST_ROWS = 5000
@@ -40,11 +41,12 @@ _HEADLINE = [
     ("n_new", "new on the list", "int"),
     ("n_still_on", "still on the list", "int"),
     ("n_suppressed", "held back (contacted recently)", "int"),
+    ("n_holdout", "control group (not contacted)", "int"),
     ("n_dropped", "dropped off since last week", "int"),
     ("list_value_at_risk", "value at risk on the list", "money"),
     ("mean_probability", "mean churn probability (all scored)", "pct"),
 ]
-_SECTION_KEYS = {"as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
+_SECTION_KEYS = {"holdout_why", "decay_alarm", "estimate_before_horizon", "as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
 _TIER_ORDER = {"high": 0, "medium": 1, "low": 2}
 _DRIFT_SEVERITY = {"fail": 0, "missing": 0, "warn": 1, "ok": 2}
 
@@ -115,6 +117,52 @@ def line_chart(x: Sequence[float], y: Sequence[float], width: int = 460, height:
         "x0": px(0), "x1": px(1), "y0": py(0), "y1": py(1),
         "axis_y": height - bottom + 16, "label_x": left - 6, "title_x": f"{left + pw / 2:.1f}",
         "points": " ".join(f"{px(a)},{py(b)}" for a, b in zip([0.0, *x], [0.0, *y], strict=True)),
+    }
+
+
+def time_chart(dates: Sequence[str], series: Sequence[Mapping[str, Any]], lo: float, hi: float, *,
+               fmt: str = "pct", reference: tuple[str, float] | None = None,
+               intervals: Sequence[tuple[float, float] | None] | None = None,
+               width: int = 520, height: int = 240) -> dict[str, Any]:
+    """One value per published list (x: the lists in date order, evenly spaced) as SVG geometry.
+
+    ``series``: ``{"name", "values", "color", "dashed"}`` (a missing value leaves a gap);
+    ``reference``: a labelled horizontal line; ``intervals``: a vertical bar per list (95 % CI).
+    """
+    left, right, top, bottom = 66, 16, 14, 44
+    pw, ph = width - left - right, height - top - bottom
+    span = hi - lo if hi > lo else 1.0
+
+    def px(i: int) -> float:
+        return left + (pw * (i + 0.5) / max(len(dates), 1))
+
+    def py(v: float) -> float:
+        return top + ph * (1 - (min(max(v, lo), hi) - lo) / span)
+
+    def label(v: float) -> str:
+        return f"{v * 100:.0f}%" if fmt == "pct" else (f"{v * 100:+.1f} pp" if fmt == "pp" else f"{v:.2f}")
+
+    def ok(v: Any) -> bool:
+        return not is_missing(v) and np.isfinite(float(v))
+
+    step = max(1, -(-len(dates) // 5))  # at most five date labels
+    lines = [{"name": s["name"], "color": s["color"], "dash": "5 4" if s.get("dashed") else "",
+              "points": " ".join(f"{px(i):.1f},{py(float(v)):.1f}" for i, v in enumerate(s["values"]) if ok(v)),
+              "dots": [{"x": f"{px(i):.1f}", "y": f"{py(float(v)):.1f}", "title": f"{dates[i]}: {label(float(v))}"}
+                       for i, v in enumerate(s["values"]) if ok(v)]} for s in series]
+    bars = [{"x": f"{px(i):.1f}", "y1": f"{py(b[0]):.1f}", "y2": f"{py(b[1]):.1f}",
+             "title": f"{dates[i]}: 95 % interval {label(b[0])} to {label(b[1])}"}
+            for i, b in enumerate(intervals or []) if b is not None]
+    return {
+        "width": width, "height": height, "x0": left, "x1": width - right, "lines": lines, "bars": bars,
+        "yticks": [{"y": f"{py(lo + span * k / 4):.1f}", "label": label(lo + span * k / 4)} for k in range(5)],
+        "xticks": [{"x": f"{px(i):.1f}", "label": pd.Timestamp(d).strftime("%d %b %y")}
+                   for i, d in enumerate(dates) if i % step == 0],
+        "axis_y": height - bottom + 16, "label_x": left - 6,
+        "reference": None if reference is None else {"y": f"{py(reference[1]):.1f}", "label": reference[0]},
+        "legend": [{"name": s["name"], "color": s["color"], "dash": "5 4" if s.get("dashed") else "",
+                    "x": left + 150 * k} for k, s in enumerate(series)],
+        "legend_y": height - 6,
     }
 
 
@@ -204,6 +252,53 @@ def _drift(drift: pd.DataFrame | None) -> dict[str, Any] | None:
     return {"note": note, "rows": rows}
 
 
+def _span(values: Sequence[Any], floor: float | None = None, ceil: float | None = None) -> tuple[float, float]:
+    """A y range around the finite values, with a little room."""
+    v = [float(x) for x in values if x is not None and np.isfinite(float(x))]
+    lo, hi = (min(v), max(v)) if v else (0.0, 1.0)
+    pad = max((hi - lo) * 0.15, 0.02)
+    return (lo - pad if floor is None else max(floor, lo - pad)), (hi + pad if ceil is None else min(ceil, hi + pad))
+
+
+def _history(outcomes: Outcomes | None) -> dict[str, Any] | None:
+    """The report cards of past lists as pictures (and one table), or None before the first list."""
+    if outcomes is None or not (outcomes.cards or outcomes.estimates):
+        return None
+    lists = sorted([*outcomes.cards, *outcomes.estimates], key=lambda c: c["as_of"])
+    dates = [c["as_of"] for c in lists]
+    est = [c.get("estimate_before_horizon") or {} for c in lists]
+    quality = [c.get("model_quality") or {} for c in lists]
+    campaign = [c.get("campaign") or {} for c in lists]
+    predicted = [c.get("predicted_churn_rate", e.get("churn_rate")) for c, e in zip(lists, est, strict=True)]
+    realised = [c.get("realised_churn_rate") for c in lists]
+    auc = [q.get("roc_auc") for q in quality]
+    test_auc = next((c.get("model_test_roc_auc") for c in reversed(outcomes.cards) if c.get("model_test_roc_auc")), None)
+    effect = [k.get("difference") for k in campaign]
+    ci = [tuple(k["difference_ci95"]) if k.get("difference_ci95") else None for k in campaign]
+    charts = {
+        "churn": time_chart(dates, [{"name": "predicted", "values": predicted, "color": "#9aa3b5", "dashed": True},
+                                    {"name": "realised", "values": realised, "color": "#2f5fb3"}],
+                            *_span([*predicted, *realised], floor=0.0, ceil=1.0)),
+        "auc": time_chart(dates, [{"name": "realised ROC-AUC", "values": auc, "color": "#2f5fb3"},
+                                  {"name": "label-free estimate", "values": [e.get("roc_auc") for e in est],
+                                   "color": "#9aa3b5", "dashed": True}],
+                          *_span([*auc, test_auc], floor=0.0, ceil=1.0), fmt="num",
+                          reference=None if test_auc is None else (f"test {test_auc:.3f}", float(test_auc))),
+        "lift": time_chart(dates, [{"name": "realised lift of the list", "values": [q.get("list_lift") for q in quality],
+                                    "color": "#2f5fb3"}],
+                           *_span([q.get("list_lift") for q in quality], floor=0.0), fmt="num"),
+        "effect": time_chart(dates, [{"name": "contacted minus control churn", "values": effect, "color": "#2e7d32"}],
+                             *_span([*effect, *(b for pair in ci if pair for b in pair), 0.0]), fmt="pp",
+                             reference=("no effect", 0.0), intervals=ci),
+    }
+    rows = [[(c["as_of"], ""), (str(c.get("model_version") or ""), ""), (_fmt(p, "pct"), ""),
+             (_fmt(r, "pct") if c.get("horizon_closed") else "horizon open", ""),
+             ("" if a is None else f"{a:.3f}", ""), (str(k.get("verdict") or ""), "")]
+            for c, p, r, a, k in zip(lists, predicted, realised, auc, campaign, strict=True)]
+    return {"charts": charts, "rows": rows, "alarm": outcomes.alarm or {},
+            "n_closed": len(outcomes.cards), "n_open": len(outcomes.estimates)}
+
+
 def _list_rows(priority_list: pd.DataFrame, max_rows: int) -> dict[str, Any]:
     """Header and cells of the list table: (text, data-v, class) per cell."""
     shown = priority_list.head(max_rows)
@@ -230,6 +325,7 @@ def render_report(
     drift: pd.DataFrame | None = None,
     *,
     max_rows: int = MAX_LIST_ROWS,
+    outcomes: Outcomes | None = None,
 ) -> str:
     """The report page as one HTML string (see module docstring).
 
@@ -247,6 +343,8 @@ def render_report(
     return _environment().get_template("report.html").render(
         title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
         subtitle=subtitle,
+        holdout_why=str(summary.get("holdout_why", "")),
+        history=_history(outcomes),
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
         tiers=_tiers(summary, priority_list),
         segments=_segments(priority_list),

@@ -12,18 +12,22 @@ loading the model and publishing stay outside (``features.contracts``, ``trainin
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from churnflow.features.build import latest_as_of, with_btyd_fitted
+from churnflow.features.build import latest_as_of, parse_number_text, with_btyd_fitted
 from churnflow.features.contracts import Tables, cut_at, source_names
 from churnflow.features.schema import FeatureSchema, SchemaMismatchError
 from churnflow.features.settings import Settings
-from churnflow.serving.priority import build_summary
+from churnflow.serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
+from churnflow.serving.outcomes import Outcomes, expected_performance, outcome_groups
+from churnflow.serving.priority import build_summary, team_list
 from churnflow.serving.report import render_report
 from churnflow.serving.score import (
+    ScoreResult,
     drift_gate,
     priority_list_with_reasons,
     score_customers,
@@ -38,8 +42,11 @@ class WeeklyOutputs:
 
     as_of: pd.Timestamp
     scores: pd.DataFrame
-    """``scores.parquet``: every scored customer (no reasons, no contact fields)."""
+    """``scores.parquet``: every scored customer (no reasons, no contact fields) with the list's
+    ``status`` ("unlisted" for the others): the record report cards are computed from."""
     priority_list: pd.DataFrame
+    """The whole list, control group included (``priority_list.parquet``); the team works from
+    :attr:`team_list`."""
     dropped: pd.DataFrame
     """Customers on last week's list who are not on this one, and why."""
     summary: dict[str, Any]
@@ -47,6 +54,11 @@ class WeeklyOutputs:
     drift: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     n_partitions: int = 1
+
+    @property
+    def team_list(self) -> pd.DataFrame:
+        """The list without the control group: the CSV, the list table and the report show this."""
+        return team_list(self.priority_list)
 
 
 def scoring_date(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
@@ -70,6 +82,28 @@ def bundle_for_date(bundle: ModelBundle, tables: Tables, as_of: pd.Timestamp, se
     return replace(bundle, schema=with_btyd_fitted(tables, as_of, settings, bundle.schema))
 
 
+STATUS_UNLISTED = "unlisted"
+HOLDOUT_SEED = 0
+"""Key of the control-group draw besides the as-of date (``serving.holdout``); fixed, so a rerun of
+any date holds back the same customers whatever the training seed."""
+
+
+def with_status(scores: pd.DataFrame, priority_list: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with each customer's status on the list (``"unlisted"`` when not on it)."""
+    status = priority_list.drop_duplicates("customer_id").set_index("customer_id")["status"].astype(object)
+    out = scores.copy()
+    out["status"] = out["customer_id"].map(status).fillna(STATUS_UNLISTED).astype(object)
+    return out
+
+
+def hold_back(priority_list: pd.DataFrame, day: pd.Timestamp, settings: Settings,
+              earlier_holdouts: Mapping[str, Iterable[object]] | None) -> pd.DataFrame:
+    """The list with this date's control group drawn and earlier lists' open control groups kept
+    out of reach (``serving.holdout.assign_holdout``)."""
+    still_open = open_holdout_ids(earlier_holdouts or {}, day, settings.churn.horizon_days)
+    return assign_holdout(priority_list, day, settings.serving.holdout_share, HOLDOUT_SEED, still_open)
+
+
 def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings) -> None:
     """Refuse tables that lack a column or source the model was trained on.
 
@@ -86,6 +120,7 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
     if schema.has_signup and "signup_time" not in customers:
         missing.append(mapped.signup_time or "signup_time")
     problems = [f"{files['customers']} has no column {', '.join(repr(c) for c in missing)}"] if missing else []
+    problems += _numbers_turned_text(tables.customers, schema, files["customers"])
     if schema.has_events and tables.events is None:
         problems.append("no events table is configured (data.events)")
     elif schema.has_amount and tables.events is not None and "amount" not in tables.events.columns:
@@ -94,21 +129,44 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
         problems.append("no contacts table is configured (data.contacts)")
     if problems:
         raise SchemaMismatchError(
-            "today's data lack input(s) the model was trained on: " + "; ".join(problems) + ". "
+            "today's data lack input(s) the model was trained on, or hold them in another form: " + "; ".join(problems) + ". "
             "Restore the column or source (or its name in [data.columns]), or retrain with "
             "`churnflow train` on data without it. `--force` does not override this: the model "
             "would score every customer as if the value were unknown."
         )
 
 
+def _numbers_turned_text(customers: pd.DataFrame, schema: FeatureSchema, file: str) -> list[str]:
+    """Numeric model inputs whose values today are mostly not numbers ("35.99 EUR", "abc"): the
+    model would see them all as unknown, a type change the drift gate must not be left to find."""
+    found = []
+    for name in schema.numeric_attributes:
+        column = schema.attribute_sources.get(name, name)
+        if column not in customers or pd.api.types.is_numeric_dtype(customers[column]):
+            continue
+        text = customers[column].dropna().astype("string").str.strip()
+        text = text[text != ""]
+        bad = text[parse_number_text(text).isna()]
+        if len(text) and len(bad) / len(text) > 0.5:
+            found.append(f"{file} column '{column}' held numbers at training, but {len(bad):,} of {len(text):,} "
+                         f"values today are not (e.g. {bad.iloc[0]!r})")
+    return found
+
+
 def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,
                settings: Settings, *, previous_list: pd.DataFrame | None = None,
-               force: bool = False, model_name: str | None = None) -> WeeklyOutputs:
+               force: bool = False, model_name: str | None = None,
+               earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
+               outcomes: Outcomes | None = None) -> WeeklyOutputs:
     """Score every active customer as of ``as_of`` and build the week's list, summary and report.
 
     ``previous_list``: last week's published list (``serving.publish.read_previous_list``), for
     each customer's status and the dropped customers. ``force``: publish despite drift above
-    ``serving.drift_fail_psi`` (never despite missing model inputs).
+    ``serving.drift_fail_psi`` (never despite missing model inputs). ``earlier_holdouts``: as-of
+    date -> control-group ids of the published lists (``serving.publish.read_holdouts``); those
+    whose horizon is still open are not contacted again. ``serving.holdout_share`` of the rest
+    is held back as this list's control group. ``outcomes``: the report cards of the published
+    lists (``serving.outcome_store.update_outcomes``), for the report's history and the decay alarm.
     Raises ``SchemaMismatchError`` or ``DriftRefusedError`` (both ``ChurnflowError``).
     """
     day = scoring_date(tables, as_of)
@@ -116,20 +174,44 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     check_model_inputs(tables, bundle.schema, settings)
     bundle = bundle_for_date(bundle, tables, day, settings)
     result = score_customers(tables, day, bundle, settings)
+    return week_outputs(result, tables, day, bundle, model_version, settings, tables.fingerprint(),
+                        previous_list=previous_list, force=force, model_name=model_name,
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+
+
+def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle: ModelBundle, model_version: str,
+                 settings: Settings, fingerprint: dict[str, Any], *, previous_list: pd.DataFrame | None = None,
+                 force: bool = False, model_name: str | None = None,
+                 earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
+                 outcomes: Outcomes | None = None) -> WeeklyOutputs:
+    """The week's outputs from every customer's scores: drift gate, list with reasons, summary,
+    report. ``tables`` (cut at ``day``) need only hold the rows of the customers who can make
+    the list and every contact: the Dask engine passes just those, gathered from its partitions."""
     warnings = drift_gate(result.drift, settings, force)
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
+    priority_list = hold_back(priority_list, day, settings, earlier_holdouts)
+    scores = with_status(scores_table(result.scored, str(model_version)), priority_list)
+    outcomes = (outcomes or Outcomes()).known_at(day, settings.serving.decay_alarm_drop)
+    if outcomes.alarm.get("alarm"):
+        warnings = [*warnings, outcomes.alarm["message"]]
     extra = {
         "model_name": model_name or settings.tracking.model_name,
         "model_version": str(model_version),
-        "input_fingerprint": tables.fingerprint(),
+        "input_fingerprint": fingerprint,
         "warnings": warnings,
         "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
+        "horizon_days": settings.churn.horizon_days,
+        **holdout_summary(priority_list, settings.serving.holdout_share),
+        "estimate_before_horizon": expected_performance(scores["churn_probability"].to_numpy(),
+                                                        outcome_groups(scores["status"])),
+        "decay_alarm": outcomes.alarm,
     }
     summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
-    html = render_report(summary, priority_list, gains=bundle.metrics.get("gains"), drift=result.drift)
+    html = render_report(summary, team_list(priority_list), gains=bundle.metrics.get("gains"), drift=result.drift,
+                         outcomes=outcomes)
     return WeeklyOutputs(
-        as_of=day, scores=scores_table(result.scored, str(model_version)), priority_list=priority_list,
+        as_of=day, scores=scores, priority_list=priority_list,
         dropped=dropped, summary=summary, report_html=html, drift=result.drift, warnings=warnings,
         n_partitions=result.n_partitions,
     )

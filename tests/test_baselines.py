@@ -13,6 +13,7 @@ from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import model_frame
 from churnflow.training.evaluate import (
     LOGISTIC_ALL_C,
     SHALLOW_XGBOOST_ROUNDS,
@@ -78,7 +79,7 @@ def test_logistic_on_all_features_encodes_categories_logs_and_missing_values(spl
     assert auc_all > 0.8 > auc_rfm + 0.2
 
     # It is the fixed-C logistic regression on that encoding (what scikit-learn fits on it).
-    frame = SCHEMA.to_model_frame(train)
+    frame = model_frame(train, SCHEMA.features, SCHEMA.categorical_levels)
     reference = LogisticRegression(C=LOGISTIC_ALL_C, max_iter=2000).fit(linear.encode(frame), train["label"])
     np.testing.assert_allclose(linear.coef, reference.coef_[0], rtol=1e-4, atol=1e-6)
 
@@ -138,3 +139,17 @@ def test_a_winning_baseline_is_reported_loudly(split, tmp_path) -> None:
     for name, metrics in ev.baselines.items():
         assert roc_auc_score(test["label"], ev.scores[name]) == pytest.approx(metrics["roc_auc"])
 
+
+
+def test_a_saved_linear_model_scores_as_fitted_when_its_categories_are_not_in_alphabetical_order(split, tmp_path) -> None:
+    """The saved ``levels`` come back with sorted keys (``json_text``); the encoding must follow the
+    columns' order, not that dict's (found by the Dask training test: a blend mis-scored after loading)."""
+    from churnflow.training.bundle import ModelBundle
+
+    train, test = split
+    schema = FeatureSchema(features=["tenure_days", "income", "support_contacts_90d", "region", "plan"],
+                           categorical_levels=dict(reversed(SCHEMA.categorical_levels.items())))
+    bundle = fit_simple_baseline("logistic_all", train, schema, settings_for(tmp_path))
+    loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
+    assert list(loaded.linear.levels) != list(bundle.linear.levels)  # the keys did come back reordered
+    np.testing.assert_allclose(loaded.predict_proba(test), bundle.predict_proba(test), atol=1e-12)

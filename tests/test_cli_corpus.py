@@ -1,9 +1,10 @@
 """Bad-input corpus: each folder of ``tests/corpus`` is one kind of mistake a new user makes with
 their own files (``cust_no``, ``event_at``, ``order_value``), run through ``churnflow validate``.
 
-Every case must end with exit code 2, a message holding each fragment of its ``expect.txt``
-(the user's own file, column and settings names, the fix), and no traceback. An ``env.txt``
-(NAME=value lines) sets environment variables for the case.
+Every case must end with exit code 2 (or the code in its ``exit.txt``: 0 for input churnflow
+accepts but must say something about, e.g. a column left out as personal data), a message holding
+each fragment of its ``expect.txt`` (the user's own file, column and settings names, the fix), and
+no traceback. An ``env.txt`` (NAME=value lines) sets environment variables for the case.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -47,7 +49,8 @@ def test_bad_input_gets_one_clear_message(case: str, churnflow, tmp_path: Path,
         (folder / f.name).write_bytes(f.read_bytes())
     code, out = churnflow("validate", "--config", str(folder / "churnflow.toml"))
     expected = [line for line in (folder / "expect.txt").read_text().splitlines() if line.strip()]
-    assert code == 2, out
+    exit_file = folder / "exit.txt"
+    assert code == (int(exit_file.read_text()) if exit_file.exists() else 2), out
     assert "Traceback" not in out
     missing = [fragment for fragment in expected if fragment not in out]
     assert not missing, f"{missing} not in:\n{out}"
@@ -152,3 +155,41 @@ def test_debug_flag_shows_the_traceback(churnflow, tmp_path: Path) -> None:
         (tmp_path / f.name).write_bytes(f.read_bytes())
     result = CliRunner().invoke(cli.app, ["--debug", "validate", "--config", str(tmp_path / "churnflow.toml")])
     assert isinstance(result.exception, DataValidationError)  # raised, so Python prints its traceback
+
+
+def test_an_unwritable_output_folder_is_the_users_to_fix(churnflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A file where the outputs folder should be (as a read-only or full disk): one clear message,
+    exit 2, not retried, nothing changed; not "a bug"."""
+    import errno
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from churnflow.flows.tasks import transient_only
+    from churnflow.serving.publish import publish_week
+
+    monkeypatch.setitem(cli._DEBUG, "on", False)  # (an earlier --debug test leaves it on)
+    blocker = tmp_path / "outputs"
+    blocker.write_text("not a folder")
+    files = {"priority_list.csv": lambda path: path.write_text("customer_id\n7\n")}
+    with pytest.raises(typer.Exit) as info:
+        cli._run(publish_week, blocker, pd.Timestamp("2026-11-02"), files)
+    out = capsys.readouterr().out
+    assert info.value.exit_code == 2 and f"cannot write or read {blocker}" in out and "serving.output_dir" in out
+    assert "a bug" not in out and blocker.read_text() == "not a folder"
+    assert not transient_only(None, None, SimpleNamespace(data=PermissionError(errno.EACCES, "Permission denied")))
+    assert not transient_only(None, None, SimpleNamespace(data=OSError(errno.ENOSPC, "No space left on device")))
+
+
+def test_entry_point_keeps_openmp_threads_from_spinning(churnflow, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set at the program's entry (before xgboost loads), unless the user chose a policy."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for f in (CORPUS / "pii_misspelt").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

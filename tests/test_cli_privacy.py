@@ -1,6 +1,7 @@
-"""Privacy end to end: a misspelt PII setting and an undeclared e-mail column stop `churnflow
-train` before anything is trained; once fixed, no personal value reaches MLflow (params, tags,
-metrics, artifacts) or any file the run writes. Also: Prefect prints no traceback for it."""
+"""Privacy end to end: a misspelt PII setting stops `churnflow train` before anything is trained;
+once fixed, an undeclared e-mail column is left out (said, with the two ways to settle it) and no
+personal value reaches MLflow (params, tags, metrics, artifacts) or any file the run writes.
+Also: Prefect prints no traceback for it."""
 
 from __future__ import annotations
 
@@ -60,18 +61,16 @@ def test_privacy_settings_are_checked_before_training(tmp_path: Path, monkeypatc
                                                  'pii = ["full_name", "phone", "address"]'))
     # (from here on only churnflow's own output: Prefect's handlers still point at the first
     # invocation's closed stream, an artefact of running the CLI twice in one process)
+    # The undeclared e-mail column does not stop the run: it is left out, loudly, and never used.
     result = CliRunner().invoke(cli.app, ["train", "--config", str(config), "--trials", "2"])
     printed = result.stdout
-    assert result.exit_code == 2, printed
-    assert "'contact_email'" in printed and "looks like personal data" in printed
-    assert "features.allow_personal" in printed and "Traceback" not in printed
-
-    config.write_text(config.read_text().replace('pii = ["full_name", "phone", "address"]',
-                                                 'pii = ["full_name", "contact_email", "phone", "address"]'))
-    result = CliRunner().invoke(cli.app, ["train", "--config", str(config), "--trials", "2"])
-    assert result.exit_code == 0, result.stdout
+    assert result.exit_code == 0, printed
+    assert "'contact_email' looks like personal data" in printed and "it is left out" in printed
+    assert "data.columns.pii" in printed and "features.allow_personal" in printed and "Traceback" not in printed
     leaked = {name: [v for v in _personal_values(customers) if v in text]
               for name, text in _written_text(tmp_path).items()}
     leaked = {name: values[:3] for name, values in leaked.items() if values}
     assert len(_written_text(tmp_path)) > 10
     assert not leaked, f"personal data found: {leaked}"
+    schema = next(tmp_path.joinpath("mlruns").rglob("schema.json")).read_text()
+    assert "contact_email" not in schema  # left out before the schema was inferred: not even its name

@@ -580,9 +580,45 @@ def test_missing_file_names_the_settings_key(tmp_path: Path) -> None:
 
 
 def test_unsupported_file_type(tmp_path: Path) -> None:
-    (tmp_path / "events.xlsx").write_text("x")
-    with pytest.raises(SourceError, match="unsupported file type"):
-        load_tables(_settings(data={"customers": "", "events": str(tmp_path / "events.xlsx")}))
+    (tmp_path / "events.json").write_text("x")
+    with pytest.raises(SourceError, match=r"unsupported file type '\.json'.*data\.events"):
+        load_tables(_settings(data={"customers": "", "events": str(tmp_path / "events.json")}))
+
+
+@pytest.mark.parametrize("name", ["events.xlsx", "events.csv"])
+def test_a_workbook_is_named_as_such(name: str, tmp_path: Path) -> None:
+    """An Excel file given where a CSV is expected (by its name, or saved under a .csv name)."""
+    (tmp_path / name).write_bytes(b"PK\x03\x04 a zip archive, as .xlsx files are")
+    with pytest.raises(SourceError, match=r"spreadsheet workbook.*CSV \(UTF-8\)"):
+        load_tables(_settings(data={"customers": "", "events": str(tmp_path / name)}))
+
+
+def test_a_folder_is_a_parquet_dataset_or_named(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"is a folder, not a file; point data\.events at the file"):
+        load_tables(_settings(data={"customers": "", "events": str(tmp_path / "empty")}))
+    (tmp_path / "parts").mkdir()
+    _events().assign(customer_id=lambda d: d["customer_id"].astype(str)).to_parquet(tmp_path / "parts" / "a.parquet")
+    tables = load_tables(_settings(data={"customers": "", "events": str(tmp_path / "parts")}))
+    assert len(tables.events) == 4
+
+
+def test_utf16_and_blank_separator_rows_are_read(tmp_path: Path) -> None:
+    """Excel's "Unicode text" (UTF-16 with a byte-order mark) and trailing ",,," lines."""
+    text = "customer_id,event_time,amount\n0007,2024-04-01,12.5\n0008,2024-04-02,3\n,,\n,,\n"
+    (tmp_path / "events.csv").write_bytes(text.encode("utf-16"))
+    tables = load_tables(_settings(data={"customers": "", "events": str(tmp_path / "events.csv")}))
+    assert tables.events["customer_id"].tolist() == ["0007", "0008"]
+
+
+def test_repeated_header_line_is_named_once(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text("customer_id,event_time,amount\n1,2024-04-01,12.5\n"
+                                         "customer_id,event_time,amount\n2,2024-04-02,3\n")
+    with pytest.raises(DataValidationError) as info:
+        load_tables(_settings(data={"customers": "", "events": str(tmp_path / "events.csv")}))
+    assert [str(p) for p in info.value.problems] == [
+        "events.csv: column 'customer_id' repeats the header row (several exports joined?); delete those lines"
+        " — 1 row(s), e.g. line 3: 'customer_id'"]
 
 
 def test_database_url_needs_a_table(tmp_path: Path) -> None:
@@ -652,12 +688,67 @@ def test_personal_data_detector(column: str, values: list[Any], personal: bool) 
     assert bool(personal_data_reason(pd.Series(values), column)) is personal
 
 
-def test_personal_column_needs_pii_or_opt_in() -> None:
+def test_undeclared_personal_column_is_left_out_and_said() -> None:
+    """Not declared: the column is gone before anything else sees it, and a note says how to settle it."""
     cu = _customers().assign(mail=["a.b@example.com", "c@example.org", "d@example.net"])
-    err = _fail(cu, _events(), names=NAMES)
-    assert "'mail' looks like personal data" in str(err) and "features.allow_personal" in str(err)
+    tables = validate_tables(cu, _events(), None, _settings(), NAMES)
+    assert "mail" not in tables.customers
+    assert [n for n in tables.notes if "mail" in n] == [
+        "crm.csv: column 'mail' looks like personal data (its values look like e-mail addresses): it is left out "
+        "(never a feature, its values are not used or written anywhere). Settle it in your settings: add it to "
+        "data.columns.pii, or, if it is not personal data, opt in with features.allow_personal = [\"mail\"]"]
     for fix in ({"data": {"columns": {"pii": ["mail"]}}}, {"features": {"allow_personal": ["mail"]}}):
-        assert "mail" in validate_tables(cu, _events(), None, _settings(**fix)).customers
+        settled = validate_tables(cu, _events(), None, _settings(**fix))
+        assert "mail" in settled.customers and not [n for n in settled.notes if "mail" in n]
+
+
+def test_personal_contact_field_must_be_declared() -> None:
+    """A contact field the list shows must be declared personal, or it would also be a feature."""
+    cu = _customers().assign(mail=["a.b@example.com", "c@example.org", "d@example.net"])
+    err = _fail(cu, _events(), settings=_settings(serving={"contact_fields": ["mail"]}), names=NAMES)
+    assert "serving.contact_fields names it, but data.columns.pii does not" in str(_only(err, "crm.csv", "mail"))
+
+
+def test_one_column_mapped_to_two_roles() -> None:
+    cu = _customers().assign(joined=["2020-01-01", "2020-01-02", "2020-01-04"])
+    s = _settings(data={"columns": {"signup_time": "joined", "churn_time": "joined"}})
+    err = _fail(cu, _events(), settings=s, names=NAMES)
+    assert "is named by data.columns.signup_time and data.columns.churn_time" in str(_only(err, "crm.csv", "joined"))
+
+
+def test_default_named_optional_columns_are_said() -> None:
+    tables = validate_tables(_customers(), _events(), None, _settings(), NAMES)
+    assert ("orders.parquet: column 'amount' is used as data.columns.amount (its default name); if it means "
+            "something else, set data.columns.amount = \"\"") in tables.notes
+    explicit = _settings(data={"columns": {"amount": "amount", "signup_time": "signup_time"}})
+    assert validate_tables(_customers(), _events(), None, explicit, NAMES).notes == []
+
+
+def test_ids_differing_only_by_case() -> None:
+    cu = pd.DataFrame({"customer_id": ["AB12", "ab12", "C3"]})
+    ev = pd.DataFrame({"customer_id": ["AB12", "C3"], "event_time": ["2020-02-01", "2020-02-02"]})
+    err = _fail(cu, ev, names=NAMES)
+    assert "differ only in upper/lower case" in str(_only(err, "crm.csv", "customer_id"))
+    known = pd.DataFrame({"customer_id": ["AB12", "C3"]})
+    err = _fail(known, ev.assign(customer_id=["ab12", "C3"]), names=NAMES)
+    assert "'ab12' here is 'AB12' in the customers table" in str(err)
+
+
+def test_dates_in_the_future_and_a_far_declared_end() -> None:
+    future = (pd.Timestamp.today() + pd.Timedelta(days=400)).date().isoformat()
+    co = _contacts().assign(contact_time=["2020-01-05", future])
+    err = _fail(_customers(), _events(), co, names=NAMES)
+    assert "has dates in the future" in str(_only(err, "calls.csv", "contact_time")) and f"'{future}'" in str(err)
+    err = _fail(_customers(), _events(), settings=_settings(data={"end_date": "2021-01-01"}), names=NAMES)
+    assert "ends on 2020-02-04, 332 days before data.end_date (2021-01-01)" in str(err)
+
+
+def test_value_column_placeholders_are_missing_other_text_is_reported() -> None:
+    s = _settings(features={"value_column": "fee"})
+    cu = _customers().assign(fee=["10", "N/A", "?"])
+    assert validate_tables(cu, _events(), None, s).customers["fee"].tolist()[0] == 10.0
+    err = _fail(_customers().assign(fee=["10", "ten", "?"]), _events(), settings=s, names=NAMES)
+    assert "features.value_column names it" in str(_only(err, "crm.csv", "fee")) and "'ten'" in str(err)
 
 
 def test_settings_naming_missing_columns_suggest_the_closest() -> None:
@@ -667,3 +758,12 @@ def test_settings_naming_missing_columns_suggest_the_closest() -> None:
     assert "'plna' is missing (features.exclude names it); did you mean 'plan'?" in msg
     assert "'fee' is missing (features.value_column names it)" in msg
     assert "0 row(s)" not in msg
+
+
+def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
+    from churnflow.features.contracts import AsOfError, check_as_of
+
+    tables = validate_tables(_customers(), _events(), None, _settings())
+    check_as_of(tables, pd.Timestamp("2020-02-05"))  # the day after the last event: fine
+    with pytest.raises(AsOfError, match=r"--as-of 2030-01-01 is after the end of the data \(2020-02-04.*use 2020-02-05"):
+        check_as_of(tables, pd.Timestamp("2030-01-01"))

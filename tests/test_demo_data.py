@@ -259,3 +259,33 @@ def _frame_hash(frame: pd.DataFrame) -> str:
 def test_frames_identical_to_the_pinned_generator(args: tuple[int, int, str]) -> None:
     data = generate_demo_data(*args)
     assert {name: _frame_hash(frame) for name, frame in _frames(data).items()} == PINNED[args]
+
+
+def test_the_demo_team_calls_a_list_and_saves_a_known_share_of_its_churners(data: DemoData) -> None:
+    from churnflow.features.demo import TEAM_SAVE_SHARE, simulate_retention_team, team_campaign
+
+    t, horizon = pd.Timestamp("2026-05-01"), 90
+    end = t + pd.Timedelta(days=horizon)
+    ev = data.events
+    before = ev["customer_id"].unique()[:1000]
+    called = np.random.default_rng(1).choice(before, 400, replace=False)
+    loop = simulate_retention_team(data.customers, ev, data.contacts, called, t, horizon, seed=3)
+    again = simulate_retention_team(data.customers, ev, data.contacts, called, t, horizon, seed=3)
+    pdt.assert_frame_equal(loop.events, again.events)
+
+    calls = loop.contacts[loop.contacts["campaign"] == team_campaign(t)]
+    assert sorted(calls["customer_id"]) == sorted(called) and calls["contact_time"].dt.normalize().eq(t).all()
+    pdt.assert_frame_equal(loop.contacts[loop.contacts["campaign"] != team_campaign(t)].reset_index(drop=True),
+                           data.contacts.reset_index(drop=True))
+    old = ev.loc[ev["event_time"] < t].reset_index(drop=True)
+    pdt.assert_frame_equal(loop.events.loc[loop.events["event_time"] < t].reset_index(drop=True), old)
+    assert loop.events[["customer_id", "event_time"]].apply(tuple, axis=1).is_monotonic_increasing
+
+    def churned(events: pd.DataFrame) -> np.ndarray:
+        inside = events.loc[(events["event_time"] >= t) & (events["event_time"] < end), "customer_id"]
+        return ~np.isin(called, inside.unique())
+
+    was, now = churned(ev), churned(loop.events)
+    assert not (now & ~was).any() and (was & ~now).sum() == loop.n_saved  # nobody made to churn
+    assert abs(loop.n_saved / was.sum() - TEAM_SAVE_SHARE) < 0.12
+    assert loop.true_effect == pytest.approx(now.mean() - was.mean())

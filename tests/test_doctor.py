@@ -87,3 +87,20 @@ def test_doctor_names_settings_that_match_no_column(tmp_path: Path, doctor) -> N
     code, out = doctor(config)
     assert code == 1, out
     assert "'e_mail' is missing (data.columns.pii names it); did you mean 'email'?" in out
+
+
+def test_doctor_says_when_the_models_realised_quality_has_decayed(tmp_path: Path, doctor) -> None:
+    from churnflow.serving.outcomes import write_outcome_once
+
+    config = write_project(tmp_path, n_customers=0)
+    code, out = doctor(config)
+    assert "No list with a closed horizon yet" in out and "model decay:" not in out
+    for day, auc in (("2026-05-04", 0.80), ("2026-05-11", 0.70), ("2026-05-18", 0.71)):
+        folder = tmp_path / "outputs" / day
+        folder.mkdir(parents=True)
+        write_outcome_once(folder, {"as_of": day, "horizon_closed": True, "horizon_end": "2026-08-17",
+                                    "model_version": "2", "model_test_roc_auc": 0.85,
+                                    "model_quality": {"roc_auc": auc}})
+    code, out = doctor(config)
+    assert code == 1 and "Model decay: realised ROC-AUC of the last 3 closed list(s) is 0.737" in out
+    assert "- model decay: retrain: `churnflow train`" in out

@@ -50,14 +50,14 @@ def test_pipeline_produces_champion_and_valid_list(project: dict[str, Any]) -> N
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     listed = pd.read_parquet(folder / "priority_list.parquet")
     assert [c for c in listed.columns if c in LIST_COLUMNS] == LIST_COLUMNS
-    contactable = listed[listed["status"] != "suppressed"]
-    assert len(contactable) == 50  # serving.capacity
-    assert contactable["rank"].tolist() == list(range(1, 51))
+    contactable = listed[~listed["status"].isin(["suppressed", "holdout"])]
+    assert len(contactable) == 45 and (listed["status"] == "holdout").sum() == 5  # capacity 50, 10 % held back
+    assert contactable["rank"].tolist() == list(range(1, 46))
     assert listed["churn_probability"].between(0, 1).all()
     assert (listed["reason_1"].str.len() > 0).all()
     assert not listed["reason_1"].str.contains("_").any(), "reasons must be phrases, not feature names"
     csv = pd.read_csv(folder / "priority_list.csv", encoding="utf-8-sig")
-    assert csv["customer_id"].tolist() == listed["customer_id"].tolist()
+    assert csv["customer_id"].tolist() == listed.loc[listed["status"] != "holdout", "customer_id"].tolist()
     scores = pd.read_parquet(folder / "scores.parquet")
     assert {"customer_id", "churn_probability", "risk_tier", "value_at_risk", "priority_score", "segment",
             "model_version", "as_of"} <= set(scores.columns)
@@ -109,8 +109,11 @@ def test_second_week_gives_new_list_with_diff(project: dict[str, Any]) -> None:
     listed = pd.read_parquet(second / "priority_list.parquet")
     previous = pd.read_parquet(first / "priority_list.parquet")
     still = listed["customer_id"].isin(previous["customer_id"])
-    assert (listed.loc[still & (listed["status"] != "suppressed"), "status"] == "still on").all()
-    assert (listed.loc[~still & (listed["status"] != "suppressed"), "status"] == "new").all()
+    worked = ~listed["status"].isin(["suppressed", "holdout", "holdout, earlier list"])
+    assert (listed.loc[still & worked, "status"] == "still on").all()
+    assert (listed.loc[~still & worked, "status"] == "new").all()
+    held = previous.loc[previous["status"] == "holdout", "customer_id"]  # their horizon is open: not contacted
+    assert (listed.loc[listed["customer_id"].isin(held), "status"] == "holdout, earlier list").all()
     summary = json.loads((second / "summary.json").read_text())
     dropped = set(previous["customer_id"]) - set(listed["customer_id"])
     assert summary["n_dropped"] == len(dropped)
@@ -123,6 +126,31 @@ def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
     before = _bytes(folder)
     score_flow(config=str(project["config"]), as_of=folder.name)
     assert _bytes(folder) == before
+
+
+def test_dask_engine_publishes_the_local_engine_s_list(project: dict[str, Any], dask_session: Any, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[compute] engine = "dask"``: the score flow runs on the cluster (DaskTaskRunner) and
+    publishes the same files as the local engine (the session's cluster, given by its address)."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    from churnflow.flows.score_flow import score_flow
+
+    local = Path(project["result"]["score"]["folder"])
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", str(tmp_path / "outputs"))
+    with get_task_stream(dask_session) as stream:
+        result = score_flow(config=str(project["config"]), as_of=local.name)
+    assert {"score_table_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
+    folder = Path(result["folder"])
+    assert folder == tmp_path / "outputs" / local.name
+    for name in ("scores.parquet", "priority_list.csv", "priority_list.parquet"):
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    got, expected = (json.loads((f / "summary.json").read_text()) for f in (folder, local))
+    assert got.pop("input_fingerprint")["events_rows"] == expected.pop("input_fingerprint")["events_rows"]
+    assert got == expected
 
 
 def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
@@ -155,10 +183,11 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     drifty = root / "drift.toml"
     drifty.write_text(project["config"].read_text().replace(
         "[serving]", "[serving]\ndrift_warn_psi = 0.0\ndrift_fail_psi = 0.0"))
-    # One year after the data end every recency has drifted: publishing is refused.
-    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    # With no drift tolerated, this week's population (not the model's reference) is refused.
+    before = sorted(p.name for p in (root / "outputs").iterdir()) if (root / "outputs").exists() else []
+    state = score_flow(config=str(drifty), return_state=True)
     assert state.is_failed() and "churnflow score --force" in state.message
-    assert not (root / "outputs" / "2027-11-01").exists()
+    assert sorted(p.name for p in (root / "outputs").iterdir()) == before  # nothing published
 
     state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
     assert state.is_failed() and "no version 999" in state.message and "versions that exist: 1" in state.message
@@ -179,6 +208,62 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     state = score_flow(config=str(bad), return_state=True)
     assert state.is_failed() and "events.csv" in state.message and "cannot be parsed" in state.message
     assert "unknown customer" in state.message  # every problem at once
+
+
+def test_outcomes_command_judges_a_past_list_and_the_next_report_shows_it(project: dict[str, Any]) -> None:
+    """Runs last of the project's tests: the past list's card enters every later report."""
+    from typer.testing import CliRunner
+
+    import churnflow.flows.cli as cli
+    from churnflow.flows.score_flow import score_flow
+    from churnflow.training.registry import registry_client
+
+    config = project["config"]
+    past = score_flow(config=str(config), as_of="2026-07-01", force=True)  # horizon closed by 2026-09-28
+    assert not (Path(past["folder"]) / "outcome.json").exists()
+    result = CliRunner().invoke(cli.app, ["outcomes", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((Path(past["folder"]) / "outcome.json").read_text())
+    assert card["as_of"] == "2026-07-01" and card["groups"]["holdout"] == 5
+    assert "2026-07-01" in result.output and "report cards" in result.output
+    settings = load_settings(config)
+    client = registry_client(settings)
+    version = client.get_model_version(settings.tracking.model_name, card["model_version"])
+    history = client.get_metric_history(version.tags["outcomes_run_id"], "realised_brier")
+    assert len(history) == 1 and history[0].model_id == version.model_id
+
+    later = score_flow(config=str(config), as_of="2026-11-07", force=True)
+    assert "Past lists: what happened" in (Path(later["folder"]) / "report.html").read_text()
+    assert later["summary"]["decay_alarm"]["lists"] == ["2026-07-01"]
+
+
+def test_demo_loop_publishes_a_past_list_works_it_and_judges_it(tmp_path: Path) -> None:
+    from churnflow.features.demo import team_campaign
+    from churnflow.flows.demo_loop import demo_flow
+
+    config = write_project(tmp_path, end_date="2026-10-31")
+    result = demo_flow(config=str(config), trials=2)
+    past = result["team"]["as_of"]
+    assert past == "2026-07-19" and result["team"]["n_contacted"] == 45  # capacity 50 less the control group
+    listed = pd.read_parquet(tmp_path / "outputs" / past / "priority_list.parquet")
+    contacts = pd.read_parquet(tmp_path / "data" / "contacts.parquet")
+    called = contacts.loc[contacts["campaign"] == team_campaign(pd.Timestamp(past)), "customer_id"]
+    assert set(called) == set(listed.loc[listed["status"].isin(["new", "still on"]), "customer_id"])
+    assert not called.isin(listed.loc[listed["status"] == "holdout", "customer_id"]).any()
+    card_file = tmp_path / "outputs" / past / "outcome.json"
+    card = json.loads(card_file.read_text())
+    assert card["groups"]["contact"] == 45 and card["groups"]["holdout"] == 5
+    assert card["campaign"]["verdict"].startswith("Too small")  # 5 control customers: said in words
+    assert "Past lists: what happened" in (Path(result["score"]["folder"]) / "report.html").read_text()
+
+    from churnflow.flows.demo_loop import team_task
+    from churnflow.flows.score_flow import score_flow
+
+    written = card_file.read_bytes()
+    assert team_task.fn(load_settings(config), pd.Timestamp(past))["already_worked"]  # a rerun calls nobody twice
+    assert len(pd.read_parquet(tmp_path / "data" / "contacts.parquet")) == len(contacts)
+    score_flow(config=str(config), as_of=past, force=True)  # the past list republished: its card stays
+    assert card_file.read_bytes() == written
 
 
 def test_cdnow_runs_through_the_pipeline(tmp_path: Path) -> None:
@@ -267,3 +352,22 @@ def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> 
     dictionary = json.loads(out.with_suffix(".dictionary.json").read_text())
     assert set(dictionary["features"]) == set(schema.features)
     assert dictionary["dropped_columns"]["email"].startswith("personal data")
+
+
+def test_features_command_on_the_dask_engine_writes_the_same_files(tmp_path: Path, dask_session: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from churnflow.flows.cli import app
+
+    config = write_project(tmp_path, n_customers=800)
+    args = ["features", "--config", str(config), "--as-of", "2026-06-01", "--out"]
+    local = tmp_path / "local" / "features.parquet"
+    assert CliRunner().invoke(app, [*args, str(local)]).exit_code == 0
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    on_dask = tmp_path / "dask" / "features.parquet"
+    result = CliRunner().invoke(app, [*args, str(on_dask)])
+    assert result.exit_code == 0, result.output
+    assert on_dask.read_bytes() == local.read_bytes()
+    assert on_dask.with_suffix(".dictionary.json").read_bytes() == local.with_suffix(".dictionary.json").read_bytes()

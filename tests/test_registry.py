@@ -140,7 +140,7 @@ def test_logged_model_predicts_where_no_churnflow_package_can_be_imported(data, 
         import sys
         class Blocked:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"features", "training", "serving", "flows"}}:
+                if name.split(".")[0] in {{"churnflow", "features", "training", "serving", "flows"}}:
                     raise ImportError("churnflow package imported by the model: " + name)
         sys.meta_path.insert(0, Blocked())
         import mlflow, pandas as pd
@@ -178,3 +178,55 @@ def test_missing_champion_or_version_names_the_model_versions_and_the_fix(data, 
         load_bundle(settings)
     with pytest.raises(ModelVersionNotFoundError, match=r"no version 999 .*versions that exist: 1, 2\. Leave out"):
         load_bundle(settings, "999")
+
+
+def test_a_retried_registration_completes_the_same_run_and_version(data, root, monkeypatch) -> None:
+    """A register task retried after failing part-way (here: after the version was created, while
+    the gate's tags were written) must not register a second version nor start a second run."""
+    import churnflow.training.registry as registry
+
+    settings = _settings(root, "retry-test")
+    _, _, test = data
+    bundle, evaluation = _model(settings, data)
+    real = registry._apply_decision
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_apply_decision", flaky)
+    with pytest.raises(ConnectionError):
+        registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-1")
+    result = registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-1")
+
+    client = registry.registry_client(settings)
+    versions = client.search_model_versions("name = 'retry-test'")
+    assert [str(v.version) for v in versions] == [result.version] == ["1"]
+    assert versions[0].run_id == result.run_id and client.get_run(result.run_id).info.status == "FINISHED"
+    runs = client.search_runs([client.get_experiment_by_name(settings.tracking.experiment).experiment_id],
+                              filter_string=f"tags.`{registry.REGISTRATION_KEY}` = 'flow-run-1'")
+    assert len(runs) == 1
+    assert str(client.get_model_version_by_alias("retry-test", "champion").version) == "1"
+    another = registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-2")
+    assert another.version == "2"  # a new training run is a new version, as before
+
+
+def test_shap_plots_use_their_own_seeded_generator(data, root, tmp_path) -> None:
+    """shap's beeswarm jitter takes churnflow's seed: no FutureWarning about NumPy's global RNG
+    (seeded here as another library might), and the same seed draws the same plot."""
+    import warnings
+
+    from churnflow.training.explain import explain
+
+    settings = _settings(root, "shap-test")
+    _, _, test = data
+    bundle, _ = _model(settings, data)
+    np.random.seed(1)  # noqa: NPY002 - the global seed another library might set: the case under test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        first = explain(bundle, test, tmp_path / "a", seed=3, top_dependence=1).plots
+        second = explain(bundle, test, tmp_path / "b", seed=3, top_dependence=1).plots
+    assert first["shap_beeswarm"].read_bytes() == second["shap_beeswarm"].read_bytes()

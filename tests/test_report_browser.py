@@ -116,3 +116,25 @@ def test_screenshot_is_a_png(tmp_path: Path) -> None:
     assert len(data) > 10_000  # a rendered page, not a blank image
     if shutil.which("file"):
         assert "PNG image" in subprocess.run(["file", str(shot)], capture_output=True, text=True, check=False).stdout
+
+
+def test_history_of_past_lists_renders_as_pictures(tmp_path: Path) -> None:
+    from churnflow.serving.outcomes import Outcomes, latest_version_alarm
+
+    cards = [{"as_of": day, "horizon_closed": True, "horizon_end": "2024-06-01", "model_version": "2",
+              "model_test_roc_auc": 0.86, "predicted_churn_rate": 0.2, "realised_churn_rate": 0.22,
+              "model_quality": {"roc_auc": auc, "list_lift": 2.5},
+              "campaign": {"difference": -0.04, "difference_ci95": [-0.07, -0.01],
+                           "verdict": "The outreach reduced churn by 4.0 percentage points"}}
+             for day, auc in (("2024-01-01", 0.84), ("2024-01-08", 0.74), ("2024-01-15", 0.73))]
+    outcomes = Outcomes(cards=cards, estimates=[{"as_of": "2024-03-04", "horizon_closed": False,
+                                                 "estimate_before_horizon": {"churn_rate": 0.2, "roc_auc": 0.8}}],
+                        alarm=latest_version_alarm(cards, 0.05))
+    page = tmp_path / "history.html"
+    empty = pd.DataFrame(columns=["rank", "customer_id", "status"])
+    page.write_text(render_report({"as_of": "2024-03-11"}, empty, outcomes=outcomes), encoding="utf-8")
+    dom = _dom(tmp_path, page.as_uri())
+    history = dom.split('id="history"', 1)[1].split("</section>", 1)[0]
+    assert history.count("<svg") == 4 and history.count("<polyline") >= 5
+    assert history.count('class="interval"') == 3  # the campaign effect's 95 % intervals
+    assert "Recommendation: retrain the model" in history and "horizon open" in history

@@ -45,6 +45,7 @@ from churnflow.serving.reasons import format_values, reasons_reference, top_reas
 from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import model_frame
 from churnflow.training.evaluate import gains_table
 
 DICTIONARY = {
@@ -142,7 +143,7 @@ def _train_bundle(seed: int = 0) -> tuple[ModelBundle, pd.DataFrame]:
     schema = FeatureSchema(features=NAMES, categorical_levels={"plan": plans})
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0},
-        xgb.DMatrix(schema.to_model_frame(frame), label, enable_categorical=True),
+        xgb.DMatrix(model_frame(frame, schema.features, schema.categorical_levels), label, enable_categorical=True),
         num_boost_round=15,
     )
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=14, dictionary=DICTIONARY)
@@ -158,7 +159,7 @@ def test_contributions_sum_to_margin_and_reasons_match_reference() -> None:
     np.testing.assert_allclose(bundle.predict_proba(frame), 1 / (1 + np.exp(-margin)), rtol=1e-6)
 
     fast = top_reasons(contrib, frame, NAMES, bundle.dictionary)
-    ref = reasons_reference(bundle.booster, bundle.schema.to_model_frame(frame), frame, NAMES, bundle.dictionary)
+    ref = reasons_reference(bundle.booster, model_frame(frame, bundle.schema.features, bundle.schema.categorical_levels), frame, NAMES, bundle.dictionary)
     pd.testing.assert_frame_equal(fast[ref.columns], ref)
     # The main reason is the feature with the largest positive contribution.
     row = int(np.argmax(contrib[:, 0]))
@@ -397,6 +398,25 @@ def test_publish_failure_leaves_previous_folder_intact(tmp_path: Path, use_excha
     publish_outputs(tmp_path, AS_OF, files, use_exchange=use_exchange)
     assert (folder / "summary.json").read_text() == "{}\n"
     assert _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("use_exchange", [True, False])
+def test_a_rerun_keeps_the_outcome_card_of_that_date(tmp_path: Path, use_exchange: bool) -> None:
+    from churnflow.serving.outcomes import write_outcome_once
+
+    folder = publish_outputs(tmp_path, AS_OF, _outputs(), use_exchange=use_exchange)
+    assert write_outcome_once(folder, {"as_of": "2024-03-04", "realised_churn_rate": 0.2})
+    card = (folder / "outcome.json").read_bytes()
+    files = dict(_outputs()) | {"outcome.json": lambda p: p.write_text("{}")}  # a writer cannot replace it
+    again = publish_outputs(tmp_path, AS_OF, files, use_exchange=use_exchange)
+    assert (again / "outcome.json").read_bytes() == card and _hidden(tmp_path) == []
+    assert not write_outcome_once(again, {"as_of": "2024-03-04"})  # still written once
+    files["summary.json"] = lambda p: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(OSError):
+        publish_outputs(tmp_path, AS_OF, files, use_exchange=use_exchange)
+    assert (folder / "outcome.json").read_bytes() == card
+    other = publish_outputs(tmp_path, date(2024, 3, 11), _outputs(), use_exchange=use_exchange)
+    assert not (other / "outcome.json").exists()
 
 
 def test_publish_removes_stale_tmp_of_dead_process(tmp_path: Path) -> None:

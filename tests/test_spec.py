@@ -104,7 +104,7 @@ def test_snapshot_table_value_is_the_monthly_value_attribute() -> None:
 
 
 def _imports(path: Path) -> set[str]:
-    """churnflow ``features.*`` modules a file imports, anywhere in it (functions included)."""
+    """churnflow ``churnflow.features.*`` modules a file imports, anywhere in it (functions included)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -113,12 +113,16 @@ def _imports(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         else:
             continue
-        found |= {n for n in names if n.startswith("features.") and (REPO / (n.replace(".", "/") + ".py")).exists()}
+        found |= {
+            n for n in names
+            if n.startswith("churnflow.features.")
+            and (REPO / (n.removeprefix("churnflow.").replace(".", "/") + ".py")).exists()
+        }
     return found
 
 
 def test_feature_modules_import_without_cycles() -> None:
-    graph = {f"features.{p.stem}": _imports(p) for p in (REPO / "features").glob("*.py")}
+    graph = {f"churnflow.features.{p.stem}": _imports(p) for p in (REPO / "features").glob("*.py")}
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
@@ -134,3 +138,16 @@ def test_feature_modules_import_without_cycles() -> None:
         visit(module, [])
     assert "churnflow.features.build" not in graph["churnflow.features.dictionary"]
     assert "churnflow.features.build" not in graph["churnflow.features.schema"]
+
+
+def test_the_kernel_applies_category_levels_with_the_same_code_as_feature_building() -> None:
+    """The one rule kept twice (the self-contained model kernel cannot import churnflow): pinned."""
+    import inspect
+
+    from churnflow.features.naming import known_levels as building
+    from churnflow.training.churn_model import known_levels as kernel
+
+    def body(fn) -> str:
+        return inspect.getsource(fn).split('"""')[-1]
+
+    assert body(building) == body(kernel)

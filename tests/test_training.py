@@ -28,7 +28,7 @@ from churnflow.features.settings import Settings
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator, expected_calibration_error
 from churnflow.training.candidates import TREE_WEIGHTS, choose_model
-from churnflow.training.churn_model import load_scorer
+from churnflow.training.churn_model import load_scorer, model_frame
 from churnflow.training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
 from churnflow.training.explain import behavioural_checks, explain, shap_values
 from churnflow.training.fit import fit_bundle, fit_tuned, oof_calibrator
@@ -219,7 +219,7 @@ def test_every_family_adds_up_and_round_trips_through_json(cv, tmp_path, tree_we
     assert contrib.shape == (len(test), len(FEATURES) + 1)
     np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(with_gaps), atol=1e-4)
     if tree_weight < 1:  # the linear part explains through its source features (one-hot summed back)
-        linear = bundle.linear.contributions(SCHEMA.to_model_frame(with_gaps), FEATURES)
+        linear = bundle.linear.contributions(model_frame(with_gaps, SCHEMA.features, SCHEMA.categorical_levels), FEATURES)
         assert np.abs(linear[:, FEATURES.index("plan")]).max() > 0.1
         assert "recency_days" in bundle.linear.log1p or "frequency_365d" in bundle.linear.log1p
         assert "recency_days" in bundle.linear.indicators
@@ -311,7 +311,8 @@ def test_resume_after_kill_runs_only_the_remaining_trials(data, tmp_path) -> Non
     url = settings.optuna_storage
     proc = subprocess.Popen(
         [PYTHON, str(tmp_path / "run.py"), str(tmp_path)],
-        env=os.environ | {"PYTHONPATH": str(REPO)},  # this checkout, not an installed churnflow
+        # this checkout, not an installed churnflow (an explicit PYTHONPATH, e.g. a worktree's, first)
+        env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -149,7 +149,9 @@ class LinearModel:
             parts.append((x - self.means[name]) / self.scales[name])
             if name in self.indicators:
                 parts.append(missing.astype(np.float64))
-        for name, levels in self.levels.items():
+        # in column order: ``sources`` is a list, while a saved ``levels`` comes back with sorted keys
+        for name in dict.fromkeys(s for s in self.sources if s in self.levels):
+            levels = self.levels[name]
             codes = pd.Categorical(frame[name], categories=levels).codes
             parts.extend((codes == i).astype(np.float64) for i in range(len(levels)))
         return np.column_stack(parts) if parts else np.zeros((len(frame), 0))

@@ -35,12 +35,16 @@ a benchmark exactly as the ``train`` flow trains it.
    computed as the weekly scoring computes them, so scoring on that date shows no drift.
 6. **Explain and check** the registered model (SHAP importance, behavioural checks) on the test
    rows.
+
+With ``[compute] engine = "dask"`` the same steps run with the rows on a Dask cluster
+(``_train_on_dask``; what runs where: ``training/distributed.py``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +64,7 @@ from churnflow.training.evaluate import SIMPLE_BASELINES, Evaluation, baseline_c
 from churnflow.training.explain import behavioural_checks, explain
 from churnflow.training.fit import fit_bundle, oof_calibrator
 from churnflow.training.split import SplitPlan, fold_positions, plan_for, training_snapshots
-from churnflow.training.tune import Folds, TuneResult, short_hash, tune
+from churnflow.training.tune import Folds, TuneResult, short_hash, study_name_for, tune
 
 logger = logging.getLogger(__name__)
 ALL_ROWS = "all rows"
@@ -86,6 +90,8 @@ class TrainedModel:
     """The test rows (the promotion gate may re-score a champion on them)."""
     choice: Choice | None = None
     """The chosen family and every candidate's mean fold metric."""
+    run_tags: dict[str, str] = field(default_factory=dict)
+    """Extra tags of the MLflow run (the Dask engine: engine, tuning sample size, rows per fit)."""
 
 
 def study_key(fingerprint: dict[str, Any], plan: SplitPlan, folds: Folds, schema: FeatureSchema,
@@ -114,10 +120,13 @@ def champion_choice(evaluation: Evaluation, settings: Settings) -> Choice | None
 
 
 def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSchema, settings: Settings,
-                        choice: Choice, calibrator: Calibrator, plot_dir: Path | None
-                        ) -> tuple[Choice, Calibrator, Evaluation]:
-    """Evaluate the chosen candidate; swap in a simple baseline that beat it (see the module doc)."""
-    evaluation = evaluate(fit_bundle(dev, schema, choice, calibrator), dev, test, settings, plot_dir=plot_dir)
+                        choice: Choice, calibrator: Calibrator, plot_dir: Path | None, *,
+                        fit: Callable[..., ModelBundle] = fit_bundle) -> tuple[Choice, Calibrator, Evaluation]:
+    """Evaluate the chosen candidate; swap in a simple baseline that beat it (see the module doc).
+
+    ``fit(rows, schema, choice, calibrator)`` fits a bundle (the Dask engine fits on its workers).
+    """
+    evaluation = evaluate(fit(dev, schema, choice, calibrator), dev, test, settings, plot_dir=plot_dir)
     baseline = champion_choice(evaluation, settings)
     if baseline is None:
         return choice, calibrator, evaluation
@@ -125,7 +134,7 @@ def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSc
     calibrator = Calibrator(method="identity")  # as the baseline was evaluated
     known = (evaluation.baselines, {k: v for k, v in evaluation.scores.items() if k != "model"},
              [n for n in evaluation.notes if not n.startswith("BASELINE WINS")])
-    evaluation = evaluate(fit_bundle(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir,
+    evaluation = evaluate(fit(dev, schema, baseline, calibrator), dev, test, settings, plot_dir=plot_dir,
                           fitted_baselines=known)
     evaluation.notes.insert(0, f"{lost}. The registered model is therefore {name} itself (chosen on the "
                             "test rows: its test metric is optimistic by that choice).")
@@ -133,8 +142,15 @@ def _evaluate_candidate(dev: pd.DataFrame, test: pd.DataFrame, schema: FeatureSc
     return baseline, calibrator, evaluation
 
 
-def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = None) -> TrainedModel:
-    """Train, evaluate, refit and explain one churn model from validated tables (see the module doc)."""
+def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = None,
+                client: Any = None) -> TrainedModel:
+    """Train, evaluate, refit and explain one churn model from validated tables (see the module doc).
+
+    ``[compute] engine = "dask"``: the same recipe on a Dask cluster (``training/distributed.py``),
+    on ``client`` (a ``distributed.Client``) when given, else on the configured cluster.
+    """
+    if settings.compute.engine == "dask":
+        return _train_on_dask(tables, settings, plot_dir, client)
     plan = plan_for(tables, settings)
     schema = infer_schema(tables, settings)
     dev, test = training_snapshots(tables, plan, settings, schema)
@@ -150,7 +166,15 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
                                                          oof_calibrator(choice, settings, plan.out_of_time), plot_dir)
 
     fitted = fit_bundle(pd.concat([dev, test], ignore_index=True), schema, choice, calibrator)
-    population = scoring_population(tables, settings, schema)
+    return _complete(fitted, scoring_population(tables, settings, schema), settings, plot_dir, tuned=tuned,
+                     choice=choice, evaluation=evaluation, plan=plan, test=test, fingerprint=fingerprint)
+
+
+def _complete(fitted: ModelBundle, population: pd.DataFrame, settings: Settings, plot_dir: Path | None, *,
+              tuned: TuneResult, choice: Choice, evaluation: Evaluation, plan: SplitPlan, test: pd.DataFrame,
+              fingerprint: dict[str, Any], run_tags: dict[str, str] | None = None) -> TrainedModel:
+    """Steps 5 and 6: the registered bundle described, explained and checked."""
+    schema = fitted.schema
     bundle = replace(
         fitted,
         dictionary=dictionary_records(schema),
@@ -166,4 +190,47 @@ def train_model(tables: Tables, settings: Settings, *, plot_dir: Path | None = N
     return TrainedModel(bundle=bundle, evaluation=evaluation, tuning=tuned, plan=plan,
                         importance=explanation.importance, checks=checks,
                         plots={**evaluation.plots, **explanation.plots}, fingerprint=fingerprint, test=test,
-                        choice=choice)
+                        choice=choice, run_tags=dict(run_tags or {}))
+
+
+# ---- the Dask engine (``[compute] engine = "dask"``) ------------------------------------------
+
+
+def _train_on_dask(tables: Tables, settings: Settings, plot_dir: Path | None, client: Any) -> TrainedModel:
+    from churnflow.training import distributed as dist
+
+    with dist.client_for(settings, client) as cluster:
+        return _train_partitions(cluster, dist.from_tables(cluster, tables, settings), settings, plot_dir)
+
+
+def train_model_partitioned(settings: Settings, *, plot_dir: Path | None = None, client: Any = None) -> TrainedModel:
+    """``train_model`` on the Dask engine straight from the configured sources: they are read,
+    partitioned by customer and validated on the workers, so no process holds all the tables."""
+    from churnflow.training import distributed as dist
+
+    with dist.client_for(settings, client) as cluster:
+        return _train_partitions(cluster, dist.from_sources(cluster, settings), settings, plot_dir)
+
+
+def _train_partitions(cluster: Any, data: Any, settings: Settings, plot_dir: Path | None) -> TrainedModel:
+    """The same steps on a Dask cluster: snapshots stay on the workers, Optuna tunes on a
+    stratified sample with trials on the workers, the tree is fitted by ``xgboost.dask`` on all
+    rows (``training/distributed.py`` says what runs where). ``data``: ``distributed.Partitioned``."""
+    from churnflow.training import distributed as dist
+
+    plan = plan_for(data.plan_tables(), settings)
+    snapshots, facts = dist.snapshot_partitions(cluster, data, plan, settings)
+    schema, rows = facts.schema, dist.split_rows(cluster, snapshots, plan, settings)
+    sample, test = rows.sample, rows.test
+    folds = fold_positions(sample, plan, settings.training.seed)
+    key = short_hash([study_key(data.fingerprint, plan, folds, schema, settings), "dask", len(sample)])
+    tuned = dist.tune_on_workers(cluster, sample, folds, schema, settings, study_name_for(settings, plan.test, key))
+    choice = choose_model(sample, folds, schema, settings, tuned)
+    choice, calibrator, evaluation = _evaluate_candidate(sample, test, schema, settings, choice,
+                                                         oof_calibrator(choice, settings, plan.out_of_time), plot_dir,
+                                                         fit=dist.dask_fitter(cluster, rows.dev))
+    refit = dist.dask_fitter(cluster, rows.everything)
+    fitted = refit(pd.concat([sample, test], ignore_index=True), schema, choice, calibrator)
+    population = dist.population_on_workers(cluster, data, settings, facts)
+    return _complete(fitted, population, settings, plot_dir, tuned=tuned, choice=choice, evaluation=evaluation,
+                     plan=plan, test=test, fingerprint=data.fingerprint, run_tags=dist.run_tags(rows, choice))

@@ -234,7 +234,9 @@ def write_reports(folder: Path, bundle: ModelBundle, evaluation: Evaluation, *,
 
 
 def _log_trials(client: MlflowClient, exp_id: str, parent_run_id: str, tune_result: TuneResult) -> None:
-    """Every Optuna trial as a nested run (params, value, state; pruned ones tagged)."""
+    """Every Optuna trial as a nested run (params, value, state; pruned ones tagged), once."""
+    if client.search_runs([exp_id], filter_string=f"tags.`{PARENT_RUN}` = '{parent_run_id}'", max_results=1):
+        return  # logged by an earlier try of this run
     for t in tune_result.study.get_trials(deepcopy=False):
         tags = {PARENT_RUN: parent_run_id, "trial_number": str(t.number), "state": t.state.name}
         if t.state.name == "PRUNED":
@@ -338,6 +340,37 @@ def _register_version(client: MlflowClient, name: str, model_id: str, location: 
     return str(version.version)
 
 
+def _model_version(client: MlflowClient, exp_id: str, run_id: str, name: str, bundle: ModelBundle,
+                   test: pd.DataFrame) -> str:
+    """The run's model version: looked up first (an earlier try of this run registered it), else
+    the model is logged and registered now."""
+    earlier = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if earlier:
+        client.set_registered_model_alias(name, CHALLENGER, str(earlier[0].version))
+        return str(earlier[0].version)
+    model_id, location = _log_model(client, exp_id, run_id, bundle, input_example(bundle.schema, test))
+    return _register_version(client, name, model_id, location, run_id)
+
+
+REGISTRATION_KEY = "churnflow.registration_key"
+"""Run tag: one key per registration attempt (the train flow run's id), so a retry finds its run."""
+
+
+def _start_run(client: MlflowClient, exp_id: str, run_name: str | None, key: str | None) -> str:
+    """The MLflow run of this registration: a new one, or, when an earlier try with the same
+    ``key`` failed part-way (a retried task), that run again, so the retry registers no second
+    version (``_register_version`` looks the run's version up first)."""
+    if key:
+        earlier = client.search_runs([exp_id], filter_string=f"tags.`{REGISTRATION_KEY}` = '{key}'", max_results=1)
+        if earlier:
+            run_id = earlier[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+    tags = resolve_tags() | ({REGISTRATION_KEY: key} if key else {})
+    # resolve_tags: user, source script and git commit, as the fluent API would record them
+    return client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+
+
 # ---- the gate -------------------------------------------------------------------------------
 def _champion_version(client: MlflowClient, name: str) -> str | None:
     try:
@@ -423,11 +456,16 @@ def log_and_register(
     plots: dict[str, Path] | None = None,
     run_name: str | None = None,
     train: pd.DataFrame | None = None,
+    registration_key: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RegistryResult:
     """Log the training run, register the model as a new version and apply the promotion gate.
 
     ``evaluation`` is the held-out evaluation on ``test`` (the champion may be re-scored on these
     rows, see the module docstring); ``train``, when given, is recorded as the training dataset.
+    ``registration_key`` makes a retry idempotent: called again with the same key after a failure,
+    it completes the same run and model version instead of registering a second one. ``tags`` are
+    added to the run's tags (the Dask engine says how it trained).
     """
     client = registry_client(settings)
     exp_id = experiment_id(client, settings)
@@ -435,9 +473,8 @@ def log_and_register(
     metrics = run_metrics(evaluation, tune_result, checks)
     run_tags = {"objective": objective, "beats_recency": str(evaluation.beats_recency).lower(),
                 "out_of_time": str(plan.out_of_time if plan else "unknown").lower(),
-                "model_family": bundle.family, "fitted_through": bundle.fitted_through}
-    # resolve_tags: user, source script and git commit, as the fluent API would record them
-    run_id = client.create_run(exp_id, run_name=run_name, tags=resolve_tags()).info.run_id
+                "model_family": bundle.family, "fitted_through": bundle.fitted_through} | dict(tags or {})
+    run_id = _start_run(client, exp_id, run_name, registration_key)
     try:
         _log_batch(client, run_id, run_params(settings, plan, fingerprint, tune_result), metrics, run_tags)
         _log_datasets(client, run_id, bundle.schema, {"training": train, "test": test})
@@ -449,8 +486,7 @@ def log_and_register(
             client.log_artifact(run_id, str(path), artifact_path="plots")
         if tune_result is not None:
             _log_trials(client, exp_id, run_id, tune_result)
-        model_id, location = _log_model(client, exp_id, run_id, bundle, input_example(bundle.schema, test))
-        version = _register_version(client, name, model_id, location, run_id)
+        version = _model_version(client, exp_id, run_id, name, bundle, test)
         champion_version = _champion_version(client, name)
         promote, reason, champ_metric = decide_promotion(settings, evaluation, test, champion_version)
         decision = "promoted" if promote else "rejected"
@@ -469,12 +505,14 @@ def log_and_register(
                           champion_metric=champ_metric, champion_version=champion_version, metrics=metrics)
 
 
-def register_trained(settings: Settings, trained: TrainedModel, run_name: str | None = None) -> RegistryResult:
+def register_trained(settings: Settings, trained: TrainedModel, run_name: str | None = None,
+                     registration_key: str | None = None) -> RegistryResult:
     """``log_and_register`` for the output of ``training.recipe.train_model``."""
     return log_and_register(settings, trained.bundle, trained.evaluation, trained.test,
                             tune_result=trained.tuning, plan=trained.plan, fingerprint=trained.fingerprint,
                             importance=trained.importance, checks=trained.checks, plots=trained.plots,
-                            run_name=run_name)
+                            run_name=run_name, registration_key=registration_key,
+                            tags=trained.run_tags)
 
 
 # ---- loading --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from churnflow.features.io import ensure_sqlite_folder
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
+from churnflow.training.churn_model import model_frame
 from churnflow.training.errors import TuningBudgetError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def label_array(frame: pd.DataFrame) -> np.ndarray:
 def make_dmatrix(frame: pd.DataFrame, schema: FeatureSchema, with_label: bool = True) -> xgb.DMatrix:
     """Model matrix with the schema's feature order and category levels (unseen -> missing)."""
     return xgb.DMatrix(
-        schema.to_model_frame(frame),
+        model_frame(frame, schema.features, schema.categorical_levels),
         label=label_array(frame) if with_label else None,
         enable_categorical=True,
         nthread=1,
@@ -165,7 +166,8 @@ def fail_stale_trials(storage: optuna.storages.BaseStorage, study_name: str) -> 
     return len(stale)
 
 
-def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, int, int]:
+def open_study(settings: Settings, name: str, url: str | optuna.storages.BaseStorage
+               ) -> tuple[optuna.Study, int, int]:
     """Create or resume the study; return it with its number of trials and of finished ones.
 
     The sampler's seed is offset by the number of existing trials: a resumed study must not
@@ -173,7 +175,8 @@ def open_study(settings: Settings, name: str, url: str) -> tuple[optuna.Study, i
     reproducible).
     """
     cfg = settings.training
-    ensure_sqlite_folder(url)  # Optuna does not create it
+    if isinstance(url, str):  # else an opened storage (the Dask engine's journal file)
+        ensure_sqlite_folder(url)  # Optuna does not create it
     rdb = optuna.storages.get_storage(url)
     optuna.create_study(storage=rdb, study_name=name, direction=direction(cfg.objective), load_if_exists=True)
     fail_stale_trials(rdb, name)
