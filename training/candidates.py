@@ -35,7 +35,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
 from churnflow.training.churn_model import model_frame, sigmoid
-from churnflow.training.linear import C_GRID, fit_linear
+from churnflow.training.linear import C_GRID, fit_linear_path
 from churnflow.training.tune import (
     Folds,
     TuneResult,
@@ -102,11 +102,10 @@ def linear_oof(dev: pd.DataFrame, folds: Folds, schema: FeatureSchema, objective
     y = label_array(dev)
     best: tuple[float, list[np.ndarray], float] | None = None
     sign = 1.0 if direction(objective) == "maximize" else -1.0
-    for c in C_GRID:
-        margins = []
-        for train_pos, valid_pos in folds:
-            model = fit_linear(frame.iloc[train_pos], y[train_pos], schema.features, schema.categorical_levels, c)
-            margins.append(model.margin(frame.iloc[valid_pos]))
+    paths = [fit_linear_path(frame.iloc[t], y[t], schema.features, schema.categorical_levels, C_GRID)
+             for t, _ in folds]
+    for k, c in enumerate(C_GRID):
+        margins = [path[k].margin(frame.iloc[v]) for path, (_, v) in zip(paths, folds, strict=True)]
         score = float(np.mean([fold_metric(objective, y[v], m) for (_, v), m in zip(folds, margins, strict=True)]))
         if best is None or sign * score > sign * best[0]:
             best = (score, margins, c)
