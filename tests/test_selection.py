@@ -204,3 +204,16 @@ def test_a_bundle_records_the_rounds_it_was_fitted_with(tmp_path) -> None:
     spec = dataclasses.replace(baseline_choice("xgboost_shallow", settings_for(tmp_path)), n_rounds=20, fold_rows=100)
     bundle = fit_bundle(frame, schema, spec, Calibrator(method="identity"))
     assert bundle.booster.num_boosted_rounds() == 40 == bundle.best_iteration + 1  # sqrt(400 / 100) = 2
+
+
+def test_the_warm_started_c_path_matches_cold_fits() -> None:
+    from churnflow.training.linear import fit_linear, fit_linear_path
+
+    frame, schema = tabular(400, 2)
+    label = frame["label"].to_numpy()
+    path = fit_linear_path(frame[schema.features], label, schema.features, {}, C_GRID)
+    assert len(path) == len(C_GRID)
+    for c, warm in zip(C_GRID, path, strict=True):
+        cold = fit_linear(frame[schema.features], label, schema.features, {}, c)
+        np.testing.assert_allclose(warm.margin(frame), cold.margin(frame), atol=1e-2)  # lbfgs tolerance
+    assert abs(path[0].coef[0]) < abs(path[-1].coef[0])  # stronger regularisation, smaller weights
