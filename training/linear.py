@@ -23,8 +23,11 @@ from threadpoolctl import threadpool_limits
 
 from churnflow.training.churn_model import LinearModel
 
-C_GRID = (0.01, 0.1, 1.0)
-"""Inverse L2 strengths tried by cross-validation (features are standardised)."""
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""Inverse L2 strengths tried by cross-validation (features are standardised). Log-spaced by about
+3: between neighbours the fit barely changes, so a finer grid would only add selection noise.
+The strong end matters on event logs (many collinear RFM variants; ``C`` 0.003 best on CDNOW),
+the weak end is the plain logistic regression of the ``logistic_all`` baseline (``C`` = 1)."""
 SKEW_FOR_LOG = 1.0
 
 
@@ -76,15 +79,32 @@ def linear_encoding(frame: pd.DataFrame, features: list[str], levels: dict[str, 
 def fit_linear(frame: pd.DataFrame, label: np.ndarray, features: list[str], levels: dict[str, list[str]],
                c: float) -> LinearModel:
     """Encode ``frame`` (a model frame), fit an L2 logistic regression with inverse strength ``c``."""
+    return fit_linear_path(frame, label, features, levels, [c])[0]
+
+
+def fit_linear_path(frame: pd.DataFrame, label: np.ndarray, features: list[str], levels: dict[str, list[str]],
+                    cs: list[float] | tuple[float, ...]) -> list[LinearModel]:
+    """One model per ``c`` in ``cs`` (ascending), on one encoding of ``frame``.
+
+    Each fit starts from the previous, more strongly regularised solution (``warm_start``):
+    along a path of ``C`` values a warm start converges in a few iterations, and the encoding is
+    computed once (measured on the demo's 120k development rows: the seven-value grid on three
+    folds costs about what three cold fits per fold did).
+    """
     encoding = linear_encoding(frame, features, levels)
     x = encoding.encode(frame)
     y = np.asarray(label, dtype=np.float64)
+    centre = [float(v) for v in x.mean(axis=0)]
+    model = LogisticRegression(max_iter=2000, warm_start=True)
+    models = []
     # One BLAS thread: the matrices are narrow, and on a busy machine a BLAS thread pool per fit
     # spends more time waiting than computing (measured: ~10x slower on 2 loaded cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        model = LogisticRegression(C=c, max_iter=2000).fit(x, y)
-    return LinearModel(**(encoding.to_dict() | {
-        "coef": [float(v) for v in model.coef_[0]],
-        "centre": [float(v) for v in x.mean(axis=0)],
-        "intercept": float(model.intercept_[0]),
-    }))
+        for c in cs:
+            model.set_params(C=c).fit(x, y)
+            models.append(LinearModel(**(encoding.to_dict() | {
+                "coef": [float(v) for v in model.coef_[0]],
+                "centre": centre,
+                "intercept": float(model.intercept_[0]),
+            })))
+    return models
