@@ -107,6 +107,7 @@ def test_ids_indexes_and_surnames_are_never_features(runs: dict[str, Run]) -> No
     sources = set(bank_schema["attribute_sources"].values())
     assert not sources & {"RowNumber", "CustomerId", "Surname"}
     assert "Surname" in runs["bank"].outputs["validate"]  # the note that names the left-out column
+    assert "columns not used as features: 'RowNumber' (identifier" in runs["bank"].outputs["train"]
     for shape, id_column in [("telco", "customerID"), ("saas", "account_id")]:
         assert id_column not in runs[shape].schema()["attribute_sources"].values()
 
@@ -150,7 +151,9 @@ def test_dates_as_text_are_not_taken_for_phone_numbers(runs: dict[str, Run]) -> 
     """An unmapped ``signup_date`` is not a feature (a date of unknown recording time), but neither
     is it personal data: no note asks the user to declare it in ``data.columns.pii``."""
     assert "personal data" not in runs["saas"].outputs["validate"]
-    assert "signup_date" in runs["saas"].schema()["dropped"]
+    reason = runs["saas"].schema()["dropped"]["signup_date"]
+    assert reason.startswith("date attribute") and 'data.columns.signup_time = "signup_date"' in reason
+    assert "'signup_date' (date attribute" in runs["saas"].outputs["train"]  # said after training
 
 
 @pytest.mark.parametrize(("config", "make", "path"), [("telco.toml", telco, "data/telco/telco.csv"),
