@@ -181,3 +181,20 @@ def test_personal_data_screen_knows_surnames_and_dates() -> None:
     assert not personal_data_reason(pd.Series(pd.date_range("2023-01-01", periods=300).strftime("%d/%m/%Y 10:00")), "x")
     phones = pd.Series([f"+44 20 79{i:02d} {1000 + i}" for i in range(300)])
     assert personal_data_reason(phones, "contact")
+
+
+def test_report_names_the_drivers_when_all_are_attributes(runs: dict[str, Run]) -> None:
+    """On a snapshot table every driver is an 'attribute': the report counts the features instead."""
+    (report,) = (runs["telco"].folder / "outputs").glob("*/report.html")
+    section = re.search(r'<section id="reasons">(.*?)</section>', report.read_text(), re.S).group(1)
+    assert "contract" in section or "tenure" in section, section
+
+
+@pytest.mark.parametrize("shape", ["telco", "bank", "saas"])
+def test_customers_flagged_as_churned_are_not_listed(runs: dict[str, Run], shape: str) -> None:
+    """Scoring the training export itself: those whose flag says they left are not scored."""
+    run = runs[shape]
+    flags = run.table.iloc[:, -1].astype(str).str.lower().isin({"yes", "1", "true"})
+    gone = set(run.table.loc[flags, run.table.columns[0 if shape != "bank" else 1]].astype(str))
+    assert gone and not gone & set(run.priority_list()["customer_id"])
+    assert f"scored {int((~flags).sum()):,} customers" in run.outputs["score"]
