@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(call install,-e '.[dev]')
+	$(call install,-e '.[dev,dask]')
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from churnflow.training.churn_model import model_frame
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "churnflow.toml"
 TARGET_S = 120.0
@@ -199,12 +201,12 @@ def mode_reasons(project: Path, data: Path, out: Path, skip_reference: bool) -> 
     import xgboost as xgb
 
     booster = bundle.booster[: bundle.best_iteration + 1]  # the trees the model predicts with
-    model_frame = bundle.schema.to_model_frame(feats)
+    frame = model_frame(feats, bundle.schema.features, bundle.schema.categorical_levels)
     t0 = time.perf_counter()
-    ref = reasons_reference(booster, model_frame, feats, bundle.schema.features, bundle.dictionary)
+    ref = reasons_reference(booster, frame, feats, bundle.schema.features, bundle.dictionary)
     res["reference_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    shap.TreeExplainer(booster).shap_values(xgb.DMatrix(model_frame[bundle.schema.features], enable_categorical=True))
+    shap.TreeExplainer(booster).shap_values(xgb.DMatrix(frame[bundle.schema.features], enable_categorical=True))
     res["shap_s"] = round(time.perf_counter() - t0, 2)
     ref.insert(0, "customer_id", feats["customer_id"].to_numpy())
     merged = fast.merge(ref, on="customer_id", suffixes=("", "_ref"))

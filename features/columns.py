@@ -16,6 +16,7 @@ first run on a table with a ``Surname`` column works and never uses it.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -52,7 +53,16 @@ def closest(name: str, present: list[str]) -> str:
 def _missing(table: str, column: str, key: str, present: list[str]) -> ColumnIssue:
     shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
     return ColumnIssue(table, column, f"is missing ({key} names it); {closest(column, present)}"
-                                      f"columns in the file: {shown}")
+                                      f"columns in the file: {shown}{_headerless(present)}")
+
+
+def _headerless(present: list[str]) -> str:
+    """A file without a header line: its first row of data became the column names."""
+    looks_like_data = [p for p in present if re.fullmatch(r"[-+$€£]?\s*[\d.,:/ T-]+", p.strip())]
+    if present and len(looks_like_data) >= max(1, len(present) // 2):
+        return (". The first line looks like data, not column names: add a header line with the names, "
+                "or name the columns in [data.columns] after adding it")
+    return ""
 
 
 def column_mapping(table: str, present: list[str], settings: Settings, require_label: bool = True

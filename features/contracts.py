@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -174,11 +175,15 @@ def clean_ids(ids: pd.Series, as_text: bool = False) -> pd.Series:
     return text.where(text != "")
 
 
+def compare_ids_as_text(id_dtypes: Iterable[Any]) -> bool:
+    """Compare ids as text unless every table stores them as numbers (given each table's id dtype;
+    the Dask engine decides it once for all partitions from the sources' dtypes)."""
+    return not all(pd.api.types.is_numeric_dtype(dtype) for dtype in id_dtypes)
+
+
 def _ids_as_text(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source]) -> bool:
-    """Compare ids as text unless every table stores them as numbers."""
-    numeric = [pd.api.types.is_numeric_dtype(frame[sources[k].columns["customer_id"]])
-               for k, frame in raw.items() if frame is not None]
-    return not all(numeric)
+    return compare_ids_as_text(frame[sources[k].columns["customer_id"]].dtype
+                               for k, frame in raw.items() if frame is not None)
 
 
 @dataclass
@@ -306,26 +311,39 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
         if col in reserved:
             cu = run.dates(cu, src, col)
     if "label" in reserved:
-        before = cu["label"]
-        cu["label"] = parse_flag(before)
-        bad = cu["label"].isna()
-        if bad.any():
-            run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad])
-            cu = cu.loc[~bad] if run.drop else cu
-        if not cu["label"].isna().any():
-            cu["label"] = cu["label"].astype("int8")
+        cu = _labels(cu, src, run)
     cu = _value_column(cu, src, run)
     checks = []
     if {"signup_time", "churn_time"} <= reserved and "churn_time" in cu and cu["churn_time"].dtype.kind == "M":
         checks.append(pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]),
                                name=f"{src.user('churn_time')} before {src.user('signup_time')}"))
-    schema = pa.DataFrameSchema({"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")},
-                                checks=checks)
+    columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
+    for col in ("signup_time", "churn_time"):
+        if col in reserved and col in cu and cu[col].dtype.kind == "M":
+            columns[col] = pa.Column(nullable=True, checks=_not_in_future("customers file"))
+    schema = pa.DataFrameSchema(columns, checks=checks)
     cu = run.validate(cu, schema, src)
     if run.drop and cu["customer_id"].duplicated().any():
         dup = cu["customer_id"].duplicated()
         run.dropped[src.label] = run.dropped.get(src.label, 0) + int(dup.sum())
         cu = cu.loc[~dup]
+    return cu
+
+
+def _labels(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """The churn flag as 0/1; empty flags and other values are reported apart (both stop the load)."""
+    before = cu["label"]
+    cu["label"] = parse_flag(before)
+    bad = cu["label"].isna()
+    empty = before.isna() | (before.astype("string").str.strip() == "")
+    if (bad & empty).any():
+        run.report(src, "label", "has empty churn flags (every customer needs 0/1, true/false or yes/no)",
+                   before[bad & empty].astype("string").fillna("<empty>"))
+    if (bad & ~empty).any():
+        run.report(src, "label", "is not a churn flag (0/1, true/false, yes/no)", before[bad & ~empty])
+    cu = cu.loc[~bad] if run.drop else cu
+    if not cu["label"].isna().any():
+        cu["label"] = cu["label"].astype("int8")
     return cu
 
 
@@ -488,18 +506,20 @@ def validate_tables(
     names: dict[str, str] | None = None,
     require_label: bool = True,
     kinds: dict[str, str] | None = None,
+    part: bool = False,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
     churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
-    which sources are CSV files (problems then cite file lines).
+    which sources are CSV files (problems then cite file lines). ``part``: the tables are one
+    partition of larger sources (the Dask engine), where an empty table is normal.
     """
     names, kinds = names or {}, kinds or {}
     raw = {"customers": customers, "events": events, "contacts": contacts}
     sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
     for key, frame in raw.items():
-        if frame is not None and frame.empty:
+        if frame is not None and frame.empty and not part:
             raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
                                       hint="The source has no rows; check the path, table name or query.")
     if customers is None and events is None:

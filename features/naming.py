@@ -18,6 +18,11 @@ def slug(value: str) -> str:
 
 
 def known_levels(values: pd.Series, levels: list[str]) -> pd.Categorical:
-    """A categorical with exactly the recorded levels; values never seen in training become missing."""
+    """A categorical with exactly the recorded levels; values never seen in training become missing.
+
+    Feature building needs this one rule too, and ``features/`` may not import the model kernel
+    (``training/churn_model.py``, which imports nothing of churnflow): the kernel holds a twin of
+    these three lines, and ``tests/test_spec.py`` checks the two are the same code.
+    """
     text = pd.Series(values).astype("string").str.strip()
     return pd.Categorical(text.where(text.isin(levels)), categories=levels)

@@ -31,19 +31,20 @@ deployment), then set ``[compute] engine = "dask"`` and ``scheduler_address = "t
 in ``churnflow.toml``. Without an address, :func:`dask_client` starts a local cluster of
 ``n_workers`` processes with ``memory_limit`` each and stops it at the end.
 
-*Scoring* (``serving.partitioned.score_partitioned``) runs ``score_partition`` per partition on
-the workers; the drift bin counts and the list candidates come back, the score rows stay on the
-workers until :func:`write_parts` writes them.
-
-*Not done yet* (the next session): ``DaskTaskRunner`` in the flows (passing paths, not
-collections; ``engine = "dask"`` is read by nothing yet), reasons for the listed customers and
-atomic publishing on the engine, training snapshots written per partition with the final fit by
-``xgboost.dask`` and Optuna trials on the workers through the RDB storage, worker-loss tests and
-``benchmarks/bench_dask.py``. Known limits: the schema proxy holds one row per distinct
+*Weekly scoring* on the engine is ``serving.partitioned.score_week_partitioned`` (the same
+outputs as ``score_week``), run by the score flow through prefect-dask's ``DaskTaskRunner``
+(``flows.engine``); so is the features command (:func:`build_features_partitioned`). Training
+on the engine (snapshots per partition, ``xgboost.dask``, Optuna trials on the workers) is
+``training.distributed``'s. Known limits: the schema proxy holds one row per distinct
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most
-frequent event type may be broken differently.
+frequent event type may be broken differently. Two checks of ``validate_tables`` look at a
+column's values and so run per partition: date-format detection (a partition whose dates are
+all ambiguous, 01/02/2026, cannot be told apart by a 13/02 elsewhere; set ``data.date_format``)
+and the personal-data screen (a partition holds fewer distinct values). Ids with leading zeros
+that match another table's ids only without them ('007' vs 7) land in different partitions, so
+the hint naming that mismatch is not given; the rows are still reported as unknown customers.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from churnflow.features.build import (
     btyd_histories,
     build_snapshots,
     infer_schema,
+    latest_as_of,
     with_btyd_params,
 )
 from churnflow.features.contracts import (
@@ -72,13 +74,24 @@ from churnflow.features.contracts import (
     DataValidationError,
     Problem,
     Tables,
+    clean_ids,
+    compare_ids_as_text,
+    cut_at,
+    source_kinds,
     source_names,
     validate_tables,
 )
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import ComputeSettings, Settings
-from churnflow.features.sources import SourceError, is_database_url
+from churnflow.features.sources import (
+    SourceError,
+    is_database_url,
+    skip_blank_rows,
+    source_kind,
+    text_options,
+    trimmed,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -131,6 +144,22 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
         yield client
 
 
+@contextmanager
+def worker_loss_as_error(what: str) -> Iterator[None]:
+    """A task whose workers kept dying (``distributed.scheduler.allowed-failures`` times) as a
+    ``ComputeError`` that says what to do; Dask itself re-runs a lost worker's tasks before that."""
+    from distributed import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as exc:
+        raise ComputeError(
+            f"{what} stopped: the Dask workers running {exc.task!r} died ({exc}). Nothing was published. "
+            "A worker that runs out of memory is killed: raise compute.memory_limit or compute.n_partitions "
+            "(smaller partitions), then run again."
+        ) from exc
+
+
 # ---- partitioning ------------------------------------------------------------------------------
 
 
@@ -145,30 +174,36 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
         finite = ids.dropna()
         if (finite == finite.round()).all():
             ids = ids.astype("Int64")
-    text = ids.astype("string[pyarrow]").astype(object)
+    # Each distinct id is hashed once (events repeat an id ~20 times; text hashing is the cost).
+    codes, distinct = pd.factorize(ids, use_na_sentinel=False)
+    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]").astype(object)
     hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
-    return (hashed % np.uint64(n_partitions)).astype(np.int64)
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 
 def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequence[int] = (0,),
-           partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+           skip_blank: bool = False, partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
     start = offsets[partition_info["number"]] if partition_info else 0
-    return frame.assign(**{PARTITION: customer_partition(frame[id_column], n_partitions),
-                           ROW: start + np.arange(len(frame), dtype=np.int64)})
+    keyed = frame.assign(**{ROW: start + np.arange(len(frame), dtype=np.int64)}).set_index(ROW, drop=False)
+    if skip_blank:  # numbered first: the rows after a blank one keep their file line
+        keyed = skip_blank_rows(keyed[frame.columns]).join(keyed[[ROW]])
+    keyed.index = pd.RangeIndex(len(keyed))
+    return keyed.assign(**{PARTITION: customer_partition(keyed[id_column], n_partitions)})
 
 
 def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source",
-                          offsets: Sequence[int] | None = None) -> dd.DataFrame:
+                          offsets: Sequence[int] | None = None, skip_blank: bool = False) -> dd.DataFrame:
     """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*.
 
     ``offsets`` (the first row number of each input block, see :func:`block_offsets`) make every
     row remember its row number in the source, so validation reports the rows a user can find.
+    ``skip_blank``: rows with no value at all are skipped, as the local CSV reader skips them.
     """
     if id_column not in frame.columns:
         raise DataValidationError([Problem(what, id_column, "is missing (mapped to 'customer_id' in [data.columns]); "
                                            f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
     offsets = list(offsets) if offsets is not None else [block << 32 for block in range(frame.npartitions)]
-    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets,
+    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets, skip_blank,
                                  meta=_keyed(frame._meta, id_column, n_partitions))
     return keyed.set_index(PARTITION, divisions=(*range(n_partitions), n_partitions))
 
@@ -184,7 +219,7 @@ def block_offsets(frames: Sequence[dd.DataFrame]) -> list[list[int]]:
 def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     """One partition's rows back in source order, indexed by their row number in the source (as a
     full read would be), so the local functions see what they would see on one machine."""
-    if frame is None or not len(frame):
+    if frame is None:
         return None
     if ROW not in frame:
         return frame.reset_index(drop=True)
@@ -210,9 +245,10 @@ def read_dask_source(source: str, table: str, settings: Settings, what: str,
             return dd.read_parquet(str(path))
         if suffix.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
             compressed = suffix.endswith(".gz")
-            return dd.read_csv(str(path), sep="\t" if ".tsv" in suffix else ",", low_memory=False,
-                               blocksize=None if compressed else blocksize,
-                               compression="gzip" if compressed else None)
+            options = text_options(path, "\t" if ".tsv" in suffix else ",", settings)  # as the local reader
+            frame = dd.read_csv(str(path), **options, low_memory=False, blocksize=None if compressed else blocksize,
+                                compression="gzip" if compressed else None)
+            return frame.rename(columns=trimmed)
     except (ValueError, OSError) as exc:
         raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv, .parquet "
@@ -263,9 +299,27 @@ def read_partitioned(settings: Settings, n_partitions: int | None = None) -> Raw
     present = {name: f for name, f in frames.items() if f is not None}
     offsets = dict(zip(present, block_offsets(list(present.values())), strict=True))
     ids = d.columns.customer_id
-    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name])
+    frames = ids_as_declared(frames, ids)
+    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name],
+                                                                skip_blank=source_kind(getattr(d, name)) == "csv")
              for name, f in frames.items()}
     return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
+
+
+def ids_as_declared(frames: dict[str, dd.DataFrame | None], id_column: str) -> dict[str, dd.DataFrame | None]:
+    """Every table's ids as text when the local engine would compare them as text.
+
+    ``validate_tables`` decides per call, from the tables it is given, whether ids are compared
+    as numbers or as text (``compare_ids_as_text``); a partition may lack a table (no contacts
+    here), so the decision is made once from the sources' dtypes and the ids are made text
+    (``clean_ids``, as locally) before partitioning: every partition then decides the same.
+    """
+    present = {name: f for name, f in frames.items() if f is not None and id_column in f.columns}
+    if not compare_ids_as_text(f[id_column].dtype for f in present.values()):
+        return frames
+    as_text = {name: f.assign(**{id_column: f[id_column].map_partitions(clean_ids, True, meta=(id_column, "str"))})
+               for name, f in present.items()}
+    return {**frames, **as_text}
 
 
 # ---- per partition: validation and summaries ---------------------------------------------------
@@ -282,17 +336,22 @@ class Validated:
 
 def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
                        contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True) -> Validated:
-    """``validate_tables`` on one partition's rows, put back in source order first."""
+    """``validate_tables`` on one partition's rows, put back in source order first.
+
+    A configured table with no rows here is passed empty, not left out: events or contacts of
+    customers missing from the customers table are then reported as unknown, as locally.
+    """
     customers, events, contacts = (in_source_order(f) for f in (customers, events, contacts))
-    if customers is None and events is None:
+    if (customers is None or customers.empty) and (events is None or events.empty):
         return Validated(None)  # no customer hashed here
-    configured_events = settings.data.events and events is None
+    no_events = events is not None and events.empty
     try:
-        tables = validate_tables(customers, events, contacts, settings, source_names(settings),
-                                 require_label=require_label)
+        tables = validate_tables(customers, None if no_events else events, contacts, settings,
+                                 source_names(settings), require_label=require_label, kinds=source_kinds(settings),
+                                 part=True)
     except DataValidationError as exc:
         return Validated(None, exc.problems, _hint(exc))
-    if configured_events:  # customers without any event here: an empty, validated events table
+    if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
     return Validated(tables)
 
@@ -437,10 +496,11 @@ class GlobalFacts:
 
 
 def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
-                 schema: FeatureSchema | None = None) -> GlobalFacts:
-    """The decisions made once for all partitions (``schema`` given: reuse a trained model's)."""
+                 schema: FeatureSchema | None = None, end_date: pd.Timestamp | None = None) -> GlobalFacts:
+    """The decisions made once for all partitions (``schema`` given: reuse a trained model's;
+    ``end_date`` given: the data end of tables cut at an as-of date, as ``cut_at`` sets it)."""
     raise_problems(summaries)
-    end = global_end_date(summaries, settings)
+    end = global_end_date(summaries, settings) if end_date is None else end_date
     if schema is None:
         schema = infer_schema(schema_proxy(summaries, settings, end), settings)
     dropped: Counter[str] = Counter()
@@ -560,3 +620,37 @@ def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Tim
     facts, btyd_params = global_btyd(validated, as_of, settings, facts)
     build = dask.delayed(partition_snapshots, pure=True)
     return [build(v, as_of, settings, facts, with_labels, btyd_params) for v in validated], facts
+
+
+def cut_partition(part: Validated, end_date: pd.Timestamp, day: pd.Timestamp) -> Tables | None:
+    """One partition's tables as ``cut_at(tables, day)`` leaves the whole input's (``end_date``:
+    the whole input's data end)."""
+    return None if part.tables is None else cut_at(dataclasses.replace(part.tables, end_date=end_date), day)
+
+
+def _cut_validated(part: Validated, end_date: pd.Timestamp, day: pd.Timestamp) -> Validated:
+    return Validated(cut_partition(part, end_date, day))
+
+
+def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd.Timestamp | None = None
+                               ) -> tuple[list[Delayed], GlobalFacts, pd.Timestamp]:
+    """The ``build-features`` table on partitions: the tables cut at ``as_of`` when given (as
+    ``load_tables(settings, as_of)``), the schema inferred on them, features at ``as_of`` (default:
+    the day after the data end). Returns one delayed table per partition, the facts and the date."""
+    import dask
+
+    validated, summaries = validate_partitions(raw, settings)
+    end = None
+    if as_of is not None:
+        raise_problems(summaries)
+        as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
+        end = min(global_end_date(summaries, settings), as_of - pd.Timedelta(days=1))
+        cut = dask.delayed(_cut_validated, pure=True)
+        validated = list(dask.persist(*[cut(v, end, as_of) for v in validated]))
+        summarize = dask.delayed(summarize_partition, pure=True)
+        summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    facts = global_facts(summaries, settings, end_date=end)
+    day = as_of if as_of is not None else latest_as_of(Tables(pd.DataFrame(), None, None, facts.end_date))
+    facts, btyd_params = global_btyd(validated, [day], settings, facts)
+    build = dask.delayed(partition_snapshots, pure=True)
+    return [build(v, [day], settings, facts, False, btyd_params) for v in validated], facts, day

@@ -4,6 +4,12 @@ Category levels, kept and dropped attributes and the feature order are decided o
 training data, and stored with the model. Scoring applies them instead of re-inferring, so a
 level that appears next month becomes "missing" rather than a crash or a silently shifted code,
 and every partition of customers gets exactly the same columns.
+
+The model's input frame (features in this order, numbers as float64, categories with these
+levels) is built in one place: ``training.churn_model.model_frame``, the self-contained kernel the
+MLflow model also runs, so training, weekly scoring and the model server cannot disagree.
+(``features/`` may not import ``training/``; callers pass ``schema.features`` and
+``schema.categorical_levels``.)
 """
 
 from __future__ import annotations
@@ -13,12 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.io import write_json
-from churnflow.features.naming import known_levels
 from churnflow.features.spec import declared_features
 
 
@@ -116,22 +120,6 @@ class FeatureSchema:
                 "(e.g. a column or event type disappeared, or the feature windows changed); "
                 "retrain with `churnflow train` or restore the old settings."
             )
-
-    def to_model_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Select the model's features in training order with training dtypes.
-
-        Unseen category values become missing (XGBoost routes them down the default branch).
-        """
-        self.check_columns(frame)
-        out = {}
-        for name in self.features:
-            col = frame[name]
-            if name in self.categorical_levels:
-                levels = self.categorical_levels[name]
-                out[name] = known_levels(col, levels)
-            else:
-                out[name] = pd.to_numeric(col, errors="coerce").astype(np.float64)
-        return pd.DataFrame(out, index=frame.index)
 
 
 class SchemaMismatchError(ChurnflowError, ValueError):

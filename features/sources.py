@@ -8,6 +8,7 @@ comes back is the user's table with the user's column names; mapping and validat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -88,19 +89,50 @@ def _text_encoding(path: Path, encoding: str) -> str:
 
 
 def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
-    """A CSV/TSV with the id column as text, a byte-order mark (Excel) honoured, header names
-    trimmed, rows with no value at all skipped, and a semicolon-separated export (European Excel) read as such when its header says so."""
+    """A CSV/TSV read with :func:`text_options`, header names trimmed, and rows with no value at
+    all skipped (``skip_blank_rows``)."""
+    frame = pd.read_csv(path, **text_options(path, sep, settings), low_memory=False)
+    return skip_blank_rows(frame.rename(columns=trimmed))
+
+
+def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
+    """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
+    byte-order mark (Excel) honoured, and a file separated by ``;`` (European Excel), tabs or
+    ``|`` read as such when its header line says so."""
     encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
-    if len(header) == 1 and ";" in str(header[0]):
-        sep = ";"
-        header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    if len(header) == 1:  # another separator than the name says: the header line tells which
+        found = [c for c in (";", "\t", "|", ",") if c != sep and c in str(header[0])]
+        if found:
+            sep = found[0]
+            header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
+    _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
-    frame = pd.read_csv(path, sep=sep, dtype=ids, encoding=encoding, low_memory=False)
-    frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
-    # Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like blank
-    # lines, keeping the index, so every message still cites the right file line.
+    return {"sep": sep, "dtype": ids, "encoding": encoding}
+
+
+def trimmed(column: Any) -> Any:
+    """A header name without surrounding blanks (exports often pad them)."""
+    return column.strip() if isinstance(column, str) else column
+
+
+def skip_blank_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of nothing but separators (",,,", Excel's trailing lines) hold no data: skipped like
+    blank lines, keeping the index, so every message still cites the right file line."""
     return frame.dropna(how="all")
+
+
+def _no_repeated_names(path: Path, sep: str, encoding: str) -> None:
+    """Two columns of one name: pandas would rename the second (``amount.1``) and churnflow would
+    silently use the first. Refused with both positions."""
+    names = [str(n).strip() for n in pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+                                                 dtype=str).iloc[0].tolist()]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen and name not in ("", "nan"):
+            raise SourceError(f"{path.name} has two columns named {name!r} (columns {seen[name]} and {position} "
+                              "of the header line); rename or delete one")
+        seen[name] = position
 
 
 def _read_sql(url: str, table: str, what: str) -> pd.DataFrame:

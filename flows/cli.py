@@ -49,6 +49,10 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted
+    # XGBoost's OpenMP threads spin-wait between parallel regions by default: on a shared or busy
+    # machine the spinning threads take the cores the work needs (training several times slower).
+    # Set before any command imports xgboost (the OpenMP runtime reads it when it loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _quiet_tuning() -> None:

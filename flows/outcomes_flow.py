@@ -41,6 +41,7 @@ def outcomes_result(outcomes: Outcomes) -> dict[str, Any]:
     rows = [{"as_of": c["as_of"], "closed": True, "model_version": c.get("model_version"),
              "predicted": c.get("predicted_churn_rate"), "realised": c.get("realised_churn_rate"),
              "roc_auc": c["model_quality"].get("roc_auc"), "lift": c["model_quality"].get("list_lift"),
+             "effect": c["campaign"].get("difference"), "effect_ci95": c["campaign"].get("difference_ci95"),
              "verdict": c["campaign"].get("verdict")} for c in outcomes.cards]
     rows += [{"as_of": e["as_of"], "closed": False,
               "predicted": (e.get("estimate_before_horizon") or {}).get("churn_rate"),

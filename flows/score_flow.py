@@ -3,17 +3,24 @@
 The recipe of a week's outputs lives in ``serving/weekly.py``; here each step that deserves its
 own state gets a task: reading and loading the model may be retried (transient I/O), scoring
 and publishing are one task each so a failed run shows which of them failed and why.
+
+With ``[compute] engine = "dask"`` the week is scored by one task on the cluster
+(``DaskTaskRunner``, ``flows.engine``) with ``serving.partitioned.score_week_partitioned``; the
+outputs are the local engine's, and publishing is the same atomic step in the flow's process.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
+from churnflow.features.partitioned import read_partitioned
 from churnflow.features.settings import Settings
+from churnflow.flows.engine import dask_task_runner, engine_client
 from churnflow.flows.outcomes_flow import outcomes_task
 from churnflow.flows.summaries import reason_phrases
 from churnflow.flows.tasks import (
@@ -26,9 +33,11 @@ from churnflow.flows.tasks import (
     validate_task,
 )
 from churnflow.serving.outcomes import Outcomes
+from churnflow.serving.partitioned import score_week_partitioned
 from churnflow.serving.publish import (
     ListTable,
     publish_week,
+    published_folders,
     read_holdouts,
     read_previous_list,
     standard_writers,
@@ -67,13 +76,51 @@ def publish_task(settings: Settings, outputs: WeeklyOutputs) -> str:
     return str(publish_week(settings.output_dir, outputs.as_of, files, table))
 
 
+@task(name="score-week-on-dask", **task_options)
+def score_week_dask_task(settings: Settings, as_of: pd.Timestamp | None, bundle: ModelBundle, version: str,
+                         force: bool) -> WeeklyOutputs:
+    """The week scored on the cluster, partition by partition (``serving.partitioned``); runs on
+    a worker through the ``DaskTaskRunner`` and drives the cluster with the runner's client."""
+    with engine_client():
+        raw = read_partitioned(settings)
+        outputs = score_week_partitioned(raw, as_of, bundle, version, settings, force=force,
+                                         previous_list=partial(read_previous_list, settings.output_dir),
+                                         earlier_holdouts=partial(read_holdouts, settings.output_dir))
+    if published_folders(settings.output_dir):
+        get_run_logger().warning("report cards of earlier lists (outcomes, decay alarm) are not computed on the "
+                                 "Dask engine yet: run `churnflow outcomes` with [compute] engine = \"local\"")
+    for warning in outputs.warnings:
+        get_run_logger().warning(warning)
+    get_run_logger().info("scored %d customers in %d partition(s) on the Dask engine; %d on the list",
+                          len(outputs.scores), outputs.n_partitions, len(outputs.priority_list))
+    return outputs
+
+
+@flow(name="score-on-dask", flow_run_name=run_name("score-on-dask"), validate_parameters=False)
+def score_on_dask_flow(settings: Settings, as_of: str | None, model_version: str | None,
+                       force: bool) -> dict[str, Any]:
+    """``score_flow`` on the Dask engine (its task runner is set from ``[compute]``)."""
+    bundle, version = load_model_task(settings, model_version)
+    outputs = score_week_dask_task.submit(settings, parse_as_of(as_of), bundle, version, force).result()
+    folder = publish_task(settings, outputs)  # here, in the flow's process: the folder and DB are its own
+    get_run_logger().info("published %s", folder)
+    reasons = outputs.summary.get("top_reasons_listed") or {}
+    return {"folder": folder, "as_of": str(outputs.as_of.date()), "summary": outputs.summary,
+            "reason_phrases": reason_phrases(bundle.schema, reasons)}
+
+
 @flow(name="score", flow_run_name=run_name("score"), validate_parameters=True)
 def score_flow(config: str | None = None, as_of: str | None = None, model_version: str | None = None,
                force: bool = False) -> dict[str, Any]:
     """Publish the retention-priority list as of ``as_of`` (default: computed when the run starts)."""
     settings = settings_task(config)
+    if settings.compute.engine == "dask":
+        on_dask = score_on_dask_flow.with_options(task_runner=dask_task_runner(settings))
+        return on_dask(settings, as_of, model_version, force)
     raw = read_sources_task(settings)
     tables = validate_task(settings, raw, require_label=False)  # scoring needs no churn flag
+    if as_of:
+        check_as_of(tables, parse_as_of(as_of))  # a user's date after the data: said, not scored
     day = scoring_date(tables, parse_as_of(as_of))
     bundle, version = load_model_task(settings, model_version)
     outcomes = outcomes_task(settings, tables)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -156,18 +157,31 @@ def _pct(value: Any) -> str:
     return "" if value is None else f"{float(value):.1%}"
 
 
+def _effect(row: dict[str, Any]) -> str:
+    if row.get("effect") is None:
+        return "n/a" if row["closed"] else ""
+    lo, hi = row["effect_ci95"]
+    return f"{row['effect'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
 def print_outcomes(console: Console, result: dict[str, Any]) -> None:
-    """One row per published list: predicted vs realised churn, realised ROC-AUC, the campaign's verdict."""
-    table = Table(title="report cards of the published lists (estimates until a list's horizon has passed)")
-    for col in ("as of", "model", "predicted churn", "realised churn", "ROC-AUC", "lift", "campaign"):
-        table.add_column(col)
+    """One row per published list: predicted vs realised churn, realised ROC-AUC and lift, the
+    campaign's effect with its 95 % interval; then each closed list's verdict in words."""
+    table = Table(title="report cards of the published lists", box=box.SIMPLE_HEAD,
+                  caption="v: model version; AUC: ROC-AUC (* estimated, horizon open); effect in percentage points",
+                  pad_edge=False)
+    for col in ("as of", "v", "predicted", "realised", "AUC", "lift", "effect [95 %]"):
+        table.add_column(col, no_wrap=True)
     for row in result["lists"]:
         closed = row["closed"]
         table.add_row(row["as_of"], str(row.get("model_version") or ""), _pct(row.get("predicted")),
-                      _pct(row.get("realised")) if closed else "(horizon open)",
-                      ("" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}") + ("" if closed else " est."),
-                      "" if row.get("lift") is None else f"{row['lift']:.2f}", escape(str(row.get("verdict") or "")))
+                      _pct(row.get("realised")) if closed else "open",
+                      ("" if row.get("roc_auc") is None else f"{row['roc_auc']:.3f}") + ("" if closed else "*"),
+                      "" if row.get("lift") is None else f"{row['lift']:.2f}", _effect(row))
     console.print(table)
+    for row in result["lists"]:
+        if row["closed"]:
+            console.print(f"{row['as_of']}: {escape(str(row.get('verdict') or ''))}")
     if result["written"]:
         console.print(f"new report cards (outcome.json): {', '.join(result['written'])}")
     alarm = result["alarm"]

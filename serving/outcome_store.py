@@ -6,8 +6,9 @@ under ``serving.output_dir``:
 * a card already written (``outcome.json``) is read back, never recomputed: it records what was
   known when the horizon closed, and later corrections of the data must not rewrite history;
 * a list whose horizon has passed in today's data gets its card now (``scores.parquet`` with each
-  customer's status, the tables cut to ``[T, T + H)``), written atomically and once, then logged
-  to MLflow on the model version that produced the list;
+  customer's status, the tables cut to ``[T, T + H)``), logged to MLflow on the model version
+  that produced the list, then written atomically and once (in that order: a failed log leaves
+  no card behind, so the next run tries both again; a card already logged is not logged twice);
 * a list whose horizon is still open keeps the label-free estimate its ``summary.json`` recorded
   when it was published.
 
@@ -15,7 +16,7 @@ MLflow: each model version gets one run, ``outcomes-v<version>`` (tag ``churnflo
 in the configured experiment; each card's metrics are logged there with the list's as-of date as
 the step (days since 1970-01-01) and the version's logged-model id, so the model's page and the
 run's charts show its realised record over time. The version carries the run's id as tag
-``outcomes_run_id``. A card already logged (its step present) is not logged again.
+``outcomes_run_id`` and its latest realised ROC-AUC as tags ``realised_roc_auc`` / ``realised_as_of``. A card already logged (its step present) is not logged again.
 """
 
 from __future__ import annotations
@@ -78,10 +79,10 @@ def update_outcomes(settings: Settings, tables: Tables, before: pd.Timestamp | N
                               "estimate_before_horizon": summary.get("estimate_before_horizon")})
             continue
         card = list_card(pd.read_parquet(folder / "scores.parquet"), summary, tables, days, definition)
+        if log_to_mlflow:  # first: a failed log leaves no card, so the next run logs and writes it
+            log_card(settings, card)
         if write_outcome_once(folder, card):
             written.append(folder.name)
-            if log_to_mlflow:
-                log_card(settings, card)
         cards.append(_read_json(folder / OUTCOME_FILE))
     return Outcomes(cards=cards, estimates=estimates, written=written,
                     alarm=latest_version_alarm(cards, settings.serving.decay_alarm_drop))
@@ -119,7 +120,18 @@ def log_card(settings: Settings, card: Mapping[str, Any]) -> str | None:
                for key, value in sorted(realised_metrics(card).items())]
     metrics.append(Metric(LOGGED_MARK, float(card["n_scored"]), stamp, step, model_id=model_version.model_id))
     client.log_batch(run_id, metrics=metrics)
+    _tag_latest(client, name, str(version), card)
     return run_id
+
+
+def _tag_latest(client: Any, name: str, version: str, card: Mapping[str, Any]) -> None:
+    """The registry page of a version shows its latest realised ROC-AUC and the list it came from."""
+    current = client.get_model_version(name, version).tags.get("realised_as_of", "")
+    if card["as_of"] < current:
+        return
+    auc = card["model_quality"].get("roc_auc")
+    client.set_model_version_tag(name, version, "realised_as_of", card["as_of"])
+    client.set_model_version_tag(name, version, "realised_roc_auc", "" if auc is None else f"{auc:.4f}")
 
 
 def _outcomes_run(client: Any, exp_id: str, name: str, version: str) -> str:

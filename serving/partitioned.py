@@ -14,25 +14,40 @@ below them can slip onto the list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from churnflow.features.btyd import Histories, fit_histories
+from churnflow.features.build import btyd_histories, with_btyd_params
+from churnflow.features.contracts import Tables
 from churnflow.features.labels import active_customers
 from churnflow.features.partitioned import (
     RawPartitions,
-    Validated,
+    cut_partition,
+    global_end_date,
     raise_problems,
+    sorted_by_customer,
     validate_partitions,
+    worker_loss_as_error,
 )
 from churnflow.features.profile import combine_counts, psi_from_counts
+from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
+from churnflow.serving.outcomes import Outcomes
 from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
-from churnflow.serving.score import score_partition
+from churnflow.serving.score import (
+    ScoreResult,
+    no_active_customers,
+    partition_tables,
+    score_partition,
+)
+from churnflow.serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
 from churnflow.training.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -76,58 +91,158 @@ class PartitionScores:
     candidates: pd.DataFrame | None = None
 
 
-def score_validated_partition(part: Validated, as_of: pd.Timestamp, bundle: ModelBundle,
-                              settings: Settings) -> PartitionScores:
+def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: ModelBundle,
+                          settings: Settings) -> PartitionScores:
     """``score_partition`` on one partition's active customers, plus its list candidates."""
-    if part.tables is None:
+    if tables is None:
         return PartitionScores()
     as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
-    ids = active_customers(part.tables, as_of, settings.churn.min_tenure_days,
+    ids = active_customers(tables, as_of, settings.churn.min_tenure_days,
                            require_history=settings.churn.definition != "label" or bundle.schema.has_events)
     if not len(ids):
         return PartitionScores()
     ids = pd.Index(np.sort(np.asarray(ids)))  # the order the local engine scores in
-    rows, counts = score_partition(part.tables, ids, as_of, bundle, settings)
-    return PartitionScores(rows, counts, partition_candidates(rows, settings, part.tables.contacts, as_of))
+    rows, counts = score_partition(tables, ids, as_of, bundle, settings)
+    return PartitionScores(rows, counts, partition_candidates(rows, settings, tables.contacts, as_of))
 
 
-@dataclass
-class PartitionedScores:
-    parts: list[Delayed]
-    """``PartitionScores`` per partition, kept on the workers (:func:`score_rows` for the rows)."""
-    drift: pd.DataFrame
-    candidates: pd.DataFrame
-    """Every row that can make this week's list, ranked: ``build_priority_list`` input."""
-    n_scored: int
+def _histories(tables: Tables | None, day: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> Histories:
+    return Histories.merge([]) if tables is None else btyd_histories(tables, day, settings, schema)
 
 
-def score_partitioned(raw: RawPartitions, as_of: pd.Timestamp, bundle: ModelBundle,
-                      settings: Settings) -> PartitionedScores:
-    """Weekly scoring on the Dask engine: validate, score and count per partition; merge the
-    drift counts and the list candidates once. The score rows stay on the workers."""
+def bundle_for_date_partitioned(bundle: ModelBundle, cut: Sequence[Delayed], day: pd.Timestamp,
+                                settings: Settings) -> ModelBundle:
+    """``serving.weekly.bundle_for_date`` on partitions: re-scoring a week before the model's
+    BG/NBD fit date fits the parameters once on every partition's histories (they add up)."""
+    import dask
+
+    fitted_at = bundle.schema.btyd.get("as_of") if bundle.schema.btyd else None
+    if fitted_at is None or day >= pd.Timestamp(fitted_at):
+        return bundle
+    collect = dask.delayed(_histories, pure=True)
+    histories = dask.compute(*[collect(t, day, settings, bundle.schema) for t in cut])
+    return replace(bundle, schema=with_btyd_params(bundle.schema, day, fit_histories(Histories.merge(histories))))
+
+
+def score_partitions(cut: Sequence[Delayed], day: pd.Timestamp, bundle: ModelBundle, settings: Settings,
+                     end_date: pd.Timestamp) -> tuple[ScoreResult, pd.DataFrame]:
+    """Every partition scored on the workers: all score rows (ordered by customer, as the local
+    engine's), the merged drift, and the ranked candidates for this week's list."""
+    import dask
+
+    model = dask.delayed(bundle, pure=True)  # shipped once, not once per partition
+    score = dask.delayed(score_table_partition, pure=True)
+    parts = dask.compute(*[score(t, day, model, settings) for t in cut])
+    if not sum(0 if p.rows is None else len(p.rows) for p in parts):
+        raise no_active_customers(day, end_date)
+    drift = (psi_from_counts(bundle.reference, combine_counts(p.counts for p in parts if p.counts),
+                             settings.serving.drift_warn_psi, settings.serving.drift_fail_psi)
+             if bundle.reference else pd.DataFrame(columns=["feature", "psi", "status"]))
+    scored = sorted_by_customer([p.rows for p in parts])
+    return ScoreResult(scored, drift, len(cut)), merge_candidates(p.candidates for p in parts)
+
+
+def _list_rows(tables: Tables | None, ids: pd.Index) -> Tables | None:
+    """The rows of the customers who can make the list, and every contact (suppression)."""
+    if tables is None:
+        return None
+    return replace(partition_tables(tables, ids), contacts=tables.contacts)
+
+
+def list_tables(cut: Sequence[Delayed], ids: pd.Index, end_date: pd.Timestamp) -> Tables:
+    """One small ``Tables`` for the list step: the candidates' rows from every partition, and all
+    contacts back in source order (each partition keeps their source row numbers as index)."""
+    import dask
+
+    pick = dask.delayed(_list_rows, pure=True)
+    parts = [t for t in dask.compute(*[pick(t, ids) for t in cut]) if t is not None]
+
+    def joined(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+        present = [f for f in frames if f is not None]
+        return pd.concat(present) if present else None
+
+    customers = joined([t.customers for t in parts]).reset_index(drop=True)
+    events = joined([t.events for t in parts])
+    contacts = joined([t.contacts for t in parts])
+    return Tables(customers=customers, events=None if events is None else events.reset_index(drop=True),
+                  contacts=None if contacts is None else contacts.sort_index(kind="stable"), end_date=end_date)
+
+
+def merged_fingerprint(prints: Sequence[dict[str, Any]], end_date: pd.Timestamp) -> dict[str, Any]:
+    """``Tables.fingerprint`` of the whole input from the partitions': the same row counts and
+    date ranges as the local engine's; the content hashes combine the partitions' hashes (in
+    partition order), so they tell two inputs apart but differ from the local engine's."""
+    out: dict[str, Any] = {"end_date": end_date.date().isoformat()}
+    for key in dict.fromkeys(k for p in prints for k in p if k != "end_date"):
+        values = [p[key] for p in prints if key in p]
+        if key.endswith("_rows"):
+            out[key] = sum(values)
+        elif key.endswith("_from"):
+            out[key] = min((v for v in values if v), default="")
+        elif key.endswith("_to"):
+            out[key] = max((v for v in values if v), default="")
+        else:
+            out[key] = hashlib.sha256("".join(values).encode()).hexdigest()[:16]
+    return out
+
+
+def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
+                           model_version: str, settings: Settings, *,
+                           previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None = None,
+                           force: bool = False, model_name: str | None = None,
+                           earlier_holdouts: Mapping[str, Iterable[object]] | Callable[[pd.Timestamp], Mapping[
+                               str, Iterable[object]]] | None = None,
+                           outcomes: Outcomes | None = None) -> WeeklyOutputs:
+    """``serving.weekly.score_week`` on the Dask engine, with the same outputs.
+
+    Per partition on the workers: validation, the cut at the as-of date, the model-input check,
+    scoring and drift counts. Once, on the client: the data end and as-of date, the drift and
+    the list. Reasons are computed for the customers who can make the list only, from their rows
+    gathered from the partitions; every score row comes back for ``scores.parquet``.
+    ``previous_list`` and ``earlier_holdouts`` may be functions of the as-of date
+    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read.
+    """
+    with worker_loss_as_error("weekly scoring"):
+        return _score_week_partitioned(raw, as_of, bundle, model_version, settings, previous_list=previous_list,
+                                       force=force, model_name=model_name, earlier_holdouts=earlier_holdouts,
+                                       outcomes=outcomes)
+
+
+def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundle: ModelBundle,
+                            model_version: str, settings: Settings, *,
+                            previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None,
+                            force: bool, model_name: str | None, earlier_holdouts: Any,
+                            outcomes: Outcomes | None) -> WeeklyOutputs:
     import dask
 
     validated, summaries = validate_partitions(raw, settings, require_label=False)
     raise_problems(summaries)
-    model = dask.delayed(bundle, pure=True)  # shipped once, not once per partition
-    score = dask.delayed(score_validated_partition, pure=True)
-    parts = list(dask.persist(*[score(v, as_of, model, settings) for v in validated]))
-    small = dask.compute(*[dask.delayed(_summary, pure=True)(p) for p in parts])
-    n_scored = sum(n for n, _, _ in small)
-    if not n_scored:
-        raise ValueError(f"no active customers at {pd.Timestamp(as_of).date()}: check the as-of date and the data")
-    drift = (psi_from_counts(bundle.reference, combine_counts(c for _, c, _ in small if c),
-                             settings.serving.drift_warn_psi, settings.serving.drift_fail_psi)
-             if bundle.reference else pd.DataFrame(columns=["feature", "psi", "status"]))
-    return PartitionedScores(parts, drift, merge_candidates(c for _, _, c in small), n_scored)
+    end = global_end_date(summaries, settings)
+    day = scoring_date(Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end), as_of)
+    cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
+    cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
+    check = dask.delayed(_check_model_inputs, pure=True)
+    dask.compute(*[check(t, bundle.schema, settings) for t in cut])  # raises the first partition's refusal
+    del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
+    bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
+    result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
+    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
+    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
+    if callable(previous_list):
+        previous_list = previous_list(day)
+    if callable(earlier_holdouts):
+        earlier_holdouts = earlier_holdouts(day)
+    return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
+                        previous_list=previous_list, force=force, model_name=model_name,
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
 
 
-def _summary(part: PartitionScores) -> tuple[int, dict[str, list[int]], pd.DataFrame | None]:
-    return (0 if part.rows is None else len(part.rows)), part.counts, part.candidates
+def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings) -> None:
+    """``check_model_inputs`` on one partition (its "mostly not numbers" rule then counts that
+    partition's values: a column bad in one partition only is refused, locally it may pass)."""
+    if tables is not None:
+        check_model_inputs(tables, schema, settings)
 
 
-def score_rows(parts: list[Delayed]) -> list[Delayed]:
-    """The score rows of each partition (for ``features.partitioned.write_parts``)."""
-    import dask
-
-    return [dask.delayed(getattr, pure=True)(p, "rows") for p in parts]
+def _fingerprint(tables: Tables | None) -> dict[str, Any]:
+    return {} if tables is None else tables.fingerprint()

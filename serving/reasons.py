@@ -252,7 +252,7 @@ def reasons_reference(
 ) -> pd.DataFrame:
     """The plain way, for the benchmark only: shap's TreeExplainer plus per-row formatting.
 
-    ``model_frame`` is the model's input (``schema.to_model_frame``); phrases are rendered from
+    ``model_frame`` is the model's input (``training.churn_model.model_frame``); phrases are rendered from
     ``features``. Same output columns as :func:`top_reasons`.
     """
     import shap

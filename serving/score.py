@@ -122,10 +122,7 @@ def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, se
         )
         customer_ids = _without_flagged_churners(tables, customer_ids, settings)
     if not len(customer_ids):
-        raise NoActiveCustomersError(
-            f"no active customers at {as_of.date()}: nobody has a history before that date or every "
-            f"customer churned before it (data end {tables.end_date.date()}). Check --as-of / "
-            "data.end_date and that the sources are the ones you meant.")
+        raise no_active_customers(as_of, tables.end_date)
     frames, counts = [], []
     n_parts = 0
     for ids, part in iter_partitions(tables, customer_ids, settings.serving.chunk_size):
@@ -196,6 +193,13 @@ def drift_gate(drift: pd.DataFrame, settings: Settings, force: bool) -> list[str
 
 class NoActiveCustomersError(ChurnflowError, ValueError):
     """Nobody to score at the as-of date (an as-of before the data, or the wrong sources)."""
+
+
+def no_active_customers(as_of: pd.Timestamp, end_date: pd.Timestamp) -> NoActiveCustomersError:
+    return NoActiveCustomersError(
+        f"no active customers at {as_of.date()}: nobody has a history before that date or every "
+        f"customer churned before it (data end {end_date.date()}). Check --as-of / "
+        "data.end_date and that the sources are the ones you meant.")
 
 
 class DriftRefusedError(ChurnflowError, RuntimeError):

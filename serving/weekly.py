@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from churnflow.features.build import latest_as_of, parse_number_text, with_btyd_fitted
-from churnflow.features.contracts import Tables, check_as_of, cut_at, source_names
+from churnflow.features.contracts import Tables, cut_at, source_names
 from churnflow.features.schema import FeatureSchema, SchemaMismatchError
 from churnflow.features.settings import Settings
 from churnflow.serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
@@ -27,6 +27,7 @@ from churnflow.serving.outcomes import Outcomes, expected_performance, outcome_g
 from churnflow.serving.priority import build_summary, team_list
 from churnflow.serving.report import render_report
 from churnflow.serving.score import (
+    ScoreResult,
     drift_gate,
     priority_list_with_reasons,
     score_customers,
@@ -64,7 +65,6 @@ def scoring_date(tables: Tables, as_of: pd.Timestamp | None) -> pd.Timestamp:
     """The as-of date of a run: the given one, else the day after the data end (or today)."""
     if as_of is None:
         return latest_as_of(tables)
-    check_as_of(tables, as_of)
     return pd.Timestamp(as_of).normalize().as_unit("ns")
 
 
@@ -174,6 +174,19 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     check_model_inputs(tables, bundle.schema, settings)
     bundle = bundle_for_date(bundle, tables, day, settings)
     result = score_customers(tables, day, bundle, settings)
+    return week_outputs(result, tables, day, bundle, model_version, settings, tables.fingerprint(),
+                        previous_list=previous_list, force=force, model_name=model_name,
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+
+
+def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle: ModelBundle, model_version: str,
+                 settings: Settings, fingerprint: dict[str, Any], *, previous_list: pd.DataFrame | None = None,
+                 force: bool = False, model_name: str | None = None,
+                 earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
+                 outcomes: Outcomes | None = None) -> WeeklyOutputs:
+    """The week's outputs from every customer's scores: drift gate, list with reasons, summary,
+    report. ``tables`` (cut at ``day``) need only hold the rows of the customers who can make
+    the list and every contact: the Dask engine passes just those, gathered from its partitions."""
     warnings = drift_gate(result.drift, settings, force)
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
@@ -185,7 +198,7 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     extra = {
         "model_name": model_name or settings.tracking.model_name,
         "model_version": str(model_version),
-        "input_fingerprint": tables.fingerprint(),
+        "input_fingerprint": fingerprint,
         "warnings": warnings,
         "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
         "horizon_days": settings.churn.horizon_days,

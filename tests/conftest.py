@@ -63,3 +63,29 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local Dask cluster for the whole session: two single-thread workers as threads of this
+    process (real scheduler, real shuffles; no process start-up on a small shared machine), closed
+    at the end whatever happened. Short comm timeouts: a broken cluster fails, it does not hang."""
+    pytest.importorskip("distributed")
+    import dask
+
+    from churnflow.features.partitioned import dask_client
+    from churnflow.features.settings import ComputeSettings
+
+    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
+                              local_directory=str(tmp_path_factory.mktemp("dask")))
+    with dask.config.set({"distributed.comm.timeouts.connect": "10s", "distributed.comm.timeouts.tcp": "30s"}), \
+            dask_client(compute, processes=False) as client:
+        yield client
+
+
+@pytest.fixture
+def dask_session(dask_cluster: object) -> object:
+    """The session's Dask client, checked before each test: a cluster left broken by an earlier
+    failure (lost workers) fails this test at once instead of hanging it."""
+    dask_cluster.wait_for_workers(2, timeout=120)  # type: ignore[attr-defined]
+    return dask_cluster

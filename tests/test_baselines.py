@@ -13,6 +13,7 @@ from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import model_frame
 from churnflow.training.evaluate import (
     LOGISTIC_ALL_C,
     SHALLOW_XGBOOST_ROUNDS,
@@ -78,7 +79,7 @@ def test_logistic_on_all_features_encodes_categories_logs_and_missing_values(spl
     assert auc_all > 0.8 > auc_rfm + 0.2
 
     # It is the fixed-C logistic regression on that encoding (what scikit-learn fits on it).
-    frame = SCHEMA.to_model_frame(train)
+    frame = model_frame(train, SCHEMA.features, SCHEMA.categorical_levels)
     reference = LogisticRegression(C=LOGISTIC_ALL_C, max_iter=2000).fit(linear.encode(frame), train["label"])
     np.testing.assert_allclose(linear.coef, reference.coef_[0], rtol=1e-4, atol=1e-6)
 

@@ -180,3 +180,16 @@ def test_an_unwritable_output_folder_is_the_users_to_fix(churnflow, tmp_path: Pa
     assert "a bug" not in out and blocker.read_text() == "not a folder"
     assert not transient_only(None, None, SimpleNamespace(data=PermissionError(errno.EACCES, "Permission denied")))
     assert not transient_only(None, None, SimpleNamespace(data=OSError(errno.ENOSPC, "No space left on device")))
+
+
+def test_entry_point_keeps_openmp_threads_from_spinning(churnflow, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set at the program's entry (before xgboost loads), unless the user chose a policy."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for f in (CORPUS / "pii_misspelt").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

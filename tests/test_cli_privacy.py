@@ -38,9 +38,25 @@ def _written_text(root: Path) -> dict[str, str]:
     return blobs
 
 
+def _prefect_console_to_current_stderr() -> None:
+    """An earlier test's CLI run left Prefect's console handlers writing to its closed stream
+    ("--- Logging error ---" tracebacks): point them at this test's stderr."""
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.console.file = sys.stderr
+
+
 def test_privacy_settings_are_checked_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(cli, "console", Console(width=400, color_system=None))
+    _prefect_console_to_current_stderr()
     for name in [n for n in os.environ if n.startswith("CHURNFLOW_")]:
         monkeypatch.delenv(name)
     config = write_project(tmp_path, n_customers=700, seed=5)

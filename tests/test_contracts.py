@@ -758,3 +758,12 @@ def test_settings_naming_missing_columns_suggest_the_closest() -> None:
     assert "'plna' is missing (features.exclude names it); did you mean 'plan'?" in msg
     assert "'fee' is missing (features.value_column names it)" in msg
     assert "0 row(s)" not in msg
+
+
+def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
+    from churnflow.features.contracts import AsOfError, check_as_of
+
+    tables = validate_tables(_customers(), _events(), None, _settings())
+    check_as_of(tables, pd.Timestamp("2020-02-05"))  # the day after the last event: fine
+    with pytest.raises(AsOfError, match=r"--as-of 2030-01-01 is after the end of the data \(2020-02-04.*use 2020-02-05"):
+        check_as_of(tables, pd.Timestamp("2030-01-01"))

@@ -1,15 +1,14 @@
 """The Dask engine gives the local engine's results: same features, labels, schema, list cut.
 
-One local cluster of two single-thread workers serves the whole module (threads of this
-process: the machine running the suite is small and shared; real scheduling and shuffles all
-the same); every result is compared with the local engine's on the same data.
+One local cluster of two single-thread workers serves the whole session (``dask_cluster`` in
+conftest: threads of this process, the machine running the suite is small and shared; real
+scheduling and shuffles all the same); every result is compared with the local engine's on the same data.
 Skipped without the extra: ``pip install churnflow[dask]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +34,20 @@ from churnflow.features.partitioned import (
 from churnflow.features.settings import ComputeSettings, Settings, load_settings
 from churnflow.serving.partitioned import merge_candidates, partition_candidates
 from churnflow.serving.priority import build_priority_list
+from churnflow.training.churn_model import model_frame
 from tests.conftest import write_project
 
 pytestmark = [
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(300),  # a lost cluster fails the test, the next one checks it first
     # dask's Parquet reader on pandas 3.1 (dask 2026.8): not ours to fix
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
 ]
 AS_OF = [pd.Timestamp("2026-05-01"), pd.Timestamp("2026-06-01")]
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
-                              local_directory=str(tmp_path_factory.mktemp("dask")))
-    with dask.config.set({"distributed.comm.timeouts.connect": "30s"}), dask_client(compute, processes=False) as c:
-        yield c
+@pytest.fixture
+def client(dask_session: object) -> object:
+    return dask_session
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +84,23 @@ def test_features_and_labels_equal_the_local_engine(client: object, project: Set
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-@pytest.mark.parametrize("with_customers_table", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 11, open: the Dask reader does not yet follow the new input contracts (settings "
-        "checked against a customers table that is absent)"))),
-])
+@pytest.mark.parametrize("cut", [None, pd.Timestamp("2026-08-15")])  # the features command's --as-of
+def test_feature_table_equals_the_features_command_s(client: object, project: Settings, cut: object) -> None:
+    from churnflow.features.build import build_features
+    from churnflow.features.partitioned import build_features_partitioned
+    from churnflow.serving.weekly import scoring_date
+
+    tables = load_tables(project, as_of=cut)
+    day = scoring_date(tables, cut)
+    schema = infer_schema(tables, project)
+    expected = build_features(tables, day, project, schema)
+    parts, facts, got_day = build_features_partitioned(read_partitioned(project, 8), project, cut)
+    assert (got_day, facts.end_date, facts.schema) == (day, tables.end_date, schema)
+    assert expected["customer_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(sorted_by_customer(dask.compute(*parts)), expected, check_exact=True)
+
+
+@pytest.mark.parametrize("with_customers_table", [True, False])
 def test_partitions_without_customers_or_without_events(client: object, tmp_path: Path,
                                                          with_customers_table: bool) -> None:
     from churnflow.features.demo import generate_demo_data, write_demo_data
@@ -106,12 +114,33 @@ def test_partitions_without_customers_or_without_events(client: object, tmp_path
     write_demo_data(data, tmp_path / "data")
     if not with_customers_table:  # customers are then the ids seen in the events
         settings.data.customers = ""
-        settings.data.columns.churn_time = ""  # (the local engine refuses it without a customers table)
+        # settings naming customers-table columns are refused without that table (both engines)
+        settings.data.columns.churn_time = settings.features.value_column = ""
+        settings.data.columns.pii = []
     expected, expected_schema = local_snapshots(settings)
     assert expected["customer_id"].isin(silent).any() == with_customers_table  # scored without any event
     got, schema = dask_snapshots(settings, 16)
     assert schema == expected_schema
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_events_of_an_unknown_customer_in_a_partition_without_customers_are_reported(
+        client: object, tmp_path: Path) -> None:
+    from churnflow.features.demo import generate_demo_data, write_demo_data
+
+    data = generate_demo_data(40, seed=3)
+    assert not (customer_partition(data.customers["customer_id"], 16) == 4).any()  # partition 4 holds no customer
+    stranger = next(i for i in range(10**6, 10**6 + 1000) if customer_partition(pd.Series([i]), 16)[0] == 4)
+    data = dataclasses.replace(data, events=pd.concat([data.events, data.events.iloc[:2].assign(customer_id=stranger)],
+                                                      ignore_index=True))
+    write_demo_data(data, tmp_path / "data")
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, 16)
+    assert "unknown customer" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)
 
 
 def test_drift_bin_counts_add_up_across_partitions(client: object, project: Settings, local: tuple) -> None:
@@ -166,9 +195,6 @@ def write_folder(frame: pd.DataFrame, folder: Path, n_files: int) -> Path:
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 11, open: the Dask reader reads CSV ids as numbers; the local engine keeps them as text "
-    "exactly as written (issue 10)"))
 def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: object, project: Settings, local: tuple,
                                                     tmp_path: Path) -> None:
     import sqlalchemy as sa
@@ -184,6 +210,7 @@ def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: objec
     settings.data.events = str(write_folder(data["events"], tmp_path / "events.parquet", 3))
     settings.data.contacts = str(tmp_path / "contacts.csv")
     expected, expected_schema = local_snapshots(settings)
+    assert expected["customer_id"].dtype == "str"  # a CSV's ids are text: every table's ids compared as text
     got, schema = dask_snapshots(settings, 2)
     assert schema == expected_schema
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
@@ -261,40 +288,61 @@ def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
         load_settings(config, compute={"engine": "spark"})
 
 
-def test_weekly_scores_drift_and_list_equal_the_local_engine(client: object, project: Settings) -> None:
+@pytest.fixture(scope="module")
+def small_model(project: Settings) -> object:
+    return train_small_model(project)
+
+
+def train_small_model(project: Settings) -> object:
+    """A small real model (booster, identity calibrator, segments, drift reference) on the project."""
     import xgboost as xgb
 
     from churnflow.features.build import build_features
     from churnflow.features.profile import fit_reference
     from churnflow.features.segments import fit_segments
-    from churnflow.serving.partitioned import score_partitioned, score_rows
-    from churnflow.serving.score import score_customers, scores_table
     from churnflow.training.bundle import ModelBundle
     from churnflow.training.calibration import Calibrator
 
     tables = load_tables(project)
-    as_of = tables.end_date + pd.Timedelta(days=1)  # this week's run: the day after the data end
     schema = infer_schema(tables, project)
-    feats = build_features(tables, as_of - pd.Timedelta(days=90), project, schema)
+    feats = build_features(tables, tables.end_date - pd.Timedelta(days=89), project, schema)
     label = (np.random.default_rng(0).random(len(feats)) < 0.3).astype(int)
     booster = xgb.train({"max_depth": 3, "nthread": 1, "seed": 0},
-                        xgb.DMatrix(schema.to_model_frame(feats), label=label, enable_categorical=True), 5)
+                        xgb.DMatrix(model_frame(feats, schema.features, schema.categorical_levels), label=label, enable_categorical=True), 5)
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=4,
                          segments=fit_segments(feats, schema, project.features.value_column))
-    bundle = dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
-    local_result = score_customers(tables, as_of, bundle, project)
+    return dataclasses.replace(bundle, reference=fit_reference(feats, bundle.predict_proba(feats), schema))
 
-    result = score_partitioned(read_partitioned(project, 8), as_of, bundle, project)
-    scored = sorted_by_customer(dask.compute(*score_rows(result.parts)))
-    expected = sorted_by_customer([local_result.scored])
-    assert result.n_scored == len(expected) > 1000
-    pd.testing.assert_frame_equal(scored, expected, check_exact=False, rtol=1e-12, atol=0)
-    pd.testing.assert_frame_equal(scores_table(scored, "3"), scores_table(expected, "3"), check_exact=True)
-    pd.testing.assert_frame_equal(result.drift, local_result.drift, check_exact=True)
-    got_list, _ = build_priority_list(result.candidates, project, tables.contacts, as_of=as_of)
-    expected_list, _ = build_priority_list(local_result.scored, project, tables.contacts, as_of=as_of)
-    assert len(expected_list) >= project.serving.capacity
-    pd.testing.assert_frame_equal(got_list, expected_list, check_exact=True)
+
+@pytest.mark.parametrize("weeks_back", [0, 6])  # this week's run; re-scoring an earlier week (BG/NBD refit)
+def test_weekly_outputs_equal_the_local_engine(client: object, project: Settings, small_model: object,
+                                               weeks_back: int) -> None:
+    from churnflow.serving.partitioned import score_week_partitioned
+    from churnflow.serving.publish import write_parquet
+    from churnflow.serving.weekly import score_week
+
+    tables = load_tables(project, require_label=False)
+    as_of = tables.end_date + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks_back)
+    assert (as_of < pd.Timestamp(small_model.schema.btyd["as_of"])) == bool(weeks_back)
+    previous = load_tables(project).customers[["customer_id"]].iloc[::40]  # last week's list: status, dropped
+    local = score_week(tables, as_of, small_model, "3", project, previous_list=previous, force=True)
+    got = score_week_partitioned(read_partitioned(project, 8), as_of, small_model, "3", project,
+                                 previous_list=previous, force=True)  # (an earlier week drifts from the model's)
+    assert len(local.scores) > 1000 and len(local.priority_list) >= project.serving.capacity
+    assert local.priority_list["reason_1"].ne("").all() and len(local.dropped)
+    pd.testing.assert_frame_equal(got.scores, local.scores, check_exact=True)
+    pd.testing.assert_frame_equal(got.priority_list, local.priority_list, check_exact=True)
+    pd.testing.assert_frame_equal(got.dropped, local.dropped, check_exact=True)
+    pd.testing.assert_frame_equal(got.drift, local.drift, check_exact=True)
+    fingerprint = {k: v for k, v in local.summary["input_fingerprint"].items() if not k.endswith("_sha256")}
+    assert got.summary == local.summary | {"input_fingerprint": got.summary["input_fingerprint"]}
+    assert got.summary["input_fingerprint"].items() >= fingerprint.items()  # rows, dates; hashes are the engine's
+    assert got.report_html == local.report_html.replace(*[s["input_fingerprint"]["events_sha256"]
+                                                          for s in (local.summary, got.summary)])
+    scores_file, local_file = Path(project.path("dask.parquet")), Path(project.path("local.parquet"))
+    write_parquet(got.scores, scores_file)
+    write_parquet(local.scores, local_file)
+    assert scores_file.read_bytes() == local_file.read_bytes()  # scores.parquet, byte for byte
 
 
 def test_empty_sources_are_refused_like_the_local_engine(client: object, project: Settings, tmp_path: Path) -> None:

@@ -128,6 +128,31 @@ def test_rerun_same_date_is_byte_identical(project: dict[str, Any]) -> None:
     assert _bytes(folder) == before
 
 
+def test_dask_engine_publishes_the_local_engine_s_list(project: dict[str, Any], dask_session: Any, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[compute] engine = "dask"``: the score flow runs on the cluster (DaskTaskRunner) and
+    publishes the same files as the local engine (the session's cluster, given by its address)."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    from churnflow.flows.score_flow import score_flow
+
+    local = Path(project["result"]["score"]["folder"])
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", str(tmp_path / "outputs"))
+    with get_task_stream(dask_session) as stream:
+        result = score_flow(config=str(project["config"]), as_of=local.name)
+    assert {"score_table_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
+    folder = Path(result["folder"])
+    assert folder == tmp_path / "outputs" / local.name
+    for name in ("scores.parquet", "priority_list.csv", "priority_list.parquet"):
+        assert (folder / name).read_bytes() == (local / name).read_bytes(), name
+    got, expected = (json.loads((f / "summary.json").read_text()) for f in (folder, local))
+    assert got.pop("input_fingerprint")["events_rows"] == expected.pop("input_fingerprint")["events_rows"]
+    assert got == expected
+
+
 def test_failure_in_publish_leaves_previous_list_intact(project: dict[str, Any],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import churnflow.serving.publish as publish
@@ -163,6 +188,10 @@ def test_gates_fail_the_flow_with_the_reason(project: dict[str, Any], tmp_path: 
     state = score_flow(config=str(drifty), return_state=True)
     assert state.is_failed() and "churnflow score --force" in state.message
     assert sorted(p.name for p in (root / "outputs").iterdir()) == before  # nothing published
+    # A year after the data end is not drift but a date the data cannot speak for: said as such.
+    state = score_flow(config=str(drifty), as_of="2027-11-01", return_state=True)
+    assert state.is_failed() and "--as-of 2027-11-01 is after the end of the data" in state.message
+    assert not (root / "outputs" / "2027-11-01").exists()
 
     state = score_flow(config=str(project["config"]), model_version="999", return_state=True)
     assert state.is_failed() and "no version 999" in state.message and "versions that exist: 1" in state.message
@@ -327,3 +356,22 @@ def test_features_command_writes_table_dictionary_and_schema(tmp_path: Path) -> 
     dictionary = json.loads(out.with_suffix(".dictionary.json").read_text())
     assert set(dictionary["features"]) == set(schema.features)
     assert dictionary["dropped_columns"]["email"].startswith("personal data")
+
+
+def test_features_command_on_the_dask_engine_writes_the_same_files(tmp_path: Path, dask_session: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from churnflow.flows.cli import app
+
+    config = write_project(tmp_path, n_customers=800)
+    args = ["features", "--config", str(config), "--as-of", "2026-06-01", "--out"]
+    local = tmp_path / "local" / "features.parquet"
+    assert CliRunner().invoke(app, [*args, str(local)]).exit_code == 0
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    on_dask = tmp_path / "dask" / "features.parquet"
+    result = CliRunner().invoke(app, [*args, str(on_dask)])
+    assert result.exit_code == 0, result.output
+    assert on_dask.read_bytes() == local.read_bytes()
+    assert on_dask.with_suffix(".dictionary.json").read_bytes() == local.with_suffix(".dictionary.json").read_bytes()

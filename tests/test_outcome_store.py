@@ -98,7 +98,9 @@ def test_realised_metrics_are_logged_on_the_model_version_with_the_date_as_step(
     assert len(runs) == 1
     run = runs[0]
     mv = client.get_model_version(settings.tracking.model_name, version)
-    assert mv.tags["outcomes_run_id"] == run.info.run_id
+    assert mv.tags["outcomes_run_id"] == run.info.run_id and mv.tags["realised_as_of"] == "2026-06-01"
+    card = json.loads((project[4][0] / "outcome.json").read_text())
+    assert mv.tags["realised_roc_auc"] == f"{card['model_quality']['roc_auc']:.4f}"
     history = client.get_metric_history(run.info.run_id, "realised_roc_auc")
     assert [m.step for m in history] == [mlflow_step(CLOSED)] and history[0].model_id == mv.model_id
     update_outcomes(settings, tables)  # nothing logged twice

@@ -212,3 +212,21 @@ def test_a_retried_registration_completes_the_same_run_and_version(data, root, m
     assert str(client.get_model_version_by_alias("retry-test", "champion").version) == "1"
     another = registry.log_and_register(settings, bundle, evaluation, test, registration_key="flow-run-2")
     assert another.version == "2"  # a new training run is a new version, as before
+
+
+def test_shap_plots_use_their_own_seeded_generator(data, root, tmp_path) -> None:
+    """shap's beeswarm jitter takes churnflow's seed: no FutureWarning about NumPy's global RNG
+    (seeded here as another library might), and the same seed draws the same plot."""
+    import warnings
+
+    from churnflow.training.explain import explain
+
+    settings = _settings(root, "shap-test")
+    _, _, test = data
+    bundle, _ = _model(settings, data)
+    np.random.seed(1)  # noqa: NPY002 - the global seed another library might set: the case under test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        first = explain(bundle, test, tmp_path / "a", seed=3, top_dependence=1).plots
+        second = explain(bundle, test, tmp_path / "b", seed=3, top_dependence=1).plots
+    assert first["shap_beeswarm"].read_bytes() == second["shap_beeswarm"].read_bytes()

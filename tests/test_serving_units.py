@@ -45,6 +45,7 @@ from churnflow.serving.reasons import format_values, reasons_reference, top_reas
 from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
+from churnflow.training.churn_model import model_frame
 from churnflow.training.evaluate import gains_table
 
 DICTIONARY = {
@@ -142,7 +143,7 @@ def _train_bundle(seed: int = 0) -> tuple[ModelBundle, pd.DataFrame]:
     schema = FeatureSchema(features=NAMES, categorical_levels={"plan": plans})
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0},
-        xgb.DMatrix(schema.to_model_frame(frame), label, enable_categorical=True),
+        xgb.DMatrix(model_frame(frame, schema.features, schema.categorical_levels), label, enable_categorical=True),
         num_boost_round=15,
     )
     bundle = ModelBundle(booster=booster, calibrator=Calibrator(method="identity"), schema=schema, best_iteration=14, dictionary=DICTIONARY)
@@ -158,7 +159,7 @@ def test_contributions_sum_to_margin_and_reasons_match_reference() -> None:
     np.testing.assert_allclose(bundle.predict_proba(frame), 1 / (1 + np.exp(-margin)), rtol=1e-6)
 
     fast = top_reasons(contrib, frame, NAMES, bundle.dictionary)
-    ref = reasons_reference(bundle.booster, bundle.schema.to_model_frame(frame), frame, NAMES, bundle.dictionary)
+    ref = reasons_reference(bundle.booster, model_frame(frame, bundle.schema.features, bundle.schema.categorical_levels), frame, NAMES, bundle.dictionary)
     pd.testing.assert_frame_equal(fast[ref.columns], ref)
     # The main reason is the feature with the largest positive contribution.
     row = int(np.argmax(contrib[:, 0]))

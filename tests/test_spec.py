@@ -138,3 +138,16 @@ def test_feature_modules_import_without_cycles() -> None:
         visit(module, [])
     assert "churnflow.features.build" not in graph["churnflow.features.dictionary"]
     assert "churnflow.features.build" not in graph["churnflow.features.schema"]
+
+
+def test_the_kernel_applies_category_levels_with_the_same_code_as_feature_building() -> None:
+    """The one rule kept twice (the self-contained model kernel cannot import churnflow): pinned."""
+    import inspect
+
+    from churnflow.features.naming import known_levels as building
+    from churnflow.training.churn_model import known_levels as kernel
+
+    def body(fn) -> str:
+        return inspect.getsource(fn).split('"""')[-1]
+
+    assert body(building) == body(kernel)

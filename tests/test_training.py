@@ -28,7 +28,7 @@ from churnflow.features.settings import Settings
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator, expected_calibration_error
 from churnflow.training.candidates import choose_model
-from churnflow.training.churn_model import load_scorer
+from churnflow.training.churn_model import load_scorer, model_frame
 from churnflow.training.evaluate import evaluate, gains_table, score_metrics, top_k_lift_recall
 from churnflow.training.explain import behavioural_checks, explain, shap_values
 from churnflow.training.fit import fit_bundle, fit_tuned, oof_calibrator
@@ -219,7 +219,7 @@ def test_every_family_adds_up_and_round_trips_through_json(cv, tmp_path, tree_we
     assert contrib.shape == (len(test), len(FEATURES) + 1)
     np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(with_gaps), atol=1e-4)
     if tree_weight < 1:  # the linear part explains through its source features (one-hot summed back)
-        linear = bundle.linear.contributions(SCHEMA.to_model_frame(with_gaps), FEATURES)
+        linear = bundle.linear.contributions(model_frame(with_gaps, SCHEMA.features, SCHEMA.categorical_levels), FEATURES)
         assert np.abs(linear[:, FEATURES.index("plan")]).max() > 0.1
         assert "recency_days" in bundle.linear.log1p or "frequency_365d" in bundle.linear.log1p
         assert "recency_days" in bundle.linear.indicators

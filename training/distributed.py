@@ -480,7 +480,7 @@ def _n_rows(frame: pd.DataFrame | None) -> int:
 
 
 def _model_part(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
-    return schema.to_model_frame(frame)
+    return model_frame(frame, schema.features, schema.categorical_levels)
 
 
 def _label_part(frame: pd.DataFrame) -> pd.Series:
@@ -508,7 +508,7 @@ def fit_tree_dask(client: Client, parts: Sequence[Future], schema: FeatureSchema
         return [client.submit(function, part, *args, workers=[workers[i % len(workers)]], allow_other_workers=True,
                               pure=False) for i, part in enumerate(parts)]
 
-    x = dd.from_delayed(placed(_model_part, schema), meta=schema.to_model_frame(meta.iloc[:0]), verify_meta=False)
+    x = dd.from_delayed(placed(_model_part, schema), meta=model_frame(meta.iloc[:0], schema.features, schema.categorical_levels), verify_meta=False)
     y = dd.from_delayed(placed(_label_part), meta=_label_part(meta.iloc[:0]), verify_meta=False)
     matrix = dxgb.DaskDMatrix(client, x, y, enable_categorical=True)
     output = dxgb.train(client, params, matrix, num_boost_round=int(n_rounds))

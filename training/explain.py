@@ -19,6 +19,7 @@ import pandas as pd
 
 from churnflow.features.settings import Settings
 from churnflow.training.bundle import ModelBundle
+from churnflow.training.churn_model import model_frame
 
 
 @dataclass
@@ -53,7 +54,7 @@ def importance_table(values: pd.DataFrame) -> pd.DataFrame:
 
 def plot_frame(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     """Numeric view of the model frame for colouring SHAP plots (categories as level codes)."""
-    frame = bundle.schema.to_model_frame(features)
+    frame = model_frame(features, bundle.schema.features, bundle.schema.categorical_levels)
     for col in bundle.schema.categorical:
         codes = frame[col].cat.codes.astype(np.float64)
         frame[col] = codes.where(codes >= 0)
@@ -75,12 +76,13 @@ def explain(
     imp = importance_table(values)
     out = Explanation(values=values, bias=bias, importance=imp)
     if plot_dir is not None:
-        out.plots = shap_plots(bundle, values, sample, Path(plot_dir), imp["feature"].head(top_dependence).tolist())
+        out.plots = shap_plots(bundle, values, sample, Path(plot_dir), imp["feature"].head(top_dependence).tolist(),
+                               seed=seed)
     return out
 
 
 def shap_plots(
-    bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str]
+    bundle: ModelBundle, values: pd.DataFrame, features: pd.DataFrame, folder: Path, top: list[str], seed: int = 0
 ) -> dict[str, Path]:
     """Bar and beeswarm summaries plus dependence plots of the top features, from given values."""
     # shap draws on pyplot's current figure; the backend is chosen at the program's entry point
@@ -99,9 +101,10 @@ def shap_plots(
         plt.close("all")
         plots[name] = path
 
-    shap.summary_plot(v, x, plot_type="bar", show=False)
+    # shap's beeswarm jitters points at random: its own seeded generator, never NumPy's global one
+    shap.summary_plot(v, x, plot_type="bar", show=False, rng=np.random.default_rng(seed))
     save("shap_importance")
-    shap.summary_plot(v, x, show=False)
+    shap.summary_plot(v, x, show=False, rng=np.random.default_rng(seed))
     save("shap_beeswarm")
     for name in top:
         shap.dependence_plot(name, v, x, interaction_index=None, show=False)

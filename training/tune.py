@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 from churnflow.features.io import ensure_sqlite_folder
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
+from churnflow.training.churn_model import model_frame
 from churnflow.training.errors import TuningBudgetError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def label_array(frame: pd.DataFrame) -> np.ndarray:
 def make_dmatrix(frame: pd.DataFrame, schema: FeatureSchema, with_label: bool = True) -> xgb.DMatrix:
     """Model matrix with the schema's feature order and category levels (unseen -> missing)."""
     return xgb.DMatrix(
-        schema.to_model_frame(frame),
+        model_frame(frame, schema.features, schema.categorical_levels),
         label=label_array(frame) if with_label else None,
         enable_categorical=True,
         nthread=1,
