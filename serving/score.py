@@ -98,7 +98,7 @@ def score_partition(part: Tables, ids: pd.Index, as_of: pd.Timestamp, bundle: Mo
     return rows, counts
 
 
-def _without_flagged_churners(tables: Tables, customer_ids: pd.Index, settings: Settings) -> pd.Index:
+def without_flagged_churners(tables: Tables, customer_ids: pd.Index, settings: Settings) -> pd.Index:
     """A snapshot table scored with its churn flag still in it: customers flagged as churned have
     already left, and a retention list must not spend its capacity on them."""
     cu = tables.customers
@@ -120,7 +120,7 @@ def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, se
             tables, as_of, settings.churn.min_tenure_days,
             require_history=settings.churn.definition != "label" or bundle.schema.has_events,
         )
-        customer_ids = _without_flagged_churners(tables, customer_ids, settings)
+        customer_ids = without_flagged_churners(tables, customer_ids, settings)
     if not len(customer_ids):
         raise no_active_customers(as_of, tables.end_date)
     frames, counts = [], []
