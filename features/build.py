@@ -49,6 +49,26 @@ parse_number_text = _parse_number_text
 """Public name: serving checks that numeric inputs still parse as numbers on scoring day."""
 
 
+_DATE_TEXT = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?:[ T][\d:.]+\S*)?"
+DATE_REASON = "date attribute: when it was recorded is unknown, so it may leak the future"
+
+
+def _looks_like_dates(distinct: pd.Series) -> bool:
+    """Dates stored as text ('2024-03-14', '14/03/2024 10:00'): most of a sample parse as dates."""
+    sample = distinct.head(200).astype(str)
+    if not sample.str.fullmatch(_DATE_TEXT).all():
+        return False
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed", dayfirst=False)
+    return bool(parsed.notna().mean() >= NUMERIC_SHARE)
+
+
+def left_out_note(schema: FeatureSchema) -> str:
+    """Which customer columns are not features and why, said once after training ("" if none)."""
+    if not schema.dropped:
+        return ""
+    return "columns not used as features: " + "; ".join(f"'{c}' ({why})" for c, why in schema.dropped.items())
+
+
 def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     """Text column: None when numeric, its sorted levels when categorical, else why it is dropped."""
     text = series.dropna().astype("string[pyarrow]").str.strip()
@@ -56,6 +76,9 @@ def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     distinct = pd.Series(text.unique()[:20_000], dtype="string[pyarrow]")
     if len(text) and _parse_number_text(distinct).notna().mean() >= NUMERIC_SHARE:
         return None
+    if len(text) and _looks_like_dates(distinct):
+        return (f"{DATE_REASON}; if it is when the customer joined, map it: "
+                f"data.columns.signup_time = \"{series.name}\"")
     if text.nunique() <= max_levels:
         return sorted(text.unique().tolist())
     return (f"identifier or free text: {text.nunique()} distinct values "
@@ -74,7 +97,7 @@ def _type_column(series: pd.Series, n_rows: int, settings: Settings) -> list[str
     if non_null.nunique() <= 1:
         return "constant or empty: carries no information"
     if pd.api.types.is_datetime64_any_dtype(series):
-        return "date attribute: when it was recorded is unknown, so it may leak the future"
+        return DATE_REASON
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         if pd.api.types.is_integer_dtype(series) and non_null.nunique() == n_rows and n_rows > max_levels:
             return "identifier: a different whole number for every customer"

@@ -28,6 +28,10 @@ _EMAIL = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
 _PHONE = r"(?=(?:\D*\d){7,15}\D*$)(?:\+|00|\(|0)?[\d\s().\-/]{7,22}"
 _NAME_PART = r"[A-Z][a-z]+(?:[-'’][A-Za-z]+)?\.?"
 _PERSON = rf"(?:(?:Mr|Mrs|Ms|Dr)\.? )?{_NAME_PART}(?: {_NAME_PART}){{1,3}}|{_NAME_PART}, {_NAME_PART}"
+_DATE = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[ T][\d:.]+\S*)?"
+"""Dates as text (``2024-03-14``, ``14/03/2024 10:00``): digits and separators, but not phones."""
+_PERSON_NAME_WORDS = {"fullname", "firstname", "lastname", "surname", "forename", "givenname"}
+"""Names that say the column holds people's names, however often they repeat (a bank's Surname)."""
 _NAME_WORDS = {
     "name", "fullname", "firstname", "lastname", "surname", "forename", "givenname",
     "email", "mail", "emailaddress", "phone", "telephone", "tel", "mobile", "cell", "msisdn",
@@ -62,10 +66,13 @@ def personal_data_reason(values: pd.Series, column: str) -> str:
         text = text[text != ""]
         if _share(text, _EMAIL) >= VALUE_SHARE:
             return "its values look like e-mail addresses"
-        if varied and _share(text, _PHONE) >= VALUE_SHARE and not _share(text, r"-?\d+(\.\d+)?") >= VALUE_SHARE:
+        if (varied and _share(text, _PHONE) >= VALUE_SHARE and not _share(text, r"-?\d+(\.\d+)?") >= VALUE_SHARE
+                and not _share(text, _DATE) >= VALUE_SHARE):
             return "its values look like phone numbers"
         if varied and _share(text, _PERSON) >= VALUE_SHARE:
             return "its values look like person names"
+        if _tokens(column) & _PERSON_NAME_WORDS and distinct >= MIN_DISTINCT:
+            return "its name says it holds people's names"
     if named and varied:
         return "its name suggests personal data and almost every value is different"
     return ""

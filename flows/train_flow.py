@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from churnflow.features.build import left_out_note
 from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.settings import Settings
 from churnflow.flows.summaries import train_result
@@ -67,5 +68,6 @@ def train_flow(config: str | None = None, as_of: str | None = None, trials: int 
         trained = train_model_task(tables, settings, Path(plot_dir))
         result = register_task(settings, trained, f"train-{as_of or trained.plan.test.date()}")
     summary = train_result(settings, trained, result)
-    summary["notes"] = list(tables.notes) + summary["notes"]  # what the data made churnflow decide
+    left_out = [note for note in [left_out_note(trained.bundle.schema)] if note]
+    summary["notes"] = list(tables.notes) + left_out + summary["notes"]  # what the data made churnflow decide
     return summary

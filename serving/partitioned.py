@@ -46,6 +46,7 @@ from churnflow.serving.score import (
     no_active_customers,
     partition_tables,
     score_partition,
+    without_flagged_churners,
 )
 from churnflow.serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
 from churnflow.training.bundle import ModelBundle
@@ -99,6 +100,7 @@ def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: Mo
     as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
     ids = active_customers(tables, as_of, settings.churn.min_tenure_days,
                            require_history=settings.churn.definition != "label" or bundle.schema.has_events)
+    ids = without_flagged_churners(tables, ids, settings)
     if not len(ids):
         return PartitionScores()
     ids = pd.Index(np.sort(np.asarray(ids)))  # the order the local engine scores in

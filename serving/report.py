@@ -205,6 +205,8 @@ def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
 
 def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str, Any] | None:
     items = _counts(summary.get("reason_groups_listed"), priority_list, "reason_group_1")
+    if len(items) < 2:  # one group says nothing (a snapshot table: every driver is an attribute)
+        items = _counts(summary.get("top_reasons_listed"), priority_list, "reason_feature_1") or items
     return bar_chart([k for k, _ in items], [v for _, v in items]) if items else None
 
 

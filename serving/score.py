@@ -98,6 +98,19 @@ def score_partition(part: Tables, ids: pd.Index, as_of: pd.Timestamp, bundle: Mo
     return rows, counts
 
 
+def without_flagged_churners(tables: Tables, customer_ids: pd.Index, settings: Settings) -> pd.Index:
+    """A snapshot table scored with its churn flag still in it: customers flagged as churned have
+    already left, and a retention list must not spend its capacity on them."""
+    cu = tables.customers
+    if settings.churn.definition != "label" or "label" not in cu.columns:
+        return customer_ids
+    gone = customer_ids.isin(cu.loc[cu["label"].fillna(0).astype("int8") == 1, "customer_id"])
+    if gone.any():
+        log.warning("%d customer(s) flagged as churned in %s are not scored: they have already left",
+                    int(gone.sum()), settings.data.columns.label or "the label column")
+    return customer_ids[~gone]
+
+
 def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, settings: Settings,
                     customer_ids: pd.Index | None = None) -> ScoreResult:
     """Score every active customer at ``as_of`` in partitions of ``serving.chunk_size``."""
@@ -107,6 +120,7 @@ def score_customers(tables: Tables, as_of: pd.Timestamp, bundle: ModelBundle, se
             tables, as_of, settings.churn.min_tenure_days,
             require_history=settings.churn.definition != "label" or bundle.schema.has_events,
         )
+        customer_ids = without_flagged_churners(tables, customer_ids, settings)
     if not len(customer_ids):
         raise no_active_customers(as_of, tables.end_date)
     frames, counts = [], []
