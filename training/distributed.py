@@ -97,6 +97,7 @@ from churnflow.training.calibration import Calibrator
 from churnflow.training.candidates import Choice
 from churnflow.training.churn_model import model_frame
 from churnflow.training.errors import TrainingDataError, TuningBudgetError
+from churnflow.training.fit import final_rounds
 from churnflow.training.linear import fit_linear
 from churnflow.training.split import SplitPlan, check_labels
 from churnflow.training.tune import (
@@ -523,13 +524,15 @@ def dask_fitter(client: Client, parts: Sequence[Future]
     def fit(rows: pd.DataFrame, schema: FeatureSchema, choice: Choice, calibrator: Calibrator,
             **fields: Any) -> ModelBundle:
         booster, linear = None, None
+        # Rounds grown for all the rows the trees see, as the local fit does (``final_rounds``).
+        rounds = final_rounds(choice, sum(client.gather([client.submit(len, p, pure=False) for p in parts])))
         if choice.tree_weight > 0:
             params = {k: v for k, v in choice.tree_params.items() if k != "nthread"}  # each worker's own
-            booster = fit_tree_dask(client, parts, schema, params, choice.n_rounds, rows)
+            booster = fit_tree_dask(client, parts, schema, params, rounds, rows)
         if choice.tree_weight < 1:
             frame = model_frame(rows, schema.features, schema.categorical_levels)
             linear = fit_linear(frame, label_array(rows), schema.features, schema.categorical_levels, choice.linear_c)
-        return ModelBundle(booster=booster, calibrator=calibrator, schema=schema, best_iteration=choice.n_rounds - 1,
+        return ModelBundle(booster=booster, calibrator=calibrator, schema=schema, best_iteration=rounds - 1,
                            linear=linear, tree_weight=choice.tree_weight, **fields)
 
     return fit
