@@ -78,7 +78,11 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     compute = ComputeSettings(engine="dask", n_workers=2, threads_per_worker=1, memory_limit="1GiB",
                               local_directory=str(tmp_path_factory.mktemp("dask")))
-    with dask.config.set({"distributed.comm.timeouts.connect": "10s", "distributed.comm.timeouts.tcp": "30s"}), \
+    # Thread workers measure this whole process's memory (pytest's, grown by every earlier test):
+    # with memory management on they pause at 80 % of the limit and the next compute waits forever.
+    no_memory_management = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
+    with dask.config.set({"distributed.comm.timeouts.connect": "10s", "distributed.comm.timeouts.tcp": "30s",
+                          **no_memory_management}), \
             dask_client(compute, processes=False) as client:
         yield client
 
