@@ -324,7 +324,7 @@ def demo(
 
     result = _run(demo_flow, str(config) if config else None, trials)
     print_train_summary(console, result["train"])
-    print_demo_loop(console, result["team"], result["score"])
+    print_demo_loop(console, result["teams"], result["score"])
     print_score_summary(console, result["score"])
     print_where_to_look(console, settings)
 

@@ -1,20 +1,21 @@
-"""Flow: the demo's whole loop — train, publish a past list, let a simulated team work it, judge it.
+"""Flow: the demo's whole loop — train, publish past weekly lists, let a simulated team work them, judge them.
 
 A new user should see every part of churnflow on the first run, including the report card of a
 list, which real data only give after a horizon has passed. The demo data end today, so:
 
 1. train (as ``pipeline`` does);
-2. publish the list of a past date ``T`` whose horizon has passed (``T + H`` two weeks before the
-   data end), with its control group;
-3. the demo's retention team calls that list's customers, except the control group
+2. for ``N_PAST_LISTS`` weekly dates ``T`` whose horizons have passed (the last one's ``T + H``
+   two weeks before the data end), oldest first: publish the list of ``T`` with its control
+   group, then let the demo's retention team call that list's customers, except the control group
    (``features.demo.simulate_retention_team``: it saves a known share of those who would have
-   churned), and its calls and the customers' return purchases are written into the demo's
-   contacts and events files, as the settings name them;
-4. publish today's list: the ``score`` flow first writes the past list's report card
+   churned); its calls and the customers' return purchases are written into the demo's contacts
+   and events files, as the settings name them, so each later list sees the earlier calls
+   (cool-down, open control groups) as a real team's list would;
+3. publish today's list: the ``score`` flow first writes the past lists' report cards
    (``outcome.json``, MLflow), so today's report shows the history and the campaign's effect.
 
-Rerunning the demo keeps the team's work (the contacts of that list are there already) and the
-card (written once). The simulation is wiring around the demo data, not business logic.
+Rerunning the demo keeps the team's work (the contacts of those lists are there already) and the
+cards (written once). The simulation is wiring around the demo data, not business logic.
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ from churnflow.flows.train_flow import train_flow
 from churnflow.serving.priority import STATUS_NEW, STATUS_STILL_ON
 
 MARGIN_DAYS = 14
-"""The past list's horizon ends this long before the data do."""
+"""The last past list's horizon ends this long before the data do."""
+N_PAST_LISTS = 3
+"""Weekly past lists the demo publishes and works: enough for a history and the decay alarm."""
 
 
-def past_list_date(settings: Settings) -> pd.Timestamp:
-    """``T``: the latest date whose horizon ``[T, T + H)`` ends ``MARGIN_DAYS`` before the data end."""
+def past_list_dates(settings: Settings, n: int = N_PAST_LISTS) -> list[pd.Timestamp]:
+    """``n`` weekly dates, oldest first; the latest one's horizon ``[T, T + H)`` ends
+    ``MARGIN_DAYS`` before the data end."""
     events = pd.read_parquet(settings.path(settings.data.events), columns=["event_time"])
-    end = events["event_time"].max().normalize()
-    return end + pd.Timedelta(days=1 - settings.churn.horizon_days - MARGIN_DAYS)
+    last = events["event_time"].max().normalize() + pd.Timedelta(days=1 - settings.churn.horizon_days - MARGIN_DAYS)
+    return [last - pd.Timedelta(weeks=k) for k in range(n - 1, -1, -1)]
 
 
 @task(name="retention-team", **task_options)
@@ -64,11 +68,13 @@ def team_task(settings: Settings, as_of: pd.Timestamp) -> dict[str, Any]:
 
 @flow(name="demo", flow_run_name=run_name("demo"), validate_parameters=True)
 def demo_flow(config: str | None = None, trials: int | None = None) -> dict[str, Any]:
-    """Train, publish a past list, let the demo team work it, then publish today's list with its history."""
+    """Train, publish past weekly lists and let the demo team work each, then publish today's list
+    with their history."""
     trained = train_flow(config=config, trials=trials)
     settings = settings_task(config)
-    past = past_list_date(settings)
-    score_flow(config=config, as_of=str(past.date()), force=True)  # a past week: drift is expected
-    team = team_task(settings, past)
+    teams = []
+    for past in past_list_dates(settings):
+        score_flow(config=config, as_of=str(past.date()), force=True)  # a past week: drift is expected
+        teams.append(team_task(settings, past))
     scored = score_flow(config=config)
-    return {"train": trained, "team": team, "score": scored}
+    return {"train": trained, "teams": teams, "score": scored}

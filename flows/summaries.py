@@ -191,20 +191,23 @@ def print_outcomes(console: Console, result: dict[str, Any]) -> None:
         console.print("[yellow]next:[/] churnflow train, then compare the challenger with the champion")
 
 
-def print_demo_loop(console: Console, team: dict[str, Any], score: dict[str, Any]) -> None:
-    """What the demo's retention team did with the past list, and what its report card found."""
-    day = team["as_of"]
-    if not team.get("already_worked"):
-        console.print(f"demo team: called {team['n_contacted']:,} customers of the list of {day} (not its control "
-                      f"group); {team['n_saved']:,} stayed because of the call (true effect "
-                      f"{team['true_effect'] * 100:+.1f} percentage points)")
-    card_path = Path(score["folder"]).parent / day / "outcome.json"
-    if not card_path.exists():
-        console.print(f"[yellow]no report card for the list of {day} yet[/]")
-        return
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    quality, campaign = card["model_quality"], card["campaign"]
-    auc = "" if quality.get("roc_auc") is None else f"realised ROC-AUC {quality['roc_auc']:.3f}; "
-    console.print(f"report card of {day}: realised churn {_pct(card.get('realised_churn_rate'))} against "
-                  f"{_pct(card.get('predicted_churn_rate'))} predicted; {auc}campaign: {escape(str(campaign.get('verdict')))}")
-    console.print(f"card: [bold]{escape(str(card_path))}[/] (history in today's report)")
+def print_demo_loop(console: Console, teams: list[dict[str, Any]], score: dict[str, Any]) -> None:
+    """What the demo's retention team did with each past list, and what its report card found."""
+    for team in teams:
+        day = team["as_of"]
+        if not team.get("already_worked"):
+            console.print(f"demo team: called {team['n_contacted']:,} customers of the list of {day} (not its "
+                          f"control group); {team['n_saved']:,} stayed because of the call (true effect "
+                          f"{team['true_effect'] * 100:+.1f} percentage points)")
+        card_path = Path(score["folder"]).parent / day / "outcome.json"
+        if not card_path.exists():
+            console.print(f"[yellow]no report card for the list of {day} yet[/]")
+            continue
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        quality, campaign = card["model_quality"], card["campaign"]
+        auc = "" if quality.get("roc_auc") is None else f"realised ROC-AUC {quality['roc_auc']:.3f}; "
+        console.print(f"report card of {day}: realised churn {_pct(card.get('realised_churn_rate'))} against "
+                      f"{_pct(card.get('predicted_churn_rate'))} predicted; {auc}campaign: "
+                      f"{escape(str(campaign.get('verdict')))}")
+        console.print(f"card: [bold]{escape(str(card_path))}[/]")
+    console.print("history of every past list: today's report, section 'Past lists: what happened'")
