@@ -258,7 +258,8 @@ def test_training_straight_from_the_sources_matches_training_from_tables(client,
         {k: v for k, v in trained.fingerprint.items() if not k.endswith("sha256")}
 
 
-def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, dask_settings: Settings) -> None:
+def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, dask_settings: Settings,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
     from churnflow.training.registry import register_trained, registry_client
@@ -266,7 +267,7 @@ def test_the_mlflow_run_says_how_the_dask_engine_trained(trained: TrainedModel, 
     result = register_trained(dask_settings, trained)
     run = registry_client(dask_settings).get_run(result.run_id)
     assert run.data.tags["engine"] == "dask" and run.data.tags["tuning_sample_rows"] == trained.run_tags["tuning_sample_rows"]
-    mlflow.set_tracking_uri(dask_settings.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dask_settings.tracking_uri)  # no process-wide URI left behind
     model = mlflow.pyfunc.load_model(f"models:/{dask_settings.tracking.model_name}/{result.version}")
     out = model.predict(trained.test)
     np.testing.assert_allclose(out["churn_probability"].to_numpy(), trained.bundle.predict_proba(trained.test),
