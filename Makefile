@@ -11,6 +11,9 @@ export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export UV_LINK_MODE ?= copy
+# Tests install the Dask extra too, so CI runs the Dask engine's parity and fault tests (a
+# variable: a comma inside $(call ...) would split its argument).
+TEST_EXTRAS := .[dev,dask]
 install = if [ -x $(BIN)/uv ] && $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(1); \
 	then :; else $(BIN)/python -m pip install -q $(1); fi
 
@@ -26,7 +29,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(call install,-e '.[dev,dask]')
+	$(call install,-e '$(TEST_EXTRAS)')
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
