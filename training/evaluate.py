@@ -395,8 +395,7 @@ def evaluate(
     baselines, baseline_scores, notes = dict(baselines), dict(baseline_scores), list(notes)
 
     table = pd.DataFrame({"tuned": metrics} | {k: v for k, v in baselines.items()})
-    for name in baselines:
-        table[f"tuned_minus_{name}"] = table["tuned"] - table[name]
+    table = table.assign(**{f"tuned_minus_{name}": table["tuned"] - table[name] for name in baselines})
     if "recency" in baselines:
         beats = improvement(objective, metrics[objective], baselines["recency"][objective]) > 0
     else:
@@ -425,13 +424,19 @@ def evaluate(
         ev.notes.insert(0, ev.verdict)
         logger.warning(ev.verdict)
     if plot_dir is not None:
-        ev.plots = {
-            "calibration": plot_calibration(
-                y, bundle.raw_probability(test), proba, Path(plot_dir) / "calibration.png"
-            ),
-            "gains": plot_gains(y, {"tuned": proba} | baseline_scores, Path(plot_dir) / "gains.png"),
-        }
+        ev.plots = evaluation_plots(bundle, test, ev.scores, Path(plot_dir))
     return ev
+
+
+def evaluation_plots(bundle: ModelBundle, test: pd.DataFrame, scores: dict[str, np.ndarray],
+                     plot_dir: Path) -> dict[str, Path]:
+    """The run's two pictures: calibration before/after the map, and gains of every model."""
+    y, proba = label_array(test), scores["model"]
+    gains = {"tuned": proba} | {k: v for k, v in scores.items() if k != "model"}
+    return {
+        "calibration": plot_calibration(y, bundle.raw_probability(test), proba, plot_dir / "calibration.png"),
+        "gains": plot_gains(y, gains, plot_dir / "gains.png"),
+    }
 
 
 def attach_metrics(bundle: ModelBundle, evaluation: Evaluation) -> ModelBundle:
