@@ -570,6 +570,19 @@ TEAM_SAVE_SHARE = 0.4
 stays with this probability (so the contacted group's churn rate falls by this share)."""
 
 
+MARGIN_DAYS = 14
+"""The last past list's horizon ends this long before the data do."""
+N_PAST_LISTS = 3
+"""Weekly past lists the demo publishes and works: enough for a history and the decay alarm."""
+
+
+def past_list_dates(data_end: pd.Timestamp, horizon_days: int, n: int = N_PAST_LISTS) -> list[pd.Timestamp]:
+    """``n`` weekly dates, oldest first, whose horizons have passed: the latest one's horizon
+    ``[T, T + H)`` ends ``MARGIN_DAYS`` before the data end."""
+    last = pd.Timestamp(data_end).normalize() + pd.Timedelta(days=1 - horizon_days - MARGIN_DAYS)
+    return [last - pd.Timedelta(weeks=k) for k in range(n - 1, -1, -1)]
+
+
 def team_campaign(as_of: pd.Timestamp) -> str:
     """The ``campaign`` of the contacts the demo team makes for the list of ``as_of``."""
     return f"churnflow list {pd.Timestamp(as_of).date().isoformat()}"

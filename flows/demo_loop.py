@@ -4,7 +4,7 @@ A new user should see every part of churnflow on the first run, including the re
 list, which real data only give after a horizon has passed. The demo data end today, so:
 
 1. train (as ``pipeline`` does);
-2. for ``N_PAST_LISTS`` weekly dates ``T`` whose horizons have passed (the last one's ``T + H``
+2. for ``features.demo.N_PAST_LISTS`` weekly dates ``T`` whose horizons have passed (the last one's ``T + H``
    two weeks before the data end), oldest first: publish the list of ``T`` with its control
    group, then let the demo's retention team call that list's customers, except the control group
    (``features.demo.simulate_retention_team``: it saves a known share of those who would have
@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from churnflow.features.demo import simulate_retention_team, team_campaign
+from churnflow.features.demo import past_list_dates, simulate_retention_team, team_campaign
 from churnflow.features.io import atomic_write
 from churnflow.features.settings import Settings
 from churnflow.flows.score_flow import score_flow
@@ -33,18 +33,11 @@ from churnflow.flows.tasks import run_name, settings_task, task_options
 from churnflow.flows.train_flow import train_flow
 from churnflow.serving.priority import STATUS_NEW, STATUS_STILL_ON
 
-MARGIN_DAYS = 14
-"""The last past list's horizon ends this long before the data do."""
-N_PAST_LISTS = 3
-"""Weekly past lists the demo publishes and works: enough for a history and the decay alarm."""
 
-
-def past_list_dates(settings: Settings, n: int = N_PAST_LISTS) -> list[pd.Timestamp]:
-    """``n`` weekly dates, oldest first; the latest one's horizon ``[T, T + H)`` ends
-    ``MARGIN_DAYS`` before the data end."""
+def demo_past_lists(settings: Settings) -> list[pd.Timestamp]:
+    """The demo's past list dates, from the last day of its events file."""
     events = pd.read_parquet(settings.path(settings.data.events), columns=["event_time"])
-    last = events["event_time"].max().normalize() + pd.Timedelta(days=1 - settings.churn.horizon_days - MARGIN_DAYS)
-    return [last - pd.Timedelta(weeks=k) for k in range(n - 1, -1, -1)]
+    return past_list_dates(events["event_time"].max(), settings.churn.horizon_days)
 
 
 @task(name="retention-team", **task_options)
@@ -73,7 +66,7 @@ def demo_flow(config: str | None = None, trials: int | None = None) -> dict[str,
     trained = train_flow(config=config, trials=trials)
     settings = settings_task(config)
     teams = []
-    for past in past_list_dates(settings):
+    for past in demo_past_lists(settings):
         score_flow(config=config, as_of=str(past.date()), force=True)  # a past week: drift is expected
         teams.append(team_task(settings, past))
     scored = score_flow(config=config)
