@@ -18,7 +18,12 @@ time, on the same data:
 Both engines' scores must be identical (checked: ``scores.parquet`` bytes). On a 2-core machine
 the Dask engine shows capacity (bounded worker memory), not speed-up. Run:
 
-    .venv/bin/python benchmarks/bench_dask.py --customers 200000 1000000 --partitions 8
+    .venv/bin/python benchmarks/bench_dask.py --customers 1000000 4000000 8000000
+
+Partitions hold ``--partition-customers`` customers each (62,500: 16 partitions at 1M, 128 at
+8M), so the bytes per partition stay the same as the data grow and worker memory should stay
+flat. Sizes above ``--local-max`` (1M) run on the Dask engine only: the local engine and the
+DuckDB check need the whole table in one process.
 """
 
 from __future__ import annotations
@@ -28,13 +33,13 @@ import json
 import pickle
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 AS_OF = None  # this week's run: the day after the data end (as the score command's default)
@@ -63,20 +68,27 @@ def settings_for(data: Path, n_partitions: int, workers: int = 2, memory_limit: 
 # ---- preparation -------------------------------------------------------------------------------
 
 
-def write_folders(n: int, seed: int, folder: Path, n_files: int) -> dict[str, int]:
-    """Demo data as folders of ``n_files`` Parquet files per table (several input blocks)."""
+def write_folders(n: int, seed: int, folder: Path, chunk: int) -> dict[str, int]:
+    """Demo data as folders of Parquet files, one file per ``chunk`` customers per table.
+
+    Generated chunk by chunk (seed + chunk number, ids offset), so 8M customers never sit in
+    one process: the benchmark's own memory stays that of one chunk.
+    """
     from churnflow.features.demo import generate_demo_data
 
-    data = generate_demo_data(n, seed=seed)
-    sizes = {}
+    sizes = dict.fromkeys(("customers_rows", "events_rows", "contacts_rows"), 0)
     for name in ("customers", "events", "contacts"):
-        frame = getattr(data, name)
-        target = folder / f"{name}.parquet"
-        target.mkdir(parents=True)
-        for i, rows in enumerate(np.array_split(np.arange(len(frame)), n_files)):
-            frame.iloc[rows].to_parquet(target / f"part-{i:03d}.parquet", index=False)
-        sizes[f"{name}_rows"] = len(frame)
-        sizes[f"{name}_bytes"] = sum(p.stat().st_size for p in target.iterdir())
+        (folder / f"{name}.parquet").mkdir(parents=True)
+    for i, start in enumerate(range(0, n, chunk)):
+        data = generate_demo_data(min(chunk, n - start), seed=seed + i)
+        for name in ("customers", "events", "contacts"):
+            frame = getattr(data, name)
+            frame = frame.assign(customer_id=frame["customer_id"] + start)
+            frame.to_parquet(folder / f"{name}.parquet" / f"part-{i:03d}.parquet", index=False)
+            sizes[f"{name}_rows"] += len(frame)
+        del data
+    for name in ("customers", "events", "contacts"):
+        sizes[f"{name}_bytes"] = sum(p.stat().st_size for p in (folder / f"{name}.parquet").iterdir())
     return sizes
 
 
@@ -132,7 +144,14 @@ def mode_local(data: Path, model: Path, out: Path) -> dict:
     return {"features_s": features_s, "score_s": score_s, "peak_rss_mb": peak_rss_mb(), "scored": len(week.scores)}
 
 
-def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: int, memory_limit: str) -> dict:
+def _worker_spilled_mb(dask_worker: object) -> int:
+    """Bytes this worker spilled to disk (0 when the worker keeps no spill buffer)."""
+    spilled = getattr(getattr(dask_worker, "data", None), "spilled_total", None)
+    return round(getattr(spilled, "disk", 0) / 2**20) if spilled is not None else 0
+
+
+def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: int, memory_limit: str,
+              with_features: bool) -> dict:
     from distributed.diagnostics import MemorySampler
 
     from churnflow.features.partitioned import (
@@ -147,27 +166,30 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
     settings = settings_for(data, n_partitions, workers, memory_limit)
     bundle = pickle.loads(model.read_bytes())
     sampler = MemorySampler()
+    features_s = None
     with dask_client(settings.compute, settings) as client:
         client.wait_for_workers(workers, timeout=120)
         client.run(lambda: __import__("churnflow.serving.partitioned"))  # imports on the workers, not timed
-        with sampler.sample("features"):
-            t0 = time.perf_counter()
-            parts, _, _ = build_features_partitioned(read_partitioned(settings), settings, AS_OF)
-            write_parts(parts, out / "dask_features")
-            features_s = time.perf_counter() - t0
+        if with_features:
+            with sampler.sample("features"):
+                t0 = time.perf_counter()
+                parts, _, _ = build_features_partitioned(read_partitioned(settings), settings, AS_OF)
+                write_parts(parts, out / "dask_features")
+                features_s = time.perf_counter() - t0
         with sampler.sample("scoring"):
             t0 = time.perf_counter()
             week = score_week_partitioned(read_partitioned(settings), AS_OF, bundle, "1", settings,
                                           force=True)
             score_s = time.perf_counter() - t0
         worker_peaks = client.run(peak_rss_mb)
+        spilled = client.run(_worker_spilled_mb)
         killed = client.run_on_scheduler(lambda dask_scheduler: sum(
             ts.suspicious for ts in dask_scheduler.tasks.values()))
     write_parquet(week.scores, out / "dask_scores.parquet")
     cluster_peak = {label: round(max(v for _, v in samples) / 2**20) for label, samples in sampler.samples.items()}
     return {"features_s": features_s, "score_s": score_s, "worker_peak_rss_mb": sorted(worker_peaks.values()),
             "cluster_peak_mb": cluster_peak, "client_peak_rss_mb": peak_rss_mb(), "scored": len(week.scores),
-            "suspicious_tasks": killed}
+            "spilled_mb": sorted(spilled.values()), "suspicious_tasks": killed}
 
 
 def mode_duckdb(data: Path, out: Path) -> dict:
@@ -210,43 +232,62 @@ def run(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _print_size(n: int, sizes: dict[str, int], local: dict | None, on_dask: dict, ref: dict | None) -> None:
+    line = f"{n:>9,} customers {sizes['events_rows']:>11,} events | dask scoring {on_dask['score_s']:.1f} s, "
+    line += (f"worker peaks {on_dask['worker_peak_rss_mb']} MB, cluster peak {on_dask['cluster_peak_mb']} MB, "
+             f"client {on_dask['client_peak_rss_mb']:,} MB, spilled {on_dask['spilled_mb']} MB, "
+             f"suspicious tasks {on_dask['suspicious_tasks']}")
+    if local is not None and ref is not None:
+        line += (f" | features: local {local['features_s']:.1f} s, dask {on_dask['features_s']:.1f} s, DuckDB RFM "
+                 f"{ref['duckdb_rfm_s']:.2f} s | local scoring {local['score_s']:.1f} s, peak {local['peak_rss_mb']:,} MB"
+                 f" | scores.parquet identical: {ref['scores_parquet_identical']}")
+    print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, nargs="+", default=[200_000])
-    parser.add_argument("--partitions", type=int, default=8, help="customer partitions (0: one per input file)")
-    parser.add_argument("--files", type=int, default=8, help="Parquet files per table")
+    parser.add_argument("--partition-customers", type=int, default=62_500,
+                        help="customers per partition: the partition count grows with the data, the bytes per "
+                             "partition stay the same")
+    parser.add_argument("--chunk", type=int, default=500_000, help="customers per generated Parquet file")
+    parser.add_argument("--local-max", type=int, default=1_000_000,
+                        help="largest size also run on the local engine (and checked against it and DuckDB)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GiB")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--partitions", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--features", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["local", "dask", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        data, model, out = args.dir / "data", args.dir / "model.pkl", args.dir
+        data, out = args.dir / "data", args.dir
+        model = args.dir.parent / "model.pkl"
         result = {"local": lambda: mode_local(data, model, out),
-                  "dask": lambda: mode_dask(data, model, out, args.partitions, args.workers, args.memory_limit),
+                  "dask": lambda: mode_dask(data, model, out, args.partitions, args.workers, args.memory_limit,
+                                            args.features),
                   "duckdb": lambda: mode_duckdb(data, out)}[args.mode]()
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.customers:
+        for n in sorted(args.customers):
             folder = Path(tmp) / str(n)
-            sizes = write_folders(n, args.seed, folder / "data", args.files)
-            fit_model(folder / "data", folder / "model.pkl")
-            common = ["--dir", str(folder), "--partitions", str(args.partitions), "--workers", str(args.workers),
+            sizes = write_folders(n, args.seed, folder / "data", args.chunk)
+            if not (Path(tmp) / "model.pkl").exists():  # one model, fitted on the smallest size, scores every size
+                fit_model(folder / "data", Path(tmp) / "model.pkl")
+            n_partitions = max(1, round(n / args.partition_customers))
+            compare = n <= args.local_max
+            common = ["--dir", str(folder), "--partitions", str(n_partitions), "--workers", str(args.workers),
                       "--memory-limit", args.memory_limit]
-            local = run(["--mode", "local", *common])
-            on_dask = run(["--mode", "dask", *common])
-            ref = run(["--mode", "duckdb", *common])
+            local = run(["--mode", "local", *common]) if compare else None
+            on_dask = run(["--mode", "dask", *common, *(["--features"] if compare else [])])
+            ref = run(["--mode", "duckdb", *common]) if compare else None
             input_bytes = sizes["customers_bytes"] + sizes["events_bytes"] + sizes["contacts_bytes"]
-            print(json.dumps({"customers": n, **sizes, "local": local, "dask": on_dask, "duckdb": ref,
-                              "input_mb_per_partition": round(input_bytes / 2**20 / max(args.partitions, 1), 1)}))
-            print(f"{n:>9,} customers {sizes['events_rows']:>11,} events | features: local {local['features_s']:.1f} s, "
-                  f"dask {on_dask['features_s']:.1f} s, DuckDB RFM {ref['duckdb_rfm_s']:.2f} s "
-                  f"(dask/DuckDB {on_dask['features_s'] / ref['duckdb_rfm_s']:.1f}x) | scoring: local {local['score_s']:.1f} s, "
-                  f"dask {on_dask['score_s']:.1f} s | peak: local {local['peak_rss_mb']:,} MB, dask workers "
-                  f"{on_dask['worker_peak_rss_mb']} MB, client {on_dask['client_peak_rss_mb']:,} MB | "
-                  f"scores.parquet identical: {ref['scores_parquet_identical']}", flush=True)
+            print(json.dumps({"customers": n, **sizes, "partitions": n_partitions, "local": local, "dask": on_dask,
+                              "duckdb": ref, "input_mb_per_partition": round(input_bytes / 2**20 / n_partitions, 1)}))
+            _print_size(n, sizes, local, on_dask, ref)
+            shutil.rmtree(folder)  # 8M customers of Parquet need not stay on disk while the next size runs
 
 
 if __name__ == "__main__":

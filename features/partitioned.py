@@ -138,9 +138,14 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
     directory = compute.local_directory
     if directory and settings is not None:
         directory = str(settings.path(directory))
-    with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
-                      memory_limit=compute.memory_limit, local_directory=directory or None,
-                      processes=processes, dashboard_address=":0") as cluster, Client(cluster) as client:
+    import dask
+
+    # Arrow's own allocator keeps freed memory for reuse, which a worker's memory limit counts as
+    # its own: the system allocator hands it back (set before the worker processes start).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.ARROW_DEFAULT_MEMORY_POOL": "system"}), \
+            LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
+                         memory_limit=compute.memory_limit, local_directory=directory or None,
+                         processes=processes, dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
@@ -229,6 +234,13 @@ def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 # ---- reading -----------------------------------------------------------------------------------
 
 
+PARQUET_BLOCK = "8MiB"
+"""Largest input block read from a Parquet file (by the file's own uncompressed sizes; never less
+than one row group). The shuffle by customer holds a few hundred bytes per row of a block: on
+1M customers, 2M-row blocks peaked at 1.5 GB per 2 GiB worker, 1M-row blocks (one row group of
+pyarrow's default size) at 1.0 GB (benchmarks/README.md)."""
+
+
 def read_dask_source(source: str, table: str, settings: Settings, what: str,
                      blocksize: str = "64MiB") -> dd.DataFrame:
     """One configured source as a Dask DataFrame: Parquet file or folder, CSV/TSV, or SQL table."""
@@ -242,7 +254,7 @@ def read_dask_source(source: str, table: str, settings: Settings, what: str,
     suffix = "".join(path.suffixes[-2:]).lower()
     try:
         if path.is_dir() or suffix.endswith((".parquet", ".pq")):
-            return dd.read_parquet(str(path))
+            return dd.read_parquet(str(path), split_row_groups="infer", blocksize=PARQUET_BLOCK)
         if suffix.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
             compressed = suffix.endswith(".gz")
             options = text_options(path, "\t" if ".tsv" in suffix else ",", settings)  # as the local reader
