@@ -106,7 +106,8 @@ def main() -> None:
             f"{result['customers']:>9,} customers {result['events']:>11,} events | validate {result['validate_s']:6.2f} s | "
             f"features {result['features_s']:6.2f} s ({result['features']} features; at scoring "
             f"{result['scoring_features_s']:.2f} s; BG/NBD fit {result['btyd_fit_s']:.2f} s) | DuckDB RFM {result['duckdb_rfm_s']:5.2f} s | "
-            f"peak RSS {result['peak_rss_mb']:,} MB"
+            f"peak RSS {result['peak_rss_mb']:,} MB | (validate + features at scoring) / DuckDB "
+            f"{(result['validate_s'] + result['scoring_features_s']) / result['duckdb_rfm_s']:.1f}x"
         )
 
 
