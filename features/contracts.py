@@ -26,10 +26,18 @@ from churnflow.features.columns import (
     customer_setting_issues,
     personal_contact_field_issue,
     personal_data_note,
+    screened_columns,
     undeclared_personal_columns,
 )
-from churnflow.features.dates import DateFormatError, parse_dates
+from churnflow.features.dates import (
+    DateFormatError,
+    DayMonthFacts,
+    day_month_facts,
+    day_month_order,
+    parse_dates,
+)
 from churnflow.features.errors import ChurnflowError
+from churnflow.features.personal import personal_data_reason, screen_sample
 from churnflow.features.settings import Settings
 from churnflow.features.sources import read_source, source_kind, source_label
 
@@ -194,6 +202,8 @@ class _Source:
     kind: str
     columns: dict[str, str]
     """Canonical name → the user's column name."""
+    key: str = ""
+    """``customers``, ``events`` or ``contacts``."""
 
     def user(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
@@ -214,6 +224,7 @@ class _Run:
 
     settings: Settings
     ids_as_text: bool = False
+    decided: Decisions | None = None
     problems: list[Problem] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -234,8 +245,10 @@ class _Run:
         """Parse one date column in place (one format per column); bad rows reported or dropped."""
         raw, user, d = frame[canonical], src.user(canonical), self.settings.data
         fmt = d.date_formats.get(user, d.date_format)
-        try:
-            parsed = parse_dates(raw, fmt, d.dayfirst)
+        facts = self.decided.day_month.get((src.key, user)) if self.decided and not fmt else None
+        try:  # the day/month order decided for the whole column (Dask), or from the values here
+            dayfirst = day_month_order(facts, d.dayfirst) if facts and facts.values else d.dayfirst
+            parsed = parse_dates(raw, fmt, dayfirst)
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
@@ -454,9 +467,10 @@ def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
 
 
 def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source], settings: Settings,
-                       require_label: bool) -> tuple[list[Problem], dict[str, str]]:
+                       require_label: bool, personal: dict[str, str] | None = None
+                       ) -> tuple[list[Problem], dict[str, str]]:
     """Settings naming columns the data lack; and the undeclared columns that look like personal
-    data (column → why), which the run leaves out."""
+    data (column → why; ``personal``: decided already), which the run leaves out."""
     issues = []
     for key, frame in raw.items():
         if frame is not None:
@@ -465,9 +479,11 @@ def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _
             issues += missing
     customers = raw["customers"]
     issues += customer_setting_issues(None if customers is None else [str(c) for c in customers.columns], settings)
-    personal: dict[str, str] = {}
-    if customers is not None and not issues:
+    if customers is None or issues:
+        personal = {}
+    elif personal is None:
         personal = undeclared_personal_columns(customers, sources["customers"].columns, settings)
+    if personal:
         contact = set(customer_setting_columns(settings).get("serving.contact_fields", []))
         issues += [personal_contact_field_issue(c, why) for c, why in personal.items() if c in contact]
     return [Problem(sources[i.table].label, i.column, i.rule, [], [], 0) for i in issues], personal
@@ -507,17 +523,19 @@ def validate_tables(
     require_label: bool = True,
     kinds: dict[str, str] | None = None,
     part: bool = False,
+    decided: Decisions | None = None,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
     churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
     which sources are CSV files (problems then cite file lines). ``part``: the tables are one
-    partition of larger sources (the Dask engine), where an empty table is normal.
+    partition of larger sources (the Dask engine), where an empty table is normal. ``decided``:
+    the decisions taken from columns' values, made once for all partitions (:func:`decide`).
     """
     names, kinds = names or {}, kinds or {}
     raw = {"customers": customers, "events": events, "contacts": contacts}
-    sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
+    sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}, k) for k in raw}
     for key, frame in raw.items():
         if frame is not None and frame.empty and not part:
             raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
@@ -525,7 +543,7 @@ def validate_tables(
     if customers is None and events is None:
         raise DataValidationError([Problem("customers", "*", "no customers or events source configured", [], [], 0)],
                                   hint="Set data.customers and/or data.events in your settings.")
-    found, personal = _settings_problems(raw, sources, settings, require_label)
+    found, personal = _settings_problems(raw, sources, settings, require_label, decided and decided.personal)
     if found:
         raise DataValidationError(found, hint="Fix the settings named above (or the file's header), then run "
                                              "`churnflow validate` again.")
@@ -533,7 +551,7 @@ def validate_tables(
     if personal:  # left out here, before anything else sees their values
         raw["customers"] = customers = customers.drop(columns=list(personal))
 
-    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources))
+    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources), decided=decided)
     _repeated_headers(raw, sources, run)
     customers, events, contacts = raw["customers"], raw["events"], raw["contacts"]
     ev = _events(events, sources["events"], run) if events is not None else None
@@ -551,6 +569,85 @@ def validate_tables(
     tables = _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
     tables.notes = notes  # said by the caller (the CLI, the validate task's log)
     return tables
+
+
+# ---- decisions from values, made once for data in parts (the Dask engine) -------------------------
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What ``validate_tables`` decides from columns' values rather than from rows one by one.
+
+    The local engine decides them on each whole column; the Dask engine validates partitions,
+    so it decides them once from every partition's :class:`ValueFacts` and passes them in, and
+    a partition then stops, leaves out and parses exactly as the whole table would.
+    """
+
+    personal: dict[str, str] = field(default_factory=dict)
+    """Undeclared customers columns left out as personal data → why."""
+    day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
+    """(table, column) → the day/month facts of the whole column, which settle its order."""
+
+    def agrees_with(self, whole: Decisions, dayfirst: bool | None) -> bool:
+        """Whether a part validated with these decisions validates as with ``whole``'s: the same
+        personal columns, and each date column's order (or refusal) the same wherever this part
+        has day/month values (one without them needs an order only when the column is refused)."""
+        if self.personal != whole.personal:
+            return False
+        for key, facts in whole.day_month.items():
+            mine = self.day_month.get(key, DayMonthFacts())
+            if facts.values and (mine.values or not isinstance(_order(facts, dayfirst), bool)) \
+                    and _order(mine, dayfirst) != _order(facts, dayfirst):
+                return False
+        return True
+
+
+def _order(facts: DayMonthFacts, dayfirst: bool | None) -> bool | tuple[str, list[Any]]:
+    try:
+        return day_month_order(facts, dayfirst)
+    except DateFormatError as exc:
+        return exc.reason, exc.examples.index.tolist()
+
+
+@dataclass(frozen=True)
+class ValueFacts:
+    """What the decisions need from a part of the data: each screened customers column's sample
+    (it stays on the worker that decides) and each text date column's day/month facts."""
+
+    samples: dict[str, pd.Series] = field(default_factory=dict)
+    day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
+
+
+def value_facts(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
+                settings: Settings, require_label: bool = True) -> ValueFacts:
+    """The facts of raw tables (a partition's, in source order) that :func:`decide` needs."""
+    d, samples, day_month = settings.data, {}, {}
+    for key, frame in {"customers": customers, "events": events, "contacts": contacts}.items():
+        if frame is None:
+            continue
+        mapping, _ = column_mapping(key, [str(c) for c in frame.columns], settings, require_label)
+        for canonical in ("signup_time", "churn_time", "event_time", "contact_time"):
+            user = mapping.get(canonical)
+            if user and not d.date_formats.get(user, d.date_format):
+                day_month[(key, user)] = day_month_facts(frame[user])
+        if key == "customers":
+            samples = {str(c): screen_sample(frame[c]) for c in screened_columns(frame, mapping, settings)}
+    return ValueFacts(samples, day_month)
+
+
+def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
+    """The facts of the whole data from its parts' (samples re-sampled, day/month facts merged)."""
+    parts = list(parts)
+    columns = list(dict.fromkeys(c for p in parts for c in p.samples))
+    keys = list(dict.fromkeys(k for p in parts for k in p.day_month))
+    return ValueFacts({c: screen_sample(pd.concat([p.samples[c] for p in parts if c in p.samples])) for c in columns},
+                      {k: DayMonthFacts.merged(p.day_month[k] for p in parts if k in p.day_month) for k in keys})
+
+
+def decide(facts: ValueFacts) -> Decisions:
+    """The decisions the facts settle (the personal-data screen runs on the samples here)."""
+    personal = {c: reason for c, sample in facts.samples.items() if (reason := personal_data_reason(sample, c))}
+    return Decisions(personal, dict(facts.day_month))
 
 
 def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,

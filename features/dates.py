@@ -11,6 +11,11 @@ of moving events by months.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 _TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
@@ -49,7 +54,7 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
         return values.astype("datetime64[ns]")
     if pd.api.types.is_numeric_dtype(values):
         return _parse_numbers(values)
-    text = values.astype("string").str.strip().replace("", pd.NA)
+    text = _text(values)
     if fmt:
         return _zoned_to_utc(text, format=fmt)
     present = text.dropna()
@@ -64,13 +69,17 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     family = _families(text)
     found = [f for f in FAMILIES if (family == f).any()]
     if DAY_MONTH in found:
-        dayfirst = _day_month_order(text[family == DAY_MONTH], dayfirst, mixed=len(found) > 1,
-                                    others=text[(family != DAY_MONTH) & family.notna() & (family != "")])
+        others = text[(family != DAY_MONTH) & family.notna() & (family != "")]
+        dayfirst = day_month_order(DayMonthFacts.of(text[family == DAY_MONTH], others), dayfirst)
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     for name in found:
         mask = family == name
         out[mask] = _parse_family(text[mask], name, bool(dayfirst))
     return out
+
+
+def _text(values: pd.Series) -> pd.Series:
+    return values.astype("string").str.strip().replace("", pd.NA)
 
 
 def _parse_numbers(values: pd.Series) -> pd.Series:
@@ -130,29 +139,96 @@ def _families(text: pd.Series) -> pd.Series:
     return family
 
 
-def _day_month_order(text: pd.Series, dayfirst: bool | None, mixed: bool, others: pd.Series) -> bool:
-    """Day first (True) or month first (False) for the d/m/y values, from the data or the setting."""
+@dataclass(frozen=True)
+class DayMonthFacts:
+    """What a column's day/month/year values say about their order: the first few values of each
+    kind, as (source row, text) pairs. The facts of parts of a column merge into the facts of the
+    whole (the Dask engine decides the order once from its partitions' facts)."""
+
+    values: tuple[tuple[Any, str], ...] = ()
+    """The first three day/month/year values."""
+    day_first: tuple[tuple[Any, str], ...] = ()
+    """The first two whose first number is above 12 (so the day comes first)."""
+    month_first: tuple[tuple[Any, str], ...] = ()
+    """The first two whose second number is above 12."""
+    others: tuple[tuple[Any, str], ...] = ()
+    """The first two values of another format."""
+
+    @classmethod
+    def of(cls, day_month: pd.Series, others: pd.Series) -> DayMonthFacts:
+        """The facts of the day/month/year values ``day_month`` and the column's ``others``."""
+        parts = day_month.str.extract(r"^(\d{1,2})\D(\d{1,2})\D").astype("float64")
+        return cls(_pairs(day_month, 3), _pairs(day_month[parts[0] > 12], 2), _pairs(day_month[parts[1] > 12], 2),
+                   _pairs(others, 2))
+
+    @classmethod
+    def merged(cls, facts: Iterable[DayMonthFacts]) -> DayMonthFacts:
+        """The facts of the whole column from the facts of its parts (rows in source order)."""
+        facts = list(facts)
+
+        def first(name: str, n: int) -> tuple[tuple[Any, str], ...]:
+            return tuple(sorted((p for f in facts for p in getattr(f, name)), key=_row_order)[:n])
+
+        return cls(first("values", 3), first("day_first", 2), first("month_first", 2), first("others", 2))
+
+
+def _pairs(values: pd.Series, n: int) -> tuple[tuple[Any, str], ...]:
+    head = values.head(n)
+    return tuple((int(i) if isinstance(i, (int, np.integer)) else i, str(v)) for i, v in head.items())
+
+
+def _row_order(pair: tuple[Any, str]) -> tuple[int, Any]:
+    row = pair[0]
+    return (0, row) if isinstance(row, (int, np.integer)) else (1, str(row))
+
+
+def _series(pairs: Iterable[tuple[Any, str]]) -> pd.Series:
+    pairs = list(pairs)
+    return pd.Series([v for _, v in pairs], index=[r for r, _ in pairs], dtype="string")
+
+
+def day_month_facts(values: pd.Series) -> DayMonthFacts:
+    """The day/month facts of a raw date column, without classifying every value: only values
+    that start like ``dd/mm/`` can be day/month/year ones, and two values of another format are
+    enough (the Dask engine's per-partition summary; empty for columns that are not text)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values) \
+            or pd.api.types.is_numeric_dtype(values):
+        return DayMonthFacts()
+    as_text = values if pd.api.types.is_string_dtype(values) else values.astype("string")
+    maybe = as_text.str.match(r"\s*\d{1,2}[/.\-]\d{1,2}[/.\-]", na=False).to_numpy(dtype=bool)
+    candidates = _text(values[maybe]).dropna()
+    day_month = candidates[_families(candidates) == DAY_MONTH]
+    rest = np.flatnonzero(~maybe | values.index.isin(candidates.index.difference(day_month.index)))
+    start, size, others = 0, 256, pd.Series(dtype="string")
+    while start < len(rest) and len(others) < 2:  # usually the first values say it
+        chunk = _text(values.iloc[rest[start:start + size]]).dropna()
+        others = pd.concat([others, chunk[_families(chunk) != ""]])
+        start, size = start + size, size * 4
+    return DayMonthFacts.of(day_month, others)
+
+
+def day_month_order(facts: DayMonthFacts, dayfirst: bool | None) -> bool:
+    """Day first (True) or month first (False) for a column's d/m/y values, from ``data.dayfirst``
+    or the values (their facts); ``DateFormatError`` when they cannot tell, or contradict."""
     if dayfirst is not None:
         return dayfirst
-    parts = text.str.extract(r"^(\d{1,2})\D(\d{1,2})\D").astype("float64")
-    first_big, second_big = parts[0] > 12, parts[1] > 12
-    if mixed:
-        examples = pd.concat([others.head(2), text.head(2)])
+    values, others = _series(facts.values), _series(facts.others)
+    if len(others):
         raise DateFormatError(
-            f"mixes date formats in one column: {_show(others.head(2))} and day/month/year values like "
-            f"{_show(text.head(2))}, which are easy to misread; set {EXAMPLE_FIX}, "
-            "or export the column in one format", examples)
-    if first_big.any() and second_big.any():
-        examples = pd.concat([text[first_big].head(2), text[second_big].head(2)])
+            f"mixes date formats in one column: {_show(others)} and day/month/year values like "
+            f"{_show(values.head(2))}, which are easy to misread; set {EXAMPLE_FIX}, "
+            "or export the column in one format", pd.concat([others, values.head(2)]))
+    first_big, second_big = _series(facts.day_first), _series(facts.month_first)
+    if len(first_big) and len(second_big):
         raise DateFormatError(
-            f"has day-first values ({_show(text[first_big].head(2))}) and month-first values "
-            f"({_show(text[second_big].head(2))}) in one column; fix the export, or set {EXAMPLE_FIX} "
-            "and the other rows are reported as unparsable", examples)
-    if first_big.any() or second_big.any():
-        return bool(first_big.any())
+            f"has day-first values ({_show(first_big)}) and month-first values "
+            f"({_show(second_big)}) in one column; fix the export, or set {EXAMPLE_FIX} "
+            "and the other rows are reported as unparsable", pd.concat([first_big, second_big]))
+    if len(first_big) or len(second_big):
+        return bool(len(first_big))
     raise DateFormatError(
-        f"has dates like {_show(text.head(2))} whose day/month order no value settles (no number above "
-        f"12); set {EXAMPLE_FIX}, or data.date_format (e.g. \"%d/%m/%Y\")", text.head(3))
+        f"has dates like {_show(values.head(2))} whose day/month order no value settles (no number above "
+        f"12); set {EXAMPLE_FIX}, or data.date_format (e.g. \"%d/%m/%Y\")", values)
 
 
 def _show(values: pd.Series) -> str:

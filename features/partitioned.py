@@ -72,14 +72,19 @@ from churnflow.features.build import (
 from churnflow.features.contracts import (
     MAX_EXAMPLES,
     DataValidationError,
+    Decisions,
     Problem,
     Tables,
+    ValueFacts,
     clean_ids,
     compare_ids_as_text,
     cut_at,
+    decide,
+    merge_facts,
     source_kinds,
     source_names,
     validate_tables,
+    value_facts,
 )
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.schema import FeatureSchema
@@ -327,33 +332,47 @@ def ids_as_declared(frames: dict[str, dd.DataFrame | None], id_column: str) -> d
 
 @dataclass
 class Validated:
-    """One partition after ``validate_tables``: its tables, or the problems that stopped them."""
+    """One partition after ``validate_tables``: its tables, or the problems that stopped them;
+    the facts its values gave the global decisions, and the decisions it was validated with."""
 
     tables: Tables | None
     problems: list[Problem] = field(default_factory=list)
     hint: str = ""
+    facts: ValueFacts = field(default_factory=ValueFacts)
+    decided: Decisions | None = None
 
 
 def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
-                       contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True) -> Validated:
+                       contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True,
+                       decided: Decisions | None = None) -> Validated:
     """``validate_tables`` on one partition's rows, put back in source order first.
 
+    ``decided``: the decisions made from all partitions' values (``whole_decisions``); without
+    them the partition decides from its own values, and says what it decided (the first pass).
     A configured table with no rows here is passed empty, not left out: events or contacts of
     customers missing from the customers table are then reported as unknown, as locally.
     """
     customers, events, contacts = (in_source_order(f) for f in (customers, events, contacts))
     if (customers is None or customers.empty) and (events is None or events.empty):
         return Validated(None)  # no customer hashed here
+    facts = ValueFacts() if decided else value_facts(customers, events, contacts, settings, require_label)
+    decided = decided or decide(facts)
     no_events = events is not None and events.empty
     try:
         tables = validate_tables(customers, None if no_events else events, contacts, settings,
                                  source_names(settings), require_label=require_label, kinds=source_kinds(settings),
-                                 part=True)
+                                 part=True, decided=decided)
     except DataValidationError as exc:
-        return Validated(None, exc.problems, _hint(exc))
+        return Validated(None, exc.problems, _hint(exc), facts, decided)
     if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
-    return Validated(tables)
+    return Validated(tables, facts=facts, decided=decided)
+
+
+def whole_decisions(parts: Sequence[Validated]) -> Decisions:
+    """The decisions from every partition's facts: what the local engine decides on the whole
+    tables. Runs on a worker, so the screened columns' samples never reach the client."""
+    return decide(merge_facts(p.facts for p in parts))
 
 
 def _hint(exc: DataValidationError) -> str:
@@ -386,11 +405,13 @@ class PartitionSummary:
     problems: list[Problem] = field(default_factory=list)
     hint: str = ""
     dropped_rows: dict[str, int] = field(default_factory=dict)
+    decided: Decisions | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary:
     if part.tables is None:
-        return PartitionSummary(problems=part.problems, hint=part.hint)
+        return PartitionSummary(problems=part.problems, hint=part.hint, decided=part.decided)
     cu, ev = part.tables.customers, part.tables.events
     blank = set(settings.pii_columns) | set(settings.features.exclude)
     attrs = cu[[c for c in cu.columns if c not in _RESERVED]]
@@ -406,6 +427,8 @@ def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary
         has_amount=ev is not None and "amount" in ev,
         has_signup="signup_time" in cu,
         dropped_rows=dict(part.tables.dropped_rows),
+        decided=part.decided,
+        notes=list(part.tables.notes),
     )
 
 
@@ -431,6 +454,10 @@ def merge_problems(problems: Sequence[Problem]) -> list[Problem]:
         by_rule.setdefault((p.table, p.column, p.rule), []).append(p)
     merged = []
     for (table, column, rule), group in by_rule.items():
+        group = [p for i, p in enumerate(group) if p.count or p not in group[:i]]  # a column's, said by each
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
         examples = sorted((e for p in group for e in zip(p.rows, p.values, strict=False)), key=lambda e: _row_key(e[0]))
         examples = examples[:MAX_EXAMPLES]
         merged.append(Problem(table, column, rule, [r for r, _ in examples], [v for _, v in examples],
@@ -493,6 +520,8 @@ class GlobalFacts:
     end_date: pd.Timestamp
     n_customers: int
     dropped_rows: dict[str, int]
+    notes: tuple[str, ...] = ()
+    """What the user must hear although nothing stopped (``Tables.notes``, the same in every partition)."""
 
 
 def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
@@ -506,7 +535,8 @@ def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
     dropped: Counter[str] = Counter()
     for s in summaries:
         dropped.update(s.dropped_rows)
-    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped))
+    notes = next((s.notes for s in summaries if s.n_customers), [])
+    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped), tuple(notes))
 
 
 # ---- per partition: snapshots ------------------------------------------------------------------
@@ -598,9 +628,15 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     import dask
 
     validate = dask.delayed(validate_partition, pure=True)
-    validated = [validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]
-    validated = list(dask.persist(*validated))
     summarize = dask.delayed(summarize_partition, pure=True)
+    validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]))
+    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(validated),
+                                     *[summarize(v, settings) for v in validated])
+    if all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
+        return validated, tuple(summaries)
+    # Some partition decided otherwise than the whole data decide: validate again with the latter.
+    validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
+                                    for cu, ev, co in raw.delayed()]))
     return validated, dask.compute(*[summarize(v, settings) for v in validated])
 
 
