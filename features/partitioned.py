@@ -76,6 +76,7 @@ from churnflow.features.contracts import (
     Problem,
     Tables,
     ValueFacts,
+    check_as_of,
     clean_ids,
     compare_ids_as_text,
     cut_at,
@@ -680,7 +681,9 @@ def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd
     if as_of is not None:
         raise_problems(summaries)
         as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
-        end = min(global_end_date(summaries, settings), as_of - pd.Timedelta(days=1))
+        whole_end = global_end_date(summaries, settings)
+        check_as_of(Tables(pd.DataFrame(), None, None, whole_end), as_of)  # as the local features flow
+        end = min(whole_end, as_of - pd.Timedelta(days=1))
         cut = dask.delayed(_cut_validated, pure=True)
         validated = list(dask.persist(*[cut(v, end, as_of) for v in validated]))
         summarize = dask.delayed(summarize_partition, pure=True)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.labels import active_customers
 from churnflow.features.partitioned import (
     RawPartitions,
@@ -220,7 +220,10 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     validated, summaries = validate_partitions(raw, settings, require_label=False)
     raise_problems(summaries)
     end = global_end_date(summaries, settings)
-    day = scoring_date(Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end), as_of)
+    whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)
+    if as_of is not None:
+        check_as_of(whole, as_of)  # a date after the data: said, not scored (as the local score flow)
+    day = scoring_date(whole, as_of)
     cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
     check = dask.delayed(_check_model_inputs, pure=True)

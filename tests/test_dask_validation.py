@@ -1,0 +1,156 @@
+"""Validation decisions made from a column's values are made once on the Dask engine.
+
+The local engine decides a text date column's day/month order and which undeclared columns look
+like personal data on the whole table; the Dask engine validates partitions, so each case below
+puts the telling values in some partitions only and checks that the Dask engine still stops with
+the local engine's error, or gives its notes and tables. Also: ``--as-of`` after the data is
+refused on the Dask score and features paths, and the local cluster's dashboard takes a free port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("dask.distributed")
+
+import dask
+
+from churnflow.features.contracts import AsOfError, DataValidationError, check_as_of, load_tables
+from churnflow.features.demo import generate_demo_data, write_demo_data
+from churnflow.features.partitioned import (
+    build_features_partitioned,
+    build_snapshots_partitioned,
+    customer_partition,
+    read_partitioned,
+)
+from churnflow.features.settings import Settings, load_settings
+from tests.conftest import write_project
+from tests.test_dask_parity import AS_OF, dask_snapshots, local_snapshots, train_small_model
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index"),
+]
+N_PARTITIONS = 4
+
+
+@pytest.fixture
+def client(dask_session: object) -> object:
+    return dask_session
+
+
+def project_with(tmp_path: Path, change: object) -> Settings:
+    """A small project whose customers table is first changed by ``change(customers, partition)``
+    (``partition``: each customer's partition among ``N_PARTITIONS``)."""
+    data = generate_demo_data(240, seed=11)
+    part = customer_partition(data.customers["customer_id"], N_PARTITIONS)
+    data = dataclasses.replace(data, customers=change(data.customers.copy(), part))
+    write_demo_data(data, tmp_path / "data")
+    return load_settings(write_project(tmp_path, n_customers=0))
+
+
+def day_month_text(days: pd.Series, day_first: bool, ambiguous: bool) -> pd.Series:
+    """Dates as d/m/Y (``day_first``) or m/d/Y text; ``ambiguous``: days moved into 1..12, so no
+    value says which number is the day."""
+    day = ((days.dt.day - 1) % 12 + 1) if ambiguous else days.dt.day
+    first, second = (day, days.dt.month) if day_first else (days.dt.month, day)
+    return first.map("{:02d}".format) + "/" + second.map("{:02d}".format) + "/" + days.dt.year.astype(str)
+
+
+def test_day_first_settled_by_one_partition_parses_every_partition(client: object, tmp_path: Path) -> None:
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        telling = part == 0  # only partition 0 holds days above 12; elsewhere 03/04/2024 could be either
+        text = day_month_text(cu["signup_time"], day_first=True, ambiguous=True)
+        return cu.assign(signup_time=text.where(~telling, day_month_text(cu["signup_time"], True, False)))
+
+    settings = project_with(tmp_path, change)
+    expected, expected_schema = local_snapshots(settings)
+    got, schema = dask_snapshots(settings, N_PARTITIONS)
+    assert schema == expected_schema and expected_schema.has_signup
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("case", ["day first here, month first there", "ISO here, day/month there",
+                                  "ambiguous everywhere"])
+def test_a_column_the_whole_data_refuse_is_refused_by_the_dask_engine(client: object, tmp_path: Path,
+                                                                       case: str) -> None:
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        days = cu["signup_time"]
+        if case == "day first here, month first there":  # each partition alone looks settled
+            text = day_month_text(days, True, False).where(part < 2, day_month_text(days, False, False))
+        elif case == "ISO here, day/month there":
+            text = days.dt.strftime("%Y-%m-%d").where(part == 0, day_month_text(days, True, False))
+        else:
+            text = day_month_text(days, True, True)
+        return cu.assign(signup_time=text)
+
+    settings = project_with(tmp_path, change)
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert "signup_time" in str(local_error.value) and "data.dayfirst" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
+
+
+def test_data_dayfirst_setting_still_decides(client: object, tmp_path: Path) -> None:
+    settings = project_with(tmp_path, lambda cu, part: cu.assign(
+        signup_time=day_month_text(cu["signup_time"], day_first=False, ambiguous=True)))
+    settings.data.dayfirst = False
+    expected, _ = local_snapshots(settings)
+    got, _ = dask_snapshots(settings, N_PARTITIONS)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("partitions_with_emails", [[0], [0, 1, 2]])
+def test_personal_data_screen_decides_for_the_whole_column(client: object, tmp_path: Path,
+                                                         partitions_with_emails: list[int]) -> None:
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        emails = "c" + cu["customer_id"].astype(str) + "@example.com"
+        return cu.assign(reference=emails.where(pd.Series(part, index=cu.index).isin(partitions_with_emails),
+                                                cu["plan"]))
+
+    settings = project_with(tmp_path, change)
+    tables = load_tables(settings)
+    left_out = "reference" not in tables.customers
+    assert left_out == (len(partitions_with_emails) == 3)  # 1 partition of 4: no; 3 of 4: most values are e-mails
+    assert any("'reference' looks like personal data" in n for n in tables.notes) == left_out
+    expected, expected_schema = local_snapshots(settings)
+    parts, facts = build_snapshots_partitioned(read_partitioned(settings, N_PARTITIONS), AS_OF, settings)
+    assert facts.notes == tuple(tables.notes)
+    assert facts.schema == expected_schema
+    got = dask.compute(*parts)
+    assert all("reference" not in p for p in got if p is not None) == left_out
+    from churnflow.features.partitioned import sorted_by_customer
+
+    pd.testing.assert_frame_equal(sorted_by_customer(got), expected, check_exact=True)
+
+
+def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(client: object,
+                                                                               tmp_path: Path) -> None:
+    from churnflow.serving.partitioned import score_week_partitioned
+
+    settings = load_settings(write_project(tmp_path, n_customers=300, seed=5))
+    tables = load_tables(settings, require_label=False)
+    late = tables.end_date + pd.Timedelta(days=9)
+    with pytest.raises(AsOfError) as local_error:
+        check_as_of(tables, late)  # what the local score and features flows say
+    with pytest.raises(AsOfError) as scoring:
+        score_week_partitioned(read_partitioned(settings, 2), late, train_small_model(settings), "1", settings)
+    with pytest.raises(AsOfError) as features:
+        build_features_partitioned(read_partitioned(settings, 2), settings, late)
+    assert str(scoring.value) == str(features.value) == str(local_error.value)
+    parts, _, day = build_features_partitioned(read_partitioned(settings, 2), settings, late - pd.Timedelta(days=8))
+    assert day == tables.end_date + pd.Timedelta(days=1) and len(dask.compute(*parts)) == 2  # the last allowed day
+
+
+def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Path) -> None:
+    from churnflow.flows.engine import dask_task_runner
+
+    assert client.dashboard_link and ":8787/" not in client.dashboard_link  # type: ignore[attr-defined]
+    settings = load_settings(write_project(tmp_path, n_customers=0, extra_toml='\n[compute]\nengine = "dask"\n'))
+    assert dask_task_runner(settings).cluster_kwargs["dashboard_address"] == ":0"
