@@ -447,16 +447,29 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
     return co
 
 
-def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
-    """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
-    def loose(value: object) -> str:
-        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0").casefold()
+def loose_id(value: object) -> str:
+    """An id as the leading-zero hint compares it: no decimals, leading zeros or case."""
+    return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0").casefold()
 
-    known = {loose(v): v for v in cu["customer_id"].dropna()}
+
+def loose_ids(ids: pd.Series) -> pd.Series:
+    """:func:`loose_id` of every id at once."""
+    return ids.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True).str.lstrip("0").str.casefold()
+
+
+def unknown_id_values(problems: Iterable[Problem]) -> set[str]:
+    """The unknown ids the problems show, as :func:`loose_id` writes them."""
+    return {loose_id(v) for p in problems if "unknown customer" in p.rule for v in p.values if v is not None}
+
+
+def id_hint(problems: list[Problem], ids: pd.Series) -> list[Problem]:
+    """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways
+    (``ids``: the customers' ids in source order; only those :func:`unknown_id_values` names matter)."""
+    known = dict(zip(loose_ids(ids.dropna()), ids.dropna(), strict=True))
     out = []
     for p in problems:
-        pairs = [(v, known[loose(v)]) for v in p.values if "unknown customer" in p.rule
-                 and v is not None and loose(v) in known]
+        pairs = [(v, known[loose_id(v)]) for v in p.values if "unknown customer" in p.rule
+                 and v is not None and loose_id(v) in known]
         if pairs:
             ours, theirs = pairs[0]
             p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
@@ -565,7 +578,8 @@ def validate_tables(
         ev = _check_events(ev, cu, sources["events"], sources["customers"], run)
     co = _contacts(contacts, cu, sources["contacts"], sources["customers"], run) if contacts is not None else None
     if run.problems:
-        raise DataValidationError(_id_hint(run.problems, cu))
+        # (a partition's customers are not all the customers: the Dask engine hints once, after)
+        raise DataValidationError(run.problems if part else id_hint(run.problems, cu["customer_id"]))
     tables = _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
     tables.notes = notes  # said by the caller (the CLI, the validate task's log)
     return tables

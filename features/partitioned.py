@@ -81,9 +81,12 @@ from churnflow.features.contracts import (
     compare_ids_as_text,
     cut_at,
     decide,
+    id_hint,
+    loose_ids,
     merge_facts,
     source_kinds,
     source_names,
+    unknown_id_values,
     validate_tables,
     value_facts,
 )
@@ -633,12 +636,40 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]))
     whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(validated),
                                      *[summarize(v, settings) for v in validated])
-    if all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
-        return validated, tuple(summaries)
-    # Some partition decided otherwise than the whole data decide: validate again with the latter.
-    validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
-                                    for cu, ev, co in raw.delayed()]))
-    return validated, dask.compute(*[summarize(v, settings) for v in validated])
+    if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
+        # Some partition decided otherwise than the whole data decide: validate again with the latter.
+        validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
+                                        for cu, ev, co in raw.delayed()]))
+        summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    return validated, hint_unknown_ids(tuple(summaries), raw, settings)
+
+
+def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings
+                     ) -> tuple[PartitionSummary, ...]:
+    """The partitions' problems, merged, with the local engine's hint for unknown ids that match a
+    customer once leading zeros are ignored ('007' and 7 are hashed to different partitions, so no
+    partition sees both): the customers' ids that match are looked up in every partition."""
+    import dask
+
+    problems = merge_problems([p for s in summaries for p in s.problems])
+    wanted = unknown_id_values(problems)
+    if not wanted:
+        return summaries
+    frames = raw.customers if raw.customers is not None else raw.events
+    assert frames is not None
+    lookup = dask.delayed(_ids_like, pure=True)
+    found = dask.compute(*[lookup(f, settings.data.columns.customer_id, wanted) for f in frames.to_delayed()])
+    ids = pd.concat(found).sort_index(kind="stable")  # in source order, as the local engine meets them
+    hint = next((s.hint for s in summaries if s.problems and s.hint), "")
+    first, *rest = summaries  # the merged problems said once
+    return (dataclasses.replace(first, problems=id_hint(problems, ids), hint=hint),
+            *[dataclasses.replace(s, problems=[]) for s in rest])
+
+
+def _ids_like(frame: pd.DataFrame, id_column: str, wanted: set[str]) -> pd.Series:
+    """The ids of one partition that :func:`id_hint` would match to ``wanted``, by source row."""
+    ids = clean_ids(in_source_order(frame)[id_column]).dropna()
+    return ids[loose_ids(ids).isin(wanted).to_numpy()]
 
 
 def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,

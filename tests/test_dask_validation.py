@@ -130,6 +130,26 @@ def test_personal_data_screen_decides_for_the_whole_column(client: object, tmp_p
     pd.testing.assert_frame_equal(sorted_by_customer(got), expected, check_exact=True)
 
 
+def test_unknown_ids_that_match_a_customer_without_leading_zeros_get_the_local_hint(client: object,
+                                                                                    tmp_path: Path) -> None:
+    data = generate_demo_data(240, seed=11)
+    events = data.events.assign(customer_id=data.events["customer_id"].astype(str))  # text here, numbers there
+
+    def partition(text: str) -> int:
+        return int(customer_partition(pd.Series([text]), N_PARTITIONS)[0])
+
+    ours = next(i for i in data.customers["customer_id"] if partition(f"00{i}") != partition(str(i)))
+    events.loc[events.index[events["customer_id"] == str(ours)][:2], "customer_id"] = f"00{ours}"
+    write_demo_data(dataclasses.replace(data, events=events), tmp_path / "data")
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert f"'00{ours}' here is '{ours}' in the customers table" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)
+
+
 def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(client: object,
                                                                                tmp_path: Path) -> None:
     from churnflow.serving.partitioned import score_week_partitioned
