@@ -39,12 +39,21 @@ on the engine (snapshots per partition, ``xgboost.dask``, Optuna trials on the w
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most
-frequent event type may be broken differently. Two checks of ``validate_tables`` look at a
-column's values and so run per partition: date-format detection (a partition whose dates are
-all ambiguous, 01/02/2026, cannot be told apart by a 13/02 elsewhere; set ``data.date_format``)
-and the personal-data screen (a partition holds fewer distinct values). Ids with leading zeros
-that match another table's ids only without them ('007' vs 7) land in different partitions, so
-the hint naming that mismatch is not given; the rows are still reported as unknown customers.
+frequent event type may be broken differently.
+
+*Validation decisions taken from a column's values* are made once too (``validate_partitions``).
+A text date column's day/month order (or its refusal: ambiguous, contradictory, mixed formats)
+and the personal-data screen would otherwise be decided per partition: 01/02/2026 here cannot be
+settled by a 13/02 elsewhere, and a column that looks like e-mails in one partition only would
+be left out there alone. Each partition validates with its own decisions and returns their facts
+(``contracts.ValueFacts``: the first day/month values of each kind by source row, and the
+screen's sample, chosen by a hash of the row number, so the partitions' samples re-sampled are
+the whole table's); the decisions of the merged facts are the local engine's. Only when some
+partition decided otherwise are the partitions validated again, with those decisions. Unknown
+ids that match a customer once leading zeros are ignored ('007' vs 7, hashed to different
+partitions) get the local engine's hint after the problems are merged. Still per partition: the
+unit of numeric date columns (Unix seconds or milliseconds) and mixing values with and without
+a time zone (one partition of each is not refused, as the whole column is).
 """
 
 from __future__ import annotations
