@@ -168,6 +168,28 @@ def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(cl
     assert day == tables.end_date + pd.Timedelta(days=1) and len(dask.compute(*parts)) == 2  # the last allowed day
 
 
+def test_numbers_turned_text_are_counted_on_all_partitions(client: object, tmp_path: Path) -> None:
+    from churnflow.features.schema import SchemaMismatchError
+    from churnflow.serving.partitioned import score_week_partitioned
+    from churnflow.serving.weekly import score_week
+
+    settings = load_settings(write_project(tmp_path, n_customers=300, seed=5))
+    bundle = train_small_model(settings)  # credit_limit: a numeric input at training
+    path = settings.path("data/customers.parquet")
+    customers = pd.read_parquet(path)
+    part = customer_partition(customers["customer_id"], N_PARTITIONS)
+    limit = customers["credit_limit"]
+    customers["credit_limit"] = limit.where((part == 3) | (limit == "?"), limit + " EUR")  # 3 partitions of 4
+    customers.to_parquet(path)
+    tables = load_tables(settings, require_label=False)
+    with pytest.raises(SchemaMismatchError) as local_error:
+        score_week(tables, None, bundle, "1", settings, force=True)
+    with pytest.raises(SchemaMismatchError) as dask_error:
+        score_week_partitioned(read_partitioned(settings, N_PARTITIONS), None, bundle, "1", settings, force=True)
+    assert "column 'credit_limit' held numbers at training" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)  # counted on all customers, not one partition's
+
+
 def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Path) -> None:
     from churnflow.flows.engine import dask_task_runner
 
