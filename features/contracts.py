@@ -91,6 +91,8 @@ class DataValidationError(ChurnflowError, ValueError):
 
     def __init__(self, problems: list[Problem], hint: str = "") -> None:
         self.problems = problems
+        self.latest_event: pd.Timestamp | None = None
+        """A partition's latest event time (the Dask engine checks ``data.end_date`` on all)."""
         lines = [f"input data failed validation ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
         if hint or any(p.count for p in problems):
@@ -115,6 +117,9 @@ class Tables:
     notes: list[str] = field(default_factory=list)
     """What the user must hear although nothing stopped: columns left out as personal data,
     optional columns used because the file has a column of their default name."""
+    latest_event: pd.Timestamp | None = None
+    """A partition's latest event time before invalid rows were dropped, when ``data.end_date`` is
+    declared: the Dask engine checks the declared end against every partition's (one check)."""
 
     def fingerprint(self) -> dict[str, Any]:
         """Row counts, date ranges and a content hash: enough to tell two inputs apart, no PII."""
@@ -225,8 +230,10 @@ class _Run:
     settings: Settings
     ids_as_text: bool = False
     decided: Decisions | None = None
+    part: bool = False
     problems: list[Problem] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    latest_event: pd.Timestamp | None = None
 
     @property
     def drop(self) -> bool:
@@ -412,7 +419,11 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
         if end is not None:
             checks.append(pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
                                    name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
-            _check_declared_end(ev["event_time"], end, src, run)
+            if run.part:  # one partition's last event is not the data's: checked once, on all
+                run.latest_event = ev["event_time"].max()
+            elif problem := declared_end_problem(ev["event_time"].max(), run.settings, src.label,
+                                                 src.user("event_time")):
+                run.problems.append(problem)
         cols["event_time"] = pa.Column(nullable=True, checks=checks)
     if "amount" in ev and not run.settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
@@ -420,16 +431,16 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
     return run.validate(ev, pa.DataFrameSchema(cols), src)
 
 
-def _check_declared_end(times: pd.Series, end: pd.Timestamp, src: _Source, run: _Run) -> None:
+def declared_end_problem(last: pd.Timestamp, settings: Settings, label: str, column: str) -> Problem | None:
     """A declared end long after the last event makes every customer look gone (inactivity)."""
-    last = times.max()
-    horizon = run.settings.churn.horizon_days
-    if run.settings.churn.definition != "inactivity" or pd.isna(last) or (end - last).days <= horizon:
-        return
-    run.problems.append(Problem(src.label, src.user("event_time"), (
+    end = pd.Timestamp(settings.data.end_date)
+    horizon = settings.churn.horizon_days
+    if settings.churn.definition != "inactivity" or pd.isna(last) or (end - last).days <= horizon:
+        return None
+    return Problem(label, column, (
         f"ends on {last.date()}, {(end - last).days} days before data.end_date ({end.date()}), more than "
         f"churn.horizon_days ({horizon}): every customer would look churned; set data.end_date to the day your "
-        "extract ends, or leave it empty (the last event's day)"), [], [], 0))
+        "extract ends, or leave it empty (the last event's day)"), [], [], 0)
 
 
 def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
@@ -564,7 +575,7 @@ def validate_tables(
     if personal:  # left out here, before anything else sees their values
         raw["customers"] = customers = customers.drop(columns=list(personal))
 
-    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources), decided=decided)
+    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources), decided=decided, part=part)
     _repeated_headers(raw, sources, run)
     customers, events, contacts = raw["customers"], raw["events"], raw["contacts"]
     ev = _events(events, sources["events"], run) if events is not None else None
@@ -579,9 +590,12 @@ def validate_tables(
     co = _contacts(contacts, cu, sources["contacts"], sources["customers"], run) if contacts is not None else None
     if run.problems:
         # (a partition's customers are not all the customers: the Dask engine hints once, after)
-        raise DataValidationError(run.problems if part else id_hint(run.problems, cu["customer_id"]))
+        error = DataValidationError(run.problems if part else id_hint(run.problems, cu["customer_id"]))
+        error.latest_event = run.latest_event
+        raise error
     tables = _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
     tables.notes = notes  # said by the caller (the CLI, the validate task's log)
+    tables.latest_event = run.latest_event
     return tables
 
 

@@ -90,6 +90,7 @@ from churnflow.features.contracts import (
     compare_ids_as_text,
     cut_at,
     decide,
+    declared_end_problem,
     id_hint,
     loose_ids,
     merge_facts,
@@ -353,6 +354,7 @@ class Validated:
     hint: str = ""
     facts: ValueFacts = field(default_factory=ValueFacts)
     decided: Decisions | None = None
+    latest_event: pd.Timestamp | None = None
 
 
 def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
@@ -376,10 +378,10 @@ def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | No
                                  source_names(settings), require_label=require_label, kinds=source_kinds(settings),
                                  part=True, decided=decided)
     except DataValidationError as exc:
-        return Validated(None, exc.problems, _hint(exc), facts, decided)
+        return Validated(None, exc.problems, _hint(exc), facts, decided, exc.latest_event)
     if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
-    return Validated(tables, facts=facts, decided=decided)
+    return Validated(tables, facts=facts, decided=decided, latest_event=tables.latest_event)
 
 
 def whole_decisions(parts: Sequence[Validated]) -> Decisions:
@@ -420,11 +422,13 @@ class PartitionSummary:
     dropped_rows: dict[str, int] = field(default_factory=dict)
     decided: Decisions | None = None
     notes: list[str] = field(default_factory=list)
+    latest_event: pd.Timestamp | None = None
 
 
 def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary:
     if part.tables is None:
-        return PartitionSummary(problems=part.problems, hint=part.hint, decided=part.decided)
+        return PartitionSummary(problems=part.problems, hint=part.hint, decided=part.decided,
+                                latest_event=part.latest_event)
     cu, ev = part.tables.customers, part.tables.events
     blank = set(settings.pii_columns) | set(settings.features.exclude)
     attrs = cu[[c for c in cu.columns if c not in _RESERVED]]
@@ -442,6 +446,7 @@ def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary
         dropped_rows=dict(part.tables.dropped_rows),
         decided=part.decided,
         notes=list(part.tables.notes),
+        latest_event=part.latest_event,
     )
 
 
@@ -650,7 +655,19 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
         validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
                                         for cu, ev, co in raw.delayed()]))
         summaries = dask.compute(*[summarize(v, settings) for v in validated])
-    return validated, hint_unknown_ids(tuple(summaries), raw, settings)
+    return validated, hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
+
+
+def check_declared_end(summaries: tuple[PartitionSummary, ...], settings: Settings) -> tuple[PartitionSummary, ...]:
+    """``data.end_date`` checked against the latest event of all partitions (each partition's own
+    latest may lie long before it without the data's doing so), the problem added once."""
+    times = [s.latest_event for s in summaries if s.latest_event is not None and not pd.isna(s.latest_event)]
+    problem = declared_end_problem(max(times), settings, source_names(settings)["events"],
+                                   settings.data.columns.event_time) if times else None
+    if problem is None:
+        return summaries
+    first, *rest = summaries
+    return (dataclasses.replace(first, problems=[*first.problems, problem]), *rest)
 
 
 def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings

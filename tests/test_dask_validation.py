@@ -150,6 +150,30 @@ def test_unknown_ids_that_match_a_customer_without_leading_zeros_get_the_local_h
     assert str(dask_error.value) == str(local_error.value)
 
 
+@pytest.mark.parametrize("declared_end", ["the data's end", "a year after it"])
+def test_declared_end_is_checked_against_the_latest_event_of_all_partitions(client: object, tmp_path: Path,
+                                                                          declared_end: str) -> None:
+    data = generate_demo_data(240, seed=11)
+    quiet = data.customers["customer_id"][customer_partition(data.customers["customer_id"], N_PARTITIONS) == 0]
+    end = data.events["event_time"].max().normalize()
+    early = data.events["customer_id"].isin(quiet) & (data.events["event_time"] > end - pd.Timedelta(days=200))
+    data = dataclasses.replace(data, events=data.events[~early])  # partition 0 alone went quiet 200 days ago
+    write_demo_data(data, tmp_path / "data")
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    settings.data.end_date = str((end + pd.Timedelta(days=365 if declared_end == "a year after it" else 0)).date())
+    if declared_end == "the data's end":
+        expected, _ = local_snapshots(settings)
+        got, _ = dask_snapshots(settings, N_PARTITIONS)
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        return
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert "every customer would look churned" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)  # one problem, with the data's last event
+
+
 def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(client: object,
                                                                                tmp_path: Path) -> None:
     from churnflow.serving.partitioned import score_week_partitioned
