@@ -220,7 +220,8 @@ class _Source:
 
     def mapped(self, raw: pd.DataFrame) -> pd.DataFrame:
         """The mapped columns under canonical names (other user columns dropped)."""
-        return pd.DataFrame({c: raw[u] for c, u in self.columns.items()}, index=raw.index)
+        # A column selection, not a dict of Series: the dict form copies every column into new blocks.
+        return raw[list(self.columns.values())].set_axis(list(self.columns), axis=1)
 
 
 @dataclass
@@ -274,7 +275,7 @@ class _Run:
     def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
         """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""
         try:
-            schema.validate(frame, lazy=True)
+            schema.validate(frame, lazy=True, inplace=True)  # nothing is coerced: no copy of the frame
             return frame
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases
@@ -310,14 +311,28 @@ def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     if "amount" in ev:
         before = ev["amount"]
         ev["amount"] = parse_amounts(before)
-        bad = ev["amount"].isna() & before.notna() & (before.astype("string").str.strip() != "")
+        bad = ev["amount"].isna() & before.notna()  # numbers: never bad; text only where unparsed
+        bad[bad] = before[bad].astype("string").str.strip() != ""
         if bad.any():
             run.report(src, "amount", "is not a number (write decimals with a point: 12.50)", before[bad])
             if run.drop:
                 ev = ev.loc[~bad]
     if "event_type" in ev:
-        ev["event_type"] = ev["event_type"].astype("string[pyarrow]").fillna("unknown").astype("category")
+        ev["event_type"] = event_type_categories(ev["event_type"])
     return ev
+
+
+def event_type_categories(types: pd.Series) -> pd.Series:
+    """Event types as a categorical of text (sorted categories), empty ones ``unknown``.
+
+    Built from ``pd.factorize`` codes: ``astype("category")`` on Arrow-backed text costs four
+    times as long at 20M rows. Other dtypes (numeric type codes) become text first, so a type is
+    always a word.
+    """
+    if not pd.api.types.is_string_dtype(types) or isinstance(types.dtype, pd.CategoricalDtype):
+        types = types.astype("string[pyarrow]")
+    codes, levels = pd.factorize(types.fillna("unknown"), sort=True)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=levels), index=types.index, name=types.name)
 
 
 def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:

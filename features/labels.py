@@ -23,12 +23,13 @@ def customer_start(tables: Tables, as_of: pd.Timestamp) -> pd.Series:
     """When each customer started: signup time, else first event before T (NaT = not yet)."""
     cu = tables.customers
     start = pd.Series(pd.NaT, index=pd.Index(cu["customer_id"]), dtype="datetime64[ns]")
-    if tables.events is not None and len(tables.events):
+    signup = pd.Series(cu["signup_time"].to_numpy(), index=start.index) if "signup_time" in cu else None
+    every_signup = signup is not None and bool(signup.notna().all())  # then events cannot change it
+    if tables.events is not None and len(tables.events) and not every_signup:
         before = tables.events.loc[tables.events["event_time"] < as_of]
         first = before.groupby("customer_id", sort=False)["event_time"].min()
         start = start.fillna(first.reindex(start.index))
-    if "signup_time" in cu:
-        signup = pd.Series(cu["signup_time"].to_numpy(), index=start.index)
+    if signup is not None:
         start = signup.where(signup.notna(), start)
     return start
 
