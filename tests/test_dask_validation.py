@@ -43,6 +43,51 @@ def client(dask_session: object) -> object:
     return dask_session
 
 
+COLUMNS = {  # text date columns, rows in source order
+    "settled by one value": ["01/02/2024", " 03/04/2024", None, "25/12/2023", "05/06/2024", ""] * 40,
+    "contradictory": ["01/02/2024", "25/12/2023", "07/08/2024", "12/31/2023"] * 50,
+    "mixed formats": ["2024-01-02", "03.04.2024", "20240105", "13.04.2024", "oops"] * 40,
+    "ambiguous": ["01-02-2024 10:00", "03-04-24", "11-12-2024"] * 60,
+}
+
+
+@pytest.mark.parametrize("name", list(COLUMNS))
+def test_day_month_facts_of_parts_merge_into_the_whole_column_s_decision(name: str) -> None:
+    from churnflow.features.dates import (
+        DateFormatError,
+        DayMonthFacts,
+        day_month_facts,
+        day_month_order,
+        parse_dates,
+    )
+
+    values = pd.Series(COLUMNS[name], dtype="str")
+    parts = [values[values.index % 3 == i] for i in range(3)]  # rows dealt to three partitions
+    merged = DayMonthFacts.merged(day_month_facts(p) for p in parts)
+    assert merged == day_month_facts(values)
+    try:
+        expected: object = parse_dates(values)  # the local engine's decision, on the whole column
+    except DateFormatError as exc:
+        expected = (exc.reason, exc.examples.to_dict())
+    try:
+        got: object = parse_dates(values, dayfirst=day_month_order(merged, None))
+    except DateFormatError as exc:
+        got = (exc.reason, exc.examples.to_dict())
+    if isinstance(expected, pd.Series):
+        pd.testing.assert_series_equal(got, expected)  # type: ignore[arg-type]
+    else:
+        assert got == expected, name
+
+
+def test_the_screen_s_samples_of_parts_sampled_again_are_the_whole_column_s() -> None:
+    from churnflow.features.personal import SAMPLE, screen_sample
+
+    values = pd.Series([f"c{i}@example.com" if i % 3 else None for i in range(12 * SAMPLE)])
+    parts = [screen_sample(values[values.index % 4 == i]) for i in range(4)]
+    assert all(len(p) == SAMPLE for p in parts)
+    pd.testing.assert_series_equal(screen_sample(pd.concat(parts)).sort_index(), screen_sample(values))
+
+
 def project_with(tmp_path: Path, change: object) -> Settings:
     """A small project whose customers table is first changed by ``change(customers, partition)``
     (``partition``: each customer's partition among ``N_PARTITIONS``)."""
