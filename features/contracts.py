@@ -32,8 +32,10 @@ from churnflow.features.columns import (
 from churnflow.features.dates import (
     DateFormatError,
     DayMonthFacts,
+    NumberFacts,
     day_month_facts,
     day_month_order,
+    number_unit,
     parse_dates,
 )
 from churnflow.features.errors import ChurnflowError
@@ -253,10 +255,11 @@ class _Run:
         """Parse one date column in place (one format per column); bad rows reported or dropped."""
         raw, user, d = frame[canonical], src.user(canonical), self.settings.data
         fmt = d.date_formats.get(user, d.date_format)
-        facts = self.decided.day_month.get((src.key, user)) if self.decided and not fmt else None
-        try:  # the day/month order decided for the whole column (Dask), or from the values here
+        decided = self.decided if self.decided and not fmt else Decisions()
+        facts, numbers = decided.day_month.get((src.key, user)), decided.numbers.get((src.key, user))
+        try:  # the day/month order or the numbers' unit decided for the whole column (Dask), or here
             dayfirst = day_month_order(facts, d.dayfirst) if facts and facts.values else d.dayfirst
-            parsed = parse_dates(raw, fmt, dayfirst)
+            parsed = parse_dates(raw, fmt, dayfirst, number_unit(numbers) if numbers and numbers.present else "")
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
@@ -630,26 +633,40 @@ class Decisions:
     """Undeclared customers columns left out as personal data → why."""
     day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
     """(table, column) → the day/month facts of the whole column, which settle its order."""
+    numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
+    """(table, column) → the facts of a numeric date column, which settle its unit."""
 
     def agrees_with(self, whole: Decisions, dayfirst: bool | None) -> bool:
         """Whether a part validated with these decisions validates as with ``whole``'s: the same
-        personal columns, and each date column's order (or refusal) the same wherever this part
-        has day/month values (one without them needs an order only when the column is refused)."""
+        personal columns, and each date column's order or unit (or refusal) the same wherever this
+        part has such values (one without them needs it only when the column is refused)."""
         if self.personal != whole.personal:
             return False
         for key, facts in whole.day_month.items():
             mine = self.day_month.get(key, DayMonthFacts())
-            if facts.values and (mine.values or not isinstance(_order(facts, dayfirst), bool)) \
-                    and _order(mine, dayfirst) != _order(facts, dayfirst):
+            if facts.values and not _same(mine.values, _outcome(day_month_order, mine, dayfirst),
+                                          _outcome(day_month_order, facts, dayfirst)):
+                return False
+        for key, numbers in whole.numbers.items():
+            counted = self.numbers.get(key, NumberFacts())
+            if numbers.present and not _same(counted.present, _outcome(number_unit, counted),
+                                             _outcome(number_unit, numbers)):
                 return False
         return True
 
 
-def _order(facts: DayMonthFacts, dayfirst: bool | None) -> bool | tuple[str, list[Any]]:
+def _outcome(decide: Any, *facts: Any) -> object:
+    """A decision, or the refusal's reason and rows."""
     try:
-        return day_month_order(facts, dayfirst)
+        return decide(*facts)
     except DateFormatError as exc:
         return exc.reason, exc.examples.index.tolist()
+
+
+def _same(has_values: object, mine: object, whole: object) -> bool:
+    """A part's decision agrees with the whole's; a part without the values needs none, unless
+    the whole column is refused (then the part must refuse it too)."""
+    return mine == whole or (not has_values and not isinstance(whole, tuple))
 
 
 @dataclass(frozen=True)
@@ -659,23 +676,29 @@ class ValueFacts:
 
     samples: dict[str, pd.Series] = field(default_factory=dict)
     day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
+    numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
 
 
 def value_facts(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
                 settings: Settings, require_label: bool = True) -> ValueFacts:
     """The facts of raw tables (a partition's, in source order) that :func:`decide` needs."""
-    d, samples, day_month = settings.data, {}, {}
+    d, samples, day_month, numbers = settings.data, {}, {}, {}
     for key, frame in {"customers": customers, "events": events, "contacts": contacts}.items():
         if frame is None:
             continue
         mapping, _ = column_mapping(key, [str(c) for c in frame.columns], settings, require_label)
         for canonical in ("signup_time", "churn_time", "event_time", "contact_time"):
             user = mapping.get(canonical)
-            if user and not d.date_formats.get(user, d.date_format):
-                day_month[(key, user)] = day_month_facts(frame[user])
+            if not user or d.date_formats.get(user, d.date_format):
+                continue
+            values = frame[user]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
+                numbers[(key, user)] = NumberFacts.of(pd.to_numeric(values, errors="coerce"))
+            else:
+                day_month[(key, user)] = day_month_facts(values)
         if key == "customers":
             samples = {str(c): screen_sample(frame[c]) for c in screened_columns(frame, mapping, settings)}
-    return ValueFacts(samples, day_month)
+    return ValueFacts(samples, day_month, numbers)
 
 
 def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
@@ -683,14 +706,16 @@ def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
     parts = list(parts)
     columns = list(dict.fromkeys(c for p in parts for c in p.samples))
     keys = list(dict.fromkeys(k for p in parts for k in p.day_month))
+    numbers = list(dict.fromkeys(k for p in parts for k in p.numbers))
     return ValueFacts({c: screen_sample(pd.concat([p.samples[c] for p in parts if c in p.samples])) for c in columns},
-                      {k: DayMonthFacts.merged(p.day_month[k] for p in parts if k in p.day_month) for k in keys})
+                      {k: DayMonthFacts.merged(p.day_month[k] for p in parts if k in p.day_month) for k in keys},
+                      {k: NumberFacts.merged(p.numbers[k] for p in parts if k in p.numbers) for k in numbers})
 
 
 def decide(facts: ValueFacts) -> Decisions:
     """The decisions the facts settle (the personal-data screen runs on the samples here)."""
     personal = {c: reason for c, sample in facts.samples.items() if (reason := personal_data_reason(sample, c))}
-    return Decisions(personal, dict(facts.day_month))
+    return Decisions(personal, dict(facts.day_month), dict(facts.numbers))
 
 
 def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,

@@ -43,19 +43,20 @@ class DateFormatError(ValueError):
         self.examples = examples
 
 
-def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) -> pd.Series:
+def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None, unit: str = "") -> pd.Series:
     """Parse one date column to naive datetime64[ns] (UTC for values with a time zone).
 
     ``fmt`` (a strftime format) is used as given. Otherwise the format is detected for the whole
     column (see the module docstring); ``DateFormatError`` when it is ambiguous. Values of no
-    known format become NaT; the caller reports them.
+    known format become NaT; the caller reports them. ``unit``: what numbers are (``s``, ``ms``
+    or ``yyyymmdd``, :func:`number_unit`), when decided for a whole column of which these are a part.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.astype("datetime64[ns]")
     if pd.api.types.is_numeric_dtype(values):
-        return _parse_numbers(values)
+        return _parse_numbers(values, unit)
     text = _text(values)
     if fmt:
         return _zoned_to_utc(text, format=fmt)
@@ -84,20 +85,59 @@ def _text(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().replace("", pd.NA)
 
 
-def _parse_numbers(values: pd.Series) -> pd.Series:
+def _parse_numbers(values: pd.Series, unit: str = "") -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    unit = unit or number_unit(NumberFacts.of(numbers))
+    if unit in ("s", "ms"):
+        return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
+    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+
+
+_UNITS = {"s": (1e9, 1e11), "ms": (1e12, 1e14), "excel": (1, 100_000)}
+
+
+@dataclass(frozen=True)
+class NumberFacts:
+    """What a numeric date column's values say about their unit: how many lie in each unit's
+    range, and the first three (source row, value) as examples. Parts' facts add up."""
+
+    present: int = 0
+    in_range: tuple[int, int, int] = (0, 0, 0)
+    """Values in the ranges of ``_UNITS``: Unix seconds, milliseconds, Excel serial days."""
+    first: tuple[tuple[Any, Any], ...] = ()
+
+    @classmethod
+    def of(cls, numbers: pd.Series) -> NumberFacts:
+        present = numbers.dropna()
+        counts = tuple(int(present.between(low, high).sum()) for low, high in _UNITS.values())
+        head = present.head(3)
+        return cls(len(present), counts, tuple(zip(_labels(head.index), head.tolist(), strict=True)))  # type: ignore[arg-type]
+
+    @classmethod
+    def merged(cls, facts: Iterable[NumberFacts]) -> NumberFacts:
+        facts = list(facts)
+        counts = tuple(sum(f.in_range[i] for f in facts) for i in range(len(_UNITS)))
+        first = sorted((p for f in facts for p in f.first), key=_row_order)[:3]
+        return cls(sum(f.present for f in facts), counts, tuple(first))  # type: ignore[arg-type]
+
+
+def number_unit(facts: NumberFacts) -> str:
     """Numbers are ``yyyymmdd`` (8 digits) or Unix time in seconds (10 digits) or milliseconds
     (13 digits): the three never overlap, so the column's range says which it is. Small numbers
     (Excel's serial days) are refused rather than guessed."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    present = numbers.dropna()
-    for low, high, unit in ((1e9, 1e11, "s"), (1e12, 1e14, "ms")):
-        if len(present) and present.between(low, high).all():
-            return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
-    if len(present) and present.between(1, 100_000).all():
+    seconds, milliseconds, excel = (facts.present and n == facts.present for n in facts.in_range)
+    if seconds or milliseconds:
+        return "s" if seconds else "ms"
+    if excel:
         raise DateFormatError("holds numbers like Excel serial days (e.g. 45376), not dates; export the "
-                              "column as dates (2024-03-25) or as yyyymmdd numbers (20240325)", present.head(3))
-    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
-    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+                              "column as dates (2024-03-25) or as yyyymmdd numbers (20240325)",
+                              pd.Series([v for _, v in facts.first], index=[r for r, _ in facts.first]))
+    return "yyyymmdd"
+
+
+def _labels(index: pd.Index) -> list[Any]:
+    return [int(i) if isinstance(i, (int, np.integer)) else i for i in index]
 
 
 def _naive(parsed: pd.Series) -> pd.Series:

@@ -142,6 +142,21 @@ def test_a_column_the_whole_data_refuse_is_refused_by_the_dask_engine(client: ob
     assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
 
 
+def test_unix_times_in_seconds_here_and_milliseconds_there_are_refused_as_locally(client: object,
+                                                                                   tmp_path: Path) -> None:
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        seconds = cu["signup_time"].astype("int64") // 10**9  # each partition alone has one unit
+        return cu.assign(signup_time=seconds.where(part < 2, seconds * 1000))
+
+    settings = project_with(tmp_path, change)
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert "signup_time' has dates that cannot be parsed — 240 row(s)" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)
+
+
 def test_data_dayfirst_setting_still_decides(client: object, tmp_path: Path) -> None:
     settings = project_with(tmp_path, lambda cu, part: cu.assign(
         signup_time=day_month_text(cu["signup_time"], day_first=False, ambiguous=True)))
