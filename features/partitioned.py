@@ -42,18 +42,20 @@ is typed from a different subset of its values than locally, and a tie for the e
 frequent event type may be broken differently.
 
 *Validation decisions taken from a column's values* are made once too (``validate_partitions``).
-A text date column's day/month order (or its refusal: ambiguous, contradictory, mixed formats)
-and the personal-data screen would otherwise be decided per partition: 01/02/2026 here cannot be
-settled by a 13/02 elsewhere, and a column that looks like e-mails in one partition only would
-be left out there alone. Each partition validates with its own decisions and returns their facts
-(``contracts.ValueFacts``: the first day/month values of each kind by source row, and the
-screen's sample, chosen by a hash of the row number, so the partitions' samples re-sampled are
-the whole table's); the decisions of the merged facts are the local engine's. Only when some
-partition decided otherwise are the partitions validated again, with those decisions. Unknown
-ids that match a customer once leading zeros are ignored ('007' vs 7, hashed to different
-partitions) get the local engine's hint after the problems are merged. Still per partition: the
-unit of numeric date columns (Unix seconds or milliseconds) and mixing values with and without
-a time zone (one partition of each is not refused, as the whole column is).
+A text date column's day/month order (or its refusal: ambiguous, contradictory, mixed formats),
+the unit of a numeric date column and the personal-data screen would otherwise be decided per
+partition: 01/02/2026 here cannot be settled by a 13/02 elsewhere, and a column that looks like
+e-mails in one partition only would be left out there alone. Each partition validates with its
+own decisions and returns their facts (``contracts.ValueFacts``: the first day/month values of
+each kind by source row, counts of numbers per unit range, and the screen's sample, chosen by a
+hash of the row number, so the partitions' samples re-sampled are the whole table's); the
+decisions of the merged facts are the local engine's. Only when some partition decided otherwise
+are the partitions validated again, with those decisions. ``data.end_date`` is checked against
+the latest event of all partitions, and unknown ids that match a customer once leading zeros are
+ignored ('007' vs 7, hashed to different partitions) get the local engine's hint, once the
+problems are merged. Still per partition: mixing values with and without a time zone (a
+partition of each is not refused, as the whole column is; which values the local engine checks
+depends on a sample spread over the whole column).
 """
 
 from __future__ import annotations
