@@ -189,7 +189,9 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
 
     The id is hashed as text (pandas' fixed-key SipHash), so customer 42 lands in the same
     partition whether a table stores it as 42, 42.0 (an integer column with blanks) or "42",
-    the three spellings ``validate_tables`` treats as the same customer.
+    the three spellings ``validate_tables`` treats as the same customer. The text is case-folded
+    first: ids differing only in case ('AB12', 'ab12'), which validation reports, meet in one
+    partition (they are still different ids).
     """
     if pd.api.types.is_float_dtype(ids):
         finite = ids.dropna()
@@ -197,8 +199,10 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
             ids = ids.astype("Int64")
     # Each distinct id is hashed once (events repeat an id ~20 times; text hashing is the cost).
     codes, distinct = pd.factorize(ids, use_na_sentinel=False)
-    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]").astype(object)
-    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]")
+    folded = text.str.lower()  # Arrow's; casefold (Python's) only changes more for non-ASCII text
+    folded = folded if folded.str.isascii().fillna(True).all() else text.str.casefold()
+    hashed = pd.util.hash_pandas_object(folded.astype(object), index=False).to_numpy()
     return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 

@@ -234,6 +234,22 @@ def test_declared_end_is_checked_against_the_latest_event_of_all_partitions(clie
     assert str(dask_error.value) == str(local_error.value)  # one problem, with the data's last event
 
 
+def test_ids_differing_only_in_case_are_reported_as_locally(client: object, tmp_path: Path) -> None:
+    data = generate_demo_data(240, seed=11)
+    renamed = {i: f"ab{i}" for i in data.customers["customer_id"]}
+    renamed[17] = "AB16"  # customer 17 written like customer 16 in upper case, in every table
+    data = dataclasses.replace(data, **{name: getattr(data, name).assign(
+        customer_id=getattr(data, name)["customer_id"].map(renamed)) for name in ("customers", "events", "contacts")})
+    write_demo_data(data, tmp_path / "data")
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert "differ only in upper/lower case" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)
+
+
 def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(client: object,
                                                                                tmp_path: Path) -> None:
     from churnflow.serving.partitioned import score_week_partitioned
