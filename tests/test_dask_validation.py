@@ -1,10 +1,14 @@
 """Validation decisions made from a column's values are made once on the Dask engine.
 
-The local engine decides a text date column's day/month order and which undeclared columns look
-like personal data on the whole table; the Dask engine validates partitions, so each case below
-puts the telling values in some partitions only and checks that the Dask engine still stops with
-the local engine's error, or gives its notes and tables. Also: ``--as-of`` after the data is
-refused on the Dask score and features paths, and the local cluster's dashboard takes a free port.
+The local engine decides on whole tables: a text date column's day/month order (or refuses it),
+a numeric date column's unit, which undeclared columns look like personal data, whether
+``data.end_date`` lies too long after the last event, the leading-zero hint for unknown ids, and
+(scoring) whether a numeric model input is "mostly not numbers". The Dask engine validates
+partitions, so each case below puts the telling values in some partitions only and checks that
+the Dask engine still stops with the local engine's error (same file, column, rule and rows),
+or gives its notes and tables. Also: ids differing only in case are reported, ``--as-of`` after
+the data is refused on the Dask score and features paths, and local clusters' dashboards take a
+free port. Runs on the session's two-worker cluster (``dask_cluster`` in conftest).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from churnflow.features.partitioned import (
     build_snapshots_partitioned,
     customer_partition,
     read_partitioned,
+    sorted_by_customer,
 )
 from churnflow.features.settings import Settings, load_settings
 from tests.conftest import write_project
@@ -185,8 +190,6 @@ def test_personal_data_screen_decides_for_the_whole_column(client: object, tmp_p
     assert facts.schema == expected_schema
     got = dask.compute(*parts)
     assert all("reference" not in p for p in got if p is not None) == left_out
-    from churnflow.features.partitioned import sorted_by_customer
-
     pd.testing.assert_frame_equal(sorted_by_customer(got), expected, check_exact=True)
 
 
