@@ -130,9 +130,14 @@ def undeclared_personal_columns(customers: pd.DataFrame, mapping: dict[str, str]
 
     Columns declared anywhere (pii, exclude, allow_personal) and mapped columns are not screened.
     """
+    return {str(c): reason for c, reason in personal_columns(customers, screened_columns(customers, mapping, settings)
+                                                             ).items()}
+
+
+def screened_columns(customers: pd.DataFrame, mapping: dict[str, str], settings: Settings) -> list[str]:
+    """The customers columns the personal-data screen looks at: neither mapped nor declared."""
     declared = set(settings.data.columns.pii) | set(settings.features.exclude) | set(settings.features.allow_personal)
-    candidates = [c for c in customers.columns if c not in declared and c not in mapping.values()]
-    return {str(c): reason for c, reason in personal_columns(customers, candidates).items()}
+    return [c for c in customers.columns if c not in declared and c not in mapping.values()]
 
 
 def personal_data_note(source: str, column: str, reason: str) -> str:

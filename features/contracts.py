@@ -26,10 +26,20 @@ from churnflow.features.columns import (
     customer_setting_issues,
     personal_contact_field_issue,
     personal_data_note,
+    screened_columns,
     undeclared_personal_columns,
 )
-from churnflow.features.dates import DateFormatError, parse_dates
+from churnflow.features.dates import (
+    DateFormatError,
+    DayMonthFacts,
+    NumberFacts,
+    day_month_facts,
+    day_month_order,
+    number_unit,
+    parse_dates,
+)
 from churnflow.features.errors import ChurnflowError
+from churnflow.features.personal import personal_data_reason, screen_sample
 from churnflow.features.settings import Settings
 from churnflow.features.sources import read_source, source_kind, source_label
 
@@ -83,6 +93,8 @@ class DataValidationError(ChurnflowError, ValueError):
 
     def __init__(self, problems: list[Problem], hint: str = "") -> None:
         self.problems = problems
+        self.latest_event: pd.Timestamp | None = None
+        """A partition's latest event time (the Dask engine checks ``data.end_date`` on all)."""
         lines = [f"input data failed validation ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
         if hint or any(p.count for p in problems):
@@ -107,6 +119,9 @@ class Tables:
     notes: list[str] = field(default_factory=list)
     """What the user must hear although nothing stopped: columns left out as personal data,
     optional columns used because the file has a column of their default name."""
+    latest_event: pd.Timestamp | None = None
+    """A partition's latest event time before invalid rows were dropped, when ``data.end_date`` is
+    declared: the Dask engine checks the declared end against every partition's (one check)."""
 
     def fingerprint(self) -> dict[str, Any]:
         """Row counts, date ranges and a content hash: enough to tell two inputs apart, no PII."""
@@ -194,6 +209,8 @@ class _Source:
     kind: str
     columns: dict[str, str]
     """Canonical name → the user's column name."""
+    key: str = ""
+    """``customers``, ``events`` or ``contacts``."""
 
     def user(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
@@ -215,8 +232,11 @@ class _Run:
 
     settings: Settings
     ids_as_text: bool = False
+    decided: Decisions | None = None
+    part: bool = False
     problems: list[Problem] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    latest_event: pd.Timestamp | None = None
 
     @property
     def drop(self) -> bool:
@@ -235,8 +255,11 @@ class _Run:
         """Parse one date column in place (one format per column); bad rows reported or dropped."""
         raw, user, d = frame[canonical], src.user(canonical), self.settings.data
         fmt = d.date_formats.get(user, d.date_format)
-        try:
-            parsed = parse_dates(raw, fmt, d.dayfirst)
+        decided = self.decided if self.decided and not fmt else Decisions()
+        facts, numbers = decided.day_month.get((src.key, user)), decided.numbers.get((src.key, user))
+        try:  # the day/month order or the numbers' unit decided for the whole column (Dask), or here
+            dayfirst = day_month_order(facts, d.dayfirst) if facts and facts.values else d.dayfirst
+            parsed = parse_dates(raw, fmt, dayfirst, number_unit(numbers) if numbers and numbers.present else "")
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
@@ -414,7 +437,11 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
         if end is not None:
             checks.append(pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
                                    name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
-            _check_declared_end(ev["event_time"], end, src, run)
+            if run.part:  # one partition's last event is not the data's: checked once, on all
+                run.latest_event = ev["event_time"].max()
+            elif problem := declared_end_problem(ev["event_time"].max(), run.settings, src.label,
+                                                 src.user("event_time")):
+                run.problems.append(problem)
         cols["event_time"] = pa.Column(nullable=True, checks=checks)
     if "amount" in ev and not run.settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
@@ -422,16 +449,16 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
     return run.validate(ev, pa.DataFrameSchema(cols), src)
 
 
-def _check_declared_end(times: pd.Series, end: pd.Timestamp, src: _Source, run: _Run) -> None:
+def declared_end_problem(last: pd.Timestamp, settings: Settings, label: str, column: str) -> Problem | None:
     """A declared end long after the last event makes every customer look gone (inactivity)."""
-    last = times.max()
-    horizon = run.settings.churn.horizon_days
-    if run.settings.churn.definition != "inactivity" or pd.isna(last) or (end - last).days <= horizon:
-        return
-    run.problems.append(Problem(src.label, src.user("event_time"), (
+    end = pd.Timestamp(settings.data.end_date)
+    horizon = settings.churn.horizon_days
+    if settings.churn.definition != "inactivity" or pd.isna(last) or (end - last).days <= horizon:
+        return None
+    return Problem(label, column, (
         f"ends on {last.date()}, {(end - last).days} days before data.end_date ({end.date()}), more than "
         f"churn.horizon_days ({horizon}): every customer would look churned; set data.end_date to the day your "
-        "extract ends, or leave it empty (the last event's day)"), [], [], 0))
+        "extract ends, or leave it empty (the last event's day)"), [], [], 0)
 
 
 def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Source, run: _Run) -> pd.DataFrame:
@@ -449,16 +476,29 @@ def _contacts(raw: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _Sou
     return co
 
 
-def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
-    """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways."""
-    def loose(value: object) -> str:
-        return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0").casefold()
+def loose_id(value: object) -> str:
+    """An id as the leading-zero hint compares it: no decimals, leading zeros or case."""
+    return re.sub(r"\.0+$", "", str(value).strip()).lstrip("0").casefold()
 
-    known = {loose(v): v for v in cu["customer_id"].dropna()}
+
+def loose_ids(ids: pd.Series) -> pd.Series:
+    """:func:`loose_id` of every id at once."""
+    return ids.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True).str.lstrip("0").str.casefold()
+
+
+def unknown_id_values(problems: Iterable[Problem]) -> set[str]:
+    """The unknown ids the problems show, as :func:`loose_id` writes them."""
+    return {loose_id(v) for p in problems if "unknown customer" in p.rule for v in p.values if v is not None}
+
+
+def id_hint(problems: list[Problem], ids: pd.Series) -> list[Problem]:
+    """Unknown ids that match a customer once leading zeros are ignored: say so, name both ways
+    (``ids``: the customers' ids in source order; only those :func:`unknown_id_values` names matter)."""
+    known = dict(zip(loose_ids(ids.dropna()), ids.dropna(), strict=True))
     out = []
     for p in problems:
-        pairs = [(v, known[loose(v)]) for v in p.values if "unknown customer" in p.rule
-                 and v is not None and loose(v) in known]
+        pairs = [(v, known[loose_id(v)]) for v in p.values if "unknown customer" in p.rule
+                 and v is not None and loose_id(v) in known]
         if pairs:
             ours, theirs = pairs[0]
             p = Problem(p.table, p.column, p.rule + f": ids are compared as text exactly as written, and {ours!r} here "
@@ -469,9 +509,10 @@ def _id_hint(problems: list[Problem], cu: pd.DataFrame) -> list[Problem]:
 
 
 def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _Source], settings: Settings,
-                       require_label: bool) -> tuple[list[Problem], dict[str, str]]:
+                       require_label: bool, personal: dict[str, str] | None = None
+                       ) -> tuple[list[Problem], dict[str, str]]:
     """Settings naming columns the data lack; and the undeclared columns that look like personal
-    data (column → why), which the run leaves out."""
+    data (column → why; ``personal``: decided already), which the run leaves out."""
     issues = []
     for key, frame in raw.items():
         if frame is not None:
@@ -480,9 +521,11 @@ def _settings_problems(raw: dict[str, pd.DataFrame | None], sources: dict[str, _
             issues += missing
     customers = raw["customers"]
     issues += customer_setting_issues(None if customers is None else [str(c) for c in customers.columns], settings)
-    personal: dict[str, str] = {}
-    if customers is not None and not issues:
+    if customers is None or issues:
+        personal = {}
+    elif personal is None:
         personal = undeclared_personal_columns(customers, sources["customers"].columns, settings)
+    if personal:
         contact = set(customer_setting_columns(settings).get("serving.contact_fields", []))
         issues += [personal_contact_field_issue(c, why) for c, why in personal.items() if c in contact]
     return [Problem(sources[i.table].label, i.column, i.rule, [], [], 0) for i in issues], personal
@@ -522,17 +565,19 @@ def validate_tables(
     require_label: bool = True,
     kinds: dict[str, str] | None = None,
     part: bool = False,
+    decided: Decisions | None = None,
 ) -> Tables:
     """Map, parse and validate raw tables into canonical ``Tables`` (pure: no I/O).
 
     ``require_label=False`` is for scoring snapshot tables: next week's customers table has no
     churn flag yet, so a missing label column is expected rather than an error. ``kinds`` says
     which sources are CSV files (problems then cite file lines). ``part``: the tables are one
-    partition of larger sources (the Dask engine), where an empty table is normal.
+    partition of larger sources (the Dask engine), where an empty table is normal. ``decided``:
+    the decisions taken from columns' values, made once for all partitions (:func:`decide`).
     """
     names, kinds = names or {}, kinds or {}
     raw = {"customers": customers, "events": events, "contacts": contacts}
-    sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}) for k in raw}
+    sources = {k: _Source(names.get(k, k), kinds.get(k, "table"), {}, k) for k in raw}
     for key, frame in raw.items():
         if frame is not None and frame.empty and not part:
             raise DataValidationError([Problem(sources[key].label, "*", "table is empty", [], [], 0)],
@@ -540,7 +585,7 @@ def validate_tables(
     if customers is None and events is None:
         raise DataValidationError([Problem("customers", "*", "no customers or events source configured", [], [], 0)],
                                   hint="Set data.customers and/or data.events in your settings.")
-    found, personal = _settings_problems(raw, sources, settings, require_label)
+    found, personal = _settings_problems(raw, sources, settings, require_label, decided and decided.personal)
     if found:
         raise DataValidationError(found, hint="Fix the settings named above (or the file's header), then run "
                                              "`churnflow validate` again.")
@@ -548,7 +593,7 @@ def validate_tables(
     if personal:  # left out here, before anything else sees their values
         raw["customers"] = customers = customers.drop(columns=list(personal))
 
-    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources))
+    run = _Run(settings, ids_as_text=_ids_as_text(raw, sources), decided=decided, part=part)
     _repeated_headers(raw, sources, run)
     customers, events, contacts = raw["customers"], raw["events"], raw["contacts"]
     ev = _events(events, sources["events"], run) if events is not None else None
@@ -562,10 +607,115 @@ def validate_tables(
         ev = _check_events(ev, cu, sources["events"], sources["customers"], run)
     co = _contacts(contacts, cu, sources["contacts"], sources["customers"], run) if contacts is not None else None
     if run.problems:
-        raise DataValidationError(_id_hint(run.problems, cu))
+        # (a partition's customers are not all the customers: the Dask engine hints once, after)
+        error = DataValidationError(run.problems if part else id_hint(run.problems, cu["customer_id"]))
+        error.latest_event = run.latest_event
+        raise error
     tables = _finish(cu, ev, co, settings, run.dropped, sort_customers=customers is None)
     tables.notes = notes  # said by the caller (the CLI, the validate task's log)
+    tables.latest_event = run.latest_event
     return tables
+
+
+# ---- decisions from values, made once for data in parts (the Dask engine) -------------------------
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What ``validate_tables`` decides from columns' values rather than from rows one by one.
+
+    The local engine decides them on each whole column; the Dask engine validates partitions,
+    so it decides them once from every partition's :class:`ValueFacts` and passes them in, and
+    a partition then stops, leaves out and parses exactly as the whole table would.
+    """
+
+    personal: dict[str, str] = field(default_factory=dict)
+    """Undeclared customers columns left out as personal data → why."""
+    day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
+    """(table, column) → the day/month facts of the whole column, which settle its order."""
+    numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
+    """(table, column) → the facts of a numeric date column, which settle its unit."""
+
+    def agrees_with(self, whole: Decisions, dayfirst: bool | None) -> bool:
+        """Whether a part validated with these decisions validates as with ``whole``'s: the same
+        personal columns, and each date column's order or unit (or refusal) the same wherever this
+        part has such values (one without them needs it only when the column is refused)."""
+        if self.personal != whole.personal:
+            return False
+        for key, facts in whole.day_month.items():
+            mine = self.day_month.get(key, DayMonthFacts())
+            if facts.values and not _same(mine.values, _outcome(day_month_order, mine, dayfirst),
+                                          _outcome(day_month_order, facts, dayfirst)):
+                return False
+        for key, numbers in whole.numbers.items():
+            counted = self.numbers.get(key, NumberFacts())
+            if numbers.present and not _same(counted.present, _outcome(number_unit, counted),
+                                             _outcome(number_unit, numbers)):
+                return False
+        return True
+
+
+def _outcome(decide: Any, *facts: Any) -> object:
+    """A decision, or the refusal's reason and rows."""
+    try:
+        return decide(*facts)
+    except DateFormatError as exc:
+        return exc.reason, exc.examples.index.tolist()
+
+
+def _same(has_values: object, mine: object, whole: object) -> bool:
+    """A part's decision agrees with the whole's; a part without the values needs none, unless
+    the whole column is refused (then the part must refuse it too)."""
+    return mine == whole or (not has_values and not isinstance(whole, tuple))
+
+
+@dataclass(frozen=True)
+class ValueFacts:
+    """What the decisions need from a part of the data: each screened customers column's sample
+    (it stays on the worker that decides) and each text date column's day/month facts."""
+
+    samples: dict[str, pd.Series] = field(default_factory=dict)
+    day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
+    numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
+
+
+def value_facts(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
+                settings: Settings, require_label: bool = True) -> ValueFacts:
+    """The facts of raw tables (a partition's, in source order) that :func:`decide` needs."""
+    d, samples, day_month, numbers = settings.data, {}, {}, {}
+    for key, frame in {"customers": customers, "events": events, "contacts": contacts}.items():
+        if frame is None:
+            continue
+        mapping, _ = column_mapping(key, [str(c) for c in frame.columns], settings, require_label)
+        for canonical in ("signup_time", "churn_time", "event_time", "contact_time"):
+            user = mapping.get(canonical)
+            if not user or d.date_formats.get(user, d.date_format):
+                continue
+            values = frame[user]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
+                numbers[(key, user)] = NumberFacts.of(pd.to_numeric(values, errors="coerce"))
+            else:
+                day_month[(key, user)] = day_month_facts(values)
+        if key == "customers":
+            samples = {str(c): screen_sample(frame[c]) for c in screened_columns(frame, mapping, settings)}
+    return ValueFacts(samples, day_month, numbers)
+
+
+def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
+    """The facts of the whole data from its parts' (samples re-sampled, day/month facts merged)."""
+    parts = list(parts)
+    columns = list(dict.fromkeys(c for p in parts for c in p.samples))
+    keys = list(dict.fromkeys(k for p in parts for k in p.day_month))
+    numbers = list(dict.fromkeys(k for p in parts for k in p.numbers))
+    return ValueFacts({c: screen_sample(pd.concat([p.samples[c] for p in parts if c in p.samples])) for c in columns},
+                      {k: DayMonthFacts.merged(p.day_month[k] for p in parts if k in p.day_month) for k in keys},
+                      {k: NumberFacts.merged(p.numbers[k] for p in parts if k in p.numbers) for k in numbers})
+
+
+def decide(facts: ValueFacts) -> Decisions:
+    """The decisions the facts settle (the personal-data screen runs on the samples here)."""
+    personal = {c: reason for c, sample in facts.samples.items() if (reason := personal_data_reason(sample, c))}
+    return Decisions(personal, dict(facts.day_month), dict(facts.numbers))
 
 
 def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,

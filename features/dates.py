@@ -11,13 +11,20 @@ of moving events by months.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 _TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
 FAMILIES = {
     "ISO": rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}(?:Z|[+-]\d{{2}}:?\d{{2}})?",
     "yyyymmdd": r"\d{8}",
-    "day/month/year": rf"\d{{1,2}}([/.\-])\d{{1,2}}\1(?:\d{{4}}|\d{{2}}){_TIME}",
+    # one separator throughout (25/03/2024, 25.03.2024, 25-03-2024), spelled without a backreference
+    # so that Arrow's regex engine runs it (7x faster than Python's on a million values)
+    "day/month/year": "|".join(rf"\d{{1,2}}{sep}\d{{1,2}}{sep}(?:\d{{4}}|\d{{2}}){_TIME}" for sep in ("/", r"\.", "-")),
     "year/month/day": rf"\d{{4}}[/.]\d{{1,2}}[/.]\d{{1,2}}{_TIME}",
     "month name": r".*[A-Za-z]{3,}.*\d.*|.*\d.*[A-Za-z]{3,}.*",
 }
@@ -36,20 +43,21 @@ class DateFormatError(ValueError):
         self.examples = examples
 
 
-def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) -> pd.Series:
+def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None, unit: str = "") -> pd.Series:
     """Parse one date column to naive datetime64[ns] (UTC for values with a time zone).
 
     ``fmt`` (a strftime format) is used as given. Otherwise the format is detected for the whole
     column (see the module docstring); ``DateFormatError`` when it is ambiguous. Values of no
-    known format become NaT; the caller reports them.
+    known format become NaT; the caller reports them. ``unit``: what numbers are (``s``, ``ms``
+    or ``yyyymmdd``, :func:`number_unit`), when decided for a whole column of which these are a part.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.astype("datetime64[ns]")
     if pd.api.types.is_numeric_dtype(values):
-        return _parse_numbers(values)
-    text = values.astype("string").str.strip().replace("", pd.NA)
+        return _parse_numbers(values, unit)
+    text = _text(values)
     if fmt:
         return _zoned_to_utc(text, format=fmt)
     present = text.dropna()
@@ -64,8 +72,8 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     family = _families(text)
     found = [f for f in FAMILIES if (family == f).any()]
     if DAY_MONTH in found:
-        dayfirst = _day_month_order(text[family == DAY_MONTH], dayfirst, mixed=len(found) > 1,
-                                    others=text[(family != DAY_MONTH) & family.notna() & (family != "")])
+        others = text[(family != DAY_MONTH) & family.notna() & (family != "")]
+        dayfirst = day_month_order(DayMonthFacts.of(text[family == DAY_MONTH], others), dayfirst)
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     for name in found:
         mask = family == name
@@ -73,20 +81,63 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None) 
     return out
 
 
-def _parse_numbers(values: pd.Series) -> pd.Series:
+def _text(values: pd.Series) -> pd.Series:
+    return values.astype("string").str.strip().replace("", pd.NA)
+
+
+def _parse_numbers(values: pd.Series, unit: str = "") -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    unit = unit or number_unit(NumberFacts.of(numbers))
+    if unit in ("s", "ms"):
+        return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
+    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+
+
+_UNITS = {"s": (1e9, 1e11), "ms": (1e12, 1e14), "excel": (1, 100_000)}
+
+
+@dataclass(frozen=True)
+class NumberFacts:
+    """What a numeric date column's values say about their unit: how many lie in each unit's
+    range, and the first three (source row, value) as examples. Parts' facts add up."""
+
+    present: int = 0
+    in_range: tuple[int, int, int] = (0, 0, 0)
+    """Values in the ranges of ``_UNITS``: Unix seconds, milliseconds, Excel serial days."""
+    first: tuple[tuple[Any, Any], ...] = ()
+
+    @classmethod
+    def of(cls, numbers: pd.Series) -> NumberFacts:
+        present = numbers.dropna()
+        counts = tuple(int(present.between(low, high).sum()) for low, high in _UNITS.values())
+        head = present.head(3)
+        return cls(len(present), counts, tuple(zip(_labels(head.index), head.tolist(), strict=True)))  # type: ignore[arg-type]
+
+    @classmethod
+    def merged(cls, facts: Iterable[NumberFacts]) -> NumberFacts:
+        facts = list(facts)
+        counts = tuple(sum(f.in_range[i] for f in facts) for i in range(len(_UNITS)))
+        first = sorted((p for f in facts for p in f.first), key=_row_order)[:3]
+        return cls(sum(f.present for f in facts), counts, tuple(first))  # type: ignore[arg-type]
+
+
+def number_unit(facts: NumberFacts) -> str:
     """Numbers are ``yyyymmdd`` (8 digits) or Unix time in seconds (10 digits) or milliseconds
     (13 digits): the three never overlap, so the column's range says which it is. Small numbers
     (Excel's serial days) are refused rather than guessed."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    present = numbers.dropna()
-    for low, high, unit in ((1e9, 1e11, "s"), (1e12, 1e14, "ms")):
-        if len(present) and present.between(low, high).all():
-            return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
-    if len(present) and present.between(1, 100_000).all():
+    seconds, milliseconds, excel = (facts.present and n == facts.present for n in facts.in_range)
+    if seconds or milliseconds:
+        return "s" if seconds else "ms"
+    if excel:
         raise DateFormatError("holds numbers like Excel serial days (e.g. 45376), not dates; export the "
-                              "column as dates (2024-03-25) or as yyyymmdd numbers (20240325)", present.head(3))
-    as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
-    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+                              "column as dates (2024-03-25) or as yyyymmdd numbers (20240325)",
+                              pd.Series([v for _, v in facts.first], index=[r for r, _ in facts.first]))
+    return "yyyymmdd"
+
+
+def _labels(index: pd.Index) -> list[Any]:
+    return [int(i) if isinstance(i, (int, np.integer)) else i for i in index]
 
 
 def _naive(parsed: pd.Series) -> pd.Series:
@@ -130,29 +181,100 @@ def _families(text: pd.Series) -> pd.Series:
     return family
 
 
-def _day_month_order(text: pd.Series, dayfirst: bool | None, mixed: bool, others: pd.Series) -> bool:
-    """Day first (True) or month first (False) for the d/m/y values, from the data or the setting."""
+@dataclass(frozen=True)
+class DayMonthFacts:
+    """What a column's day/month/year values say about their order: the first few values of each
+    kind, as (source row, text) pairs. The facts of parts of a column merge into the facts of the
+    whole (the Dask engine decides the order once from its partitions' facts)."""
+
+    values: tuple[tuple[Any, str], ...] = ()
+    """The first three day/month/year values."""
+    day_first: tuple[tuple[Any, str], ...] = ()
+    """The first two whose first number is above 12 (so the day comes first)."""
+    month_first: tuple[tuple[Any, str], ...] = ()
+    """The first two whose second number is above 12."""
+    others: tuple[tuple[Any, str], ...] = ()
+    """The first two values of another format."""
+
+    @classmethod
+    def of(cls, day_month: pd.Series, others: pd.Series) -> DayMonthFacts:
+        """The facts of the day/month/year values ``day_month`` and the column's ``others``."""
+        above_12 = r"(?:1[3-9]|[2-9]\d)\D"  # a one- or two-digit number above 12
+        first_big = day_month.str.match(above_12).fillna(False).astype(bool)
+        second_big = day_month.str.match(r"\d{1,2}\D" + above_12).fillna(False).astype(bool)
+        return cls(_pairs(day_month, 3), _pairs(day_month[first_big], 2), _pairs(day_month[second_big], 2),
+                   _pairs(others, 2))
+
+    @classmethod
+    def merged(cls, facts: Iterable[DayMonthFacts]) -> DayMonthFacts:
+        """The facts of the whole column from the facts of its parts (rows in source order)."""
+        facts = list(facts)
+
+        def first(name: str, n: int) -> tuple[tuple[Any, str], ...]:
+            return tuple(sorted((p for f in facts for p in getattr(f, name)), key=_row_order)[:n])
+
+        return cls(first("values", 3), first("day_first", 2), first("month_first", 2), first("others", 2))
+
+
+def _pairs(values: pd.Series, n: int) -> tuple[tuple[Any, str], ...]:
+    head = values.head(n)
+    return tuple((int(i) if isinstance(i, (int, np.integer)) else i, str(v)) for i, v in head.items())
+
+
+def _row_order(pair: tuple[Any, str]) -> tuple[int, Any]:
+    row = pair[0]
+    return (0, row) if isinstance(row, (int, np.integer)) else (1, str(row))
+
+
+def _series(pairs: Iterable[tuple[Any, str]]) -> pd.Series:
+    pairs = list(pairs)
+    return pd.Series([v for _, v in pairs], index=[r for r, _ in pairs], dtype="string")
+
+
+def day_month_facts(values: pd.Series) -> DayMonthFacts:
+    """The day/month facts of a raw date column, without classifying every value: only values
+    that start like ``dd/mm/`` can be day/month/year ones, and two values of another format are
+    enough (the Dask engine's per-partition summary; empty for columns that are not text)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values) \
+            or pd.api.types.is_numeric_dtype(values):
+        return DayMonthFacts()
+    as_text = values if pd.api.types.is_string_dtype(values) else values.astype("string")
+    # A cheap look at the start first (ISO dates and numbers fail it), in Arrow's regex dialect
+    # (no \s, which needs Python's): a little leading space, then one or two digits and a separator.
+    maybe = as_text.str.slice(0, 8).str.contains(r"^[^0-9]{0,4}[0-9]{1,2}[/.-]", na=False).to_numpy(dtype=bool)
+    candidates = _text(values[maybe]).dropna()
+    day_month = candidates[_families(candidates) == DAY_MONTH]
+    rest = np.flatnonzero(~maybe | values.index.isin(candidates.index.difference(day_month.index)))
+    start, size, others = 0, 256, pd.Series(dtype="string")
+    while start < len(rest) and len(others) < 2:  # usually the first values say it
+        chunk = _text(values.iloc[rest[start:start + size]]).dropna()
+        others = pd.concat([others, chunk[_families(chunk) != ""]])
+        start, size = start + size, size * 4
+    return DayMonthFacts.of(day_month, others)
+
+
+def day_month_order(facts: DayMonthFacts, dayfirst: bool | None) -> bool:
+    """Day first (True) or month first (False) for a column's d/m/y values, from ``data.dayfirst``
+    or the values (their facts); ``DateFormatError`` when they cannot tell, or contradict."""
     if dayfirst is not None:
         return dayfirst
-    parts = text.str.extract(r"^(\d{1,2})\D(\d{1,2})\D").astype("float64")
-    first_big, second_big = parts[0] > 12, parts[1] > 12
-    if mixed:
-        examples = pd.concat([others.head(2), text.head(2)])
+    values, others = _series(facts.values), _series(facts.others)
+    if len(others):
         raise DateFormatError(
-            f"mixes date formats in one column: {_show(others.head(2))} and day/month/year values like "
-            f"{_show(text.head(2))}, which are easy to misread; set {EXAMPLE_FIX}, "
-            "or export the column in one format", examples)
-    if first_big.any() and second_big.any():
-        examples = pd.concat([text[first_big].head(2), text[second_big].head(2)])
+            f"mixes date formats in one column: {_show(others)} and day/month/year values like "
+            f"{_show(values.head(2))}, which are easy to misread; set {EXAMPLE_FIX}, "
+            "or export the column in one format", pd.concat([others, values.head(2)]))
+    first_big, second_big = _series(facts.day_first), _series(facts.month_first)
+    if len(first_big) and len(second_big):
         raise DateFormatError(
-            f"has day-first values ({_show(text[first_big].head(2))}) and month-first values "
-            f"({_show(text[second_big].head(2))}) in one column; fix the export, or set {EXAMPLE_FIX} "
-            "and the other rows are reported as unparsable", examples)
-    if first_big.any() or second_big.any():
-        return bool(first_big.any())
+            f"has day-first values ({_show(first_big)}) and month-first values "
+            f"({_show(second_big)}) in one column; fix the export, or set {EXAMPLE_FIX} "
+            "and the other rows are reported as unparsable", pd.concat([first_big, second_big]))
+    if len(first_big) or len(second_big):
+        return bool(len(first_big))
     raise DateFormatError(
-        f"has dates like {_show(text.head(2))} whose day/month order no value settles (no number above "
-        f"12); set {EXAMPLE_FIX}, or data.date_format (e.g. \"%d/%m/%Y\")", text.head(3))
+        f"has dates like {_show(values.head(2))} whose day/month order no value settles (no number above "
+        f"12); set {EXAMPLE_FIX}, or data.date_format (e.g. \"%d/%m/%Y\")", values)
 
 
 def _show(values: pd.Series) -> str:

@@ -39,12 +39,23 @@ on the engine (snapshots per partition, ``xgboost.dask``, Optuna trials on the w
 attribute combination, so identifier-like attribute columns keep it near one row per customer
 (exclude them with ``features.exclude``); a text column with more than 20,000 distinct values
 is typed from a different subset of its values than locally, and a tie for the eighth most
-frequent event type may be broken differently. Two checks of ``validate_tables`` look at a
-column's values and so run per partition: date-format detection (a partition whose dates are
-all ambiguous, 01/02/2026, cannot be told apart by a 13/02 elsewhere; set ``data.date_format``)
-and the personal-data screen (a partition holds fewer distinct values). Ids with leading zeros
-that match another table's ids only without them ('007' vs 7) land in different partitions, so
-the hint naming that mismatch is not given; the rows are still reported as unknown customers.
+frequent event type may be broken differently.
+
+*Validation decisions taken from a column's values* are made once too (``validate_partitions``).
+A text date column's day/month order (or its refusal: ambiguous, contradictory, mixed formats),
+the unit of a numeric date column and the personal-data screen would otherwise be decided per
+partition: 01/02/2026 here cannot be settled by a 13/02 elsewhere, and a column that looks like
+e-mails in one partition only would be left out there alone. Each partition validates with its
+own decisions and returns their facts (``contracts.ValueFacts``: the first day/month values of
+each kind by source row, counts of numbers per unit range, and the screen's sample, chosen by a
+hash of the row number, so the partitions' samples re-sampled are the whole table's); the
+decisions of the merged facts are the local engine's. Only when some partition decided otherwise
+are the partitions validated again, with those decisions. ``data.end_date`` is checked against
+the latest event of all partitions, and unknown ids that match a customer once leading zeros are
+ignored ('007' vs 7, hashed to different partitions) get the local engine's hint, once the
+problems are merged. Still per partition: mixing values with and without a time zone (a
+partition of each is not refused, as the whole column is; which values the local engine checks
+depends on a sample spread over the whole column).
 """
 
 from __future__ import annotations
@@ -72,14 +83,24 @@ from churnflow.features.build import (
 from churnflow.features.contracts import (
     MAX_EXAMPLES,
     DataValidationError,
+    Decisions,
     Problem,
     Tables,
+    ValueFacts,
+    check_as_of,
     clean_ids,
     compare_ids_as_text,
     cut_at,
+    decide,
+    declared_end_problem,
+    id_hint,
+    loose_ids,
+    merge_facts,
     source_kinds,
     source_names,
+    unknown_id_values,
     validate_tables,
+    value_facts,
 )
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.schema import FeatureSchema
@@ -173,7 +194,9 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
 
     The id is hashed as text (pandas' fixed-key SipHash), so customer 42 lands in the same
     partition whether a table stores it as 42, 42.0 (an integer column with blanks) or "42",
-    the three spellings ``validate_tables`` treats as the same customer.
+    the three spellings ``validate_tables`` treats as the same customer. The text is case-folded
+    first: ids differing only in case ('AB12', 'ab12'), which validation reports, meet in one
+    partition (they are still different ids).
     """
     if pd.api.types.is_float_dtype(ids):
         finite = ids.dropna()
@@ -181,8 +204,10 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
             ids = ids.astype("Int64")
     # Each distinct id is hashed once (events repeat an id ~20 times; text hashing is the cost).
     codes, distinct = pd.factorize(ids, use_na_sentinel=False)
-    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]").astype(object)
-    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    text = pd.Series(distinct, dtype=ids.dtype).astype("string[pyarrow]")
+    folded = text.str.lower()  # Arrow's; casefold (Python's) only changes more for non-ASCII text
+    folded = folded if folded.str.isascii().fillna(True).all() else text.str.casefold()
+    hashed = pd.util.hash_pandas_object(folded.astype(object), index=False).to_numpy()
     return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 
@@ -339,33 +364,48 @@ def ids_as_declared(frames: dict[str, dd.DataFrame | None], id_column: str) -> d
 
 @dataclass
 class Validated:
-    """One partition after ``validate_tables``: its tables, or the problems that stopped them."""
+    """One partition after ``validate_tables``: its tables, or the problems that stopped them;
+    the facts its values gave the global decisions, and the decisions it was validated with."""
 
     tables: Tables | None
     problems: list[Problem] = field(default_factory=list)
     hint: str = ""
+    facts: ValueFacts = field(default_factory=ValueFacts)
+    decided: Decisions | None = None
+    latest_event: pd.Timestamp | None = None
 
 
 def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | None,
-                       contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True) -> Validated:
+                       contacts: pd.DataFrame | None, settings: Settings, require_label: bool = True,
+                       decided: Decisions | None = None) -> Validated:
     """``validate_tables`` on one partition's rows, put back in source order first.
 
+    ``decided``: the decisions made from all partitions' values (``whole_decisions``); without
+    them the partition decides from its own values, and says what it decided (the first pass).
     A configured table with no rows here is passed empty, not left out: events or contacts of
     customers missing from the customers table are then reported as unknown, as locally.
     """
     customers, events, contacts = (in_source_order(f) for f in (customers, events, contacts))
     if (customers is None or customers.empty) and (events is None or events.empty):
         return Validated(None)  # no customer hashed here
+    facts = ValueFacts() if decided else value_facts(customers, events, contacts, settings, require_label)
+    decided = decided or decide(facts)
     no_events = events is not None and events.empty
     try:
         tables = validate_tables(customers, None if no_events else events, contacts, settings,
                                  source_names(settings), require_label=require_label, kinds=source_kinds(settings),
-                                 part=True)
+                                 part=True, decided=decided)
     except DataValidationError as exc:
-        return Validated(None, exc.problems, _hint(exc))
+        return Validated(None, exc.problems, _hint(exc), facts, decided, exc.latest_event)
     if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
-    return Validated(tables)
+    return Validated(tables, facts=facts, decided=decided, latest_event=tables.latest_event)
+
+
+def whole_decisions(parts: Sequence[Validated]) -> Decisions:
+    """The decisions from every partition's facts: what the local engine decides on the whole
+    tables. Runs on a worker, so the screened columns' samples never reach the client."""
+    return decide(merge_facts(p.facts for p in parts))
 
 
 def _hint(exc: DataValidationError) -> str:
@@ -398,11 +438,15 @@ class PartitionSummary:
     problems: list[Problem] = field(default_factory=list)
     hint: str = ""
     dropped_rows: dict[str, int] = field(default_factory=dict)
+    decided: Decisions | None = None
+    notes: list[str] = field(default_factory=list)
+    latest_event: pd.Timestamp | None = None
 
 
 def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary:
     if part.tables is None:
-        return PartitionSummary(problems=part.problems, hint=part.hint)
+        return PartitionSummary(problems=part.problems, hint=part.hint, decided=part.decided,
+                                latest_event=part.latest_event)
     cu, ev = part.tables.customers, part.tables.events
     blank = set(settings.pii_columns) | set(settings.features.exclude)
     attrs = cu[[c for c in cu.columns if c not in _RESERVED]]
@@ -418,6 +462,9 @@ def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary
         has_amount=ev is not None and "amount" in ev,
         has_signup="signup_time" in cu,
         dropped_rows=dict(part.tables.dropped_rows),
+        decided=part.decided,
+        notes=list(part.tables.notes),
+        latest_event=part.latest_event,
     )
 
 
@@ -443,6 +490,10 @@ def merge_problems(problems: Sequence[Problem]) -> list[Problem]:
         by_rule.setdefault((p.table, p.column, p.rule), []).append(p)
     merged = []
     for (table, column, rule), group in by_rule.items():
+        group = [p for i, p in enumerate(group) if p.count or p not in group[:i]]  # a column's, said by each
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
         examples = sorted((e for p in group for e in zip(p.rows, p.values, strict=False)), key=lambda e: _row_key(e[0]))
         examples = examples[:MAX_EXAMPLES]
         merged.append(Problem(table, column, rule, [r for r, _ in examples], [v for _, v in examples],
@@ -505,6 +556,8 @@ class GlobalFacts:
     end_date: pd.Timestamp
     n_customers: int
     dropped_rows: dict[str, int]
+    notes: tuple[str, ...] = ()
+    """What the user must hear although nothing stopped (``Tables.notes``, the same in every partition)."""
 
 
 def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
@@ -518,7 +571,8 @@ def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
     dropped: Counter[str] = Counter()
     for s in summaries:
         dropped.update(s.dropped_rows)
-    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped))
+    notes = next((s.notes for s in summaries if s.n_customers), [])
+    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped), tuple(notes))
 
 
 # ---- per partition: snapshots ------------------------------------------------------------------
@@ -610,10 +664,56 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     import dask
 
     validate = dask.delayed(validate_partition, pure=True)
-    validated = [validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]
-    validated = list(dask.persist(*validated))
     summarize = dask.delayed(summarize_partition, pure=True)
-    return validated, dask.compute(*[summarize(v, settings) for v in validated])
+    validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]))
+    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(validated),
+                                     *[summarize(v, settings) for v in validated])
+    if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
+        # Some partition decided otherwise than the whole data decide: validate again with the latter.
+        validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
+                                        for cu, ev, co in raw.delayed()]))
+        summaries = dask.compute(*[summarize(v, settings) for v in validated])
+    return validated, hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
+
+
+def check_declared_end(summaries: tuple[PartitionSummary, ...], settings: Settings) -> tuple[PartitionSummary, ...]:
+    """``data.end_date`` checked against the latest event of all partitions (each partition's own
+    latest may lie long before it without the data's doing so), the problem added once."""
+    times = [s.latest_event for s in summaries if s.latest_event is not None and not pd.isna(s.latest_event)]
+    problem = declared_end_problem(max(times), settings, source_names(settings)["events"],
+                                   settings.data.columns.event_time) if times else None
+    if problem is None:
+        return summaries
+    first, *rest = summaries
+    return (dataclasses.replace(first, problems=[*first.problems, problem]), *rest)
+
+
+def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings
+                     ) -> tuple[PartitionSummary, ...]:
+    """The partitions' problems, merged, with the local engine's hint for unknown ids that match a
+    customer once leading zeros are ignored ('007' and 7 are hashed to different partitions, so no
+    partition sees both): the customers' ids that match are looked up in every partition."""
+    import dask
+
+    problems = merge_problems([p for s in summaries for p in s.problems])
+    wanted = unknown_id_values(problems)
+    if not wanted:
+        return summaries
+    frames = raw.customers if raw.customers is not None else raw.events
+    assert frames is not None
+    lookup = dask.delayed(_ids_like, pure=True)
+    found = dask.compute(*[lookup(f, settings.data.columns.customer_id, wanted) for f in frames.to_delayed()])
+    ids = pd.concat(found).sort_index(kind="stable")  # in source order, as the local engine meets them
+    hint = next((s.hint for s in summaries if s.problems and s.hint), "")
+    first, *rest = summaries  # the merged problems said once
+    return (dataclasses.replace(first, problems=id_hint(problems, ids), hint=hint),
+            *[dataclasses.replace(s, problems=[]) for s in rest])
+
+
+def _ids_like(frame: pd.DataFrame, id_column: str, wanted: set[str]) -> pd.Series:
+    """The ids of one partition that :func:`id_hint` would match to ``wanted``, by source row."""
+    ids = clean_ids(in_source_order(frame)[id_column]).dropna()
+    return ids[loose_ids(ids).isin(wanted).to_numpy()]
 
 
 def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Timestamp], settings: Settings,
@@ -656,7 +756,9 @@ def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd
     if as_of is not None:
         raise_problems(summaries)
         as_of = pd.Timestamp(as_of).normalize().as_unit("ns")
-        end = min(global_end_date(summaries, settings), as_of - pd.Timedelta(days=1))
+        whole_end = global_end_date(summaries, settings)
+        check_as_of(Tables(pd.DataFrame(), None, None, whole_end), as_of)  # as the local features flow
+        end = min(whole_end, as_of - pd.Timedelta(days=1))
         cut = dask.delayed(_cut_validated, pure=True)
         validated = list(dask.persist(*[cut(v, end, as_of) for v in validated]))
         summarize = dask.delayed(summarize_partition, pure=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 SAMPLE = 2_000
@@ -50,12 +51,23 @@ def _share(text: pd.Series, pattern: str) -> float:
     return float(text.str.fullmatch(pattern).mean()) if len(text) else 0.0
 
 
+def screen_sample(values: pd.Series) -> pd.Series:
+    """The values the screen looks at: the non-missing values of the ``SAMPLE`` rows whose row
+    labels hash lowest. Unlike a random draw this sample does not depend on how the rows are
+    split: the samples of a table's parts, concatenated and sampled again, are the table's own
+    (the Dask engine decides once for all partitions this way, as the local engine would)."""
+    present = values.dropna()
+    if len(present) <= SAMPLE:
+        return present
+    keys = pd.util.hash_pandas_object(present.index, index=False).to_numpy()
+    return present.iloc[np.sort(np.argpartition(keys, SAMPLE - 1)[:SAMPLE])]  # distinct keys: one answer
+
+
 def personal_data_reason(values: pd.Series, column: str) -> str:
     """Why ``values`` look like personal data ("" when they do not)."""
-    present = values.dropna()
-    if present.empty:
+    sample = screen_sample(values)
+    if sample.empty:
         return ""
-    sample = present.sample(min(len(present), SAMPLE), random_state=0) if len(present) > SAMPLE else present
     distinct = sample.nunique()
     varied = distinct >= MIN_DISTINCT and distinct / len(sample) >= DISTINCT_SHARE
     named = bool(_tokens(column) & _NAME_WORDS)

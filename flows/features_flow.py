@@ -50,6 +50,8 @@ def build_features_dask_task(settings: Settings, cut: pd.Timestamp | None
     with engine_client():
         parts, facts, day = build_features_partitioned(read_partitioned(settings), settings, cut)
         frame = sorted_by_customer(dask.compute(*parts))
+    for note in facts.notes:  # as the local validate task says them
+        get_run_logger().warning(note)
     return frame, facts.schema, day
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
-from churnflow.features.contracts import Tables
+from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.labels import active_customers
 from churnflow.features.partitioned import (
     RawPartitions,
@@ -48,7 +48,14 @@ from churnflow.serving.score import (
     score_partition,
     without_flagged_churners,
 )
-from churnflow.serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
+from churnflow.serving.weekly import (
+    TextCount,
+    WeeklyOutputs,
+    check_model_inputs,
+    scoring_date,
+    text_in_numeric_inputs,
+    week_outputs,
+)
 from churnflow.training.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -220,11 +227,13 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     validated, summaries = validate_partitions(raw, settings, require_label=False)
     raise_problems(summaries)
     end = global_end_date(summaries, settings)
-    day = scoring_date(Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end), as_of)
+    whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)
+    if as_of is not None:
+        check_as_of(whole, as_of)  # a date after the data: said, not scored (as the local score flow)
+    day = scoring_date(whole, as_of)
     cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
-    check = dask.delayed(_check_model_inputs, pure=True)
-    dask.compute(*[check(t, bundle.schema, settings) for t in cut])  # raises the first partition's refusal
+    check_model_inputs_partitioned(cut, bundle.schema, settings)
     del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
     bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
     result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
@@ -239,11 +248,28 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
                         earlier_holdouts=earlier_holdouts, outcomes=outcomes)
 
 
-def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings) -> None:
-    """``check_model_inputs`` on one partition (its "mostly not numbers" rule then counts that
-    partition's values: a column bad in one partition only is refused, locally it may pass)."""
+def check_model_inputs_partitioned(cut: Sequence[Delayed], schema: FeatureSchema, settings: Settings) -> None:
+    """``check_model_inputs`` on every partition, its "mostly not numbers" rule counted on all
+    partitions' values (as the local engine counts them); raises the first partition's refusal."""
+    import dask
+
+    count = dask.delayed(_text_counts, pure=True)
+    totals: dict[str, TextCount] = {}
+    for part in dask.compute(*[count(t, schema) for t in cut]):
+        for column, counted in part.items():
+            totals[column] = totals[column] + counted if column in totals else counted
+    check = dask.delayed(_check_model_inputs, pure=True)
+    dask.compute(*[check(t, schema, settings, totals) for t in cut])
+
+
+def _text_counts(tables: Tables | None, schema: FeatureSchema) -> dict[str, TextCount]:
+    return {} if tables is None else text_in_numeric_inputs(tables.customers, schema)
+
+
+def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings,
+                        text_counts: dict[str, TextCount]) -> None:
     if tables is not None:
-        check_model_inputs(tables, schema, settings)
+        check_model_inputs(tables, schema, settings, text_counts)
 
 
 def _fingerprint(tables: Tables | None) -> dict[str, Any]:

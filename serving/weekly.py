@@ -104,12 +104,14 @@ def hold_back(priority_list: pd.DataFrame, day: pd.Timestamp, settings: Settings
     return assign_holdout(priority_list, day, settings.serving.holdout_share, HOLDOUT_SEED, still_open)
 
 
-def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings) -> None:
+def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings,
+                       text_counts: Mapping[str, TextCount] | None = None) -> None:
     """Refuse tables that lack a column or source the model was trained on.
 
     Without this check the features built from a missing column are all missing, which the drift
     gate would report as drift (and ``--force`` would publish). The message names the column as
-    it is called in the user's file and the file itself.
+    it is called in the user's file and the file itself. ``text_counts``: the numeric inputs'
+    :func:`text_in_numeric_inputs` of all the data, when ``tables`` are one partition of them.
     """
     files = source_names(settings)
     mapped = settings.data.columns
@@ -120,7 +122,9 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
     if schema.has_signup and "signup_time" not in customers:
         missing.append(mapped.signup_time or "signup_time")
     problems = [f"{files['customers']} has no column {', '.join(repr(c) for c in missing)}"] if missing else []
-    problems += _numbers_turned_text(tables.customers, schema, files["customers"])
+    if text_counts is None:
+        text_counts = text_in_numeric_inputs(tables.customers, schema)
+    problems += _numbers_turned_text(text_counts, files["customers"])
     if schema.has_events and tables.events is None:
         problems.append("no events table is configured (data.events)")
     elif schema.has_amount and tables.events is not None and "amount" not in tables.events.columns:
@@ -136,10 +140,24 @@ def check_model_inputs(tables: Tables, schema: FeatureSchema, settings: Settings
         )
 
 
-def _numbers_turned_text(customers: pd.DataFrame, schema: FeatureSchema, file: str) -> list[str]:
-    """Numeric model inputs whose values today are mostly not numbers ("35.99 EUR", "abc"): the
-    model would see them all as unknown, a type change the drift gate must not be left to find."""
-    found = []
+@dataclass(frozen=True)
+class TextCount:
+    """A numeric model input held as text today: how many values are not numbers, of how many,
+    and the smallest of them (an example that does not depend on row order: counts of parts add up)."""
+
+    not_numbers: int
+    values: int
+    example: str | None = None
+
+    def __add__(self, other: TextCount) -> TextCount:
+        examples = [e for e in (self.example, other.example) if e is not None]
+        return TextCount(self.not_numbers + other.not_numbers, self.values + other.values,
+                         min(examples) if examples else None)
+
+
+def text_in_numeric_inputs(customers: pd.DataFrame, schema: FeatureSchema) -> dict[str, TextCount]:
+    """Per numeric model input the customers table holds as text, its :class:`TextCount`."""
+    found = {}
     for name in schema.numeric_attributes:
         column = schema.attribute_sources.get(name, name)
         if column not in customers or pd.api.types.is_numeric_dtype(customers[column]):
@@ -147,10 +165,16 @@ def _numbers_turned_text(customers: pd.DataFrame, schema: FeatureSchema, file: s
         text = customers[column].dropna().astype("string").str.strip()
         text = text[text != ""]
         bad = text[parse_number_text(text).isna()]
-        if len(text) and len(bad) / len(text) > 0.5:
-            found.append(f"{file} column '{column}' held numbers at training, but {len(bad):,} of {len(text):,} "
-                         f"values today are not (e.g. {bad.iloc[0]!r})")
+        found[column] = TextCount(len(bad), len(text), str(bad.min()) if len(bad) else None)
     return found
+
+
+def _numbers_turned_text(counts: Mapping[str, TextCount], file: str) -> list[str]:
+    """Numeric model inputs whose values today are mostly not numbers ("35.99 EUR", "abc"): the
+    model would see them all as unknown, a type change the drift gate must not be left to find."""
+    return [f"{file} column '{column}' held numbers at training, but {c.not_numbers:,} of {c.values:,} "
+            f"values today are not (e.g. {c.example!r})"
+            for column, c in counts.items() if c.values and c.not_numbers / c.values > 0.5]
 
 
 def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,
