@@ -7,6 +7,8 @@ and publishing are one task each so a failed run shows which of them failed and 
 With ``[compute] engine = "dask"`` the week is scored by one task on the cluster
 (``DaskTaskRunner``, ``flows.engine``) with ``serving.partitioned.score_week_partitioned``; the
 outputs are the local engine's, and publishing is the same atomic step in the flow's process.
+``scores.parquet`` is written ahead by the workers into a hidden folder beside the dated ones
+(never through the flow's memory), linked into the published folder, then discarded.
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ def score_on_dask_flow(settings: Settings, as_of: str | None, model_version: str
     """``score_flow`` on the Dask engine (its task runner is set from ``[compute]``)."""
     bundle, version = load_model_task(settings, model_version)
     outputs = score_week_dask_task.submit(settings, parse_as_of(as_of), bundle, version, force).result()
-    folder = publish_task(settings, outputs)  # here, in the flow's process: the folder and DB are its own
+    try:
+        folder = publish_task(settings, outputs)  # here, in the flow's process: the folder and DB are its own
+    finally:
+        outputs.discard()  # scores.parquet was written ahead by the workers: linked into the folder, or failed
     get_run_logger().info("published %s", folder)
     reasons = outputs.summary.get("top_reasons_listed") or {}
     return {"folder": folder, "as_of": str(outputs.as_of.date()), "summary": outputs.summary,

@@ -15,13 +15,17 @@ below them can slip onto the list.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
@@ -40,15 +44,30 @@ from churnflow.features.profile import combine_counts, psi_from_counts
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
 from churnflow.serving.outcomes import Outcomes
-from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
+from churnflow.serving.priority import Population, rank_order, recently_contacted, within_capacity
+from churnflow.serving.publish import (
+    ScoresFile,
+    merged_by_key,
+    scores_workspace,
+    write_parquet_stream,
+    write_piece,
+)
 from churnflow.serving.score import (
     ScoreResult,
     no_active_customers,
     partition_tables,
     score_partition,
+    scores_table,
     without_flagged_churners,
 )
-from churnflow.serving.weekly import WeeklyOutputs, check_model_inputs, scoring_date, week_outputs
+from churnflow.serving.weekly import (
+    ScoresRecord,
+    WeeklyOutputs,
+    check_model_inputs,
+    scoring_date,
+    week_outputs,
+    with_status,
+)
 from churnflow.training.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -90,6 +109,7 @@ class PartitionScores:
     rows: pd.DataFrame | None = None
     counts: dict[str, list[int]] = field(default_factory=dict)
     candidates: pd.DataFrame | None = None
+    n_rows: int = 0
 
 
 def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: ModelBundle,
@@ -105,7 +125,65 @@ def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: Mo
         return PartitionScores()
     ids = pd.Index(np.sort(np.asarray(ids)))  # the order the local engine scores in
     rows, counts = score_partition(tables, ids, as_of, bundle, settings)
-    return PartitionScores(rows, counts, partition_candidates(rows, settings, tables.contacts, as_of))
+    return PartitionScores(rows, counts, partition_candidates(rows, settings, tables.contacts, as_of), len(rows))
+
+
+def rows_that_matter(part: PartitionScores, previous_ids: pd.Index) -> PartitionScores:
+    """What of one partition's scores the client needs: the drift counts, the candidates, and the
+    rows of the candidates and of last week's listed customers (their probability says why they
+    dropped off); the other rows stay on the worker until the scores table is written."""
+    if part.rows is None:
+        return part
+    ids = part.rows["customer_id"]
+    keep = ids.isin(part.candidates["customer_id"]) | ids.isin(previous_ids)
+    return replace(part, rows=part.rows.loc[keep.to_numpy()])
+
+
+def write_scores_piece(part: PartitionScores, listed: pd.DataFrame, model_version: str, folder: str,
+                       number: int) -> str | None:
+    """One partition's rows of ``scores.parquet`` (the local engine's ``scores_table`` and
+    ``with_status``), written as a piece by its worker; the client merges the pieces."""
+    if part.rows is None or not len(part.rows):
+        return None
+    return str(write_piece(with_status(scores_table(part.rows, model_version), listed), Path(folder), number))
+
+
+def assemble_scores(pieces: Sequence[str], target: Path) -> tuple[ScoresFile, Population]:
+    """The pieces merged into one ``scores.parquet`` in customer order, as the local engine
+    writes it, slice by slice; and the population the summary needs, gathered on the way."""
+    schema = pq.read_schema(pieces[0])
+    populations: list[Population] = []
+
+    def slices() -> Iterator[pa.Table]:
+        for table in merged_by_key([Path(p) for p in pieces], "customer_id", schema):
+            populations.append(Population.of(table.select(["churn_probability", "status", "risk_tier"]).to_pandas()))
+            yield table
+
+    n_rows = write_parquet_stream(slices(), target, schema)
+    return ScoresFile(target, n_rows), Population.concat(populations)
+
+
+def scores_on_workers(parts: Sequence[Delayed], day: pd.Timestamp, model_version: str,
+                      settings: Settings) -> ScoresRecord:
+    """``week_outputs``' record on the Dask engine: once the list is known, each worker writes its
+    partition's rows to a piece in a hidden working folder beside the dated folders (the output
+    folder must be on storage the workers share with the client), and the client merges them.
+    The working folder is removed when anything fails; publishing links the file from it."""
+    import dask
+
+    def record(priority_list: pd.DataFrame) -> tuple[ScoresFile, Population]:
+        folder = scores_workspace(settings.output_dir, day)
+        try:
+            listed = dask.delayed(priority_list[["customer_id", "status"]], pure=True)
+            write = dask.delayed(write_scores_piece, pure=True)
+            pieces = dask.compute(*[write(part, listed, str(model_version), str(folder), i)
+                                    for i, part in enumerate(parts)])
+            return assemble_scores([p for p in pieces if p], folder / "scores.parquet")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    return record
 
 
 def _histories(tables: Tables | None, day: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> Histories:
@@ -127,21 +205,25 @@ def bundle_for_date_partitioned(bundle: ModelBundle, cut: Sequence[Delayed], day
 
 
 def score_partitions(cut: Sequence[Delayed], day: pd.Timestamp, bundle: ModelBundle, settings: Settings,
-                     end_date: pd.Timestamp) -> tuple[ScoreResult, pd.DataFrame]:
-    """Every partition scored on the workers: all score rows (ordered by customer, as the local
-    engine's), the merged drift, and the ranked candidates for this week's list."""
+                     end_date: pd.Timestamp, previous_ids: pd.Index
+                     ) -> tuple[ScoreResult, pd.DataFrame, list[Delayed]]:
+    """Every partition scored on the workers, where the score rows stay (persisted): the rows that
+    matter to the list (``rows_that_matter``, ordered by customer as the local engine's), the
+    merged drift, the ranked candidates for this week's list, and the partitions' scores."""
     import dask
 
     model = dask.delayed(bundle, pure=True)  # shipped once, not once per partition
     score = dask.delayed(score_table_partition, pure=True)
-    parts = dask.compute(*[score(t, day, model, settings) for t in cut])
-    if not sum(0 if p.rows is None else len(p.rows) for p in parts):
+    scored = list(dask.persist(*[score(t, day, model, settings) for t in cut]))
+    keep = dask.delayed(rows_that_matter, pure=True)
+    parts = dask.compute(*[keep(p, previous_ids) for p in scored])
+    if not sum(p.n_rows for p in parts):
         raise no_active_customers(day, end_date)
     drift = (psi_from_counts(bundle.reference, combine_counts(p.counts for p in parts if p.counts),
                              settings.serving.drift_warn_psi, settings.serving.drift_fail_psi)
              if bundle.reference else pd.DataFrame(columns=["feature", "psi", "status"]))
-    scored = sorted_by_customer([p.rows for p in parts])
-    return ScoreResult(scored, drift, len(cut)), merge_candidates(p.candidates for p in parts)
+    rows = sorted_by_customer([p.rows for p in parts])
+    return ScoreResult(rows, drift, len(cut)), merge_candidates(p.candidates for p in parts), scored
 
 
 def _list_rows(tables: Tables | None, ids: pd.Index) -> Tables | None:
@@ -200,7 +282,10 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
     Per partition on the workers: validation, the cut at the as-of date, the model-input check,
     scoring and drift counts. Once, on the client: the data end and as-of date, the drift and
     the list. Reasons are computed for the customers who can make the list only, from their rows
-    gathered from the partitions; every score row comes back for ``scores.parquet``.
+    gathered from the partitions. No process holds every score row: ``scores.parquet`` is written
+    by the workers in pieces and merged in customer order by the client, slice by slice
+    (``scores_on_workers``); the result's ``scores`` is that file (a ``ScoresFile``: call the
+    result's ``discard`` once it is published).
     ``previous_list`` and ``earlier_holdouts`` may be functions of the as-of date
     (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read.
     """
@@ -227,16 +312,18 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     dask.compute(*[check(t, bundle.schema, settings) for t in cut])  # raises the first partition's refusal
     del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
     bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
-    result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
-    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
-    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
     if callable(previous_list):
         previous_list = previous_list(day)
     if callable(earlier_holdouts):
         earlier_holdouts = earlier_holdouts(day)
+    previous_ids = pd.Index([] if previous_list is None else pd.unique(previous_list["customer_id"]))
+    result, candidates, scored = score_partitions(cut, day, bundle, settings, cut_end, previous_ids)
+    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
+    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
     return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
                         previous_list=previous_list, force=force, model_name=model_name,
-                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes,
+                        record=scores_on_workers(scored, day, str(model_version), settings))
 
 
 def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings) -> None:

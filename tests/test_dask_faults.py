@@ -54,7 +54,10 @@ class KillOnce(WorkerPlugin):
 
 def publish(outputs: WeeklyOutputs, root: Path) -> Path:
     files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
-    return publish_week(root, outputs.as_of, files)
+    try:
+        return publish_week(root, outputs.as_of, files)
+    finally:
+        outputs.discard()  # the Dask engine's scores working folder (the flow does the same)
 
 
 @pytest.fixture(scope="module")
