@@ -23,7 +23,7 @@ from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.partitioned import read_partitioned
 from churnflow.features.settings import Settings
 from churnflow.flows.engine import dask_task_runner, engine_client
-from churnflow.flows.outcomes_flow import outcomes_task
+from churnflow.flows.outcomes_flow import cards_logged, outcomes_task
 from churnflow.flows.summaries import reason_phrases
 from churnflow.flows.tasks import (
     parse_as_of,
@@ -39,7 +39,6 @@ from churnflow.serving.partitioned import score_week_partitioned
 from churnflow.serving.publish import (
     ListTable,
     publish_week,
-    published_folders,
     read_holdouts,
     read_previous_list,
     standard_writers,
@@ -87,10 +86,8 @@ def score_week_dask_task(settings: Settings, as_of: pd.Timestamp | None, bundle:
         raw = read_partitioned(settings)
         outputs = score_week_partitioned(raw, as_of, bundle, version, settings, force=force,
                                          previous_list=partial(read_previous_list, settings.output_dir),
-                                         earlier_holdouts=partial(read_holdouts, settings.output_dir))
-    if published_folders(settings.output_dir):
-        get_run_logger().warning("report cards of earlier lists (outcomes, decay alarm) are not computed on the "
-                                 "Dask engine yet: run `churnflow outcomes` with [compute] engine = \"local\"")
+                                         earlier_holdouts=partial(read_holdouts, settings.output_dir),
+                                         outcomes=partial(cards_logged, settings))
     for warning in outputs.warnings:
         get_run_logger().warning(warning)
     get_run_logger().info("scored %d customers in %d partition(s) on the Dask engine; %d on the list",

@@ -15,6 +15,7 @@ below them can slip onto the list.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,11 @@ import pyarrow.parquet as pq
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
 from churnflow.features.contracts import Tables
-from churnflow.features.labels import active_customers
+from churnflow.features.labels import Definition, active_customers
 from churnflow.features.partitioned import (
     RawPartitions,
+    Validated,
+    customer_partition,
     cut_partition,
     global_end_date,
     raise_problems,
@@ -43,7 +46,7 @@ from churnflow.features.partitioned import (
 from churnflow.features.profile import combine_counts, psi_from_counts
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
-from churnflow.serving.outcomes import Outcomes
+from churnflow.serving.outcomes import Outcomes, realised
 from churnflow.serving.priority import Population, rank_order, recently_contacted, within_capacity
 from churnflow.serving.publish import (
     ScoresFile,
@@ -252,6 +255,62 @@ def list_tables(cut: Sequence[Delayed], ids: pd.Index, end_date: pd.Timestamp) -
                   contacts=None if contacts is None else contacts.sort_index(kind="stable"), end_date=end_date)
 
 
+# ---- report cards of past lists, on partitions --------------------------------------------------
+
+
+def realised_in_partition(part: Validated, customer_id: pd.Series, as_of: pd.Timestamp, horizon_days: int,
+                          definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+    """``serving.outcomes.realised`` for the customers hashed to this partition, on its rows (a
+    partition without rows answers from empty tables: those customers have no data today)."""
+    tables = part.tables
+    if tables is None:
+        ids = customer_id.iloc[:0]
+        none = pd.Series(dtype="datetime64[ns]")
+        tables = Tables(customers=pd.DataFrame({"customer_id": ids, "churn_time": none}),
+                        events=pd.DataFrame({"customer_id": ids, "event_time": none}), contacts=None,
+                        end_date=pd.Timestamp(as_of))
+    return realised(customer_id.reset_index(drop=True), tables, as_of, horizon_days, definition)
+
+
+@dataclass
+class PartitionedOutcomes:
+    """Today's validated partitions as report cards read them (``serving.outcomes.OutcomeSource``).
+
+    A card needs every scored customer's realised churn (the model's ranking is judged on the
+    unlisted customers too), so the list's ids (one column of its ``scores.parquet``) are sent to
+    the partitions their ids hash to; each answers with the local engine's pandas functions on
+    its own rows inside the horizon, and only two small columns come back. Events stay on the
+    workers.
+    """
+
+    validated: Sequence[Delayed]
+    end_date: pd.Timestamp
+
+    def realised(self, customer_id: pd.Series, as_of: pd.Timestamp, horizon_days: int,
+                 definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+        import dask
+
+        ids = pd.Series(customer_id).reset_index(drop=True)
+        where = customer_partition(ids, len(self.validated))
+        order = np.argsort(where, kind="stable")  # each partition's customers, in list order
+        bounds = np.searchsorted(where[order], np.arange(len(self.validated) + 1))
+        rows = {i: order[lo:hi] for i, (lo, hi) in enumerate(itertools.pairwise(bounds)) if hi > lo}
+        answer = dask.delayed(realised_in_partition, pure=True)
+        answers = dask.compute(*[answer(self.validated[i], ids.iloc[at], as_of, horizon_days, definition)
+                                 for i, at in rows.items()])
+        churned, contacted = np.zeros(len(ids), np.int8), np.zeros(len(ids), bool)
+        for at, (churn, contact) in zip(rows.values(), answers, strict=True):
+            churned[at], contacted[at] = churn, contact
+        return churned, contacted
+
+
+def outcome_source(raw: RawPartitions, settings: Settings) -> PartitionedOutcomes:
+    """Validate the partitions (kept in worker memory) for ``serving.outcome_store.update_outcomes``."""
+    validated, summaries = validate_partitions(raw, settings, require_label=False)
+    raise_problems(summaries)
+    return PartitionedOutcomes(validated, global_end_date(summaries, settings))
+
+
 def merged_fingerprint(prints: Sequence[dict[str, Any]], end_date: pd.Timestamp) -> dict[str, Any]:
     """``Tables.fingerprint`` of the whole input from the partitions': the same row counts and
     date ranges as the local engine's; the content hashes combine the partitions' hashes (in
@@ -276,7 +335,8 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
                            force: bool = False, model_name: str | None = None,
                            earlier_holdouts: Mapping[str, Iterable[object]] | Callable[[pd.Timestamp], Mapping[
                                str, Iterable[object]]] | None = None,
-                           outcomes: Outcomes | None = None) -> WeeklyOutputs:
+                           outcomes: Outcomes | Callable[[PartitionedOutcomes], Outcomes] | None = None
+                           ) -> WeeklyOutputs:
     """``serving.weekly.score_week`` on the Dask engine, with the same outputs.
 
     Per partition on the workers: validation, the cut at the as-of date, the model-input check,
@@ -287,7 +347,9 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
     (``scores_on_workers``); the result's ``scores`` is that file (a ``ScoresFile``: call the
     result's ``discard`` once it is published).
     ``previous_list`` and ``earlier_holdouts`` may be functions of the as-of date
-    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read.
+    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read;
+    ``outcomes`` a function of the validated partitions (``serving.outcome_store.update_outcomes``
+    on a :class:`PartitionedOutcomes`), so the cards need no second read of the data.
     """
     with worker_loss_as_error("weekly scoring"):
         return _score_week_partitioned(raw, as_of, bundle, model_version, settings, previous_list=previous_list,
@@ -299,12 +361,14 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
                             model_version: str, settings: Settings, *,
                             previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None,
                             force: bool, model_name: str | None, earlier_holdouts: Any,
-                            outcomes: Outcomes | None) -> WeeklyOutputs:
+                            outcomes: Outcomes | Callable[[PartitionedOutcomes], Outcomes] | None) -> WeeklyOutputs:
     import dask
 
     validated, summaries = validate_partitions(raw, settings, require_label=False)
     raise_problems(summaries)
     end = global_end_date(summaries, settings)
+    if callable(outcomes):  # the cards read the whole data (each its own horizon), before the cut
+        outcomes = outcomes(PartitionedOutcomes(validated, end))
     day = scoring_date(Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end), as_of)
     cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))

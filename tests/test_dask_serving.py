@@ -9,8 +9,11 @@ so the patched sizes apply to them too.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+pytest.importorskip("dask.distributed")
+
+from dask.utils import key_split
+from distributed import get_task_stream
+
 import churnflow.serving.partitioned as partitioned
 import churnflow.serving.publish as publish
 from churnflow.features.contracts import load_tables
+from churnflow.features.partitioned import Validated, read_partitioned
 from churnflow.features.settings import Settings, load_settings
-from churnflow.serving.publish import ScoresFile, merged_by_key, write_parquet, write_parquet_stream
+from churnflow.serving.outcome_store import update_outcomes
+from churnflow.serving.outcomes import realised
+from churnflow.serving.publish import (
+    ScoresFile,
+    merged_by_key,
+    publish_week,
+    standard_writers,
+    write_parquet,
+    write_parquet_stream,
+)
+from churnflow.serving.weekly import score_week
 from tests.conftest import write_project
 
 pytestmark = [
@@ -89,9 +108,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Any]:
 
 def test_scores_file_is_the_local_engine_s_and_never_gathered_whole(
         dask_session: Any, project: tuple[Settings, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from churnflow.features.partitioned import read_partitioned
-    from churnflow.serving.weekly import score_week
-
     settings, bundle = project
     monkeypatch.setattr(publish, "ROW_GROUP_ROWS", 128)
     monkeypatch.setattr(publish, "MERGE_ROWS", 64)
@@ -136,8 +152,6 @@ def test_scores_file_is_the_local_engine_s_and_never_gathered_whole(
 
 def test_a_failure_while_writing_the_scores_leaves_no_working_folder(
         dask_session: Any, project: tuple[Settings, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from churnflow.features.partitioned import read_partitioned
-
     settings, bundle = project
     settings = settings.model_copy(deep=True)
     settings.serving.output_dir = str(tmp_path / "outputs")
@@ -150,3 +164,106 @@ def test_a_failure_while_writing_the_scores_leaves_no_working_folder(
     with pytest.raises(OSError, match="disk full"):
         partitioned.score_week_partitioned(read_partitioned(settings, 4), None, bundle, "2", settings)
     assert list((tmp_path / "outputs").iterdir()) == []
+
+
+def published_past_list(settings: Settings, bundle: Any, root: Path) -> Path:
+    """A list published by the local engine at a date whose horizon has passed in the data."""
+
+    tables = load_tables(settings, require_label=False)
+    as_of = tables.end_date - pd.Timedelta(days=settings.churn.horizon_days + 13)
+    week = score_week(tables, as_of, bundle, "2", settings, force=True)  # weeks before the model: drifted
+    files = standard_writers(week.scores, week.priority_list, week.summary, week.report_html)
+    return publish_week(root, week.as_of, files)
+
+
+def test_a_past_list_s_report_card_is_the_same_on_both_engines(
+        dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
+    settings, bundle = project
+    engines = {}
+    for engine in ("local", "dask"):
+        engines[engine] = settings.model_copy(deep=True)
+        engines[engine].serving.output_dir = str(tmp_path / engine)
+    folder = published_past_list(settings, bundle, tmp_path / "local")
+    shutil.copytree(folder, tmp_path / "dask" / folder.name)
+
+    local = update_outcomes(engines["local"], load_tables(settings, require_label=False), log_to_mlflow=False)
+    with get_task_stream(dask_session) as stream:
+        source = partitioned.outcome_source(read_partitioned(settings, 8), settings)
+        got = update_outcomes(engines["dask"], source, log_to_mlflow=False)
+    assert "realised_in_partition" in {key_split(t["key"]) for t in stream.data}  # judged on the workers
+    assert local.written == got.written == [folder.name]
+    card = local.cards[0]
+    assert 0 < card["realised_churn_rate"] < 1 and card["groups"]["holdout"] and card["groups"]["unlisted"]
+    assert card["model_quality"]["roc_auc"] is not None
+    assert got.cards == local.cards
+    assert (tmp_path / "dask" / folder.name / "outcome.json").read_bytes() == (folder / "outcome.json").read_bytes()
+
+
+def test_customers_without_rows_today_are_judged_as_the_local_engine_judges_them(
+        dask_session: Any, project: tuple[Settings, Any]) -> None:
+    """A listed customer who left the data (no rows in any partition, or hashed to a partition
+    with no rows at all) gets the local engine's answer: churned by inactivity, not contacted."""
+    settings, _ = project
+    tables = load_tables(settings, require_label=False)
+    as_of = tables.end_date - pd.Timedelta(days=settings.churn.horizon_days + 13)
+    ids = pd.concat([tables.customers["customer_id"].iloc[::7], pd.Series([10**7 + i for i in range(40)])],
+                    ignore_index=True)
+    source = partitioned.outcome_source(read_partitioned(settings, 16), settings)
+    expected = realised(ids, tables, as_of, settings.churn.horizon_days, settings.churn.definition)
+    got = source.realised(ids, as_of, settings.churn.horizon_days, settings.churn.definition)
+    assert expected[0][-40:].all() and not expected[1][-40:].any()
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert 0 < expected[0].mean() < 1 and expected[1].any()
+    for definition in ("inactivity", "explicit"):  # a partition that holds no rows at all
+        empty = partitioned.realised_in_partition(Validated(None), ids[-40:], as_of, 90, definition)
+        local = realised(ids[-40:], tables, as_of, 90, definition)
+        np.testing.assert_array_equal(empty[0], local[0])
+        np.testing.assert_array_equal(empty[1], local[1])
+
+
+def test_the_weekly_run_on_dask_writes_the_cards_and_reports_them_like_the_local_run(
+        dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
+    settings, bundle = project
+    engines = {}
+    for engine in ("local", "dask"):
+        engines[engine] = settings.model_copy(deep=True)
+        engines[engine].serving.output_dir = str(tmp_path / engine)
+    folder = published_past_list(settings, bundle, tmp_path / "local")
+    shutil.copytree(folder, tmp_path / "dask" / folder.name)
+
+    tables = load_tables(settings, require_label=False)
+    local = score_week(tables, None, bundle, "2", engines["local"],
+                       outcomes=update_outcomes(engines["local"], tables, log_to_mlflow=False))
+    got = partitioned.score_week_partitioned(read_partitioned(settings, 4), None, bundle, "2", engines["dask"],
+                                             outcomes=partial(update_outcomes, engines["dask"], log_to_mlflow=False))
+    got.discard()
+    card = tmp_path / "dask" / folder.name / "outcome.json"
+    assert card.read_bytes() == (folder / "outcome.json").read_bytes()
+    assert got.summary["decay_alarm"] == local.summary["decay_alarm"] and local.summary["decay_alarm"]["lists"]
+    assert got.summary == local.summary | {"input_fingerprint": got.summary["input_fingerprint"]}
+    hashes = [s["input_fingerprint"]["events_sha256"] for s in (local.summary, got.summary)]
+    assert folder.name in local.report_html and got.report_html == local.report_html.replace(*hashes)
+
+
+def test_outcomes_flow_on_the_dask_engine(prefect_harness: None, dask_session: Any, project: tuple[Settings, Any],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``churnflow outcomes`` with ``[compute] engine = "dask"``: the flow runs on the cluster
+    (the session's, by address) and writes the card the local engine writes."""
+
+    from churnflow.flows.outcomes_flow import outcomes_flow
+    settings, bundle = project
+    folder = published_past_list(settings, bundle, tmp_path / "outputs")
+    local = settings.model_copy(deep=True)
+    local.serving.output_dir = str(tmp_path / "local")
+    shutil.copytree(folder, tmp_path / "local" / folder.name)
+    expected = update_outcomes(local, load_tables(settings, require_label=False), log_to_mlflow=False)
+
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
+    monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
+    monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", str(tmp_path / "outputs"))
+    with get_task_stream(dask_session) as stream:
+        result = outcomes_flow(config=str(settings.root / "churnflow.toml"))
+    assert {"realised_in_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
+    assert result["written"] == [folder.name] and result["lists"][0]["closed"]
+    assert json.loads((folder / "outcome.json").read_text()) == expected.cards[0]
