@@ -151,14 +151,14 @@ def write_scores_piece(part: PartitionScores, listed: pd.DataFrame, model_versio
     return str(write_piece(with_status(scores_table(part.rows, model_version), listed), Path(folder), number))
 
 
-def assemble_scores(pieces: Sequence[str], target: Path) -> tuple[ScoresFile, Population]:
+def assemble_scores(pieces: Sequence[Path], target: Path) -> tuple[ScoresFile, Population]:
     """The pieces merged into one ``scores.parquet`` in customer order, as the local engine
     writes it, slice by slice; and the population the summary needs, gathered on the way."""
     schema = pq.read_schema(pieces[0])
     populations: list[Population] = []
 
     def slices() -> Iterator[pa.Table]:
-        for table in merged_by_key([Path(p) for p in pieces], "customer_id", schema):
+        for table in merged_by_key(pieces, "customer_id", schema):
             populations.append(Population.of(table.select(["churn_probability", "status", "risk_tier"]).to_pandas()))
             yield table
 
@@ -181,7 +181,11 @@ def scores_on_workers(parts: Sequence[Delayed], day: pd.Timestamp, model_version
             write = dask.delayed(write_scores_piece, pure=True)
             pieces = dask.compute(*[write(part, listed, str(model_version), str(folder), i)
                                     for i, part in enumerate(parts)])
-            return assemble_scores([p for p in pieces if p], folder / "scores.parquet")
+            pieces = [Path(p) for p in pieces if p]
+            assembled = assemble_scores(pieces, folder / "scores.parquet")
+            for piece in pieces:  # merged: the disk holds the table once, not twice
+                piece.unlink()
+            return assembled
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -140,6 +140,7 @@ def test_scores_file_is_the_local_engine_s_and_never_gathered_whole(
         write_parquet(local.scores, settings.path("local.parquet"))
         assert pq.ParquetFile(got.scores.path).num_row_groups == -(-n // 128)
         assert got.scores.path.read_bytes() == Path(settings.path("local.parquet")).read_bytes()
+        assert [p.name for p in got.scores.path.parent.iterdir()] == ["scores.parquet"]  # pieces merged, gone
         assert got.summary == local.summary | {"input_fingerprint": got.summary["input_fingerprint"]}
         assert got.summary["n_scored"] == n and sum(got.summary["tiers_scored"].values()) == n
         pd.testing.assert_frame_equal(got.priority_list, local.priority_list, check_exact=True)
