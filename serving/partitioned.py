@@ -10,6 +10,12 @@ is the list built from all scores. Why this is exact: a customer on the global l
 than ``capacity`` contactable customers ranked above it overall, hence also within its own
 partition; and the first ``capacity`` contactable customers overall all survive, so nobody
 below them can slip onto the list.
+
+The score rows themselves stay on the workers. Once the list is known, each partition writes its
+rows of ``scores.parquet`` as a piece, and the client merges the pieces in customer order a slice
+at a time into the local engine's file, byte for byte (:func:`scores_on_workers`). Report cards
+of past lists are answered the same way: each partition judges the listed customers whose rows it
+holds (:class:`PartitionedOutcomes`).
 """
 
 from __future__ import annotations
