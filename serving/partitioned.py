@@ -149,12 +149,13 @@ def rows_that_matter(part: PartitionScores, previous_ids: pd.Index) -> Partition
 
 
 def write_scores_piece(part: PartitionScores, listed: pd.DataFrame, model_version: str, folder: str,
-                       number: int) -> str | None:
+                       number: int, n_pieces: int) -> str | None:
     """One partition's rows of ``scores.parquet`` (the local engine's ``scores_table`` and
     ``with_status``), written as a piece by its worker; the client merges the pieces."""
     if part.rows is None or not len(part.rows):
         return None
-    return str(write_piece(with_status(scores_table(part.rows, model_version), listed), Path(folder), number))
+    scores = with_status(scores_table(part.rows, model_version), listed)
+    return str(write_piece(scores, Path(folder), number, n_pieces))
 
 
 def assemble_scores(pieces: Sequence[Path], target: Path) -> tuple[ScoresFile, Population]:
@@ -185,7 +186,7 @@ def scores_on_workers(parts: Sequence[Delayed], day: pd.Timestamp, model_version
         try:
             listed = dask.delayed(priority_list[["customer_id", "status"]], pure=True)
             write = dask.delayed(write_scores_piece, pure=True)
-            pieces = dask.compute(*[write(part, listed, str(model_version), str(folder), i)
+            pieces = dask.compute(*[write(part, listed, str(model_version), str(folder), i, len(parts))
                                     for i, part in enumerate(parts)])
             pieces = [Path(p) for p in pieces if p]
             assembled = assemble_scores(pieces, folder / "scores.parquet")
@@ -240,14 +241,13 @@ def score_partitions(cut: Sequence[Delayed], day: pd.Timestamp, bundle: ModelBun
 
 
 def _list_rows(tables: Tables | None, ids: pd.Index) -> Tables | None:
-    """The rows of the customers who can make the list, and every contact (suppression)."""
-    if tables is None:
-        return None
-    return replace(partition_tables(tables, ids), contacts=tables.contacts)
+    """The rows of the customers who can make the list, their contacts included: suppression
+    and the reasons' features read each customer's own contacts only."""
+    return None if tables is None else partition_tables(tables, ids)
 
 
 def list_tables(cut: Sequence[Delayed], ids: pd.Index, end_date: pd.Timestamp) -> Tables:
-    """One small ``Tables`` for the list step: the candidates' rows from every partition, and all
+    """One small ``Tables`` for the list step: the candidates' rows from every partition, their
     contacts back in source order (each partition keeps their source row numbers as index)."""
     import dask
 

@@ -440,11 +440,12 @@ def _sorted_counts(values: pd.Series) -> dict[str, int]:
 @dataclass(frozen=True)
 class Population:
     """What the summary needs of every scored customer, without their rows: probabilities (in
-    customer order, so sums come out as from the whole table), list statuses, tier counts.
-    Built from a table (:meth:`of`) or from consecutive slices of one (:meth:`concat`)."""
+    customer order, so sums come out as from the whole table), list statuses (categorical: one
+    byte a customer) and tier counts. Built from a table (:meth:`of`) or from consecutive slices
+    of one (:meth:`concat`)."""
 
     probability: np.ndarray
-    status: np.ndarray
+    status: pd.Categorical
     tiers: dict[str, int]
 
     @classmethod
@@ -453,7 +454,7 @@ class Population:
         p = scored["churn_probability"].to_numpy(np.float64)
         tiers = scored["risk_tier"] if "risk_tier" in scored.columns else pd.Series(risk_tier(p, tier_high, tier_medium))
         status = scored["status"] if "status" in scored.columns else pd.Series("", index=scored.index)
-        return cls(p, status.to_numpy(object), {str(k): int(v) for k, v in tiers.value_counts().items()})
+        return cls(p, pd.Categorical(status.astype(object)), {str(k): int(v) for k, v in tiers.value_counts().items()})
 
     @classmethod
     def concat(cls, parts: Iterable[Population]) -> Population:
@@ -462,8 +463,9 @@ class Population:
         for part in parts:
             for tier, n in part.tiers.items():
                 tiers[tier] = tiers.get(tier, 0) + n
-        return cls(np.concatenate([p.probability for p in parts] or [np.empty(0)]),
-                   np.concatenate([p.status for p in parts] or [np.empty(0, object)]), tiers)
+        status = (pd.api.types.union_categoricals([p.status for p in parts]) if parts
+                  else pd.Categorical(np.empty(0, object)))
+        return cls(np.concatenate([p.probability for p in parts] or [np.empty(0)]), status, tiers)
 
 
 def build_summary(

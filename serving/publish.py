@@ -70,10 +70,10 @@ ROW_GROUP_ROWS = 1024 * 1024
 _PARQUET = {"compression": "snappy", "write_statistics": True}
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+def write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
     """Parquet via pyarrow, without the index, deterministic bytes for the same frame."""
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **_PARQUET)
+    pq.write_table(table, path, row_group_size=row_group_rows or ROW_GROUP_ROWS, **_PARQUET)
 
 
 def write_parquet_stream(tables: Iterable[pa.Table], path: Path, schema: pa.Schema) -> int:
@@ -137,18 +137,25 @@ def scores_workspace(output_root: Path, as_of: date | datetime | pd.Timestamp) -
     return folder
 
 
-def write_piece(frame: pd.DataFrame, folder: Path, number: int) -> Path:
+def write_piece(frame: pd.DataFrame, folder: Path, number: int, n_pieces: int = 1) -> Path:
     """One partition's rows as ``part-<number>.parquet`` (written aside, then renamed: a worker that
-    dies mid-write leaves no half piece under the final name; a re-run task overwrites it)."""
+    dies mid-write leaves no half piece under the final name; a re-run task overwrites it).
+
+    Row groups of ``MERGE_ROWS / n_pieces`` rows: a Parquet reader decodes a whole row group, and
+    :func:`merged_by_key` reads all pieces at once, so bigger groups would hold the whole table."""
     target = Path(folder) / f"part-{number:05d}.parquet"
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    write_parquet(frame, partial)
+    write_parquet(frame, partial, row_group_rows=_merge_batch_rows(n_pieces))
     partial.replace(target)
     return target
 
 
-MERGE_ROWS = 1024 * 1024
+MERGE_ROWS = 256 * 1024
 """Rows read ahead from all pieces together while merging them (split evenly between pieces)."""
+
+
+def _merge_batch_rows(n_pieces: int) -> int:
+    return max(1, MERGE_ROWS // max(n_pieces, 1))
 
 
 def merged_by_key(pieces: Sequence[Path], key: str, schema: pa.Schema) -> Iterator[pa.Table]:
@@ -159,7 +166,7 @@ def merged_by_key(pieces: Sequence[Path], key: str, schema: pa.Schema) -> Iterat
     final (later rows of every piece come after it), so it is emitted and that piece is read on.
     At most :data:`MERGE_ROWS` rows are held, however many rows the pieces have.
     """
-    batch_rows = max(1, MERGE_ROWS // max(len(pieces), 1))
+    batch_rows = _merge_batch_rows(len(pieces))
     streams = [pq.ParquetFile(p).iter_batches(batch_size=batch_rows) for p in pieces]
 
     def read_on(i: int) -> pa.Table | None:

@@ -227,7 +227,7 @@ def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle:
         "horizon_days": settings.churn.horizon_days,
         **holdout_summary(priority_list, settings.serving.holdout_share),
         "estimate_before_horizon": expected_performance(population.probability,
-                                                        outcome_groups(pd.Series(population.status, copy=False))),
+                                                        outcome_groups(pd.Series(population.status))),
         "decay_alarm": outcomes.alarm,
     }
     summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra,

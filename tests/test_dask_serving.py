@@ -77,7 +77,7 @@ def test_pieces_merged_in_slices_give_the_whole_table_s_bytes(tmp_path: Path, mo
 
     pieces = []
     for i, part in enumerate(np.array_split(np.random.default_rng(2).permutation(n), 7)):  # unequal, interleaved
-        pieces.append(publish.write_piece(frame.iloc[np.sort(part)].sort_values("customer_id"), tmp_path, i))
+        pieces.append(publish.write_piece(frame.iloc[np.sort(part)].sort_values("customer_id"), tmp_path, i, 7))
     schema = pq.read_schema(pieces[0])
     slices = list(merged_by_key(pieces, "customer_id", schema))
     assert len(slices) > 7 and max(s.num_rows for s in slices) <= 40
