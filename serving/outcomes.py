@@ -290,12 +290,21 @@ def campaign_effect(churned: np.ndarray, group: np.ndarray, contacted: np.ndarra
 # ---- before the horizon closes -----------------------------------------------------------------
 def expected_roc_auc(probability: np.ndarray) -> float:
     """ROC-AUC expected if the probabilities are right: each customer is a churner with weight
-    ``p`` and a stayer with weight ``1 - p`` (the CBPE estimate)."""
-    p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
+    ``p`` and a stayer with weight ``1 - p`` (the CBPE estimate).
+
+    The weighted pairwise form, on the sorted distinct scores: a churner-weight at score ``v``
+    beats the stayer-weight below ``v`` and ties half of it at ``v``. Equal to sklearn's weighted
+    ``roc_auc_score`` on the doubled sample, at a fraction of its memory and time (it runs on
+    every scored customer of every weekly list: 8M customers would take gigabytes there).
+    """
+    p = np.sort(np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0))
     if len(p) < 2 or p.sum() <= 0 or (1 - p).sum() <= 0:
         return float("nan")
-    labels = np.r_[np.ones(len(p)), np.zeros(len(p))]
-    return float(roc_auc_score(labels, np.r_[p, p], sample_weight=np.r_[p, 1 - p]))
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    churners = np.add.reduceat(p, starts)
+    stayers = np.diff(np.r_[starts, len(p)]) - churners
+    below = np.cumsum(stayers) - stayers
+    return float(np.sum(churners * (below + 0.5 * stayers)) / (churners.sum() * stayers.sum()))
 
 
 def expected_performance(probability: np.ndarray, group: np.ndarray) -> dict[str, Any]:

@@ -268,3 +268,18 @@ def test_outcomes_flow_on_the_dask_engine(prefect_harness: None, dask_session: A
     assert {"realised_in_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
     assert result["written"] == [folder.name] and result["lists"][0]["closed"]
     assert json.loads((folder / "outcome.json").read_text()) == expected.cards[0]
+
+
+@pytest.mark.parametrize("decimals", [2, 9])  # many ties; almost none
+def test_the_label_free_auc_is_sklearn_s_weighted_auc_without_its_memory(decimals: int) -> None:
+    """Every weekly summary estimates the list's ROC-AUC over every scored customer: computed on
+    the sorted distinct scores, not on sklearn's doubled sample (gigabytes at 8M customers)."""
+    from sklearn.metrics import roc_auc_score
+
+    from churnflow.serving.outcomes import expected_roc_auc
+
+    p = np.round(np.random.default_rng(decimals).beta(1, 3, 5000), decimals)
+    doubled = roc_auc_score(np.r_[np.ones(len(p)), np.zeros(len(p))], np.r_[p, p], sample_weight=np.r_[p, 1 - p])
+    assert expected_roc_auc(p) == pytest.approx(doubled, abs=1e-12)
+    assert expected_roc_auc(np.random.default_rng(0).permutation(p)) == expected_roc_auc(p)  # order-free
+    assert np.isnan(expected_roc_auc(np.zeros(10))) and np.isnan(expected_roc_auc(np.array([0.3])))
