@@ -177,15 +177,22 @@ def published_past_list(settings: Settings, bundle: Any, root: Path) -> Path:
     return publish_week(root, week.as_of, files)
 
 
-def test_a_past_list_s_report_card_is_the_same_on_both_engines(
-        dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
-    settings, bundle = project
+def past_list_for_both_engines(settings: Settings, bundle: Any, root: Path) -> tuple[dict[str, Settings], Path]:
+    """The same published past list in two output folders, one per engine (a card is written once),
+    and each engine's settings; returns the local engine's copy of the list's folder."""
     engines = {}
     for engine in ("local", "dask"):
         engines[engine] = settings.model_copy(deep=True)
-        engines[engine].serving.output_dir = str(tmp_path / engine)
-    folder = published_past_list(settings, bundle, tmp_path / "local")
-    shutil.copytree(folder, tmp_path / "dask" / folder.name)
+        engines[engine].serving.output_dir = str(root / engine)
+    folder = published_past_list(settings, bundle, root / "local")
+    shutil.copytree(folder, root / "dask" / folder.name)
+    return engines, folder
+
+
+def test_a_past_list_s_report_card_is_the_same_on_both_engines(
+        dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
+    settings, bundle = project
+    engines, folder = past_list_for_both_engines(settings, bundle, tmp_path)
 
     local = update_outcomes(engines["local"], load_tables(settings, require_label=False), log_to_mlflow=False)
     with get_task_stream(dask_session) as stream:
@@ -226,12 +233,7 @@ def test_customers_without_rows_today_are_judged_as_the_local_engine_judges_them
 def test_the_weekly_run_on_dask_writes_the_cards_and_reports_them_like_the_local_run(
         dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
     settings, bundle = project
-    engines = {}
-    for engine in ("local", "dask"):
-        engines[engine] = settings.model_copy(deep=True)
-        engines[engine].serving.output_dir = str(tmp_path / engine)
-    folder = published_past_list(settings, bundle, tmp_path / "local")
-    shutil.copytree(folder, tmp_path / "dask" / folder.name)
+    engines, folder = past_list_for_both_engines(settings, bundle, tmp_path)
 
     tables = load_tables(settings, require_label=False)
     local = score_week(tables, None, bundle, "2", engines["local"],
@@ -254,20 +256,19 @@ def test_outcomes_flow_on_the_dask_engine(prefect_harness: None, dask_session: A
 
     from churnflow.flows.outcomes_flow import outcomes_flow
     settings, bundle = project
-    folder = published_past_list(settings, bundle, tmp_path / "outputs")
-    local = settings.model_copy(deep=True)
-    local.serving.output_dir = str(tmp_path / "local")
-    shutil.copytree(folder, tmp_path / "local" / folder.name)
-    expected = update_outcomes(local, load_tables(settings, require_label=False), log_to_mlflow=False)
+    engines, folder = past_list_for_both_engines(settings, bundle, tmp_path)
+    expected = update_outcomes(engines["local"], load_tables(settings, require_label=False), log_to_mlflow=False)
 
     monkeypatch.setenv("CHURNFLOW_COMPUTE__ENGINE", "dask")
     monkeypatch.setenv("CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS", dask_session.scheduler.address)
-    monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", engines["dask"].serving.output_dir)
     with get_task_stream(dask_session) as stream:
         result = outcomes_flow(config=str(settings.root / "churnflow.toml"))
     assert {"realised_in_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
     assert result["written"] == [folder.name] and result["lists"][0]["closed"]
-    assert json.loads((folder / "outcome.json").read_text()) == expected.cards[0]
+    card = tmp_path / "dask" / folder.name / "outcome.json"
+    assert json.loads(card.read_text()) == expected.cards[0]
+    assert card.read_bytes() == (folder / "outcome.json").read_bytes()
 
 
 @pytest.mark.parametrize("decimals", [2, 9])  # many ties; almost none
