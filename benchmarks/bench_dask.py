@@ -161,7 +161,6 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
         write_parts,
     )
     from churnflow.serving.partitioned import score_week_partitioned
-    from churnflow.serving.publish import write_parquet
 
     settings = settings_for(data, n_partitions, workers, memory_limit)
     bundle = pickle.loads(model.read_bytes())
@@ -185,7 +184,8 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
         spilled = client.run(_worker_spilled_mb)
         killed = client.run_on_scheduler(lambda dask_scheduler: sum(
             ts.suspicious for ts in dask_scheduler.tasks.values()))
-    write_parquet(week.scores, out / "dask_scores.parquet")
+    shutil.copyfile(week.scores.path, out / "dask_scores.parquet")  # written by the workers in pieces, merged
+    week.discard()
     cluster_peak = {label: round(max(v for _, v in samples) / 2**20) for label, samples in sampler.samples.items()}
     return {"features_s": features_s, "score_s": score_s, "worker_peak_rss_mb": sorted(worker_peaks.values()),
             "cluster_peak_mb": cluster_peak, "client_peak_rss_mb": peak_rss_mb(), "scored": len(week.scores),

@@ -7,6 +7,8 @@ and publishing are one task each so a failed run shows which of them failed and 
 With ``[compute] engine = "dask"`` the week is scored by one task on the cluster
 (``DaskTaskRunner``, ``flows.engine``) with ``serving.partitioned.score_week_partitioned``; the
 outputs are the local engine's, and publishing is the same atomic step in the flow's process.
+``scores.parquet`` is written ahead by the workers into a hidden folder beside the dated ones
+(never through the flow's memory), linked into the published folder, then discarded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.partitioned import read_partitioned
 from churnflow.features.settings import Settings
 from churnflow.flows.engine import dask_task_runner, engine_client
-from churnflow.flows.outcomes_flow import outcomes_task
+from churnflow.flows.outcomes_flow import cards_logged, outcomes_task
 from churnflow.flows.summaries import reason_phrases
 from churnflow.flows.tasks import (
     parse_as_of,
@@ -37,7 +39,6 @@ from churnflow.serving.partitioned import score_week_partitioned
 from churnflow.serving.publish import (
     ListTable,
     publish_week,
-    published_folders,
     read_holdouts,
     read_previous_list,
     standard_writers,
@@ -85,10 +86,8 @@ def score_week_dask_task(settings: Settings, as_of: pd.Timestamp | None, bundle:
         raw = read_partitioned(settings)
         outputs = score_week_partitioned(raw, as_of, bundle, version, settings, force=force,
                                          previous_list=partial(read_previous_list, settings.output_dir),
-                                         earlier_holdouts=partial(read_holdouts, settings.output_dir))
-    if published_folders(settings.output_dir):
-        get_run_logger().warning("report cards of earlier lists (outcomes, decay alarm) are not computed on the "
-                                 "Dask engine yet: run `churnflow outcomes` with [compute] engine = \"local\"")
+                                         earlier_holdouts=partial(read_holdouts, settings.output_dir),
+                                         outcomes=partial(cards_logged, settings))
     for warning in outputs.warnings:
         get_run_logger().warning(warning)
     get_run_logger().info("scored %d customers in %d partition(s) on the Dask engine; %d on the list",
@@ -102,7 +101,10 @@ def score_on_dask_flow(settings: Settings, as_of: str | None, model_version: str
     """``score_flow`` on the Dask engine (its task runner is set from ``[compute]``)."""
     bundle, version = load_model_task(settings, model_version)
     outputs = score_week_dask_task.submit(settings, parse_as_of(as_of), bundle, version, force).result()
-    folder = publish_task(settings, outputs)  # here, in the flow's process: the folder and DB are its own
+    try:
+        folder = publish_task(settings, outputs)  # here, in the flow's process: the folder and DB are its own
+    finally:
+        outputs.discard()  # scores.parquet was written ahead by the workers: linked into the folder, or failed
     get_run_logger().info("published %s", folder)
     reasons = outputs.summary.get("top_reasons_listed") or {}
     return {"folder": folder, "as_of": str(outputs.as_of.date()), "summary": outputs.summary,

@@ -34,6 +34,7 @@ from churnflow.features.settings import Settings
 from churnflow.serving.outcomes import (
     OUTCOME_FILE,
     Outcomes,
+    OutcomeSource,
     horizon_closed,
     latest_version_alarm,
     list_card,
@@ -53,11 +54,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def update_outcomes(settings: Settings, tables: Tables, before: pd.Timestamp | None = None,
+def update_outcomes(settings: Settings, tables: Tables | OutcomeSource, before: pd.Timestamp | None = None,
                     log_to_mlflow: bool = True) -> Outcomes:
     """Cards for every published list (before ``before``, if given) whose horizon has passed.
 
-    ``tables``: today's validated tables (not cut at any date: each card cuts its own window).
+    ``tables``: today's validated tables (not cut at any date: each card cuts its own window), or
+    the Dask engine's partitions of them (``serving.partitioned.PartitionedOutcomes``).
     """
     cards, estimates, written = [], [], []
     horizon, definition = settings.churn.horizon_days, settings.churn.definition

@@ -36,7 +36,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -115,6 +115,26 @@ def contacted_in_window(customer_id: pd.Series, window: Tables) -> np.ndarray:
     if window.contacts is None or window.contacts.empty:
         return np.zeros(len(customer_id), dtype=bool)
     return pd.Series(customer_id).isin(pd.unique(window.contacts["customer_id"])).to_numpy()
+
+
+def realised(customer_id: pd.Series, tables: Tables, as_of: pd.Timestamp, horizon_days: int,
+             definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+    """Churn in the horizon (0/1) and a contact during it, per customer: each customer's answer
+    reads only that customer's rows inside ``[T, T + H)``, so partitions of customers give it too."""
+    window = window_tables(tables, as_of, horizon_days)
+    return (realised_churn(customer_id, window, as_of, horizon_days, definition),
+            contacted_in_window(customer_id, window))
+
+
+class OutcomeSource(Protocol):
+    """Today's data as a card reads them when they are not one table (the Dask engine's partitions)."""
+
+    end_date: pd.Timestamp
+
+    def realised(self, customer_id: pd.Series, as_of: pd.Timestamp, horizon_days: int,
+                 definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`realised` for these customers."""
+        ...
 
 
 def outcome_groups(status: pd.Series) -> np.ndarray:
@@ -270,12 +290,21 @@ def campaign_effect(churned: np.ndarray, group: np.ndarray, contacted: np.ndarra
 # ---- before the horizon closes -----------------------------------------------------------------
 def expected_roc_auc(probability: np.ndarray) -> float:
     """ROC-AUC expected if the probabilities are right: each customer is a churner with weight
-    ``p`` and a stayer with weight ``1 - p`` (the CBPE estimate)."""
-    p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
+    ``p`` and a stayer with weight ``1 - p`` (the CBPE estimate).
+
+    The weighted pairwise form, on the sorted distinct scores: a churner-weight at score ``v``
+    beats the stayer-weight below ``v`` and ties half of it at ``v``. Equal to sklearn's weighted
+    ``roc_auc_score`` on the doubled sample, at a fraction of its memory and time (it runs on
+    every scored customer of every weekly list: 8M customers would take gigabytes there).
+    """
+    p = np.sort(np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0))
     if len(p) < 2 or p.sum() <= 0 or (1 - p).sum() <= 0:
         return float("nan")
-    labels = np.r_[np.ones(len(p)), np.zeros(len(p))]
-    return float(roc_auc_score(labels, np.r_[p, p], sample_weight=np.r_[p, 1 - p]))
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    churners = np.add.reduceat(p, starts)
+    stayers = np.diff(np.r_[starts, len(p)]) - churners
+    below = np.cumsum(stayers) - stayers
+    return float(np.sum(churners * (below + 0.5 * stayers)) / (churners.sum() * stayers.sum()))
 
 
 def expected_performance(probability: np.ndarray, group: np.ndarray) -> dict[str, Any]:
@@ -321,12 +350,13 @@ def expected_value_of(scores: pd.DataFrame) -> np.ndarray:
         return np.where(p > 0, var / p, 0.0)
 
 
-def outcome_card(scores: pd.DataFrame, tables: Tables, horizon_days: int, definition: Definition) -> dict[str, Any]:
+def outcome_card(scores: pd.DataFrame, tables: Tables | OutcomeSource, horizon_days: int,
+                 definition: Definition) -> dict[str, Any]:
     """The JSON-ready report card of one published list whose horizon has passed.
 
     ``scores``: the list's ``scores.parquet`` with a ``status`` column (the list's status for
-    listed customers, anything else for unlisted ones). ``tables``: today's canonical tables; only
-    rows inside the horizon are read.
+    listed customers, anything else for unlisted ones). ``tables``: today's canonical tables (or
+    an :class:`OutcomeSource` over partitions of them); only rows inside the horizon are read.
     """
     as_of = _as_of(scores)
     if not horizon_closed(as_of, horizon_days, tables.end_date):
@@ -335,10 +365,9 @@ def outcome_card(scores: pd.DataFrame, tables: Tables, horizon_days: int, defini
             f"{(horizon_end(as_of, horizon_days) - pd.Timedelta(days=1)).date()}, after the end of "
             f"the data ({pd.Timestamp(tables.end_date).date()}); its card can be made after that date"
         )
-    window = window_tables(tables, as_of, horizon_days)
     ids = scores["customer_id"]
-    churned = realised_churn(ids, window, as_of, horizon_days, definition)
-    contacted = contacted_in_window(ids, window)
+    churned, contacted = (realised(ids, tables, as_of, horizon_days, definition) if isinstance(tables, Tables)
+                          else tables.realised(ids, as_of, horizon_days, definition))
     group = outcome_groups(scores["status"] if "status" in scores.columns else pd.Series([""] * len(scores)))
     p = scores["churn_probability"].to_numpy(np.float64)
     versions = scores["model_version"].astype(str).unique() if "model_version" in scores.columns else []
@@ -484,7 +513,7 @@ class Outcomes:
 
 
 # ---- every published list -------------------------------------------------------------------------
-def list_card(scores: pd.DataFrame, summary: Mapping[str, Any], tables: Tables, horizon_days: int,
+def list_card(scores: pd.DataFrame, summary: Mapping[str, Any], tables: Tables | OutcomeSource, horizon_days: int,
               definition: Definition) -> dict[str, Any]:
     """:func:`outcome_card` of one published list, with what its ``summary.json`` recorded then:
     the model's test ROC-AUC (what the decay alarm compares with) and the control-group share."""

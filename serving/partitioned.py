@@ -10,25 +10,38 @@ is the list built from all scores. Why this is exact: a customer on the global l
 than ``capacity`` contactable customers ranked above it overall, hence also within its own
 partition; and the first ``capacity`` contactable customers overall all survive, so nobody
 below them can slip onto the list.
+
+The score rows themselves stay on the workers. Once the list is known, each partition writes its
+rows of ``scores.parquet`` as a piece, and the client merges the pieces in customer order a slice
+at a time into the local engine's file, byte for byte (:func:`scores_on_workers`). Report cards
+of past lists are answered the same way: each partition judges the listed customers whose rows it
+holds (:class:`PartitionedOutcomes`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
 from churnflow.features.contracts import Tables, check_as_of
-from churnflow.features.labels import active_customers
+from churnflow.features.labels import Definition, active_customers
 from churnflow.features.partitioned import (
     RawPartitions,
+    Validated,
+    customer_partition,
     cut_partition,
     global_end_date,
     raise_problems,
@@ -39,22 +52,32 @@ from churnflow.features.partitioned import (
 from churnflow.features.profile import combine_counts, psi_from_counts
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
-from churnflow.serving.outcomes import Outcomes
-from churnflow.serving.priority import rank_order, recently_contacted, within_capacity
+from churnflow.serving.outcomes import Outcomes, realised
+from churnflow.serving.priority import Population, rank_order, recently_contacted, within_capacity
+from churnflow.serving.publish import (
+    ScoresFile,
+    merged_by_key,
+    scores_workspace,
+    write_parquet_stream,
+    write_piece,
+)
 from churnflow.serving.score import (
     ScoreResult,
     no_active_customers,
     partition_tables,
     score_partition,
+    scores_table,
     without_flagged_churners,
 )
 from churnflow.serving.weekly import (
+    ScoresRecord,
     TextCount,
     WeeklyOutputs,
     check_model_inputs,
     scoring_date,
     text_in_numeric_inputs,
     week_outputs,
+    with_status,
 )
 from churnflow.training.bundle import ModelBundle
 
@@ -97,6 +120,7 @@ class PartitionScores:
     rows: pd.DataFrame | None = None
     counts: dict[str, list[int]] = field(default_factory=dict)
     candidates: pd.DataFrame | None = None
+    n_rows: int = 0
 
 
 def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: ModelBundle,
@@ -112,7 +136,70 @@ def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: Mo
         return PartitionScores()
     ids = pd.Index(np.sort(np.asarray(ids)))  # the order the local engine scores in
     rows, counts = score_partition(tables, ids, as_of, bundle, settings)
-    return PartitionScores(rows, counts, partition_candidates(rows, settings, tables.contacts, as_of))
+    return PartitionScores(rows, counts, partition_candidates(rows, settings, tables.contacts, as_of), len(rows))
+
+
+def rows_that_matter(part: PartitionScores, previous_ids: pd.Index) -> PartitionScores:
+    """What of one partition's scores the client needs: the drift counts, the candidates, and the
+    rows of the candidates and of last week's listed customers (their probability says why they
+    dropped off); the other rows stay on the worker until the scores table is written."""
+    if part.rows is None:
+        return part
+    ids = part.rows["customer_id"]
+    keep = ids.isin(part.candidates["customer_id"]) | ids.isin(previous_ids)
+    return replace(part, rows=part.rows.loc[keep.to_numpy()])
+
+
+def write_scores_piece(part: PartitionScores, listed: pd.DataFrame, model_version: str, folder: str,
+                       number: int, n_pieces: int) -> str | None:
+    """One partition's rows of ``scores.parquet`` (the local engine's ``scores_table`` and
+    ``with_status``), written as a piece by its worker; the client merges the pieces."""
+    if part.rows is None or not len(part.rows):
+        return None
+    scores = with_status(scores_table(part.rows, model_version), listed)
+    return str(write_piece(scores, Path(folder), number, n_pieces))
+
+
+def assemble_scores(pieces: Sequence[Path], target: Path) -> tuple[ScoresFile, Population]:
+    """The pieces merged into one ``scores.parquet`` in customer order, as the local engine
+    writes it, slice by slice; and the population the summary needs, gathered on the way."""
+    schema = pq.read_schema(pieces[0])
+    populations: list[Population] = []
+
+    def slices() -> Iterator[pa.Table]:
+        for table in merged_by_key(pieces, "customer_id", schema):
+            populations.append(Population.of(table.select(["churn_probability", "status", "risk_tier"]).to_pandas()))
+            yield table
+
+    n_rows = write_parquet_stream(slices(), target, schema)
+    return ScoresFile(target, n_rows), Population.concat(populations)
+
+
+def scores_on_workers(parts: Sequence[Delayed], day: pd.Timestamp, model_version: str,
+                      settings: Settings) -> ScoresRecord:
+    """``week_outputs``' record on the Dask engine: once the list is known, each worker writes its
+    partition's rows to a piece in a hidden working folder beside the dated folders (the output
+    folder must be on storage the workers share with the client), and the client merges them.
+    The working folder is removed when anything fails; publishing links the file from it."""
+    import dask
+
+    def record(priority_list: pd.DataFrame) -> tuple[ScoresFile, Population]:
+        folder = scores_workspace(settings.output_dir, day)
+        try:
+            listed = dask.delayed(priority_list[["customer_id", "status"]], pure=True)
+            write = dask.delayed(write_scores_piece, pure=True)
+            pieces = dask.compute(*[write(part, listed, str(model_version), str(folder), i, len(parts))
+                                    for i, part in enumerate(parts)])
+            pieces = [Path(p) for p in pieces if p]
+            assembled = assemble_scores(pieces, folder / "scores.parquet")
+            for piece in pieces:  # merged: the disk holds the table once, not twice
+                piece.unlink()
+            return assembled
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    return record
 
 
 def _histories(tables: Tables | None, day: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> Histories:
@@ -134,32 +221,35 @@ def bundle_for_date_partitioned(bundle: ModelBundle, cut: Sequence[Delayed], day
 
 
 def score_partitions(cut: Sequence[Delayed], day: pd.Timestamp, bundle: ModelBundle, settings: Settings,
-                     end_date: pd.Timestamp) -> tuple[ScoreResult, pd.DataFrame]:
-    """Every partition scored on the workers: all score rows (ordered by customer, as the local
-    engine's), the merged drift, and the ranked candidates for this week's list."""
+                     end_date: pd.Timestamp, previous_ids: pd.Index
+                     ) -> tuple[ScoreResult, pd.DataFrame, list[Delayed]]:
+    """Every partition scored on the workers, where the score rows stay (persisted): the rows that
+    matter to the list (``rows_that_matter``, ordered by customer as the local engine's), the
+    merged drift, the ranked candidates for this week's list, and the partitions' scores."""
     import dask
 
     model = dask.delayed(bundle, pure=True)  # shipped once, not once per partition
     score = dask.delayed(score_table_partition, pure=True)
-    parts = dask.compute(*[score(t, day, model, settings) for t in cut])
-    if not sum(0 if p.rows is None else len(p.rows) for p in parts):
+    scored = list(dask.persist(*[score(t, day, model, settings) for t in cut]))
+    keep = dask.delayed(rows_that_matter, pure=True)
+    parts = dask.compute(*[keep(p, previous_ids) for p in scored])
+    if not sum(p.n_rows for p in parts):
         raise no_active_customers(day, end_date)
     drift = (psi_from_counts(bundle.reference, combine_counts(p.counts for p in parts if p.counts),
                              settings.serving.drift_warn_psi, settings.serving.drift_fail_psi)
              if bundle.reference else pd.DataFrame(columns=["feature", "psi", "status"]))
-    scored = sorted_by_customer([p.rows for p in parts])
-    return ScoreResult(scored, drift, len(cut)), merge_candidates(p.candidates for p in parts)
+    rows = sorted_by_customer([p.rows for p in parts])
+    return ScoreResult(rows, drift, len(cut)), merge_candidates(p.candidates for p in parts), scored
 
 
 def _list_rows(tables: Tables | None, ids: pd.Index) -> Tables | None:
-    """The rows of the customers who can make the list, and every contact (suppression)."""
-    if tables is None:
-        return None
-    return replace(partition_tables(tables, ids), contacts=tables.contacts)
+    """The rows of the customers who can make the list, their contacts included: suppression
+    and the reasons' features read each customer's own contacts only."""
+    return None if tables is None else partition_tables(tables, ids)
 
 
 def list_tables(cut: Sequence[Delayed], ids: pd.Index, end_date: pd.Timestamp) -> Tables:
-    """One small ``Tables`` for the list step: the candidates' rows from every partition, and all
+    """One small ``Tables`` for the list step: the candidates' rows from every partition, their
     contacts back in source order (each partition keeps their source row numbers as index)."""
     import dask
 
@@ -175,6 +265,62 @@ def list_tables(cut: Sequence[Delayed], ids: pd.Index, end_date: pd.Timestamp) -
     contacts = joined([t.contacts for t in parts])
     return Tables(customers=customers, events=None if events is None else events.reset_index(drop=True),
                   contacts=None if contacts is None else contacts.sort_index(kind="stable"), end_date=end_date)
+
+
+# ---- report cards of past lists, on partitions --------------------------------------------------
+
+
+def realised_in_partition(part: Validated, customer_id: pd.Series, as_of: pd.Timestamp, horizon_days: int,
+                          definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+    """``serving.outcomes.realised`` for the customers hashed to this partition, on its rows (a
+    partition without rows answers from empty tables: those customers have no data today)."""
+    tables = part.tables
+    if tables is None:
+        ids = customer_id.iloc[:0]
+        none = pd.Series(dtype="datetime64[ns]")
+        tables = Tables(customers=pd.DataFrame({"customer_id": ids, "churn_time": none}),
+                        events=pd.DataFrame({"customer_id": ids, "event_time": none}), contacts=None,
+                        end_date=pd.Timestamp(as_of))
+    return realised(customer_id.reset_index(drop=True), tables, as_of, horizon_days, definition)
+
+
+@dataclass
+class PartitionedOutcomes:
+    """Today's validated partitions as report cards read them (``serving.outcomes.OutcomeSource``).
+
+    A card needs every scored customer's realised churn (the model's ranking is judged on the
+    unlisted customers too), so the list's ids (one column of its ``scores.parquet``) are sent to
+    the partitions their ids hash to; each answers with the local engine's pandas functions on
+    its own rows inside the horizon, and only two small columns come back. Events stay on the
+    workers.
+    """
+
+    validated: Sequence[Delayed]
+    end_date: pd.Timestamp
+
+    def realised(self, customer_id: pd.Series, as_of: pd.Timestamp, horizon_days: int,
+                 definition: Definition) -> tuple[np.ndarray, np.ndarray]:
+        import dask
+
+        ids = pd.Series(customer_id).reset_index(drop=True)
+        where = customer_partition(ids, len(self.validated))
+        order = np.argsort(where, kind="stable")  # each partition's customers, in list order
+        bounds = np.searchsorted(where[order], np.arange(len(self.validated) + 1))
+        rows = {i: order[lo:hi] for i, (lo, hi) in enumerate(itertools.pairwise(bounds)) if hi > lo}
+        answer = dask.delayed(realised_in_partition, pure=True)
+        answers = dask.compute(*[answer(self.validated[i], ids.iloc[at], as_of, horizon_days, definition)
+                                 for i, at in rows.items()])
+        churned, contacted = np.zeros(len(ids), np.int8), np.zeros(len(ids), bool)
+        for at, (churn, contact) in zip(rows.values(), answers, strict=True):
+            churned[at], contacted[at] = churn, contact
+        return churned, contacted
+
+
+def outcome_source(raw: RawPartitions, settings: Settings) -> PartitionedOutcomes:
+    """Validate the partitions (kept in worker memory) for ``serving.outcome_store.update_outcomes``."""
+    validated, summaries = validate_partitions(raw, settings, require_label=False)
+    raise_problems(summaries)
+    return PartitionedOutcomes(validated, global_end_date(summaries, settings))
 
 
 def merged_fingerprint(prints: Sequence[dict[str, Any]], end_date: pd.Timestamp) -> dict[str, Any]:
@@ -201,15 +347,21 @@ def score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bundl
                            force: bool = False, model_name: str | None = None,
                            earlier_holdouts: Mapping[str, Iterable[object]] | Callable[[pd.Timestamp], Mapping[
                                str, Iterable[object]]] | None = None,
-                           outcomes: Outcomes | None = None) -> WeeklyOutputs:
+                           outcomes: Outcomes | Callable[[PartitionedOutcomes], Outcomes] | None = None
+                           ) -> WeeklyOutputs:
     """``serving.weekly.score_week`` on the Dask engine, with the same outputs.
 
     Per partition on the workers: validation, the cut at the as-of date, the model-input check,
     scoring and drift counts. Once, on the client: the data end and as-of date, the drift and
     the list. Reasons are computed for the customers who can make the list only, from their rows
-    gathered from the partitions; every score row comes back for ``scores.parquet``.
+    gathered from the partitions. No process holds every score row: ``scores.parquet`` is written
+    by the workers in pieces and merged in customer order by the client, slice by slice
+    (``scores_on_workers``); the result's ``scores`` is that file (a ``ScoresFile``: call the
+    result's ``discard`` once it is published).
     ``previous_list`` and ``earlier_holdouts`` may be functions of the as-of date
-    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read.
+    (``serving.publish.read_previous_list``, ``read_holdouts``), known once the partitions are read;
+    ``outcomes`` a function of the validated partitions (``serving.outcome_store.update_outcomes``
+    on a :class:`PartitionedOutcomes`), so the cards need no second read of the data.
     """
     with worker_loss_as_error("weekly scoring"):
         return _score_week_partitioned(raw, as_of, bundle, model_version, settings, previous_list=previous_list,
@@ -221,7 +373,7 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
                             model_version: str, settings: Settings, *,
                             previous_list: pd.DataFrame | Callable[[pd.Timestamp], pd.DataFrame | None] | None,
                             force: bool, model_name: str | None, earlier_holdouts: Any,
-                            outcomes: Outcomes | None) -> WeeklyOutputs:
+                            outcomes: Outcomes | Callable[[PartitionedOutcomes], Outcomes] | None) -> WeeklyOutputs:
     import dask
 
     validated, summaries = validate_partitions(raw, settings, require_label=False)
@@ -230,22 +382,26 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)
     if as_of is not None:
         check_as_of(whole, as_of)  # a date after the data: said, not scored (as the local score flow)
+    if callable(outcomes):  # the cards read the whole data (each its own horizon), before the cut
+        outcomes = outcomes(PartitionedOutcomes(validated, end))
     day = scoring_date(whole, as_of)
     cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
     cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
     check_model_inputs_partitioned(cut, bundle.schema, settings)
     del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
     bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
-    result, candidates = score_partitions(cut, day, bundle, settings, cut_end)
-    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
-    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
     if callable(previous_list):
         previous_list = previous_list(day)
     if callable(earlier_holdouts):
         earlier_holdouts = earlier_holdouts(day)
+    previous_ids = pd.Index([] if previous_list is None else pd.unique(previous_list["customer_id"]))
+    result, candidates, scored = score_partitions(cut, day, bundle, settings, cut_end, previous_ids)
+    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
+    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
     return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
                         previous_list=previous_list, force=force, model_name=model_name,
-                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes,
+                        record=scores_on_workers(scored, day, str(model_version), settings))
 
 
 def check_model_inputs_partitioned(cut: Sequence[Delayed], schema: FeatureSchema, settings: Settings) -> None:

@@ -14,7 +14,8 @@ at a time; ranking, capacity and the week-over-week comparison run once on the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -436,6 +437,37 @@ def _sorted_counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(values.value_counts().items())}
 
 
+@dataclass(frozen=True)
+class Population:
+    """What the summary needs of every scored customer, without their rows: probabilities (in
+    customer order, so sums come out as from the whole table), list statuses (categorical: one
+    byte a customer) and tier counts. Built from a table (:meth:`of`) or from consecutive slices
+    of one (:meth:`concat`)."""
+
+    probability: np.ndarray
+    status: pd.Categorical
+    tiers: dict[str, int]
+
+    @classmethod
+    def of(cls, scored: pd.DataFrame, tier_high: float = 0.5, tier_medium: float = 0.2) -> Population:
+        """``risk_tier`` is derived from the probabilities (with these cut-offs) when absent."""
+        p = scored["churn_probability"].to_numpy(np.float64)
+        tiers = scored["risk_tier"] if "risk_tier" in scored.columns else pd.Series(risk_tier(p, tier_high, tier_medium))
+        status = scored["status"] if "status" in scored.columns else pd.Series("", index=scored.index)
+        return cls(p, pd.Categorical(status.astype(object)), {str(k): int(v) for k, v in tiers.value_counts().items()})
+
+    @classmethod
+    def concat(cls, parts: Iterable[Population]) -> Population:
+        parts = list(parts)
+        tiers: dict[str, int] = {}
+        for part in parts:
+            for tier, n in part.tiers.items():
+                tiers[tier] = tiers.get(tier, 0) + n
+        status = (pd.api.types.union_categoricals([p.status for p in parts]) if parts
+                  else pd.Categorical(np.empty(0, object)))
+        return cls(np.concatenate([p.probability for p in parts] or [np.empty(0)]), status, tiers)
+
+
 def build_summary(
     scored: pd.DataFrame,
     priority_list: pd.DataFrame,
@@ -444,21 +476,23 @@ def build_summary(
     settings: Any,
     as_of: date | datetime | pd.Timestamp,
     extra: Mapping[str, Any] | None = None,
+    population: Population | None = None,
 ) -> dict[str, Any]:
     """Plain-data summary for ``summary.json`` and the report headline (no wall-clock times).
 
     ``n_contactable`` counts the customers the team may contact: neither suppressed nor in a
     control group (``n_holdout`` this list's, ``n_held_earlier`` an earlier list's).
     ``extra`` is merged in (e.g. model name/version, the run time if the caller wants one).
+    ``population``: every scored customer when ``scored`` holds only the listed ones' rows (the
+    Dask engine's); by default ``scored`` is everyone.
     """
     cfg = _serving(settings)
     status = priority_list["status"].value_counts()
-    tiers_all = (scored["risk_tier"] if "risk_tier" in scored.columns
-                 else pd.Series(risk_tier(scored["churn_probability"], cfg.tier_high, cfg.tier_medium)))
+    everyone = population or Population.of(scored, cfg.tier_high, cfg.tier_medium)
     held = priority_list["status"].isin([STATUS_SUPPRESSED, *HELD_BACK])
     summary: dict[str, Any] = {
         "as_of": pd.Timestamp(as_of).date().isoformat(),
-        "n_scored": len(scored),
+        "n_scored": len(everyone.probability),
         "n_listed": int(len(priority_list)),
         "n_contactable": int((~held).sum()),
         "n_new": int(status.get(STATUS_NEW, 0)),
@@ -469,9 +503,10 @@ def build_summary(
         "n_dropped": len(dropped),
         "capacity": int(cfg.capacity),
         "min_probability": float(cfg.min_probability),
-        "mean_probability": round(float(scored["churn_probability"].mean()), 6) if len(scored) else None,
+        "mean_probability": (round(float(pd.Series(everyone.probability).mean()), 6)
+                             if len(everyone.probability) else None),
         "list_value_at_risk": round(float(priority_list["value_at_risk"].sum()), 2),
-        "tiers_scored": _sorted_counts(tiers_all),
+        "tiers_scored": dict(sorted(everyone.tiers.items())),
         "tiers_listed": _sorted_counts(priority_list["risk_tier"]),
         "segments_listed": _sorted_counts(priority_list["segment"]),
         "reason_groups_listed": _listed_counts(scored, priority_list, "reason_group_1"),

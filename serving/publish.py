@@ -34,7 +34,8 @@ import ctypes.util
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churnflow.features.io import ensure_sqlite_folder, fsync_file, write_json
@@ -62,10 +64,135 @@ CARRIED = ("outcome.json",)
 
 
 # ---- writers ----------------------------------------------------------------------
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+ROW_GROUP_ROWS = 1024 * 1024
+"""Rows per Parquet row group (pyarrow's default, stated so a file written in pieces by
+:func:`write_parquet_stream` has the same row groups, hence the same bytes)."""
+_PARQUET = {"compression": "snappy", "write_statistics": True}
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
     """Parquet via pyarrow, without the index, deterministic bytes for the same frame."""
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    pq.write_table(table, path, compression="snappy", write_statistics=True)
+    pq.write_table(table, path, row_group_size=row_group_rows or ROW_GROUP_ROWS, **_PARQUET)
+
+
+def write_parquet_stream(tables: Iterable[pa.Table], path: Path, schema: pa.Schema) -> int:
+    """One Parquet file from consecutive Arrow tables, holding at most one row group at a time.
+
+    The bytes are :func:`write_parquet`'s for the whole table (same schema, metadata and row
+    groups): rows are regrouped into row groups of exactly :data:`ROW_GROUP_ROWS`, each written
+    as one contiguous chunk. Returns the number of rows written.
+    """
+    pending: list[pa.Table] = []
+    n_pending = n_written = 0
+    with pq.ParquetWriter(path, schema, **_PARQUET) as writer:
+        for table in tables:
+            pending.append(table.cast(schema))
+            n_pending += table.num_rows
+            while n_pending >= ROW_GROUP_ROWS:
+                whole = pa.concat_tables(pending)
+                writer.write_table(whole.slice(0, ROW_GROUP_ROWS).combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+                pending, n_pending = [whole.slice(ROW_GROUP_ROWS)], n_pending - ROW_GROUP_ROWS
+                n_written += ROW_GROUP_ROWS
+        if n_pending or not n_written:
+            rest = pa.concat_tables(pending) if pending else schema.empty_table()
+            writer.write_table(rest.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+            n_written += n_pending
+    return n_written
+
+
+@dataclass(frozen=True)
+class ScoresFile:
+    """``scores.parquet`` already written, in a hidden working folder beside the dated folders.
+
+    The Dask engine assembles it there from the partitions' pieces (the table never meets in one
+    process); publishing links it into the staged folder, so the folder still appears as one
+    unit. :meth:`discard` removes the working folder once the week is published (or has failed).
+    """
+
+    path: Path
+    n_rows: int
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.path, columns=columns)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def scores_workspace(output_root: Path, as_of: date | datetime | pd.Timestamp) -> Path:
+    """A fresh hidden folder ``.<as-of>.scores-<host>-<pid>`` beside the dated folders, for the pieces and
+    the assembled ``scores.parquet`` (same file system: publishing links, not copies; leftovers of
+    a killed run are removed by the next run of that date, like its staging folder)."""
+    root = Path(output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    day = pd.Timestamp(as_of).date().isoformat()
+    _remove_stale(root, day)
+    folder = _sibling(root, day, f"scores-{socket.gethostname()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
+def write_piece(frame: pd.DataFrame, folder: Path, number: int, n_pieces: int = 1) -> Path:
+    """One partition's rows as ``part-<number>.parquet`` (written aside, then renamed: a worker that
+    dies mid-write leaves no half piece under the final name; a re-run task overwrites it).
+
+    Row groups of ``MERGE_ROWS / n_pieces`` rows: a Parquet reader decodes a whole row group, and
+    :func:`merged_by_key` reads all pieces at once, so bigger groups would hold the whole table."""
+    target = Path(folder) / f"part-{number:05d}.parquet"
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    write_parquet(frame, partial, row_group_rows=_merge_batch_rows(n_pieces))
+    partial.replace(target)
+    return target
+
+
+MERGE_ROWS = 256 * 1024
+"""Rows read ahead from all pieces together while merging them (split evenly between pieces)."""
+
+
+def _merge_batch_rows(n_pieces: int) -> int:
+    return max(1, MERGE_ROWS // max(n_pieces, 1))
+
+
+def merged_by_key(pieces: Sequence[Path], key: str, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The rows of Parquet pieces, each sorted by ``key`` and no key in two pieces (customers
+    partitioned by id), in global ``key`` order, a slice at a time.
+
+    A k-way merge on batches: every row up to the smallest of the pieces' last read keys is
+    final (later rows of every piece come after it), so it is emitted and that piece is read on.
+    At most :data:`MERGE_ROWS` rows are held, however many rows the pieces have.
+    """
+    batch_rows = _merge_batch_rows(len(pieces))
+    streams = [pq.ParquetFile(p).iter_batches(batch_size=batch_rows) for p in pieces]
+
+    def read_on(i: int) -> pa.Table | None:
+        for batch in streams[i]:
+            if batch.num_rows:
+                return pa.Table.from_batches([batch]).cast(schema)
+        return None
+
+    held = [read_on(i) for i in range(len(streams))]
+    while live := [i for i, t in enumerate(held) if t is not None]:
+        bound = min(held[i][key][-1].as_py() for i in live)
+        ready = []
+        for i in live:
+            n = pc.sum(pc.less_equal(held[i][key], bound)).as_py() or 0
+            ready.append(held[i].slice(0, n))
+            held[i] = held[i].slice(n) if n < held[i].num_rows else read_on(i)
+        rows = pa.concat_tables(ready)
+        yield rows.take(pc.sort_indices(rows, [(key, "ascending")]))
+
+
+def link_file(source: Path, target: Path) -> None:
+    """``target`` as a hard link of ``source`` (a copy across file systems)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -84,16 +211,17 @@ def write_text(text: str, path: Path) -> None:
 
 
 def standard_writers(
-    scores: pd.DataFrame, priority_list: pd.DataFrame, summary: Mapping[str, Any], report_html: str
+    scores: pd.DataFrame | ScoresFile, priority_list: pd.DataFrame, summary: Mapping[str, Any], report_html: str
 ) -> dict[str, Writer]:
     """The five files of a weekly output folder (DESIGN.md, "Outputs").
 
     ``priority_list.parquet`` is the whole list (control group included: the record);
     ``priority_list.csv``, the file the team works from, leaves the control group out
-    (:func:`serving.priority.team_list`).
+    (:func:`serving.priority.team_list`). ``scores`` already written (:class:`ScoresFile`) is linked.
     """
     return {
-        "scores.parquet": lambda p: write_parquet(scores, p),
+        "scores.parquet": (lambda p: link_file(scores.path, p)) if isinstance(scores, ScoresFile)
+        else lambda p: write_parquet(scores, p),
         "priority_list.csv": lambda p: write_csv(team_list(priority_list), p),
         "priority_list.parquet": lambda p: write_parquet(priority_list, p),
         "summary.json": lambda p: write_json(p, summary),
@@ -129,10 +257,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale(root: Path, day: str) -> None:
-    """Delete leftovers of crashed runs for this date (their process is gone)."""
+    """Delete leftovers of crashed runs for this date (their process is gone). A scores working
+    folder names its host too: it may be a cluster worker's, whose process id means nothing here."""
+    here = socket.gethostname()
     for path in root.glob(f".{day}.*-*"):
-        m = re.search(r"\.(?:tmp|old|undo)-(\d+)$", path.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        m = re.search(r"\.(?:tmp|old|undo|scores-(?P<host>.+))-(?P<pid>\d+)$", path.name)
+        if not m or m["host"] not in (None, here):
+            continue
+        if int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ loading the model and publishing stay outside (``features.contracts``, ``trainin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +24,8 @@ from churnflow.features.schema import FeatureSchema, SchemaMismatchError
 from churnflow.features.settings import Settings
 from churnflow.serving.holdout import assign_holdout, holdout_summary, open_holdout_ids
 from churnflow.serving.outcomes import Outcomes, expected_performance, outcome_groups
-from churnflow.serving.priority import build_summary, team_list
+from churnflow.serving.priority import Population, build_summary, team_list
+from churnflow.serving.publish import ScoresFile
 from churnflow.serving.report import render_report
 from churnflow.serving.score import (
     ScoreResult,
@@ -41,9 +42,10 @@ class WeeklyOutputs:
     """Everything one scoring run publishes, plus what the caller may log."""
 
     as_of: pd.Timestamp
-    scores: pd.DataFrame
+    scores: pd.DataFrame | ScoresFile
     """``scores.parquet``: every scored customer (no reasons, no contact fields) with the list's
-    ``status`` ("unlisted" for the others): the record report cards are computed from."""
+    ``status`` ("unlisted" for the others): the record report cards are computed from. On the
+    Dask engine the file itself, already written (:meth:`discard` it once published)."""
     priority_list: pd.DataFrame
     """The whole list, control group included (``priority_list.parquet``); the team works from
     :attr:`team_list`."""
@@ -54,6 +56,11 @@ class WeeklyOutputs:
     drift: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     n_partitions: int = 1
+
+    def discard(self) -> None:
+        """Remove the working folder of a scores table written ahead (published or not); idempotent."""
+        if isinstance(self.scores, ScoresFile):
+            self.scores.discard()
 
     @property
     def team_list(self) -> pd.DataFrame:
@@ -203,19 +210,35 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
                         earlier_holdouts=earlier_holdouts, outcomes=outcomes)
 
 
+ScoresRecord = Callable[[pd.DataFrame], tuple["pd.DataFrame | ScoresFile", Population]]
+"""Makes ``scores.parquet``'s table from the week's list, and the population the summary needs."""
+
+
+def scores_in_memory(scored: pd.DataFrame, model_version: str) -> ScoresRecord:
+    """The local engine's record: the scores table built whole from every score row."""
+
+    def record(priority_list: pd.DataFrame) -> tuple[pd.DataFrame, Population]:
+        scores = with_status(scores_table(scored, model_version), priority_list)
+        return scores, Population.of(scores)
+
+    return record
+
+
 def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle: ModelBundle, model_version: str,
                  settings: Settings, fingerprint: dict[str, Any], *, previous_list: pd.DataFrame | None = None,
                  force: bool = False, model_name: str | None = None,
                  earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
-                 outcomes: Outcomes | None = None) -> WeeklyOutputs:
+                 outcomes: Outcomes | None = None, record: ScoresRecord | None = None) -> WeeklyOutputs:
     """The week's outputs from every customer's scores: drift gate, list with reasons, summary,
     report. ``tables`` (cut at ``day``) need only hold the rows of the customers who can make
-    the list and every contact: the Dask engine passes just those, gathered from its partitions."""
+    the list and every contact: the Dask engine passes just those, gathered from its partitions.
+    ``record``: how the scores table is made once the list is known; the Dask engine passes only
+    the rows that can matter to the list in ``result`` and writes the table partition by partition."""
     warnings = drift_gate(result.drift, settings, force)
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
     priority_list = hold_back(priority_list, day, settings, earlier_holdouts)
-    scores = with_status(scores_table(result.scored, str(model_version)), priority_list)
+    scores, population = (record or scores_in_memory(result.scored, str(model_version)))(priority_list)
     outcomes = (outcomes or Outcomes()).known_at(day, settings.serving.decay_alarm_drop)
     if outcomes.alarm.get("alarm"):
         warnings = [*warnings, outcomes.alarm["message"]]
@@ -227,11 +250,12 @@ def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle:
         "test_metrics": {k: v for k, v in bundle.metrics.get("test", {}).items() if isinstance(v, int | float)},
         "horizon_days": settings.churn.horizon_days,
         **holdout_summary(priority_list, settings.serving.holdout_share),
-        "estimate_before_horizon": expected_performance(scores["churn_probability"].to_numpy(),
-                                                        outcome_groups(scores["status"])),
+        "estimate_before_horizon": expected_performance(population.probability,
+                                                        outcome_groups(pd.Series(population.status))),
         "decay_alarm": outcomes.alarm,
     }
-    summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra)
+    summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra,
+                            population=population)
     html = render_report(summary, team_list(priority_list), gains=bundle.metrics.get("gains"), drift=result.drift,
                          outcomes=outcomes)
     return WeeklyOutputs(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,16 @@ pytestmark = [
 
 
 class KillOnce(WorkerPlugin):
-    """SIGKILL the worker that starts the first ``score_table_partition`` task after arming
-    (arming = the marker file exists; the worker that removes it is the one that dies)."""
+    """SIGKILL the worker that starts the first ``task`` after arming (arming = the marker file
+    exists; the worker that removes it is the one that dies)."""
 
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
+    def __init__(self, marker: str, task: str = "score_table_partition") -> None:
+        self.marker, self.task = marker, task
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         from dask.utils import key_split
 
-        if finish == "executing" and key_split(key) == "score_table_partition":
+        if finish == "executing" and key_split(key) == self.task:
             try:
                 os.remove(self.marker)
             except FileNotFoundError:
@@ -54,7 +55,10 @@ class KillOnce(WorkerPlugin):
 
 def publish(outputs: WeeklyOutputs, root: Path) -> Path:
     files = standard_writers(outputs.scores, outputs.priority_list, outputs.summary, outputs.report_html)
-    return publish_week(root, outputs.as_of, files)
+    try:
+        return publish_week(root, outputs.as_of, files)
+    finally:
+        outputs.discard()  # the Dask engine's scores working folder (the flow does the same)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,26 @@ def test_a_worker_killed_mid_run_fails_cleanly_or_is_rerun_and_the_next_run_publ
         folder = publish(score_week_partitioned(read_partitioned(settings, 4), None, bundle, "1", settings),
                          outputs_root)
         assert not marker.exists()
+        published = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+        # 3. A worker killed while writing its piece of scores.parquet (its scores are lost with it):
+        # with no second chance the run stops, the published folder is untouched and no piece is left;
+        # with Dask's default the piece is written again and the rerun publishes the same bytes.
+        pieces = tmp_path / "kill-piece-armed"
+        client.register_plugin(KillOnce(str(pieces), "write_scores_piece"))
+        for allowed in (0, 3):
+            client.wait_for_workers(2, timeout=60)
+            client.run_on_scheduler(lambda dask_scheduler, n=allowed: setattr(dask_scheduler, "allowed_failures", n))
+            pieces.touch()
+            run = partial(score_week_partitioned, read_partitioned(settings, 4), None, bundle, "1", settings)
+            if allowed:
+                assert publish(run(), outputs_root) == folder
+            else:
+                with pytest.raises(ComputeError, match="died.*Nothing was published"):
+                    publish(run(), outputs_root)
+            assert not pieces.exists()  # a worker did die
+            assert sorted(p.name for p in outputs_root.iterdir()) == [folder.name]  # no working folder left
+            assert {p.name: p.read_bytes() for p in folder.iterdir()} == published
 
     expected = publish(score_week(load_tables(settings, require_label=False), None, bundle, "1", settings),
                        tmp_path / "local")

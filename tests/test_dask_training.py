@@ -47,7 +47,7 @@ from churnflow.training.distributed import (
 )
 from churnflow.training.recipe import TrainedModel, train_model, train_model_partitioned
 from churnflow.training.split import plan_as_of_dates, snapshot_plan
-from churnflow.training.tune import base_params, make_dmatrix
+from churnflow.training.tune import FINISHED, base_params, make_dmatrix
 from tests.conftest import write_project
 from tests.test_training import SCHEMA, make_cv, settings_for
 
@@ -176,9 +176,23 @@ def test_trials_run_on_the_workers_and_the_study_resumes(client, tmp_path: Path)
     again = tune_on_workers(client, dev, folds, SCHEMA, settings, "resumable")
     assert again.n_run_now == 0 and again.best_params == first.best_params
 
+    # Raising n_trials tops the study up to 6 finished trials. What is guaranteed is relative to the
+    # study as this run finds it: Dask runs a task at least once, not exactly once (a task whose
+    # worker is presumed lost is run again, and the first run may still finish its trials), so a
+    # loaded machine can leave more than 4 trials behind the first run: the messages list them.
+    before = again.study.get_trials(deepcopy=False)
     more = tune_on_workers(client, dev, folds, SCHEMA, settings_for(tmp_path, n_trials=6, max_boost_rounds=30),
                            "resumable")
-    assert more.n_run_now == 2 and len(more.study.get_trials(deepcopy=False)) == 6
+    after = more.study.get_trials(deepcopy=False)
+    finished_before = sum(t.state in FINISHED for t in before)
+    assert more.n_run_now == len(after) - len(before) == max(0, 6 - finished_before), trial_lines(after)
+    assert sum(t.state in FINISHED for t in after) >= 6, trial_lines(after)
+
+
+def trial_lines(trials: list) -> str:
+    """Who ran each trial and when (what a failure of the resume test needs to be explained)."""
+    return "\n".join(f"#{t.number} {t.state.name} worker={t.user_attrs.get('worker')} pid={t.user_attrs.get('pid')} "
+                     f"start={t.datetime_start} end={t.datetime_complete}" for t in trials)
 
 
 def _tune_inside_a_task(root: str) -> tuple[int, set[str]]:
