@@ -2,7 +2,7 @@
 
 For each size, demo customers (~20 events each, ``features.demo.generate_demo_data``) are written
 as folders of Parquet files (``customers.parquet/part-*.parquet``, ...; the local engine reads
-the same folders), a small model is fitted once on the smallest size, and fresh subprocesses
+the same folders), a small model is fitted once (on 200k customers generated apart), and fresh subprocesses
 time, on the same data:
 
 - ``local``: ``load_tables`` + ``infer_schema`` + ``build_features`` at one as-of date, then
@@ -253,6 +253,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=500_000, help="customers per generated Parquet file")
     parser.add_argument("--local-max", type=int, default=1_000_000,
                         help="largest size also run on the local engine (and checked against it and DuckDB)")
+    parser.add_argument("--model-customers", type=int, default=200_000,
+                        help="customers of the (separately generated) data the model is fitted on")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GiB")
     parser.add_argument("--seed", type=int, default=42)
@@ -274,8 +276,10 @@ def main() -> None:
         for n in sorted(args.customers):
             folder = Path(tmp) / str(n)
             sizes = write_folders(n, args.seed, folder / "data", args.chunk)
-            if not (Path(tmp) / "model.pkl").exists():  # one model, fitted on the smallest size, scores every size
-                fit_model(folder / "data", Path(tmp) / "model.pkl")
+            if not (Path(tmp) / "model.pkl").exists():  # one model, on data of its own, scores every size
+                write_folders(args.model_customers, args.seed + 1000, Path(tmp) / "model_data", args.chunk)
+                fit_model(Path(tmp) / "model_data", Path(tmp) / "model.pkl")
+                shutil.rmtree(Path(tmp) / "model_data")
             n_partitions = max(1, round(n / args.partition_customers))
             compare = n <= args.local_max
             common = ["--dir", str(folder), "--partitions", str(n_partitions), "--workers", str(args.workers),
