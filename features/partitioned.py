@@ -402,10 +402,16 @@ def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | No
     return Validated(tables, facts=facts, decided=decided, latest_event=tables.latest_event)
 
 
-def whole_decisions(parts: Sequence[Validated]) -> Decisions:
+def partition_facts(part: Validated) -> ValueFacts:
+    """One partition's facts alone: the task that merges them must not receive the partitions
+    themselves (that gathered every validated row onto one worker, which died at 4M customers)."""
+    return part.facts
+
+
+def whole_decisions(facts: Sequence[ValueFacts]) -> Decisions:
     """The decisions from every partition's facts: what the local engine decides on the whole
     tables. Runs on a worker, so the screened columns' samples never reach the client."""
-    return decide(merge_facts(p.facts for p in parts))
+    return decide(merge_facts(facts))
 
 
 def _hint(exc: DataValidationError) -> str:
@@ -666,7 +672,8 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     validate = dask.delayed(validate_partition, pure=True)
     summarize = dask.delayed(summarize_partition, pure=True)
     validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]))
-    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(validated),
+    facts = [dask.delayed(partition_facts, pure=True)(v) for v in validated]
+    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts),
                                      *[summarize(v, settings) for v in validated])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
         # Some partition decided otherwise than the whole data decide: validate again with the latter.
