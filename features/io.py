@@ -9,7 +9,9 @@ The lowest layer (standard library, numpy and pandas only), so every package may
   same data always give the same bytes and every JSON reader can parse them;
 * :func:`sqlite_path`, :func:`resolve_sqlite_url` and :func:`ensure_sqlite_folder` read, anchor
   and prepare the file of a ``sqlite:///`` URL (SQLite, MLflow and Optuna create no folders);
-* :func:`is_missing` says whether one scalar is missing (None, NaN, ``pd.NA``, ``NaT``).
+* :func:`is_missing` says whether one scalar is missing (None, NaN, ``pd.NA``, ``NaT``);
+* :func:`pid_alive` says whether a process of this machine still runs (leftovers of a crashed
+  run are recognised by the process id in their name).
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (one we may not signal does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---- JSON ---------------------------------------------------------------------------------

@@ -61,6 +61,13 @@ depends on a sample spread over the whole column).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
+import pickle
+import shutil
+import socket
+import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +110,7 @@ from churnflow.features.contracts import (
     value_facts,
 )
 from churnflow.features.errors import ChurnflowError
+from churnflow.features.io import pid_alive
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import ComputeSettings, Settings
 from churnflow.features.sources import (
@@ -125,6 +133,8 @@ ROW = "_row"
 the rows a validation problem is about."""
 _RESERVED = ("customer_id", "signup_time", "churn_time", "label")
 TABLES = ("customers", "events", "contacts")
+VALIDATED = "validated"
+"""The :class:`PartitionStore` kind of validated partitions."""
 
 
 class ComputeError(ChurnflowError, RuntimeError):
@@ -184,6 +194,80 @@ def worker_loss_as_error(what: str) -> Iterator[None]:
             "A worker that runs out of memory is killed: raise compute.memory_limit or compute.n_partitions "
             "(smaller partitions), then run again."
         ) from exc
+
+
+# ---- the partitions between passes ------------------------------------------------------------
+
+
+class PartitionStore:
+    """Where the engine keeps each partition's results between its passes: one pickle per
+    partition and kind, in a hidden folder ``.partitions-<host>-<pid>-<n>`` of the output folder.
+
+    Why disk and not worker memory: the engine makes several passes over the partitions (validate,
+    decide, cut and score, pick the list's rows, write the scores). Persisted in worker memory,
+    the partitions held the whole data in the cluster, which 8M customers did not fit (2 × 2 GiB);
+    on disk, a task holds one partition at a time and worker memory stays flat however large the
+    data grow. The folder must be on storage every worker reaches (on a real cluster, the shared
+    output folder, which publishing needs anyway). It is removed by :meth:`close` (or a ``with``
+    block), else when the last object referring to it is gone, or at exit; leftovers of a killed
+    process of this machine are removed by the next store made in the same output folder.
+    A store sent to a worker is a plain reference to the folder: only the client's removes it.
+    """
+
+    _PREFIX = ".partitions-"
+    _made = itertools.count()
+
+    def __init__(self, folder: Path, owner: bool = True) -> None:
+        self.folder = Path(folder)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.folder), True) if owner else None
+
+    @classmethod
+    def beside(cls, output_root: Path) -> PartitionStore:
+        """A new, empty store in ``output_root`` (created when missing)."""
+        root = Path(output_root)
+        root.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        for old in root.glob(f"{cls._PREFIX}{host}-*"):
+            pid = old.name.removeprefix(f"{cls._PREFIX}{host}-").split("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        folder = root / f"{cls._PREFIX}{host}-{os.getpid()}-{next(cls._made)}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return cls(folder)
+
+    def put(self, kind: str, number: int, value: Any) -> None:
+        """Keep ``value`` as partition ``number``'s ``kind`` (written aside, then renamed: a
+        worker dying mid-write leaves no half file; a re-run task overwrites it)."""
+        target = self._path(kind, number)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
+        with open(partial, "wb") as fh:
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.replace(target)
+
+    def get(self, kind: str, number: int) -> Any:
+        """Partition ``number``'s ``kind`` as :meth:`put` kept it."""
+        with open(self._path(kind, number), "rb") as fh:
+            return pickle.load(fh)  # our own files, in a folder this run made
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> PartitionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return PartitionStore, (self.folder, False)
+
+    def __dask_tokenize__(self) -> str:
+        return f"PartitionStore:{self.folder}"
+
+    def _path(self, kind: str, number: int) -> Path:
+        return self.folder / f"{kind}-{number:05d}.pkl"
 
 
 # ---- partitioning ------------------------------------------------------------------------------
@@ -400,12 +484,6 @@ def validate_partition(customers: pd.DataFrame | None, events: pd.DataFrame | No
     if no_events:  # customers without any event here: an empty, validated events table
         tables.events = _no_events(tables.customers["customer_id"].dtype, settings)
     return Validated(tables, facts=facts, decided=decided, latest_event=tables.latest_event)
-
-
-def partition_facts(part: Validated) -> ValueFacts:
-    """One partition's facts alone: the task that merges them must not receive the partitions
-    themselves (that gathered every validated row onto one worker, which died at 4M customers)."""
-    return part.facts
 
 
 def whole_decisions(facts: Sequence[ValueFacts]) -> Decisions:
@@ -661,26 +739,60 @@ def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
     return [Path(p) for p in paths if p is not None]
 
 
-def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True
-                        ) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
-    """Validate every partition, keep the results in worker memory, and bring back the summaries.
+def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True,
+                        store: PartitionStore | None = None) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
+    """Validate every partition into ``store`` (a new one by default), bring back the summaries.
 
-    Uses the active ``distributed.Client`` when there is one (else Dask's local scheduler).
+    Returns, per partition, a task that reads its validated tables back (cheap: nothing is kept
+    in worker memory between passes, see :class:`PartitionStore`). Uses the active
+    ``distributed.Client`` when there is one (else Dask's local scheduler).
     """
     import dask
 
-    validate = dask.delayed(validate_partition, pure=True)
-    summarize = dask.delayed(summarize_partition, pure=True)
-    validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label) for cu, ev, co in raw.delayed()]))
-    facts = [dask.delayed(partition_facts, pure=True)(v) for v in validated]
-    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts),
-                                     *[summarize(v, settings) for v in validated])
+    store = store or PartitionStore.beside(settings.output_dir)
+    validate = dask.delayed(validate_into, pure=True)
+    summary = dask.delayed(_summary, pure=True)
+    first = [validate(cu, ev, co, settings, require_label, None, store, i) for i, (cu, ev, co) in enumerate(raw.delayed())]
+    facts = [dask.delayed(_facts, pure=True)(c) for c in first]
+    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
         # Some partition decided otherwise than the whole data decide: validate again with the latter.
-        validated = list(dask.persist(*[validate(cu, ev, co, settings, require_label, whole)
-                                        for cu, ev, co in raw.delayed()]))
-        summaries = dask.compute(*[summarize(v, settings) for v in validated])
+        summaries = dask.compute(*[summary(validate(cu, ev, co, settings, require_label, whole, store, i))
+                                   for i, (cu, ev, co) in enumerate(raw.delayed())])
+    load = dask.delayed(load_validated, pure=True)
+    validated = [load(store, i) for i in range(raw.n_partitions)]
     return validated, hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What one validation task returns: its partition's facts (they stay on the workers: the
+    personal-data screen's sample) and summary; the tables went to the store."""
+
+    facts: ValueFacts
+    summary: PartitionSummary
+
+
+def validate_into(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
+                  settings: Settings, require_label: bool, decided: Decisions | None, store: PartitionStore,
+                  number: int) -> Checkpoint:
+    """:func:`validate_partition`, its result kept in ``store`` as partition ``number``'s."""
+    part = validate_partition(customers, events, contacts, settings, require_label, decided)
+    store.put(VALIDATED, number, dataclasses.replace(part, facts=ValueFacts()))
+    return Checkpoint(part.facts, summarize_partition(part, settings))
+
+
+def load_validated(store: PartitionStore, number: int) -> Validated:
+    """Partition ``number`` as :func:`validate_into` kept it."""
+    return store.get(VALIDATED, number)
+
+
+def _facts(checkpoint: Checkpoint) -> ValueFacts:
+    return checkpoint.facts
+
+
+def _summary(checkpoint: Checkpoint) -> PartitionSummary:
+    return checkpoint.summary
 
 
 def check_declared_end(summaries: tuple[PartitionSummary, ...], settings: Settings) -> tuple[PartitionSummary, ...]:
@@ -767,7 +879,7 @@ def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd
         check_as_of(Tables(pd.DataFrame(), None, None, whole_end), as_of)  # as the local features flow
         end = min(whole_end, as_of - pd.Timedelta(days=1))
         cut = dask.delayed(_cut_validated, pure=True)
-        validated = list(dask.persist(*[cut(v, end, as_of) for v in validated]))
+        validated = [cut(v, end, as_of) for v in validated]  # each pass reads and cuts its partition again
         summarize = dask.delayed(summarize_partition, pure=True)
         summaries = dask.compute(*[summarize(v, settings) for v in validated])
     facts = global_facts(summaries, settings, end_date=end)

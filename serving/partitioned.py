@@ -11,7 +11,9 @@ than ``capacity`` contactable customers ranked above it overall, hence also with
 partition; and the first ``capacity`` contactable customers overall all survive, so nobody
 below them can slip onto the list.
 
-The score rows themselves stay on the workers. Once the list is known, each partition writes its
+The score rows themselves never reach the client: each scoring task keeps its partition's rows
+in the run's ``PartitionStore`` (on disk: worker memory holds one partition at a time, however
+large the data). Once the list is known, each partition writes its
 rows of ``scores.parquet`` as a piece, and the client merges the pieces in customer order a slice
 at a time into the local engine's file, byte for byte (:func:`scores_on_workers`). Report cards
 of past lists are answered the same way: each partition judges the listed customers whose rows it
@@ -39,6 +41,7 @@ from churnflow.features.build import btyd_histories, with_btyd_params
 from churnflow.features.contracts import Tables, check_as_of
 from churnflow.features.labels import Definition, active_customers
 from churnflow.features.partitioned import (
+    PartitionStore,
     RawPartitions,
     Validated,
     customer_partition,
@@ -81,6 +84,9 @@ from churnflow.serving.weekly import (
 )
 from churnflow.training.bundle import ModelBundle
 
+SCORED = "scored"
+"""The :class:`PartitionStore` kind of a partition's score rows (``PartitionScores``)."""
+
 if TYPE_CHECKING:
     from dask.delayed import Delayed
 
@@ -115,7 +121,7 @@ def merge_candidates(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 @dataclass
 class PartitionScores:
-    """One partition's score rows, drift bin counts and list candidates (stays on its worker)."""
+    """One partition's score rows, drift bin counts and list candidates."""
 
     rows: pd.DataFrame | None = None
     counts: dict[str, list[int]] = field(default_factory=dict)
@@ -142,7 +148,7 @@ def score_table_partition(tables: Tables | None, as_of: pd.Timestamp, bundle: Mo
 def rows_that_matter(part: PartitionScores, previous_ids: pd.Index) -> PartitionScores:
     """What of one partition's scores the client needs: the drift counts, the candidates, and the
     rows of the candidates and of last week's listed customers (their probability says why they
-    dropped off); the other rows stay on the worker until the scores table is written."""
+    dropped off); all rows wait in the ``PartitionStore`` until the scores table is written."""
     if part.rows is None:
         return part
     ids = part.rows["customer_id"]
@@ -220,25 +226,44 @@ def bundle_for_date_partitioned(bundle: ModelBundle, cut: Sequence[Delayed], day
     return replace(bundle, schema=with_btyd_params(bundle.schema, day, fit_histories(Histories.merge(histories))))
 
 
+def score_into(tables: Tables | None, day: pd.Timestamp, bundle: ModelBundle, settings: Settings,
+               text_counts: dict[str, TextCount], previous_ids: pd.Index, store: PartitionStore,
+               number: int) -> PartitionScores:
+    """One partition checked (``check_model_inputs``, its "mostly not numbers" rule counted on all
+    partitions) and scored; every score row kept in ``store`` for the scores table, the rows that
+    matter to the list returned (``rows_that_matter``)."""
+    if tables is not None:
+        check_model_inputs(tables, bundle.schema, settings, text_counts)
+    part = score_table_partition(tables, day, bundle, settings)
+    store.put(SCORED, number, part)
+    return rows_that_matter(part, previous_ids)
+
+
+def load_scored(store: PartitionStore, number: int) -> PartitionScores:
+    """Partition ``number``'s scores as :func:`score_into` kept them."""
+    return store.get(SCORED, number)
+
+
 def score_partitions(cut: Sequence[Delayed], day: pd.Timestamp, bundle: ModelBundle, settings: Settings,
-                     end_date: pd.Timestamp, previous_ids: pd.Index
-                     ) -> tuple[ScoreResult, pd.DataFrame, list[Delayed]]:
-    """Every partition scored on the workers, where the score rows stay (persisted): the rows that
-    matter to the list (``rows_that_matter``, ordered by customer as the local engine's), the
-    merged drift, the ranked candidates for this week's list, and the partitions' scores."""
+                     end_date: pd.Timestamp, previous_ids: pd.Index, text_counts: dict[str, TextCount],
+                     store: PartitionStore) -> tuple[ScoreResult, pd.DataFrame, list[Delayed]]:
+    """Every partition checked and scored on the workers, its score rows kept in ``store``: the
+    rows that matter to the list (ordered by customer as the local engine's), the merged drift,
+    the ranked candidates for this week's list, and a task per partition reading its scores back."""
     import dask
 
     model = dask.delayed(bundle, pure=True)  # shipped once, not once per partition
-    score = dask.delayed(score_table_partition, pure=True)
-    scored = list(dask.persist(*[score(t, day, model, settings) for t in cut]))
-    keep = dask.delayed(rows_that_matter, pure=True)
-    parts = dask.compute(*[keep(p, previous_ids) for p in scored])
+    score = dask.delayed(score_into, pure=True)
+    parts = dask.compute(*[score(t, day, model, settings, text_counts, previous_ids, store, i)
+                           for i, t in enumerate(cut)])
     if not sum(p.n_rows for p in parts):
         raise no_active_customers(day, end_date)
     drift = (psi_from_counts(bundle.reference, combine_counts(p.counts for p in parts if p.counts),
                              settings.serving.drift_warn_psi, settings.serving.drift_fail_psi)
              if bundle.reference else pd.DataFrame(columns=["feature", "psi", "status"]))
     rows = sorted_by_customer([p.rows for p in parts])
+    load = dask.delayed(load_scored, pure=True)
+    scored = [load(store, i) for i in range(len(cut))]
     return ScoreResult(rows, drift, len(cut)), merge_candidates(p.candidates for p in parts), scored
 
 
@@ -317,7 +342,8 @@ class PartitionedOutcomes:
 
 
 def outcome_source(raw: RawPartitions, settings: Settings) -> PartitionedOutcomes:
-    """Validate the partitions (kept in worker memory) for ``serving.outcome_store.update_outcomes``."""
+    """Validate the partitions (kept in a ``PartitionStore`` while the source lives) for
+    ``serving.outcome_store.update_outcomes``."""
     validated, summaries = validate_partitions(raw, settings, require_label=False)
     raise_problems(summaries)
     return PartitionedOutcomes(validated, global_end_date(summaries, settings))
@@ -376,57 +402,52 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
                             outcomes: Outcomes | Callable[[PartitionedOutcomes], Outcomes] | None) -> WeeklyOutputs:
     import dask
 
-    validated, summaries = validate_partitions(raw, settings, require_label=False)
-    raise_problems(summaries)
-    end = global_end_date(summaries, settings)
-    whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)
-    if as_of is not None:
-        check_as_of(whole, as_of)  # a date after the data: said, not scored (as the local score flow)
-    if callable(outcomes):  # the cards read the whole data (each its own horizon), before the cut
-        outcomes = outcomes(PartitionedOutcomes(validated, end))
-    day = scoring_date(whole, as_of)
-    cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
-    cut = list(dask.persist(*[dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]))
-    check_model_inputs_partitioned(cut, bundle.schema, settings)
-    del validated  # the cut copies are all that is needed now: one copy of the data in worker memory, not two
-    bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
-    if callable(previous_list):
-        previous_list = previous_list(day)
-    if callable(earlier_holdouts):
-        earlier_holdouts = earlier_holdouts(day)
-    previous_ids = pd.Index([] if previous_list is None else pd.unique(previous_list["customer_id"]))
-    result, candidates, scored = score_partitions(cut, day, bundle, settings, cut_end, previous_ids)
-    fingerprint = merged_fingerprint(dask.compute(*[dask.delayed(_fingerprint, pure=True)(t) for t in cut]), cut_end)
-    tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
-    return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
-                        previous_list=previous_list, force=force, model_name=model_name,
-                        earlier_holdouts=earlier_holdouts, outcomes=outcomes,
-                        record=scores_on_workers(scored, day, str(model_version), settings))
+    with PartitionStore.beside(settings.output_dir) as store:  # each pass reads its partition from here
+        validated, summaries = validate_partitions(raw, settings, require_label=False, store=store)
+        raise_problems(summaries)
+        end = global_end_date(summaries, settings)
+        whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)
+        if as_of is not None:
+            check_as_of(whole, as_of)  # a date after the data: said, not scored (as the local score flow)
+        if callable(outcomes):  # the cards read the whole data (each its own horizon), before the cut
+            outcomes = outcomes(PartitionedOutcomes(validated, end))
+        day = scoring_date(whole, as_of)
+        cut_end = min(end, day - pd.Timedelta(days=1))  # as cut_at leaves it
+        cut = [dask.delayed(cut_partition, pure=True)(v, end, day) for v in validated]
+        text_counts, fingerprint = inputs_and_fingerprint(cut, bundle.schema, cut_end)
+        bundle = bundle_for_date_partitioned(bundle, cut, day, settings)
+        if callable(previous_list):
+            previous_list = previous_list(day)
+        if callable(earlier_holdouts):
+            earlier_holdouts = earlier_holdouts(day)
+        previous_ids = pd.Index([] if previous_list is None else pd.unique(previous_list["customer_id"]))
+        result, candidates, scored = score_partitions(cut, day, bundle, settings, cut_end, previous_ids,
+                                                      text_counts, store)
+        tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
+        return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
+                            previous_list=previous_list, force=force, model_name=model_name,
+                            earlier_holdouts=earlier_holdouts, outcomes=outcomes,
+                            record=scores_on_workers(scored, day, str(model_version), settings))
 
 
-def check_model_inputs_partitioned(cut: Sequence[Delayed], schema: FeatureSchema, settings: Settings) -> None:
-    """``check_model_inputs`` on every partition, its "mostly not numbers" rule counted on all
-    partitions' values (as the local engine counts them); raises the first partition's refusal."""
+def inputs_and_fingerprint(cut: Sequence[Delayed], schema: FeatureSchema, end_date: pd.Timestamp
+                           ) -> tuple[dict[str, TextCount], dict[str, Any]]:
+    """One pass over the cut partitions: the numeric model inputs held as text, counted on all
+    partitions' values (``check_model_inputs`` judges "mostly not numbers" on the whole data, as
+    the local engine), and the input's fingerprint (``merged_fingerprint``)."""
     import dask
 
-    count = dask.delayed(_text_counts, pure=True)
+    look = dask.delayed(_inputs_and_fingerprint, pure=True)
     totals: dict[str, TextCount] = {}
-    for part in dask.compute(*[count(t, schema) for t in cut]):
-        for column, counted in part.items():
+    prints = []
+    for counts, fingerprint in dask.compute(*[look(t, schema) for t in cut]):
+        prints.append(fingerprint)
+        for column, counted in counts.items():
             totals[column] = totals[column] + counted if column in totals else counted
-    check = dask.delayed(_check_model_inputs, pure=True)
-    dask.compute(*[check(t, schema, settings, totals) for t in cut])
+    return totals, merged_fingerprint(prints, end_date)
 
 
-def _text_counts(tables: Tables | None, schema: FeatureSchema) -> dict[str, TextCount]:
-    return {} if tables is None else text_in_numeric_inputs(tables.customers, schema)
-
-
-def _check_model_inputs(tables: Tables | None, schema: FeatureSchema, settings: Settings,
-                        text_counts: dict[str, TextCount]) -> None:
-    if tables is not None:
-        check_model_inputs(tables, schema, settings, text_counts)
-
-
-def _fingerprint(tables: Tables | None) -> dict[str, Any]:
-    return {} if tables is None else tables.fingerprint()
+def _inputs_and_fingerprint(tables: Tables | None, schema: FeatureSchema) -> tuple[dict[str, TextCount], dict[str, Any]]:
+    if tables is None:
+        return {}, {}
+    return text_in_numeric_inputs(tables.customers, schema), tables.fingerprint()

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from churnflow.features.io import ensure_sqlite_folder, fsync_file, write_json
+from churnflow.features.io import ensure_sqlite_folder, fsync_file, pid_alive, write_json
 from churnflow.serving.priority import STATUS_HOLDOUT, team_list
 
 if TYPE_CHECKING:
@@ -246,16 +246,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(root: Path, day: str) -> None:
     """Delete leftovers of crashed runs for this date (their process is gone). A scores working
     folder names its host too: it may be a cluster worker's, whose process id means nothing here."""
@@ -264,7 +254,7 @@ def _remove_stale(root: Path, day: str) -> None:
         m = re.search(r"\.(?:tmp|old|undo|scores-(?P<host>.+))-(?P<pid>\d+)$", path.name)
         if not m or m["host"] not in (None, here):
             continue
-        if int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"])):
+        if int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
             shutil.rmtree(path, ignore_errors=True)
 
 

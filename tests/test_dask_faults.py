@@ -43,7 +43,7 @@ class KillOnce(WorkerPlugin):
     """SIGKILL the worker that starts the first ``task`` after arming (arming = the marker file
     exists; the worker that removes it is the one that dies)."""
 
-    def __init__(self, marker: str, task: str = "score_table_partition") -> None:
+    def __init__(self, marker: str, task: str = "score_into") -> None:
         self.marker, self.task = marker, task
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:

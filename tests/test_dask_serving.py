@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import socket
 from functools import partial
@@ -31,7 +32,12 @@ from distributed import get_task_stream
 import churnflow.serving.partitioned as partitioned
 import churnflow.serving.publish as publish
 from churnflow.features.contracts import load_tables
-from churnflow.features.partitioned import Validated, read_partitioned
+from churnflow.features.partitioned import (
+    PartitionStore,
+    Validated,
+    read_partitioned,
+    validate_partitions,
+)
 from churnflow.features.settings import Settings, load_settings
 from churnflow.serving.outcome_store import update_outcomes
 from churnflow.serving.outcomes import realised
@@ -167,6 +173,46 @@ def test_a_failure_while_writing_the_scores_leaves_no_working_folder(
     assert list((tmp_path / "outputs").iterdir()) == []
 
 
+def test_passes_read_each_partition_from_the_store_not_from_worker_memory(
+        dask_session: Any, project: tuple[Settings, Any], tmp_path: Path) -> None:
+    """Memory flat however large the data: between passes nothing of the data stays in the
+    cluster; each pass reads its partition back from the run's store (gone with the store)."""
+    settings, _ = project
+    with PartitionStore.beside(tmp_path / "outputs") as store:
+        validated, summaries = validate_partitions(read_partitioned(settings, 4), settings, require_label=False,
+                                                   store=store)
+        assert sum(s.n_customers for s in summaries) == 1200
+        held = dask_session.run_on_scheduler(lambda dask_scheduler: {
+            key_split(k) for k, ts in dask_scheduler.tasks.items() if ts.state == "memory"})
+        assert held <= {"summary", "whole_decisions"}  # the small results being handed over, no rows
+        assert sorted(p.name for p in store.folder.iterdir()) == [f"validated-{i:05d}.pkl" for i in range(4)]
+        first = dask_session.compute(validated[0]).result()
+        assert isinstance(first, Validated) and first.tables is not None and len(first.tables.customers)
+        (store.folder / "validated-00001.pkl").unlink()
+        with pytest.raises(FileNotFoundError):
+            dask_session.compute(validated[1]).result()
+    assert not store.folder.exists()
+
+
+def test_only_the_client_s_store_removes_its_folder_and_leftovers_of_dead_runs_go(tmp_path: Path) -> None:
+    here = socket.gethostname()
+    dead = tmp_path / f".partitions-{here}-{2**22 + 12345}-0"  # above Linux's default pid_max: no such process
+    elsewhere = tmp_path / f".partitions-another-host-{2**22 + 12345}-0"
+    for folder in (dead, elsewhere):
+        folder.mkdir()
+    store = PartitionStore.beside(tmp_path)
+    assert not dead.exists() and elsewhere.exists() and store.folder.exists()
+    store.put("scored", 3, {"rows": 7})
+    on_worker = pickle.loads(pickle.dumps(store))
+    assert on_worker.get("scored", 3) == {"rows": 7}
+    on_worker.close()
+    del on_worker
+    assert store.folder.exists()
+    folder = store.folder
+    del store  # the last reference: the folder goes with it
+    assert not folder.exists()
+
+
 def published_past_list(settings: Settings, bundle: Any, root: Path) -> Path:
     """A list published by the local engine at a date whose horizon has passed in the data."""
 
@@ -264,7 +310,7 @@ def test_outcomes_flow_on_the_dask_engine(prefect_harness: None, dask_session: A
     monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", engines["dask"].serving.output_dir)
     with get_task_stream(dask_session) as stream:
         result = outcomes_flow(config=str(settings.root / "churnflow.toml"))
-    assert {"realised_in_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
+    assert {"realised_in_partition", "validate_into"} <= {key_split(t["key"]) for t in stream.data}
     assert result["written"] == [folder.name] and result["lists"][0]["closed"]
     card = tmp_path / "dask" / folder.name / "outcome.json"
     assert json.loads(card.read_text()) == expected.cards[0]

@@ -143,7 +143,7 @@ def test_dask_engine_publishes_the_local_engine_s_list(project: dict[str, Any], 
     monkeypatch.setenv("CHURNFLOW_SERVING__OUTPUT_DIR", str(tmp_path / "outputs"))
     with get_task_stream(dask_session) as stream:
         result = score_flow(config=str(project["config"]), as_of=local.name)
-    assert {"score_table_partition", "validate_partition"} <= {key_split(t["key"]) for t in stream.data}
+    assert {"score_into", "validate_into"} <= {key_split(t["key"]) for t in stream.data}
     folder = Path(result["folder"])
     assert folder == tmp_path / "outputs" / local.name
     for name in ("scores.parquet", "priority_list.csv", "priority_list.parquet"):

@@ -257,7 +257,7 @@ def from_tables(client: Client, tables: Tables, settings: Settings) -> Partition
     facts = GlobalFacts(infer_schema(tables, settings), tables.end_date, len(tables.customers),
                         dict(tables.dropped_rows))
     start = tables.events["event_time"].min() if tables.events is not None and len(tables.events) else None
-    return Partitioned(client.scatter([Validated(p) for p in parts]), facts, start, tables.fingerprint())
+    return Partitioned(client.scatter([Validated(p) for p in parts], hash=False), facts, start, tables.fingerprint())
 
 
 def from_sources(client: Client, settings: Settings) -> Partitioned:
@@ -445,7 +445,9 @@ def tune_on_workers(client: Client, sample: pd.DataFrame, folds: Folds, schema: 
     shares = [remaining // len(workers) + (i < remaining % len(workers)) for i in range(len(workers))]
     logger.info("study %s (%s): %d finished, running %d more on %d workers", study_name, spec, finished, remaining,
                 len(workers))
-    [sample_on_workers] = client.scatter([sample], broadcast=True)
+    # A fresh key (hash=False): the same sample scattered again while the last run's copy is still
+    # being released made the worker fail to acquire the key, and the scatter waited forever.
+    [sample_on_workers] = client.scatter([sample], broadcast=True, hash=False)
     futures = [client.submit(run_trials, sample_on_workers, folds, schema, settings, study_name, spec, k,
                              cfg.seed + n_before + 1000 * i, workers=[w], allow_other_workers=True, pure=False)
                for i, (w, k) in enumerate(zip(workers, shares, strict=True)) if k > 0]
