@@ -59,7 +59,7 @@ def settings_for(data: Path, n_partitions: int, workers: int = 2, memory_limit: 
               "columns": {"event_type": "event_type", "churn_time": "churn_time", "outcome": "outcome",
                           "pii": ["name", "email", "phone", "address"]}},
         features={"value_column": "monthly_fee"},
-        serving={"capacity": 500},
+        serving={"capacity": 500, "output_dir": str(data.parent / "outputs")},
         compute={"engine": "dask", "n_workers": workers, "threads_per_worker": 1, "memory_limit": memory_limit,
                  "n_partitions": n_partitions},
     )

@@ -655,8 +655,14 @@ def global_facts(summaries: Sequence[PartitionSummary], settings: Settings,
     dropped: Counter[str] = Counter()
     for s in summaries:
         dropped.update(s.dropped_rows)
-    notes = next((s.notes for s in summaries if s.n_customers), [])
-    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped), tuple(notes))
+    return GlobalFacts(schema, end, sum(s.n_customers for s in summaries), dict(dropped),
+                       tuple(validation_notes(summaries)))
+
+
+def validation_notes(summaries: Sequence[PartitionSummary]) -> list[str]:
+    """``Tables.notes`` of the whole input: every partition validated with the same decisions
+    notes the same things (a column left out as personal data, ...)."""
+    return next((list(s.notes) for s in summaries if s.n_customers), [])
 
 
 # ---- per partition: snapshots ------------------------------------------------------------------

@@ -88,7 +88,7 @@ def score_week_dask_task(settings: Settings, as_of: pd.Timestamp | None, bundle:
                                          previous_list=partial(read_previous_list, settings.output_dir),
                                          earlier_holdouts=partial(read_holdouts, settings.output_dir),
                                          outcomes=partial(cards_logged, settings))
-    for warning in outputs.warnings:
+    for warning in [*outputs.notes, *outputs.warnings]:
         get_run_logger().warning(warning)
     get_run_logger().info("scored %d customers in %d partition(s) on the Dask engine; %d on the list",
                           len(outputs.scores), outputs.n_partitions, len(outputs.priority_list))

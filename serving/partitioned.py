@@ -50,6 +50,7 @@ from churnflow.features.partitioned import (
     raise_problems,
     sorted_by_customer,
     validate_partitions,
+    validation_notes,
     worker_loss_as_error,
 )
 from churnflow.features.profile import combine_counts, psi_from_counts
@@ -424,10 +425,11 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
         result, candidates, scored = score_partitions(cut, day, bundle, settings, cut_end, previous_ids,
                                                       text_counts, store)
         tables = list_tables(cut, pd.Index(candidates["customer_id"]), cut_end)
-        return week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
-                            previous_list=previous_list, force=force, model_name=model_name,
-                            earlier_holdouts=earlier_holdouts, outcomes=outcomes,
-                            record=scores_on_workers(scored, day, str(model_version), settings))
+        outputs = week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
+                               previous_list=previous_list, force=force, model_name=model_name,
+                               earlier_holdouts=earlier_holdouts, outcomes=outcomes,
+                               record=scores_on_workers(scored, day, str(model_version), settings))
+        return replace(outputs, notes=validation_notes(summaries))
 
 
 def inputs_and_fingerprint(cut: Sequence[Delayed], schema: FeatureSchema, end_date: pd.Timestamp

@@ -56,6 +56,9 @@ class WeeklyOutputs:
     drift: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     n_partitions: int = 1
+    notes: list[str] = field(default_factory=list)
+    """What validation decided that the user must hear (``Tables.notes``): the Dask engine
+    validates inside the run, so its outputs carry them for the flow to log."""
 
     def discard(self) -> None:
         """Remove the working folder of a scores table written ahead (published or not); idempotent."""

@@ -193,6 +193,21 @@ def test_personal_data_screen_decides_for_the_whole_column(client: object, tmp_p
     pd.testing.assert_frame_equal(sorted_by_customer(got), expected, check_exact=True)
 
 
+def test_the_dask_score_run_carries_validation_notes_for_the_flow_to_log(client: object, tmp_path: Path) -> None:
+    from churnflow.serving.partitioned import score_week_partitioned
+
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        return cu.assign(reference="c" + cu["customer_id"].astype(str) + "@example.com")
+
+    settings = project_with(tmp_path, change)
+    notes = load_tables(settings, require_label=False).notes
+    assert any("'reference' looks like personal data" in n for n in notes)
+    week = score_week_partitioned(read_partitioned(settings, N_PARTITIONS), None, train_small_model(settings), "1",
+                                  settings)
+    week.discard()
+    assert week.notes == notes
+
+
 def test_unknown_ids_that_match_a_customer_without_leading_zeros_get_the_local_hint(client: object,
                                                                                     tmp_path: Path) -> None:
     data = generate_demo_data(240, seed=11)
