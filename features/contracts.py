@@ -33,10 +33,13 @@ from churnflow.features.dates import (
     DateFormatError,
     DayMonthFacts,
     NumberFacts,
+    ZoneFacts,
+    check_zones,
     day_month_facts,
     day_month_order,
     number_unit,
     parse_dates,
+    zone_facts,
 )
 from churnflow.features.errors import ChurnflowError
 from churnflow.features.personal import personal_data_reason, screen_sample
@@ -255,9 +258,11 @@ class _Run:
         """Parse one date column in place (one format per column); bad rows reported or dropped."""
         raw, user, d = frame[canonical], src.user(canonical), self.settings.data
         fmt = d.date_formats.get(user, d.date_format)
+        zones = self.decided.zones.get((src.key, user)) if self.decided else None
         decided = self.decided if self.decided and not fmt else Decisions()
         facts, numbers = decided.day_month.get((src.key, user)), decided.numbers.get((src.key, user))
         try:  # the day/month order or the numbers' unit decided for the whole column (Dask), or here
+            check_zones(zones or ZoneFacts())  # mixed time zones in the whole column (Dask)
             dayfirst = day_month_order(facts, d.dayfirst) if facts and facts.values else d.dayfirst
             parsed = parse_dates(raw, fmt, dayfirst, number_unit(numbers) if numbers and numbers.present else "")
         except DateFormatError as exc:
@@ -635,6 +640,9 @@ class Decisions:
     """(table, column) → the day/month facts of the whole column, which settle its order."""
     numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
     """(table, column) → the facts of a numeric date column, which settle its unit."""
+    zones: dict[tuple[str, str], ZoneFacts] = field(default_factory=dict)
+    """(table, column) → the zone facts of a text date column with zoned values: a column the
+    whole data mix is refused in every part, with the whole column's examples."""
 
     def agrees_with(self, whole: Decisions, dayfirst: bool | None) -> bool:
         """Whether a part validated with these decisions validates as with ``whole``'s: the same
@@ -642,6 +650,8 @@ class Decisions:
         part has such values (one without them needs it only when the column is refused)."""
         if self.personal != whole.personal:
             return False
+        if any(facts.mixed and self.zones.get(key) != facts for key, facts in whole.zones.items()):
+            return False  # refused with other examples, or not at all
         for key, facts in whole.day_month.items():
             mine = self.day_month.get(key, DayMonthFacts())
             if facts.values and not _same(mine.values, _outcome(day_month_order, mine, dayfirst),
@@ -677,28 +687,33 @@ class ValueFacts:
     samples: dict[str, pd.Series] = field(default_factory=dict)
     day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)
     numbers: dict[tuple[str, str], NumberFacts] = field(default_factory=dict)
+    zones: dict[tuple[str, str], ZoneFacts] = field(default_factory=dict)
 
 
 def value_facts(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
                 settings: Settings, require_label: bool = True) -> ValueFacts:
     """The facts of raw tables (a partition's, in source order) that :func:`decide` needs."""
-    d, samples, day_month, numbers = settings.data, {}, {}, {}
+    d, samples, day_month, numbers, zones = settings.data, {}, {}, {}, {}
     for key, frame in {"customers": customers, "events": events, "contacts": contacts}.items():
         if frame is None:
             continue
         mapping, _ = column_mapping(key, [str(c) for c in frame.columns], settings, require_label)
         for canonical in ("signup_time", "churn_time", "event_time", "contact_time"):
             user = mapping.get(canonical)
-            if not user or d.date_formats.get(user, d.date_format):
+            if not user or user not in frame:
                 continue
             values = frame[user]
+            if (found := zone_facts(values)).zoned or found.naive:
+                zones[(key, user)] = found
+            if d.date_formats.get(user, d.date_format):
+                continue
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
                 numbers[(key, user)] = NumberFacts.of(pd.to_numeric(values, errors="coerce"))
             else:
                 day_month[(key, user)] = day_month_facts(values)
         if key == "customers":
             samples = {str(c): screen_sample(frame[c]) for c in screened_columns(frame, mapping, settings)}
-    return ValueFacts(samples, day_month, numbers)
+    return ValueFacts(samples, day_month, numbers, zones)
 
 
 def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
@@ -707,15 +722,17 @@ def merge_facts(parts: Iterable[ValueFacts]) -> ValueFacts:
     columns = list(dict.fromkeys(c for p in parts for c in p.samples))
     keys = list(dict.fromkeys(k for p in parts for k in p.day_month))
     numbers = list(dict.fromkeys(k for p in parts for k in p.numbers))
+    zoned = list(dict.fromkeys(k for p in parts for k in p.zones))
     return ValueFacts({c: screen_sample(pd.concat([p.samples[c] for p in parts if c in p.samples])) for c in columns},
                       {k: DayMonthFacts.merged(p.day_month[k] for p in parts if k in p.day_month) for k in keys},
-                      {k: NumberFacts.merged(p.numbers[k] for p in parts if k in p.numbers) for k in numbers})
+                      {k: NumberFacts.merged(p.numbers[k] for p in parts if k in p.numbers) for k in numbers},
+                      {k: ZoneFacts.merged(p.zones[k] for p in parts if k in p.zones) for k in zoned})
 
 
 def decide(facts: ValueFacts) -> Decisions:
     """The decisions the facts settle (the personal-data screen runs on the samples here)."""
     personal = {c: reason for c, sample in facts.samples.items() if (reason := personal_data_reason(sample, c))}
-    return Decisions(personal, dict(facts.day_month), dict(facts.numbers))
+    return Decisions(personal, dict(facts.day_month), dict(facts.numbers), dict(facts.zones))
 
 
 def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, settings: Settings,

@@ -162,15 +162,52 @@ def _zoned_to_utc(text: pd.Series, **how: object) -> pd.Series:
             return parsed.astype("datetime64[ns]")
     except ValueError:  # several offsets, or zoned mixed with naive values
         pass
-    zoned = text.str.contains(_ZONE, regex=True).fillna(False).astype(bool)
-    naive = text.notna() & ~zoned
-    if zoned.any() and naive.any():
-        examples = pd.concat([text[zoned].head(2), text[naive].head(2)])
-        raise DateFormatError(
-            f"mixes times with a time zone ({_show(text[zoned].head(2))}) and without one "
-            f"({_show(text[naive].head(2))}); export every value with its zone (or every value in one "
-            "zone without it), so no time is moved by hours", examples)
+    check_zones(ZoneFacts.of(text))
     return _naive(pd.to_datetime(text, errors="coerce", utc=True, **how))
+
+
+@dataclass(frozen=True)
+class ZoneFacts:
+    """Whether a text date column mixes times with and without a time zone: its first two values
+    of each kind, as (source row, text) pairs. Parts' facts merge into the whole column's (the
+    Dask engine refuses a column the whole data mix, although no partition may mix it)."""
+
+    zoned: tuple[tuple[Any, str], ...] = ()
+    naive: tuple[tuple[Any, str], ...] = ()
+
+    @classmethod
+    def of(cls, text: pd.Series) -> ZoneFacts:
+        """The facts of stripped text values (``_text``)."""
+        zoned = text.str.contains(_ZONE, regex=True).fillna(False).astype(bool)
+        return cls(_pairs(text[zoned], 2), _pairs(text[text.notna() & ~zoned], 2))
+
+    @classmethod
+    def merged(cls, facts: Iterable[ZoneFacts]) -> ZoneFacts:
+        facts = list(facts)
+        return cls(*(tuple(sorted((p for f in facts for p in getattr(f, kind)), key=_row_order)[:2])
+                     for kind in ("zoned", "naive")))
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.zoned and self.naive)
+
+
+def zone_facts(values: pd.Series) -> ZoneFacts:
+    """The zone facts of a raw date column (empty for columns that are not text)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values) \
+            or pd.api.types.is_numeric_dtype(values):
+        return ZoneFacts()
+    return ZoneFacts.of(_text(values))
+
+
+def check_zones(facts: ZoneFacts) -> None:
+    """Refuse a column mixing zoned values (``10:00+02:00``) with values without a zone."""
+    if facts.mixed:
+        zoned, naive = _series(facts.zoned), _series(facts.naive)
+        raise DateFormatError(
+            f"mixes times with a time zone ({_show(zoned)}) and without one "
+            f"({_show(naive)}); export every value with its zone (or every value in one "
+            "zone without it), so no time is moved by hours", pd.concat([zoned, naive]))
 
 
 def _families(text: pd.Series) -> pd.Series:

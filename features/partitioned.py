@@ -250,6 +250,11 @@ class PartitionStore:
         with open(self._path(kind, number), "rb") as fh:
             return pickle.load(fh)  # our own files, in a folder this run made
 
+    def drop(self, kind: str) -> None:
+        """Remove every partition's ``kind`` (no longer needed: the disk holds the data once)."""
+        for path in self.folder.glob(f"{kind}-*.pkl"):
+            path.unlink(missing_ok=True)
+
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
@@ -756,18 +761,50 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     import dask
 
     store = store or PartitionStore.beside(settings.output_dir)
+    kept = keep_raw(raw, store)
     validate = dask.delayed(validate_into, pure=True)
     summary = dask.delayed(_summary, pure=True)
-    first = [validate(cu, ev, co, settings, require_label, None, store, i) for i, (cu, ev, co) in enumerate(raw.delayed())]
+    first = [validate(k, settings, require_label, None, store, i) for i, k in enumerate(kept)]
     facts = [dask.delayed(_facts, pure=True)(c) for c in first]
     whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
         # Some partition decided otherwise than the whole data decide: validate again with the latter.
-        summaries = dask.compute(*[summary(validate(cu, ev, co, settings, require_label, whole, store, i))
-                                   for i, (cu, ev, co) in enumerate(raw.delayed())])
+        present = tuple(t for t, f in zip(TABLES, (raw.customers, raw.events, raw.contacts), strict=True) if f is not None)
+        summaries = dask.compute(*[summary(validate(present, settings, require_label, whole, store, i))
+                                   for i in range(raw.n_partitions)])
+    summaries = hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings, store)
+    for table in TABLES:
+        store.drop(f"raw-{table}")  # validated: the shuffled rows are not read again
     load = dask.delayed(load_validated, pure=True)
-    validated = [load(store, i) for i in range(raw.n_partitions)]
-    return validated, hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
+    return [load(store, i) for i in range(raw.n_partitions)], summaries
+
+
+def keep_raw(raw: RawPartitions, store: PartitionStore) -> list[Delayed]:
+    """Each partition's rows, straight from the shuffle into ``store`` (per partition, the tables
+    it holds). A task that waits for all three tables of a partition would let the others' rows,
+    unpacked from the shuffle, pile up in worker memory meanwhile: one task per table keeps them
+    there only until they are written."""
+    import dask
+
+    put = dask.delayed(_put_raw, pure=True)
+    together = dask.delayed(_present, pure=True)
+    return [together([put(frame, store, table, i) for table, frame in zip(TABLES, parts, strict=True)])
+            for i, parts in enumerate(raw.delayed())]
+
+
+def _put_raw(frame: pd.DataFrame | None, store: PartitionStore, table: str, number: int) -> str | None:
+    if frame is None:
+        return None
+    store.put(f"raw-{table}", number, frame)
+    return table
+
+
+def _present(tables: Sequence[str | None]) -> tuple[str, ...]:
+    return tuple(t for t in tables if t is not None)
+
+
+def _raw_tables(store: PartitionStore, tables: Sequence[str], number: int) -> list[pd.DataFrame | None]:
+    return [store.get(f"raw-{t}", number) if t in tables else None for t in TABLES]
 
 
 @dataclass(frozen=True)
@@ -779,11 +816,11 @@ class Checkpoint:
     summary: PartitionSummary
 
 
-def validate_into(customers: pd.DataFrame | None, events: pd.DataFrame | None, contacts: pd.DataFrame | None,
-                  settings: Settings, require_label: bool, decided: Decisions | None, store: PartitionStore,
-                  number: int) -> Checkpoint:
-    """:func:`validate_partition`, its result kept in ``store`` as partition ``number``'s."""
-    part = validate_partition(customers, events, contacts, settings, require_label, decided)
+def validate_into(tables: Sequence[str], settings: Settings, require_label: bool, decided: Decisions | None,
+                  store: PartitionStore, number: int) -> Checkpoint:
+    """:func:`validate_partition` on partition ``number``'s rows of ``tables`` in ``store``
+    (:func:`keep_raw`), its result kept there as the partition's validated tables."""
+    part = validate_partition(*_raw_tables(store, tables, number), settings, require_label, decided)
     store.put(VALIDATED, number, dataclasses.replace(part, facts=ValueFacts()))
     return Checkpoint(part.facts, summarize_partition(part, settings))
 
@@ -813,8 +850,8 @@ def check_declared_end(summaries: tuple[PartitionSummary, ...], settings: Settin
     return (dataclasses.replace(first, problems=[*first.problems, problem]), *rest)
 
 
-def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings
-                     ) -> tuple[PartitionSummary, ...]:
+def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings,
+                     store: PartitionStore) -> tuple[PartitionSummary, ...]:
     """The partitions' problems, merged, with the local engine's hint for unknown ids that match a
     customer once leading zeros are ignored ('007' and 7 are hashed to different partitions, so no
     partition sees both): the customers' ids that match are looked up in every partition."""
@@ -824,10 +861,10 @@ def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions
     wanted = unknown_id_values(problems)
     if not wanted:
         return summaries
-    frames = raw.customers if raw.customers is not None else raw.events
-    assert frames is not None
+    table = "customers" if raw.customers is not None else "events"
     lookup = dask.delayed(_ids_like, pure=True)
-    found = dask.compute(*[lookup(f, settings.data.columns.customer_id, wanted) for f in frames.to_delayed()])
+    found = dask.compute(*[lookup(store, table, i, settings.data.columns.customer_id, wanted)
+                           for i in range(raw.n_partitions)])
     ids = pd.concat(found).sort_index(kind="stable")  # in source order, as the local engine meets them
     hint = next((s.hint for s in summaries if s.problems and s.hint), "")
     first, *rest = summaries  # the merged problems said once
@@ -835,9 +872,9 @@ def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions
             *[dataclasses.replace(s, problems=[]) for s in rest])
 
 
-def _ids_like(frame: pd.DataFrame, id_column: str, wanted: set[str]) -> pd.Series:
+def _ids_like(store: PartitionStore, table: str, number: int, id_column: str, wanted: set[str]) -> pd.Series:
     """The ids of one partition that :func:`id_hint` would match to ``wanted``, by source row."""
-    ids = clean_ids(in_source_order(frame)[id_column]).dropna()
+    ids = clean_ids(in_source_order(store.get(f"raw-{table}", number))[id_column]).dropna()
     return ids[loose_ids(ids).isin(wanted).to_numpy()]
 
 

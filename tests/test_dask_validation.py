@@ -147,6 +147,26 @@ def test_a_column_the_whole_data_refuse_is_refused_by_the_dask_engine(client: ob
     assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
 
 
+@pytest.mark.parametrize("mixed", [True, False])
+def test_times_with_a_zone_here_and_without_one_there_are_refused_as_locally(client: object, tmp_path: Path,
+                                                                            mixed: bool) -> None:
+    def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+        naive = cu["signup_time"].dt.strftime("%Y-%m-%d %H:%M:%S")  # no partition mixes them
+        return cu.assign(signup_time=naive.where((part < 2) | (not mixed), naive + "+02:00"))
+
+    settings = project_with(tmp_path, change)
+    if not mixed:  # every value without a zone: both engines parse them alike
+        expected, _ = local_snapshots(settings)
+        pd.testing.assert_frame_equal(dask_snapshots(settings, N_PARTITIONS)[0], expected, check_exact=True)
+        return
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    assert "mixes times with a time zone" in str(local_error.value)
+    assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
+
+
 def test_unix_times_in_seconds_here_and_milliseconds_there_are_refused_as_locally(client: object,
                                                                                    tmp_path: Path) -> None:
     def change(cu: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
