@@ -682,7 +682,8 @@ def _same(has_values: object, mine: object, whole: object) -> bool:
 @dataclass(frozen=True)
 class ValueFacts:
     """What the decisions need from a part of the data: each screened customers column's sample
-    (it stays on the worker that decides) and each text date column's day/month facts."""
+    (it stays on the worker that decides), each text date column's day/month and time-zone
+    facts, and each numeric date column's unit facts."""
 
     samples: dict[str, pd.Series] = field(default_factory=dict)
     day_month: dict[tuple[str, str], DayMonthFacts] = field(default_factory=dict)

@@ -53,9 +53,16 @@ decisions of the merged facts are the local engine's. Only when some partition d
 are the partitions validated again, with those decisions. ``data.end_date`` is checked against
 the latest event of all partitions, and unknown ids that match a customer once leading zeros are
 ignored ('007' vs 7, hashed to different partitions) get the local engine's hint, once the
-problems are merged. Still per partition: mixing values with and without a time zone (a
-partition of each is not refused, as the whole column is; which values the local engine checks
-depends on a sample spread over the whole column).
+problems are merged. A text date column mixing values with and without a time zone is refused
+when the whole column mixes them, though no partition may (``dates.ZoneFacts``). Still
+per partition: which values a month-name column's format is checked on (the local engine
+checks a sample spread over the whole column), and whether float ids are whole numbers.
+
+*Memory.* The engine makes passes over the partitions, and nothing of the data stays in worker
+memory between them (:class:`PartitionStore`): each table's rows go from the shuffle to disk as
+they arrive, validation reads a partition's rows back and writes its validated tables, and every
+later pass reads those again. A task holds one partition, so worker memory follows the partition
+size (``compute.n_partitions``), not the data size.
 """
 
 from __future__ import annotations
@@ -532,20 +539,19 @@ class PartitionSummary:
     latest_event: pd.Timestamp | None = None
 
 
-def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary:
+def summarize_partition(part: Validated, settings: Settings, for_schema: bool = True) -> PartitionSummary:
+    """One partition's summary; ``for_schema``: with the distinct attribute rows ``infer_schema``
+    needs (up to one per customer: a run with a model's schema leaves them on the worker)."""
     if part.tables is None:
         return PartitionSummary(problems=part.problems, hint=part.hint, decided=part.decided,
                                 latest_event=part.latest_event)
     cu, ev = part.tables.customers, part.tables.events
-    blank = set(settings.pii_columns) | set(settings.features.exclude)
-    attrs = cu[[c for c in cu.columns if c not in _RESERVED]]
-    attrs = attrs.assign(**{c: pd.Series(pd.NA, index=attrs.index, dtype=object) for c in attrs.columns if c in blank})
     has_events = ev is not None and len(ev) > 0
     types = ev["event_type"].value_counts() if has_events and "event_type" in ev else pd.Series(dtype="int64")
     return PartitionSummary(
         n_customers=len(cu),
         last_event_day=ev["event_time"].max().normalize() if has_events else None,
-        attributes=attrs.drop_duplicates() if len(attrs.columns) else attrs.iloc[:1],
+        attributes=attribute_rows(cu, settings) if for_schema else None,
         event_type_counts={str(k): int(v) for k, v in types.items() if v > 0},
         event_rows=len(ev) if ev is not None else 0,
         has_amount=ev is not None and "amount" in ev,
@@ -555,6 +561,14 @@ def summarize_partition(part: Validated, settings: Settings) -> PartitionSummary
         notes=list(part.tables.notes),
         latest_event=part.latest_event,
     )
+
+
+def attribute_rows(customers: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """The distinct attribute rows, personal and excluded columns blanked (names never travel)."""
+    blank = set(settings.pii_columns) | set(settings.features.exclude)
+    attrs = customers[[c for c in customers.columns if c not in _RESERVED]]
+    attrs = attrs.assign(**{c: pd.Series(pd.NA, index=attrs.index, dtype=object) for c in attrs.columns if c in blank})
+    return attrs.drop_duplicates() if len(attrs.columns) else attrs.iloc[:1]
 
 
 # ---- global decisions --------------------------------------------------------------------------
@@ -751,8 +765,10 @@ def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
 
 
 def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True,
-                        store: PartitionStore | None = None) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
-    """Validate every partition into ``store`` (a new one by default), bring back the summaries.
+                        store: PartitionStore | None = None, for_schema: bool = True
+                        ) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
+    """Validate every partition into ``store`` (a new one by default), bring back the summaries
+    (``for_schema``: with what ``infer_schema`` needs, see :func:`summarize_partition`).
 
     Returns, per partition, a task that reads its validated tables back (cheap: nothing is kept
     in worker memory between passes, see :class:`PartitionStore`). Uses the active
@@ -764,13 +780,13 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     kept = keep_raw(raw, store)
     validate = dask.delayed(validate_into, pure=True)
     summary = dask.delayed(_summary, pure=True)
-    first = [validate(k, settings, require_label, None, store, i) for i, k in enumerate(kept)]
+    first = [validate(k, settings, require_label, None, store, i, for_schema) for i, k in enumerate(kept)]
     facts = [dask.delayed(_facts, pure=True)(c) for c in first]
     whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
         # Some partition decided otherwise than the whole data decide: validate again with the latter.
         present = tuple(t for t, f in zip(TABLES, (raw.customers, raw.events, raw.contacts), strict=True) if f is not None)
-        summaries = dask.compute(*[summary(validate(present, settings, require_label, whole, store, i))
+        summaries = dask.compute(*[summary(validate(present, settings, require_label, whole, store, i, for_schema))
                                    for i in range(raw.n_partitions)])
     summaries = hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings, store)
     for table in TABLES:
@@ -817,12 +833,12 @@ class Checkpoint:
 
 
 def validate_into(tables: Sequence[str], settings: Settings, require_label: bool, decided: Decisions | None,
-                  store: PartitionStore, number: int) -> Checkpoint:
+                  store: PartitionStore, number: int, for_schema: bool = True) -> Checkpoint:
     """:func:`validate_partition` on partition ``number``'s rows of ``tables`` in ``store``
     (:func:`keep_raw`), its result kept there as the partition's validated tables."""
     part = validate_partition(*_raw_tables(store, tables, number), settings, require_label, decided)
     store.put(VALIDATED, number, dataclasses.replace(part, facts=ValueFacts()))
-    return Checkpoint(part.facts, summarize_partition(part, settings))
+    return Checkpoint(part.facts, summarize_partition(part, settings, for_schema))
 
 
 def load_validated(store: PartitionStore, number: int) -> Validated:
@@ -888,7 +904,7 @@ def build_snapshots_partitioned(raw: RawPartitions, as_of_dates: Sequence[pd.Tim
     """
     import dask
 
-    validated, summaries = validate_partitions(raw, settings, require_label=with_labels)
+    validated, summaries = validate_partitions(raw, settings, require_label=with_labels, for_schema=schema is None)
     facts = global_facts(summaries, settings, schema)
     as_of = [pd.Timestamp(t).normalize().as_unit("ns") for t in as_of_dates]
     facts, btyd_params = global_btyd(validated, as_of, settings, facts)
@@ -913,7 +929,7 @@ def build_features_partitioned(raw: RawPartitions, settings: Settings, as_of: pd
     the day after the data end). Returns one delayed table per partition, the facts and the date."""
     import dask
 
-    validated, summaries = validate_partitions(raw, settings)
+    validated, summaries = validate_partitions(raw, settings, for_schema=as_of is None)  # else inferred on the cut
     end = None
     if as_of is not None:
         raise_problems(summaries)

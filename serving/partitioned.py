@@ -345,7 +345,7 @@ class PartitionedOutcomes:
 def outcome_source(raw: RawPartitions, settings: Settings) -> PartitionedOutcomes:
     """Validate the partitions (kept in a ``PartitionStore`` while the source lives) for
     ``serving.outcome_store.update_outcomes``."""
-    validated, summaries = validate_partitions(raw, settings, require_label=False)
+    validated, summaries = validate_partitions(raw, settings, require_label=False, for_schema=False)
     raise_problems(summaries)
     return PartitionedOutcomes(validated, global_end_date(summaries, settings))
 
@@ -404,7 +404,7 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
     import dask
 
     with PartitionStore.beside(settings.output_dir) as store:  # each pass reads its partition from here
-        validated, summaries = validate_partitions(raw, settings, require_label=False, store=store)
+        validated, summaries = validate_partitions(raw, settings, require_label=False, store=store, for_schema=False)
         raise_problems(summaries)
         end = global_end_date(summaries, settings)
         whole = Tables(customers=pd.DataFrame(), events=None, contacts=None, end_date=end)

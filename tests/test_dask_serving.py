@@ -180,8 +180,9 @@ def test_passes_read_each_partition_from_the_store_not_from_worker_memory(
     settings, _ = project
     with PartitionStore.beside(tmp_path / "outputs") as store:
         validated, summaries = validate_partitions(read_partitioned(settings, 4), settings, require_label=False,
-                                                   store=store)
+                                                   store=store, for_schema=False)
         assert sum(s.n_customers for s in summaries) == 1200
+        assert all(s.attributes is None for s in summaries)  # scoring with a model's schema: none travel
         held = dask_session.run_on_scheduler(lambda dask_scheduler: {
             key_split(k) for k, ts in dask_scheduler.tasks.items() if ts.state == "memory"})
         assert held <= {"summary", "whole_decisions"}  # the small results being handed over, no rows
