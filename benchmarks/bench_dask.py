@@ -11,7 +11,8 @@ time, on the same data:
   ``--memory-limit`` each; the feature table as partitions written to a Parquet folder
   (``build_snapshots_partitioned`` + ``write_parts``), then ``score_week_partitioned``. Peak
   memory per worker (each worker's ru_maxrss), the cluster's total peak (distributed's
-  ``MemorySampler``), the client's peak RSS, bytes per partition (input Parquet / partitions).
+  ``MemorySampler``), the client's peak RSS, bytes per partition (input Parquet / partitions),
+  and the largest size of the output folder during scoring (the engine's partition store).
 - ``duckdb``: the RFM core (recency, frequency and spend over 3 windows) in DuckDB SQL on the
   same events, the reference of ``bench_features.py``; checked to agree with the Dask features.
 
@@ -150,6 +151,30 @@ def _worker_spilled_mb(dask_worker: object) -> int:
     return round(getattr(spilled, "disk", 0) / 2**20) if spilled is not None else 0
 
 
+class DiskSampler:
+    """The largest size of a folder while a run writes into it (the engine's partition store and
+    scores pieces live in the output folder), sampled every second in a thread."""
+
+    def __init__(self, folder: Path) -> None:
+        import threading
+
+        self.folder, self.peak, self._stop = folder, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            sizes = [p.stat().st_size for p in self.folder.rglob("*") if p.is_file()] if self.folder.exists() else []
+            self.peak = max(self.peak, sum(sizes))
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: int, memory_limit: str,
               with_features: bool) -> dict:
     from distributed.diagnostics import MemorySampler
@@ -175,7 +200,7 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
                 parts, _, _ = build_features_partitioned(read_partitioned(settings), settings, AS_OF)
                 write_parts(parts, out / "dask_features")
                 features_s = time.perf_counter() - t0
-        with sampler.sample("scoring"):
+        with sampler.sample("scoring"), DiskSampler(settings.output_dir) as disk:
             t0 = time.perf_counter()
             week = score_week_partitioned(read_partitioned(settings), AS_OF, bundle, "1", settings,
                                           force=True)
@@ -189,7 +214,8 @@ def mode_dask(data: Path, model: Path, out: Path, n_partitions: int, workers: in
     cluster_peak = {label: round(max(v for _, v in samples) / 2**20) for label, samples in sampler.samples.items()}
     return {"features_s": features_s, "score_s": score_s, "worker_peak_rss_mb": sorted(worker_peaks.values()),
             "cluster_peak_mb": cluster_peak, "client_peak_rss_mb": peak_rss_mb(), "scored": len(week.scores),
-            "spilled_mb": sorted(spilled.values()), "suspicious_tasks": killed}
+            "spilled_mb": sorted(spilled.values()), "suspicious_tasks": killed,
+            "output_folder_peak_mb": round(disk.peak / 2**20)}
 
 
 def mode_duckdb(data: Path, out: Path) -> dict:
@@ -236,7 +262,8 @@ def _print_size(n: int, sizes: dict[str, int], local: dict | None, on_dask: dict
     line = f"{n:>9,} customers {sizes['events_rows']:>11,} events | dask scoring {on_dask['score_s']:.1f} s, "
     line += (f"worker peaks {on_dask['worker_peak_rss_mb']} MB, cluster peak {on_dask['cluster_peak_mb']} MB, "
              f"client {on_dask['client_peak_rss_mb']:,} MB, spilled {on_dask['spilled_mb']} MB, "
-             f"suspicious tasks {on_dask['suspicious_tasks']}")
+             f"suspicious tasks {on_dask['suspicious_tasks']}, "
+             f"output folder peak on disk {on_dask.get('output_folder_peak_mb', 0):,} MB")
     if local is not None and ref is not None:
         line += (f" | features: local {local['features_s']:.1f} s, dask {on_dask['features_s']:.1f} s, DuckDB RFM "
                  f"{ref['duckdb_rfm_s']:.2f} s | local scoring {local['score_s']:.1f} s, peak {local['peak_rss_mb']:,} MB"
