@@ -23,13 +23,14 @@ from churnflow.features import btyd
 DAY = np.timedelta64(1, "D")
 
 
-def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray) -> bool:
+def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, n: int) -> bool:
     """True when each customer's rows are adjacent and in time order (validated tables are)."""
     if len(pos) < 2:
         return True
     change = pos[1:] != pos[:-1]
-    runs = int(change.sum()) + 1
-    return runs == int(np.count_nonzero(np.bincount(pos))) and bool(np.all(change | (times[1:] >= times[:-1])))
+    if np.bincount(pos[np.r_[True, change]], minlength=n).max() > 1:  # a customer's rows in two runs
+        return False
+    return bool(np.all(change | (times[1:] >= times[:-1])))
 
 
 def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarray:
@@ -38,8 +39,8 @@ def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarra
     if not isinstance(col.dtype, pd.CategoricalDtype):
         col = col.astype("category")
     # One lookup per category, one more (-1) at the end for the missing code -1.
-    lookup = np.append(pd.Index(event_types).get_indexer(col.cat.categories), -1)
-    return lookup[col.cat.codes.to_numpy()]
+    lookup = np.append(pd.Index(event_types).get_indexer(col.cat.categories), -1).astype(np.int8)
+    return lookup[col.cat.codes.to_numpy()]  # int8: at most MAX_EVENT_TYPES types, an eighth of the bytes
 
 
 def _amounts(events: pd.DataFrame) -> np.ndarray:
@@ -60,6 +61,16 @@ def _positions(ids: pd.Index, row_ids: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, row_ids[1:] != row_ids[:-1]])
     lengths = np.diff(np.r_[starts, len(row_ids)])
     return np.repeat(ids.get_indexer(row_ids[starts]), lengths)
+
+
+def _days_before(t: np.datetime64, times: np.ndarray) -> np.ndarray:
+    """``(t - times) / 1 day`` as float64, bit for bit, without NumPy's per-element NaT handling
+    of datetime arithmetic (``times`` are all before ``t``: no NaT). NumPy divides two timedeltas
+    as ``(double) a / (double) b`` in nanoseconds; so does this, in place."""
+    t_ns = np.datetime64(t, "ns").astype(np.int64)
+    age = np.subtract(t_ns, times.astype("datetime64[ns]").view(np.int64), dtype=np.int64).astype(np.float64)
+    age /= float(DAY / np.timedelta64(1, "ns"))
+    return age
 
 
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
@@ -101,26 +112,49 @@ class Aggregates:
         else:
             times = events["event_time"].to_numpy()
             pos = _positions(ids, events["customer_id"].to_numpy())
-            keep = (times < t) & (pos >= 0)
+            keep = (times < t) & (pos >= 0)  # NaT is never before t
             every = bool(keep.all())  # scoring after the data end: no row is cut, nothing is copied
             self.pos, self.times = (pos, times) if every else (pos[keep], times[keep])
             amount = _amounts(events) if with_amount else None
             types = _event_type_codes(events, event_types) if event_types else None
             self.amount = amount if every or amount is None else amount[keep]
             self.types = types if every or types is None else types[keep]
-        if not _grouped_in_time_order(self.pos, self.times):
+        if not _grouped_in_time_order(self.pos, self.times, self.n):
             order = np.lexsort((self.times, self.pos))
             self.pos, self.times = self.pos[order], self.times[order]
             self.amount = self.amount[order] if self.amount is not None else None
             self.types = self.types[order] if self.types is not None else None
-        self.age = (t - self.times) / DAY  # days before as-of, > 0
+        self.age = _days_before(t, self.times)
 
     def count(self, mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
-        """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds."""
+        """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds.
+
+        Numbers of rows are summed over each customer's run of rows (integers: any order gives the
+        same). Sums of ``weights`` keep ``np.bincount``'s row-by-row order, so a float total is the
+        same to the last bit on every engine and in every release (``np.add.reduceat`` sums pairwise).
+        """
+        if weights is not None:
+            pos = self.pos if mask is None else self.pos[mask]
+            sums = np.bincount(pos, weights=weights if mask is None else weights[mask], minlength=self.n)
+            return sums.astype(np.float64, copy=False)  # (no rows: bincount answers in integers)
         if mask is None:
-            return np.bincount(self.pos, weights=weights, minlength=self.n).astype("float64")
-        w = None if weights is None else weights[mask]
-        return np.bincount(self.pos[mask], weights=w, minlength=self.n).astype("float64")
+            return self._per_customer(self._runs[2] - self._runs[1] + 1)
+        return self._per_customer(self._run_sums(mask.view(np.int8), np.int64))
+
+    def _run_sums(self, values: np.ndarray, dtype: type) -> np.ndarray:
+        """Sum of ``values`` over each customer's run of rows."""
+        starts = self._runs[1]
+        return np.add.reduceat(values, starts, dtype=dtype) if len(starts) else np.zeros(0, dtype)
+
+    def _per_customer(self, per_run: np.ndarray) -> np.ndarray:
+        """One value per run (customer with rows) as a float64 per customer; 0 for those without rows."""
+        out = np.zeros(self.n)
+        out[self.pos[self._runs[1]]] = per_run
+        return out
+
+    def _within(self, w: int) -> np.ndarray:
+        """Rows in the last ``w`` days (computed once per window: frequency, spend and mix share it)."""
+        return self._cached(("within", w), lambda: self.age <= w)
 
     # ---- recency, frequency, monetary ---------------------------------------------------------
     @cached_property
@@ -155,7 +189,7 @@ class Aggregates:
         return self.count()
 
     def frequency(self, w: int) -> np.ndarray:
-        return self._cached(("frequency", w), lambda: self.count(self.age <= w))
+        return self._cached(("frequency", w), lambda: self.count(self._within(w)))
 
     @cached_property
     def monetary_total(self) -> np.ndarray:
@@ -166,7 +200,7 @@ class Aggregates:
         return np.divide(self.monetary_total, self.total, out=np.full(self.n, np.nan), where=self.total > 0)
 
     def monetary(self, w: int) -> np.ndarray:
-        return self._cached(("monetary", w), lambda: self.count(self.age <= w, self.amount))
+        return self._cached(("monetary", w), lambda: self.count(self._within(w), self.amount))
 
     def _cached(self, key: tuple[str, int], make: Callable[[], np.ndarray]) -> np.ndarray:
         cache = self.__dict__.setdefault("_window_cache", {})
@@ -176,29 +210,29 @@ class Aggregates:
 
     # ---- rhythm: gaps between distinct active days ("purchase-days") ---------------------------
     @cached_property
-    def _active_days(self) -> tuple[np.ndarray, np.ndarray]:
-        """Position and calendar day (days before T, rounded up) of each customer's active days.
-
-        Whole days before T fall (weakly) along each customer's rows, so a new day is a change of
-        value; 00:00 and 10:00 of one day agree.
-        """
-        pos, change = self.pos, self._runs[0]
-        day = np.ceil(self.age).astype(np.int64)
-        new_day = np.r_[True, change | (day[1:] != day[:-1])] if len(pos) else np.zeros(0, dtype=bool)
-        return pos[new_day], day[new_day]
-
-    @cached_property
-    def _gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dpos, dday = self._active_days
-        same = dpos[1:] == dpos[:-1]
-        gaps = (dday[:-1] - dday[1:])[same].astype("float64")
-        gpos = dpos[1:][same]
-        return (np.bincount(gpos, minlength=self.n).astype("float64"), np.bincount(gpos, weights=gaps, minlength=self.n),
-                np.bincount(gpos, weights=gaps * gaps, minlength=self.n))
+    def _day_steps(self) -> np.ndarray:
+        """Whole days from each row's calendar day (days before T, rounded up) to the previous
+        row's; 0 at each customer's first row. Days fall (weakly) along a customer's rows, so a
+        step > 0 starts a new active day and the steps of one customer are the gaps between its
+        active days (00:00 and 10:00 of one day agree). Whole numbers held exactly in float64:
+        their sums are exact in any order."""
+        day = np.ceil(self.age)
+        steps = np.zeros_like(day)
+        np.subtract(day[:-1], day[1:], out=steps[1:])
+        steps[self._runs[1]] = 0
+        return steps
 
     @cached_property
     def active_days(self) -> np.ndarray:
-        return np.bincount(self._active_days[0], minlength=self.n).astype("float64")
+        new_days = self._run_sums((self._day_steps > 0).view(np.int8), np.int64)
+        return self._per_customer(new_days + 1)
+
+    @cached_property
+    def _gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per customer: number of gaps between active days, their sum and their sum of squares."""
+        steps = self._day_steps
+        return (np.maximum(self.active_days - 1, 0), self._per_customer(self._run_sums(steps, np.float64)),
+                self._per_customer(self._run_sums(steps * steps, np.float64)))
 
     @cached_property
     def gap_mean(self) -> np.ndarray:
@@ -238,7 +272,7 @@ class Aggregates:
         freq = self.frequency(w)
         denominator = np.where(freq > 0, freq, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(freq > 0, self.count((self.age <= w) & (self.types == code)) / denominator, np.nan)
+            return np.where(freq > 0, self.count(self._within(w) & (self.types == code)) / denominator, np.nan)
 
     # ---- buy-till-you-die ------------------------------------------------------------------------
     @cached_property
