@@ -338,8 +338,19 @@ def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
         values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(pd.NA, index=ids)
-        out[name] = known_levels(values, levels)
+        out[name] = _known_levels_once_each(values, levels)
     return out
+
+
+def _known_levels_once_each(values: pd.Series, levels: list[str]) -> pd.Categorical:
+    """``known_levels(values, levels)``, applied to each distinct text once (a million customers
+    hold a handful of plans). Typed text only: in an object column ``True`` and ``1`` are one value."""
+    if not isinstance(values.dtype, pd.StringDtype) or len(values) < 2:
+        return known_levels(values, levels)
+    codes, distinct = pd.factorize(values)  # -1: missing, which is no level
+    of_distinct = known_levels(pd.Series(distinct), levels)
+    lookup = np.append(of_distinct.codes, -1).astype(of_distinct.codes.dtype)
+    return pd.Categorical.from_codes(lookup[codes], dtype=of_distinct.dtype)
 
 
 # ---- snapshots -------------------------------------------------------------------------------------

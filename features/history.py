@@ -23,14 +23,18 @@ from churnflow.features import btyd
 DAY = np.timedelta64(1, "D")
 
 
-def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, n: int) -> bool:
-    """True when each customer's rows are adjacent and in time order (validated tables are)."""
-    if len(pos) < 2:
-        return True
-    change = pos[1:] != pos[:-1]
-    if np.bincount(pos[np.r_[True, change]], minlength=n).max() > 1:  # a customer's rows in two runs
+def _run_starts(pos: np.ndarray) -> np.ndarray:
+    """First row of each run of equal customer positions."""
+    return np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]]) if len(pos) else np.zeros(0, dtype=np.intp)
+
+
+def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, starts: np.ndarray, n: int) -> bool:
+    """True when each customer's rows are adjacent (one run each) and in time order (validated tables are)."""
+    if np.bincount(pos[starts], minlength=n).max(initial=0) > 1:  # a customer's rows in two runs
         return False
-    return bool(np.all(change | (times[1:] >= times[:-1])))
+    later = times[1:] >= times[:-1]
+    later[starts[1:] - 1] = True  # the next customer's first row may be earlier
+    return bool(later.all())
 
 
 def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarray:
@@ -119,11 +123,13 @@ class Aggregates:
             types = _event_type_codes(events, event_types) if event_types else None
             self.amount = amount if every or amount is None else amount[keep]
             self.types = types if every or types is None else types[keep]
-        if not _grouped_in_time_order(self.pos, self.times, self.n):
+        self._starts = _run_starts(self.pos)
+        if not _grouped_in_time_order(self.pos, self.times, self._starts, self.n):
             order = np.lexsort((self.times, self.pos))
             self.pos, self.times = self.pos[order], self.times[order]
             self.amount = self.amount[order] if self.amount is not None else None
             self.types = self.types[order] if self.types is not None else None
+            self._starts = _run_starts(self.pos)
         self.age = _days_before(t, self.times)
 
     def count(self, mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
@@ -138,18 +144,18 @@ class Aggregates:
             sums = np.bincount(pos, weights=weights if mask is None else weights[mask], minlength=self.n)
             return sums.astype(np.float64, copy=False)  # (no rows: bincount answers in integers)
         if mask is None:
-            return self._per_customer(self._runs[2] - self._runs[1] + 1)
+            return self._per_customer(self._runs[1] - self._runs[0] + 1)
         return self._per_customer(self._run_sums(mask.view(np.int8), np.int64))
 
     def _run_sums(self, values: np.ndarray, dtype: type) -> np.ndarray:
         """Sum of ``values`` over each customer's run of rows."""
-        starts = self._runs[1]
+        starts = self._runs[0]
         return np.add.reduceat(values, starts, dtype=dtype) if len(starts) else np.zeros(0, dtype)
 
     def _per_customer(self, per_run: np.ndarray) -> np.ndarray:
         """One value per run (customer with rows) as a float64 per customer; 0 for those without rows."""
         out = np.zeros(self.n)
-        out[self.pos[self._runs[1]]] = per_run
+        out[self._runs[2]] = per_run
         return out
 
     def _within(self, w: int) -> np.ndarray:
@@ -159,25 +165,24 @@ class Aggregates:
     # ---- recency, frequency, monetary ---------------------------------------------------------
     @cached_property
     def _runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of a customer are adjacent and in time order: first row = first event, last = latest."""
-        pos = self.pos
-        change = pos[1:] != pos[:-1]
-        starts = np.r_[0, np.flatnonzero(change) + 1] if len(pos) else np.zeros(0, dtype=np.int64)
-        ends = np.r_[starts[1:] - 1, len(pos) - 1] if len(pos) else starts
-        return change, starts, ends
+        """Each customer's rows are one run, in time order: first row = first event, last = latest.
+        (first rows, last rows, the customers' positions)"""
+        starts = self._starts
+        ends = np.r_[starts[1:] - 1, len(self.pos) - 1] if len(starts) else starts
+        return starts, ends, self.pos[starts]
 
     def _per_run(self, rows: np.ndarray) -> np.ndarray:
         out = np.full(self.n, np.nan)
-        out[self.pos[self._runs[1]]] = self.age[rows]
+        out[self._runs[2]] = self.age[rows]
         return out
 
     @cached_property
     def last_age(self) -> np.ndarray:
-        return self._per_run(self._runs[2])
+        return self._per_run(self._runs[1])
 
     @cached_property
     def first_age(self) -> np.ndarray:
-        return self._per_run(self._runs[1])
+        return self._per_run(self._runs[0])
 
     @cached_property
     def tenure(self) -> np.ndarray:
@@ -219,7 +224,7 @@ class Aggregates:
         day = np.ceil(self.age)
         steps = np.zeros_like(day)
         np.subtract(day[:-1], day[1:], out=steps[1:])
-        steps[self._runs[1]] = 0
+        steps[self._runs[0]] = 0
         return steps
 
     @cached_property
