@@ -25,7 +25,12 @@ DAY = np.timedelta64(1, "D")
 
 def _run_starts(pos: np.ndarray) -> np.ndarray:
     """First row of each run of equal customer positions."""
-    return np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]]) if len(pos) else np.zeros(0, dtype=np.intp)
+    if not len(pos):
+        return np.zeros(0, dtype=np.intp)
+    first = np.empty(len(pos), dtype=bool)
+    first[0] = True
+    np.not_equal(pos[1:], pos[:-1], out=first[1:])
+    return np.flatnonzero(first)
 
 
 def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, starts: np.ndarray, n: int) -> bool:
@@ -67,14 +72,15 @@ def _positions(ids: pd.Index, row_ids: np.ndarray) -> np.ndarray:
     return np.repeat(ids.get_indexer(row_ids[starts]), lengths)
 
 
-def _days_before(t: np.datetime64, times: np.ndarray) -> np.ndarray:
+def _days_before(t: np.datetime64, times: np.ndarray, scratch: bool) -> np.ndarray:
     """``(t - times) / 1 day`` as float64, bit for bit, without NumPy's per-element NaT handling
     of datetime arithmetic (``times`` are all before ``t``: no NaT). NumPy divides two timedeltas
-    as ``(double) a / (double) b`` in nanoseconds; so does this, in place."""
+    as ``(double) a / (double) b`` in nanoseconds; so does this, in the memory of the differences
+    (and of ``times`` themselves when they are a ``scratch`` copy): no new 8-byte array per row."""
     t_ns = np.datetime64(t, "ns").astype(np.int64)
-    age = np.subtract(t_ns, times.astype("datetime64[ns]").view(np.int64), dtype=np.int64).astype(np.float64)
-    age /= float(DAY / np.timedelta64(1, "ns"))
-    return age
+    ns = times.astype("datetime64[ns]", copy=False).view(np.int64)
+    before = np.subtract(t_ns, ns, out=ns if scratch else None)
+    return np.true_divide(before, float(DAY / np.timedelta64(1, "ns")), out=before.view(np.float64))
 
 
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
@@ -110,27 +116,30 @@ class Aggregates:
 
     def _events_before(self, ids: pd.Index, t: np.datetime64, events: pd.DataFrame | None,
                        event_types: list[str], with_amount: bool) -> None:
+        """Rows before ``t`` of customers ``ids``, grouped by customer in time order; their ages."""
         if events is None:
-            self.pos, self.times = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]")
+            pos, times, every = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]"), False
             self.amount, self.types = (np.zeros(0) if with_amount else None), None
         else:
             times = events["event_time"].to_numpy()
             pos = _positions(ids, events["customer_id"].to_numpy())
-            keep = (times < t) & (pos >= 0)  # NaT is never before t
+            keep = times < t  # NaT is never before t
+            keep &= pos >= 0
             every = bool(keep.all())  # scoring after the data end: no row is cut, nothing is copied
-            self.pos, self.times = (pos, times) if every else (pos[keep], times[keep])
+            pos, times = (pos, times) if every else (pos[keep], times[keep])
             amount = _amounts(events) if with_amount else None
             types = _event_type_codes(events, event_types) if event_types else None
             self.amount = amount if every or amount is None else amount[keep]
             self.types = types if every or types is None else types[keep]
-        self._starts = _run_starts(self.pos)
-        if not _grouped_in_time_order(self.pos, self.times, self._starts, self.n):
-            order = np.lexsort((self.times, self.pos))
-            self.pos, self.times = self.pos[order], self.times[order]
+        starts = _run_starts(pos)
+        if not _grouped_in_time_order(pos, times, starts, self.n):
+            order = np.lexsort((times, pos))
+            pos, times, every = pos[order], times[order], False
             self.amount = self.amount[order] if self.amount is not None else None
             self.types = self.types[order] if self.types is not None else None
-            self._starts = _run_starts(self.pos)
-        self.age = _days_before(t, self.times)
+            starts = _run_starts(pos)
+        self.pos, self._starts = pos, starts
+        self.age = _days_before(t, times, scratch=not every)  # days before as-of, > 0
 
     def count(self, mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
         """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds.
@@ -215,29 +224,32 @@ class Aggregates:
 
     # ---- rhythm: gaps between distinct active days ("purchase-days") ---------------------------
     @cached_property
-    def _day_steps(self) -> np.ndarray:
-        """Whole days from each row's calendar day (days before T, rounded up) to the previous
-        row's; 0 at each customer's first row. Days fall (weakly) along a customer's rows, so a
-        step > 0 starts a new active day and the steps of one customer are the gaps between its
-        active days (00:00 and 10:00 of one day agree). Whole numbers held exactly in float64:
-        their sums are exact in any order."""
-        day = np.ceil(self.age)
-        steps = np.zeros_like(day)
-        np.subtract(day[:-1], day[1:], out=steps[1:])
-        steps[self._runs[0]] = 0
-        return steps
+    def _rhythm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per customer: active days, and the sum and sum of squares of the gaps between them.
 
-    @cached_property
+        A row's calendar day is its days before T rounded up (00:00 and 10:00 of one day agree);
+        days fall (weakly) along a customer's rows, so the steps from one row's day to the next
+        are 0 within a day and the gaps between active days otherwise. Whole numbers held
+        exactly in float64: their sums are exact in any order.
+        """
+        steps = np.ceil(self.age)
+        if len(steps):
+            steps[1:] = steps[:-1] - steps[1:]  # (the right side is a temporary)
+            steps[self._runs[0]] = 0  # each customer's first row starts no gap
+        new_days = self._run_sums((steps > 0).view(np.int8), np.int64)
+        gap_sum = self._per_customer(self._run_sums(steps, np.float64))
+        np.multiply(steps, steps, out=steps)
+        return self._per_customer(new_days + 1), gap_sum, self._per_customer(self._run_sums(steps, np.float64))
+
+    @property
     def active_days(self) -> np.ndarray:
-        new_days = self._run_sums((self._day_steps > 0).view(np.int8), np.int64)
-        return self._per_customer(new_days + 1)
+        return self._rhythm[0]
 
     @cached_property
     def _gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per customer: number of gaps between active days, their sum and their sum of squares."""
-        steps = self._day_steps
-        return (np.maximum(self.active_days - 1, 0), self._per_customer(self._run_sums(steps, np.float64)),
-                self._per_customer(self._run_sums(steps * steps, np.float64)))
+        active_days, gap_sum, gap_squares = self._rhythm
+        return np.maximum(active_days - 1, 0), gap_sum, gap_squares
 
     @cached_property
     def gap_mean(self) -> np.ndarray:
