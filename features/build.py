@@ -85,15 +85,16 @@ def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     """Text column: None when numeric, its sorted levels when categorical, else why it is dropped."""
     text = series.dropna().astype("string[pyarrow]").str.strip()
     text = text[text != ""]
-    distinct = pd.Series(text.unique()[:20_000], dtype="string[pyarrow]")
+    every = text.unique()  # hashed once: a million free-text values cost a hash pass each time
+    distinct = pd.Series(every[:20_000], dtype="string[pyarrow]")
     if len(text) and _parse_number_text(distinct).notna().mean() >= NUMERIC_SHARE:
         return None
     if len(text) and _looks_like_dates(distinct):
         return (f"{DATE_REASON}; if it is when the customer joined, map it: "
                 f"data.columns.signup_time = \"{series.name}\"")
-    if text.nunique() <= max_levels:
-        return sorted(text.unique().tolist())
-    return (f"identifier or free text: {text.nunique()} distinct values "
+    if len(every) <= max_levels:
+        return sorted(every.tolist())
+    return (f"identifier or free text: {len(every)} distinct values "
             f"(more than features.max_category_levels = {max_levels})")
 
 
