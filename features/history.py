@@ -6,8 +6,12 @@ functions read (``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quant
 so a window used by a frequency feature and by a trend is counted once, and a quantity no
 declared feature needs is never computed.
 
-Implementation note: aggregations use ``np.bincount`` over integer customer positions instead
-of many pandas group-bys; at 20M events this is the difference between seconds and minutes.
+Implementation note: rows are grouped by customer in time order (validated tables already
+are), so each customer's rows are one run: counts are ``np.add.reduceat`` sums over the runs,
+first and last events are the runs' ends, and float sums (spend) use ``np.bincount``, which adds
+row by row in a fixed order, so they are the same to the last bit everywhere. No pandas
+group-by: at 20M events this is the difference between seconds and minutes. Each new array of
+20M rows costs about as much in page faults as the arithmetic on it, so temporaries are few.
 """
 
 from __future__ import annotations
