@@ -58,6 +58,19 @@ FIT_CUSTOMERS = 20_000
 a sample that is the same however the customers are partitioned (four parameters need no more)."""
 
 
+def _distinct_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(np.column_stack(columns), axis=0, return_counts=True)`` for finite floats:
+    rows sorted by the first column, then the next, ... A ``lexsort`` of the columns does what
+    ``unique`` does through a structured copy of the rows, in a quarter of the time at 1M rows."""
+    order = np.lexsort(columns[::-1])
+    stacked = np.column_stack([c[order] for c in columns]) if len(order) else np.zeros((0, len(columns)))
+    first = np.ones(len(stacked), dtype=bool)
+    if len(stacked) > 1:
+        np.any(stacked[1:] != stacked[:-1], axis=1, out=first[1:])
+    starts = np.flatnonzero(first)
+    return stacked[starts], np.diff(np.r_[starts, len(stacked)]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Histories:
     """Distinct ``(bucket, x, t_x, T)`` histories and how many customers share each: all the fit needs.
@@ -79,9 +92,9 @@ class Histories:
         bucket = (np.zeros(len(x)) if ids is None
                   else (pd.util.hash_array(np.asarray(ids)) % np.uint64(BUCKETS)).astype(np.float64))
         keep = _usable(x, t_x, big_t)
-        stacked = np.column_stack([bucket[keep], x[keep], t_x[keep], big_t[keep]])
-        rows, counts = np.unique(stacked, axis=0, return_counts=True)
-        return cls(rows.reshape(-1, 4), counts.astype(np.int64))
+        columns = [bucket[keep], x[keep], t_x[keep], big_t[keep]]
+        rows, counts = _distinct_rows(columns)
+        return cls(rows, counts)
 
     @classmethod
     def merge(cls, parts: list[Histories]) -> Histories:

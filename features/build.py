@@ -38,7 +38,19 @@ _RESERVED = {"customer_id", "signup_time", "churn_time", "label"}
 
 
 def _parse_number_text(values: pd.Series) -> pd.Series:
-    """'1,200', ' 3 450 ', '$12.5', '' → 1200.0, 3450.0, 12.5, NaN."""
+    """'1,200', ' 3 450 ', '$12.5', '' → 1200.0, 3450.0, 12.5, NaN.
+
+    Text columns repeat a few values (a credit limit, a fee): each distinct text is parsed once.
+    (Only typed text: in an object column ``True`` and ``1`` would count as one value.)
+    """
+    if not isinstance(values.dtype, pd.StringDtype) or len(values) < 2:
+        return _parse_each_number_text(values)
+    codes, distinct = pd.factorize(values)  # -1: missing
+    parsed = np.append(_parse_each_number_text(pd.Series(distinct)).to_numpy(), np.nan)
+    return pd.Series(parsed[codes], index=values.index)
+
+
+def _parse_each_number_text(values: pd.Series) -> pd.Series:
     arrow = pa.array(values.astype("string[pyarrow]").array, type=pa.large_string()) if len(values) else pa.array([], pa.large_string())
     cleaned = pc.replace_substring_regex(arrow, r"[,\s$€£%]", "")
     text = pd.Series(cleaned.to_pandas().to_numpy(), index=values.index, dtype="string[pyarrow]").replace("", pd.NA)
@@ -73,15 +85,16 @@ def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     """Text column: None when numeric, its sorted levels when categorical, else why it is dropped."""
     text = series.dropna().astype("string[pyarrow]").str.strip()
     text = text[text != ""]
-    distinct = pd.Series(text.unique()[:20_000], dtype="string[pyarrow]")
+    every = text.unique()  # hashed once: a million free-text values cost a hash pass each time
+    distinct = pd.Series(every[:20_000], dtype="string[pyarrow]")
     if len(text) and _parse_number_text(distinct).notna().mean() >= NUMERIC_SHARE:
         return None
     if len(text) and _looks_like_dates(distinct):
         return (f"{DATE_REASON}; if it is when the customer joined, map it: "
                 f"data.columns.signup_time = \"{series.name}\"")
-    if text.nunique() <= max_levels:
-        return sorted(text.unique().tolist())
-    return (f"identifier or free text: {text.nunique()} distinct values "
+    if len(every) <= max_levels:
+        return sorted(every.tolist())
+    return (f"identifier or free text: {len(every)} distinct values "
             f"(more than features.max_category_levels = {max_levels})")
 
 
@@ -244,11 +257,25 @@ def _population(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema:
                             require_history=settings.churn.definition != "label" or schema.has_events)
 
 
+def _customer_rows(customers: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """Row of each of ``ids`` in ``customers`` (-1: not there): one hash lookup per id, shared by
+    every column read (a ``reindex`` per column repeats it)."""
+    return pd.Index(customers["customer_id"]).get_indexer(ids)
+
+
+def _column_at(customers: pd.DataFrame, col: str, ids: pd.Index, rows: np.ndarray) -> pd.Series:
+    """``customers[col]`` of ``ids`` (found at ``rows``), as ``set_index(...)[col].reindex(ids)``
+    gives it: taken by position when every id is there (same dtype), else reindexed (missing)."""
+    if (rows < 0).any():
+        return customers.set_index("customer_id")[col].reindex(ids)
+    return customers[col].take(rows).set_axis(ids)
+
+
 def _aggregates(tables: Tables, ids: pd.Index, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,
                 btyd_params: dict[str, float] | None) -> Aggregates:
-    cu = tables.customers.set_index("customer_id")
+    cu = tables.customers
     if "signup_time" in cu:
-        signup = cu["signup_time"].reindex(ids).to_numpy()
+        signup = _column_at(cu, "signup_time", ids, _customer_rows(cu, ids)).to_numpy()
     else:
         signup = np.full(len(ids), np.datetime64("NaT"), dtype="datetime64[ns]")
     return Aggregates(ids, as_of.to_datetime64(), signup, tables.events if schema.has_events else None,
@@ -298,21 +325,33 @@ def with_btyd_params(schema: FeatureSchema, as_of: pd.Timestamp, params: dict[st
 
 def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -> dict[str, Any]:
     """Numeric attributes as float64 (numbers stored as text parsed), categories with training levels."""
-    cu = customers.set_index("customer_id")
+    rows = _customer_rows(customers, ids)
+    cu = customers
     src = schema.attribute_sources
     out: dict[str, Any] = {}
     for name in schema.numeric_attributes:
         col = src.get(name, name)
-        values = cu[col].reindex(ids) if col in cu else pd.Series(np.nan, index=ids)
+        values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(np.nan, index=ids)
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
             out[name] = values.astype("float64").to_numpy()
         else:
             out[name] = _parse_number_text(values).to_numpy()
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
-        values = cu[col].reindex(ids) if col in cu else pd.Series(pd.NA, index=ids)
-        out[name] = known_levels(values, levels)
+        values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(pd.NA, index=ids)
+        out[name] = _known_levels_once_each(values, levels)
     return out
+
+
+def _known_levels_once_each(values: pd.Series, levels: list[str]) -> pd.Categorical:
+    """``known_levels(values, levels)``, applied to each distinct text once (a million customers
+    hold a handful of plans). Typed text only: in an object column ``True`` and ``1`` are one value."""
+    if not isinstance(values.dtype, pd.StringDtype) or len(values) < 2:
+        return known_levels(values, levels)
+    codes, distinct = pd.factorize(values)  # -1: missing, which is no level
+    of_distinct = known_levels(pd.Series(distinct), levels)
+    lookup = np.append(of_distinct.codes, -1).astype(of_distinct.codes.dtype)
+    return pd.Categorical.from_codes(lookup[codes], dtype=of_distinct.dtype)
 
 
 # ---- snapshots -------------------------------------------------------------------------------------

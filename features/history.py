@@ -6,8 +6,12 @@ functions read (``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quant
 so a window used by a frequency feature and by a trend is counted once, and a quantity no
 declared feature needs is never computed.
 
-Implementation note: aggregations use ``np.bincount`` over integer customer positions instead
-of many pandas group-bys; at 20M events this is the difference between seconds and minutes.
+Implementation note: rows are grouped by customer in time order (validated tables already
+are), so each customer's rows are one run: counts are ``np.add.reduceat`` sums over the runs,
+first and last events are the runs' ends, and float sums (spend) use ``np.bincount``, which adds
+row by row in a fixed order, so they are the same to the last bit everywhere. No pandas
+group-by: at 20M events this is the difference between seconds and minutes. Each new array of
+20M rows costs about as much in page faults as the arithmetic on it, so temporaries are few.
 """
 
 from __future__ import annotations
@@ -23,13 +27,23 @@ from churnflow.features import btyd
 DAY = np.timedelta64(1, "D")
 
 
-def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray) -> bool:
-    """True when each customer's rows are adjacent and in time order (validated tables are)."""
-    if len(pos) < 2:
-        return True
-    change = pos[1:] != pos[:-1]
-    runs = int(change.sum()) + 1
-    return runs == int(np.count_nonzero(np.bincount(pos))) and bool(np.all(change | (times[1:] >= times[:-1])))
+def _run_starts(pos: np.ndarray) -> np.ndarray:
+    """First row of each run of equal customer positions."""
+    if not len(pos):
+        return np.zeros(0, dtype=np.intp)
+    first = np.empty(len(pos), dtype=bool)
+    first[0] = True
+    np.not_equal(pos[1:], pos[:-1], out=first[1:])
+    return np.flatnonzero(first)
+
+
+def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, starts: np.ndarray, n: int) -> bool:
+    """True when each customer's rows are adjacent (one run each) and in time order (validated tables are)."""
+    if np.bincount(pos[starts], minlength=n).max(initial=0) > 1:  # a customer's rows in two runs
+        return False
+    later = times[1:] >= times[:-1]
+    later[starts[1:] - 1] = True  # the next customer's first row may be earlier
+    return bool(later.all())
 
 
 def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarray:
@@ -38,8 +52,8 @@ def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarra
     if not isinstance(col.dtype, pd.CategoricalDtype):
         col = col.astype("category")
     # One lookup per category, one more (-1) at the end for the missing code -1.
-    lookup = np.append(pd.Index(event_types).get_indexer(col.cat.categories), -1)
-    return lookup[col.cat.codes.to_numpy()]
+    lookup = np.append(pd.Index(event_types).get_indexer(col.cat.categories), -1).astype(np.int8)
+    return lookup[col.cat.codes.to_numpy()]  # int8: at most MAX_EVENT_TYPES types, an eighth of the bytes
 
 
 def _amounts(events: pd.DataFrame) -> np.ndarray:
@@ -60,6 +74,17 @@ def _positions(ids: pd.Index, row_ids: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, row_ids[1:] != row_ids[:-1]])
     lengths = np.diff(np.r_[starts, len(row_ids)])
     return np.repeat(ids.get_indexer(row_ids[starts]), lengths)
+
+
+def _days_before(t: np.datetime64, times: np.ndarray, scratch: bool) -> np.ndarray:
+    """``(t - times) / 1 day`` as float64, bit for bit, without NumPy's per-element NaT handling
+    of datetime arithmetic (``times`` are all before ``t``: no NaT). NumPy divides two timedeltas
+    as ``(double) a / (double) b`` in nanoseconds; so does this, in the memory of the differences
+    (and of ``times`` themselves when they are a ``scratch`` copy): no new 8-byte array per row."""
+    t_ns = np.datetime64(t, "ns").astype(np.int64)
+    ns = times.astype("datetime64[ns]", copy=False).view(np.int64)
+    before = np.subtract(t_ns, ns, out=ns if scratch else None)
+    return np.true_divide(before, float(DAY / np.timedelta64(1, "ns")), out=before.view(np.float64))
 
 
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
@@ -95,55 +120,82 @@ class Aggregates:
 
     def _events_before(self, ids: pd.Index, t: np.datetime64, events: pd.DataFrame | None,
                        event_types: list[str], with_amount: bool) -> None:
+        """Rows before ``t`` of customers ``ids``, grouped by customer in time order; their ages."""
         if events is None:
-            self.pos, self.times = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]")
+            pos, times, every = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]"), False
             self.amount, self.types = (np.zeros(0) if with_amount else None), None
         else:
             times = events["event_time"].to_numpy()
             pos = _positions(ids, events["customer_id"].to_numpy())
-            keep = (times < t) & (pos >= 0)
+            keep = times < t  # NaT is never before t
+            keep &= pos >= 0
             every = bool(keep.all())  # scoring after the data end: no row is cut, nothing is copied
-            self.pos, self.times = (pos, times) if every else (pos[keep], times[keep])
+            pos, times = (pos, times) if every else (pos[keep], times[keep])
             amount = _amounts(events) if with_amount else None
             types = _event_type_codes(events, event_types) if event_types else None
             self.amount = amount if every or amount is None else amount[keep]
             self.types = types if every or types is None else types[keep]
-        if not _grouped_in_time_order(self.pos, self.times):
-            order = np.lexsort((self.times, self.pos))
-            self.pos, self.times = self.pos[order], self.times[order]
+        starts = _run_starts(pos)
+        if not _grouped_in_time_order(pos, times, starts, self.n):
+            order = np.lexsort((times, pos))
+            pos, times, every = pos[order], times[order], False
             self.amount = self.amount[order] if self.amount is not None else None
             self.types = self.types[order] if self.types is not None else None
-        self.age = (t - self.times) / DAY  # days before as-of, > 0
+            starts = _run_starts(pos)
+        self.pos, self._starts = pos, starts
+        self.age = _days_before(t, times, scratch=not every)  # days before as-of, > 0
 
     def count(self, mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
-        """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds."""
+        """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds.
+
+        Numbers of rows are summed over each customer's run of rows (integers: any order gives the
+        same). Sums of ``weights`` keep ``np.bincount``'s row-by-row order, so a float total is the
+        same to the last bit on every engine and in every release (``np.add.reduceat`` sums pairwise).
+        """
+        if weights is not None:
+            pos = self.pos if mask is None else self.pos[mask]
+            sums = np.bincount(pos, weights=weights if mask is None else weights[mask], minlength=self.n)
+            return sums.astype(np.float64, copy=False)  # (no rows: bincount answers in integers)
         if mask is None:
-            return np.bincount(self.pos, weights=weights, minlength=self.n).astype("float64")
-        w = None if weights is None else weights[mask]
-        return np.bincount(self.pos[mask], weights=w, minlength=self.n).astype("float64")
+            return self._per_customer(self._runs[1] - self._runs[0] + 1)
+        return self._per_customer(self._run_sums(mask.view(np.int8), np.int64))
+
+    def _run_sums(self, values: np.ndarray, dtype: type) -> np.ndarray:
+        """Sum of ``values`` over each customer's run of rows."""
+        starts = self._runs[0]
+        return np.add.reduceat(values, starts, dtype=dtype) if len(starts) else np.zeros(0, dtype)
+
+    def _per_customer(self, per_run: np.ndarray) -> np.ndarray:
+        """One value per run (customer with rows) as a float64 per customer; 0 for those without rows."""
+        out = np.zeros(self.n)
+        out[self._runs[2]] = per_run
+        return out
+
+    def _within(self, w: int) -> np.ndarray:
+        """Rows in the last ``w`` days (computed once per window: frequency, spend and mix share it)."""
+        return self._cached(("within", w), lambda: self.age <= w)
 
     # ---- recency, frequency, monetary ---------------------------------------------------------
     @cached_property
     def _runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of a customer are adjacent and in time order: first row = first event, last = latest."""
-        pos = self.pos
-        change = pos[1:] != pos[:-1]
-        starts = np.r_[0, np.flatnonzero(change) + 1] if len(pos) else np.zeros(0, dtype=np.int64)
-        ends = np.r_[starts[1:] - 1, len(pos) - 1] if len(pos) else starts
-        return change, starts, ends
+        """Each customer's rows are one run, in time order: first row = first event, last = latest.
+        (first rows, last rows, the customers' positions)"""
+        starts = self._starts
+        ends = np.r_[starts[1:] - 1, len(self.pos) - 1] if len(starts) else starts
+        return starts, ends, self.pos[starts]
 
     def _per_run(self, rows: np.ndarray) -> np.ndarray:
         out = np.full(self.n, np.nan)
-        out[self.pos[self._runs[1]]] = self.age[rows]
+        out[self._runs[2]] = self.age[rows]
         return out
 
     @cached_property
     def last_age(self) -> np.ndarray:
-        return self._per_run(self._runs[2])
+        return self._per_run(self._runs[1])
 
     @cached_property
     def first_age(self) -> np.ndarray:
-        return self._per_run(self._runs[1])
+        return self._per_run(self._runs[0])
 
     @cached_property
     def tenure(self) -> np.ndarray:
@@ -155,7 +207,7 @@ class Aggregates:
         return self.count()
 
     def frequency(self, w: int) -> np.ndarray:
-        return self._cached(("frequency", w), lambda: self.count(self.age <= w))
+        return self._cached(("frequency", w), lambda: self.count(self._within(w)))
 
     @cached_property
     def monetary_total(self) -> np.ndarray:
@@ -166,7 +218,7 @@ class Aggregates:
         return np.divide(self.monetary_total, self.total, out=np.full(self.n, np.nan), where=self.total > 0)
 
     def monetary(self, w: int) -> np.ndarray:
-        return self._cached(("monetary", w), lambda: self.count(self.age <= w, self.amount))
+        return self._cached(("monetary", w), lambda: self.count(self._within(w), self.amount))
 
     def _cached(self, key: tuple[str, int], make: Callable[[], np.ndarray]) -> np.ndarray:
         cache = self.__dict__.setdefault("_window_cache", {})
@@ -176,29 +228,32 @@ class Aggregates:
 
     # ---- rhythm: gaps between distinct active days ("purchase-days") ---------------------------
     @cached_property
-    def _active_days(self) -> tuple[np.ndarray, np.ndarray]:
-        """Position and calendar day (days before T, rounded up) of each customer's active days.
+    def _rhythm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per customer: active days, and the sum and sum of squares of the gaps between them.
 
-        Whole days before T fall (weakly) along each customer's rows, so a new day is a change of
-        value; 00:00 and 10:00 of one day agree.
+        A row's calendar day is its days before T rounded up (00:00 and 10:00 of one day agree);
+        days fall (weakly) along a customer's rows, so the steps from one row's day to the next
+        are 0 within a day and the gaps between active days otherwise. Whole numbers held
+        exactly in float64: their sums are exact in any order.
         """
-        pos, change = self.pos, self._runs[0]
-        day = np.ceil(self.age).astype(np.int64)
-        new_day = np.r_[True, change | (day[1:] != day[:-1])] if len(pos) else np.zeros(0, dtype=bool)
-        return pos[new_day], day[new_day]
+        steps = np.ceil(self.age)
+        if len(steps):
+            steps[1:] = steps[:-1] - steps[1:]  # (the right side is a temporary)
+            steps[self._runs[0]] = 0  # each customer's first row starts no gap
+        new_days = self._run_sums((steps > 0).view(np.int8), np.int64)
+        gap_sum = self._per_customer(self._run_sums(steps, np.float64))
+        np.multiply(steps, steps, out=steps)
+        return self._per_customer(new_days + 1), gap_sum, self._per_customer(self._run_sums(steps, np.float64))
+
+    @property
+    def active_days(self) -> np.ndarray:
+        return self._rhythm[0]
 
     @cached_property
     def _gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dpos, dday = self._active_days
-        same = dpos[1:] == dpos[:-1]
-        gaps = (dday[:-1] - dday[1:])[same].astype("float64")
-        gpos = dpos[1:][same]
-        return (np.bincount(gpos, minlength=self.n).astype("float64"), np.bincount(gpos, weights=gaps, minlength=self.n),
-                np.bincount(gpos, weights=gaps * gaps, minlength=self.n))
-
-    @cached_property
-    def active_days(self) -> np.ndarray:
-        return np.bincount(self._active_days[0], minlength=self.n).astype("float64")
+        """Per customer: number of gaps between active days, their sum and their sum of squares."""
+        active_days, gap_sum, gap_squares = self._rhythm
+        return np.maximum(active_days - 1, 0), gap_sum, gap_squares
 
     @cached_property
     def gap_mean(self) -> np.ndarray:
@@ -238,7 +293,7 @@ class Aggregates:
         freq = self.frequency(w)
         denominator = np.where(freq > 0, freq, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(freq > 0, self.count((self.age <= w) & (self.types == code)) / denominator, np.nan)
+            return np.where(freq > 0, self.count(self._within(w) & (self.types == code)) / denominator, np.nan)
 
     # ---- buy-till-you-die ------------------------------------------------------------------------
     @cached_property
