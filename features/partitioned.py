@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import pickle
 import shutil
@@ -134,6 +135,8 @@ if TYPE_CHECKING:
     from dask.delayed import Delayed
     from distributed import Client
 
+log = logging.getLogger(__name__)
+
 PARTITION = "_partition"
 ROW = "_row"
 """Row number in the source (as a full read would index it): restores source order, and names
@@ -176,15 +179,41 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
     directory = compute.local_directory
     if directory and settings is not None:
         directory = str(settings.path(directory))
+    with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
+                      memory_limit=compute.memory_limit, local_directory=directory or None,
+                      processes=processes, dashboard_address=":0",
+                      **(worker_process_options(compute) if processes else {})) as cluster, Client(cluster) as client:
+        yield client
+
+
+def worker_process_options(compute: ComputeSettings) -> dict[str, Any]:
+    """What the worker processes of churnflow's local clusters start with (``LocalCluster``
+    keyword arguments, for each nanny; also the Prefect task runner's): Arrow's system allocator
+    (its own keeps freed memory for reuse, which the worker's memory limit counts as its own) and
+    a shuffle buffer sized to the worker (:func:`shuffle_buffer`). The nanny hands its worker a
+    whole Dask config, so the buffer is set in a copy of this process's."""
     import dask
 
-    # Arrow's own allocator keeps freed memory for reuse, which a worker's memory limit counts as
-    # its own: the system allocator hands it back (set before the worker processes start).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.ARROW_DEFAULT_MEMORY_POOL": "system"}), \
-            LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
-                         memory_limit=compute.memory_limit, local_directory=directory or None,
-                         processes=processes, dashboard_address=":0") as cluster, Client(cluster) as client:
-        yield client
+    config = dask.config.merge(dask.config.config, {"distributed": {"p2p": {"comm": {"buffer": shuffle_buffer(compute)}}}})
+    return {"env": {"ARROW_DEFAULT_MEMORY_POOL": "system"}, "config": config}
+
+
+SHUFFLE_BUFFER_SHARE = 16
+"""A local worker's outgoing shuffle buffer is this fraction of its memory limit (1/16)."""
+
+
+def shuffle_buffer(compute: ComputeSettings) -> int:
+    """Bytes a worker may hold in shards waiting to be sent during the shuffle by customer.
+
+    Dask's default (1 GiB a worker) is filled faster than it drains when the data outgrow it, so
+    worker memory grew with the data (peaks of 1.0, 1.3 and 1.7 GB at 1M, 4M and 8M customers
+    on 2 GiB workers); a share of the memory limit keeps the shuffle's memory flat. On a cluster
+    you start yourself, set ``distributed.p2p.comm.buffer`` in the workers' Dask config likewise.
+    """
+    from distributed.worker_memory import parse_memory_limit
+
+    limit = parse_memory_limit(compute.memory_limit, compute.threads_per_worker, logger=log)
+    return min(2**30, max(32 * 2**20, (limit or 2**34) // SHUFFLE_BUFFER_SHARE))
 
 
 @contextmanager
@@ -257,10 +286,9 @@ class PartitionStore:
         with open(self._path(kind, number), "rb") as fh:
             return pickle.load(fh)  # our own files, in a folder this run made
 
-    def drop(self, kind: str) -> None:
-        """Remove every partition's ``kind`` (no longer needed: the disk holds the data once)."""
-        for path in self.folder.glob(f"{kind}-*.pkl"):
-            path.unlink(missing_ok=True)
+    def remove(self, kind: str, number: int) -> None:
+        """Forget partition ``number``'s ``kind`` (read for the last time: the disk holds the data once)."""
+        self._path(kind, number).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._finalizer is not None:
@@ -777,20 +805,17 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     import dask
 
     store = store or PartitionStore.beside(settings.output_dir)
-    kept = keep_raw(raw, store)
     validate = dask.delayed(validate_into, pure=True)
     summary = dask.delayed(_summary, pure=True)
-    first = [validate(k, settings, require_label, None, store, i, for_schema) for i, k in enumerate(kept)]
+    first = [validate(k, settings, require_label, None, store, i, for_schema) for i, k in enumerate(keep_raw(raw, store))]
     facts = [dask.delayed(_facts, pure=True)(c) for c in first]
     whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
-        # Some partition decided otherwise than the whole data decide: validate again with the latter.
-        present = tuple(t for t, f in zip(TABLES, (raw.customers, raw.events, raw.contacts), strict=True) if f is not None)
-        summaries = dask.compute(*[summary(validate(present, settings, require_label, whole, store, i, for_schema))
-                                   for i in range(raw.n_partitions)])
-    summaries = hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings, store)
-    for table in TABLES:
-        store.drop(f"raw-{table}")  # validated: the shuffled rows are not read again
+        # Some partition decided otherwise than the whole data decide: shuffle and validate again
+        # with the latter (rare: the rows were not kept, the disk holds the data once).
+        summaries = dask.compute(*[summary(validate(k, settings, require_label, whole, store, i, for_schema))
+                                   for i, k in enumerate(keep_raw(raw, store))])
+    summaries = hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
     load = dask.delayed(load_validated, pure=True)
     return [load(store, i) for i in range(raw.n_partitions)], summaries
 
@@ -802,7 +827,7 @@ def keep_raw(raw: RawPartitions, store: PartitionStore) -> list[Delayed]:
     there only until they are written."""
     import dask
 
-    put = dask.delayed(_put_raw, pure=True)
+    put = dask.delayed(_put_raw, pure=False)  # a side effect: a second shuffle must write again
     together = dask.delayed(_present, pure=True)
     return [together([put(frame, store, table, i) for table, frame in zip(TABLES, parts, strict=True)])
             for i, parts in enumerate(raw.delayed())]
@@ -837,6 +862,8 @@ def validate_into(tables: Sequence[str], settings: Settings, require_label: bool
     """:func:`validate_partition` on partition ``number``'s rows of ``tables`` in ``store``
     (:func:`keep_raw`), its result kept there as the partition's validated tables."""
     part = validate_partition(*_raw_tables(store, tables, number), settings, require_label, decided)
+    for table in tables:  # validated: the shuffled rows are not read again
+        store.remove(f"raw-{table}", number)
     store.put(VALIDATED, number, dataclasses.replace(part, facts=ValueFacts()))
     return Checkpoint(part.facts, summarize_partition(part, settings, for_schema))
 
@@ -866,8 +893,8 @@ def check_declared_end(summaries: tuple[PartitionSummary, ...], settings: Settin
     return (dataclasses.replace(first, problems=[*first.problems, problem]), *rest)
 
 
-def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings,
-                     store: PartitionStore) -> tuple[PartitionSummary, ...]:
+def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions, settings: Settings
+                     ) -> tuple[PartitionSummary, ...]:
     """The partitions' problems, merged, with the local engine's hint for unknown ids that match a
     customer once leading zeros are ignored ('007' and 7 are hashed to different partitions, so no
     partition sees both): the customers' ids that match are looked up in every partition."""
@@ -877,10 +904,10 @@ def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions
     wanted = unknown_id_values(problems)
     if not wanted:
         return summaries
-    table = "customers" if raw.customers is not None else "events"
-    lookup = dask.delayed(_ids_like, pure=True)
-    found = dask.compute(*[lookup(store, table, i, settings.data.columns.customer_id, wanted)
-                           for i in range(raw.n_partitions)])
+    frames = raw.customers if raw.customers is not None else raw.events
+    assert frames is not None
+    lookup = dask.delayed(_ids_like, pure=True)  # the customers shuffled again: only when ids are unknown
+    found = dask.compute(*[lookup(f, settings.data.columns.customer_id, wanted) for f in frames.to_delayed()])
     ids = pd.concat(found).sort_index(kind="stable")  # in source order, as the local engine meets them
     hint = next((s.hint for s in summaries if s.problems and s.hint), "")
     first, *rest = summaries  # the merged problems said once
@@ -888,9 +915,9 @@ def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions
             *[dataclasses.replace(s, problems=[]) for s in rest])
 
 
-def _ids_like(store: PartitionStore, table: str, number: int, id_column: str, wanted: set[str]) -> pd.Series:
+def _ids_like(frame: pd.DataFrame, id_column: str, wanted: set[str]) -> pd.Series:
     """The ids of one partition that :func:`id_hint` would match to ``wanted``, by source row."""
-    ids = clean_ids(in_source_order(store.get(f"raw-{table}", number))[id_column]).dropna()
+    ids = clean_ids(in_source_order(frame)[id_column]).dropna()
     return ids[loose_ids(ids).isin(wanted).to_numpy()]
 
 

@@ -30,6 +30,7 @@ from churnflow.features.partitioned import (
     build_snapshots_partitioned,
     customer_partition,
     read_partitioned,
+    shuffle_buffer,
     sorted_by_customer,
 )
 from churnflow.features.settings import Settings, load_settings
@@ -333,4 +334,8 @@ def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Pat
 
     assert client.dashboard_link and ":8787/" not in client.dashboard_link  # type: ignore[attr-defined]
     settings = load_settings(write_project(tmp_path, n_customers=0, extra_toml='\n[compute]\nengine = "dask"\n'))
-    assert dask_task_runner(settings).cluster_kwargs["dashboard_address"] == ":0"
+    kwargs = dask_task_runner(settings).cluster_kwargs
+    assert kwargs["dashboard_address"] == ":0"
+    # the flow's own local cluster starts its workers as churnflow's do (allocator, shuffle buffer)
+    assert kwargs["env"] == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+    assert kwargs["config"]["distributed"]["p2p"]["comm"]["buffer"] == shuffle_buffer(settings.compute) < 2**30
