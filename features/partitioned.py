@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import os
 import pickle
 import shutil
@@ -135,8 +134,6 @@ if TYPE_CHECKING:
     from dask.delayed import Delayed
     from distributed import Client
 
-log = logging.getLogger(__name__)
-
 PARTITION = "_partition"
 ROW = "_row"
 """Row number in the source (as a full read would index it): restores source order, and names
@@ -145,6 +142,12 @@ _RESERVED = ("customer_id", "signup_time", "churn_time", "label")
 TABLES = ("customers", "events", "contacts")
 VALIDATED = "validated"
 """The :class:`PartitionStore` kind of validated partitions."""
+
+
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+"""Environment of the worker processes of churnflow's local clusters (and of the Prefect task
+runner's): Arrow's own allocator keeps freed memory for reuse, which a worker's memory limit
+counts as its own; the system allocator hands it back."""
 
 
 class ComputeError(ChurnflowError, RuntimeError):
@@ -182,38 +185,8 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
     with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
                       memory_limit=compute.memory_limit, local_directory=directory or None,
                       processes=processes, dashboard_address=":0",
-                      **(worker_process_options(compute) if processes else {})) as cluster, Client(cluster) as client:
+                      **({"env": dict(WORKER_ENV)} if processes else {})) as cluster, Client(cluster) as client:
         yield client
-
-
-def worker_process_options(compute: ComputeSettings) -> dict[str, Any]:
-    """What the worker processes of churnflow's local clusters start with (``LocalCluster``
-    keyword arguments, for each nanny; also the Prefect task runner's): Arrow's system allocator
-    (its own keeps freed memory for reuse, which the worker's memory limit counts as its own) and
-    a shuffle buffer sized to the worker (:func:`shuffle_buffer`). The nanny hands its worker a
-    whole Dask config, so the buffer is set in a copy of this process's."""
-    import dask
-
-    config = dask.config.merge(dask.config.config, {"distributed": {"p2p": {"comm": {"buffer": shuffle_buffer(compute)}}}})
-    return {"env": {"ARROW_DEFAULT_MEMORY_POOL": "system"}, "config": config}
-
-
-SHUFFLE_BUFFER_SHARE = 16
-"""A local worker's outgoing shuffle buffer is this fraction of its memory limit (1/16)."""
-
-
-def shuffle_buffer(compute: ComputeSettings) -> int:
-    """Bytes a worker may hold in shards waiting to be sent during the shuffle by customer.
-
-    Dask's default (1 GiB a worker) is filled faster than it drains when the data outgrow it, so
-    worker memory grew with the data (peaks of 1.0, 1.3 and 1.7 GB at 1M, 4M and 8M customers
-    on 2 GiB workers); a share of the memory limit keeps the shuffle's memory flat. On a cluster
-    you start yourself, set ``distributed.p2p.comm.buffer`` in the workers' Dask config likewise.
-    """
-    from distributed.worker_memory import parse_memory_limit
-
-    limit = parse_memory_limit(compute.memory_limit, compute.threads_per_worker, logger=log)
-    return min(2**30, max(32 * 2**20, (limit or 2**34) // SHUFFLE_BUFFER_SHARE))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from churnflow.features.partitioned import worker_process_options
+from churnflow.features.partitioned import WORKER_ENV
 from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def dask_task_runner(settings: Settings) -> DaskTaskRunner:
         cluster_kwargs={"n_workers": compute.n_workers, "threads_per_worker": compute.threads_per_worker,
                         "memory_limit": compute.memory_limit, "local_directory": directory,
                         "dashboard_address": ":0",  # a free port; the runner logs the link
-                        **worker_process_options(compute)},  # as churnflow's own local clusters
+                        "env": dict(WORKER_ENV)},  # as churnflow's own local clusters
         client_kwargs={"timeout": CONNECT_TIMEOUT},
     )
 

@@ -30,7 +30,6 @@ from churnflow.features.partitioned import (
     build_snapshots_partitioned,
     customer_partition,
     read_partitioned,
-    shuffle_buffer,
     sorted_by_customer,
 )
 from churnflow.features.settings import Settings, load_settings
@@ -336,6 +335,5 @@ def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Pat
     settings = load_settings(write_project(tmp_path, n_customers=0, extra_toml='\n[compute]\nengine = "dask"\n'))
     kwargs = dask_task_runner(settings).cluster_kwargs
     assert kwargs["dashboard_address"] == ":0"
-    # the flow's own local cluster starts its workers as churnflow's do (allocator, shuffle buffer)
+    # the flow's own local cluster starts its workers as churnflow's do (Arrow's system allocator)
     assert kwargs["env"] == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
-    assert kwargs["config"]["distributed"]["p2p"]["comm"]["buffer"] == shuffle_buffer(settings.compute) < 2**30
