@@ -61,8 +61,9 @@ checks a sample spread over the whole column), and whether float ids are whole n
 *Memory.* The engine makes passes over the partitions, and nothing of the data stays in worker
 memory between them (:class:`PartitionStore`): each table's rows go from the shuffle to disk as
 they arrive, validation reads a partition's rows back and writes its validated tables, and every
-later pass reads those again. A task holds one partition, so worker memory follows the partition
-size (``compute.n_partitions``), not the data size.
+later pass reads those again. A task holds one partition, so the passes after the shuffle need
+memory for a partition (``compute.n_partitions``), not for the data; the shuffle by customer
+itself still peaked higher with more data (benchmarks/README.md, cause not found).
 """
 
 from __future__ import annotations
