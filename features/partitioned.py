@@ -216,9 +216,10 @@ class PartitionStore:
     Why disk and not worker memory: the engine makes several passes over the partitions (validate,
     decide, cut and score, pick the list's rows, write the scores). Persisted in worker memory,
     the partitions held the whole data in the cluster, which 8M customers did not fit (2 × 2 GiB);
-    on disk, a task holds one partition at a time and worker memory stays flat however large the
-    data grow. The folder must be on storage every worker reaches (on a real cluster, the shared
-    output folder, which publishing needs anyway). It is removed by :meth:`close` (or a ``with``
+    on disk, a task holds one partition at a time and no pass keeps the data in the cluster. The
+    folder must be on storage every worker reaches (on a real cluster, the shared output folder,
+    which publishing needs anyway). It holds the customers' rows as read, personal columns
+    included, while the run lasts: it needs the protection of the data sources themselves. It is removed by :meth:`close` (or a ``with``
     block), else when the last object referring to it is gone, or at exit; leftovers of a killed
     process of this machine are removed by the next store made in the same output folder.
     A store sent to a worker is a plain reference to the folder: only the client's removes it.
