@@ -103,6 +103,16 @@ def project_with(tmp_path: Path, change: object) -> Settings:
     return load_settings(write_project(tmp_path, n_customers=0))
 
 
+def refusals(settings: Settings) -> tuple[str, str]:
+    """What the local engine and the Dask engine (``N_PARTITIONS`` partitions) say when
+    validation stops the project's data."""
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, N_PARTITIONS)
+    return str(local_error.value), str(dask_error.value)
+
+
 def day_month_text(days: pd.Series, day_first: bool, ambiguous: bool) -> pd.Series:
     """Dates as d/m/Y (``day_first``) or m/d/Y text; ``ambiguous``: days moved into 1..12, so no
     value says which number is the day."""
@@ -139,12 +149,9 @@ def test_a_column_the_whole_data_refuse_is_refused_by_the_dask_engine(client: ob
         return cu.assign(signup_time=text)
 
     settings = project_with(tmp_path, change)
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert "signup_time" in str(local_error.value) and "data.dayfirst" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
+    local, got = refusals(settings)
+    assert "signup_time" in local and "data.dayfirst" in local
+    assert got == local  # same column, rule, examples and their lines
 
 
 @pytest.mark.parametrize("mixed", [True, False])
@@ -159,12 +166,9 @@ def test_times_with_a_zone_here_and_without_one_there_are_refused_as_locally(cli
         expected, _ = local_snapshots(settings)
         pd.testing.assert_frame_equal(dask_snapshots(settings, N_PARTITIONS)[0], expected, check_exact=True)
         return
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert "mixes times with a time zone" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)  # same column, rule, examples and their lines
+    local, got = refusals(settings)
+    assert "mixes times with a time zone" in local
+    assert got == local  # same column, rule, examples and their lines
 
 
 def test_unix_times_in_seconds_here_and_milliseconds_there_are_refused_as_locally(client: object,
@@ -174,12 +178,9 @@ def test_unix_times_in_seconds_here_and_milliseconds_there_are_refused_as_locall
         return cu.assign(signup_time=seconds.where(part < 2, seconds * 1000))
 
     settings = project_with(tmp_path, change)
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert "signup_time' has dates that cannot be parsed — 240 row(s)" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)
+    local, got = refusals(settings)
+    assert "signup_time' has dates that cannot be parsed — 240 row(s)" in local
+    assert got == local
 
 
 def test_data_dayfirst_setting_still_decides(client: object, tmp_path: Path) -> None:
@@ -240,12 +241,9 @@ def test_unknown_ids_that_match_a_customer_without_leading_zeros_get_the_local_h
     events.loc[events.index[events["customer_id"] == str(ours)][:2], "customer_id"] = f"00{ours}"
     write_demo_data(dataclasses.replace(data, events=events), tmp_path / "data")
     settings = load_settings(write_project(tmp_path, n_customers=0))
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert f"'00{ours}' here is '{ours}' in the customers table" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)
+    local, got = refusals(settings)
+    assert f"'00{ours}' here is '{ours}' in the customers table" in local
+    assert got == local
 
 
 @pytest.mark.parametrize("declared_end", ["the data's end", "a year after it"])
@@ -264,12 +262,9 @@ def test_declared_end_is_checked_against_the_latest_event_of_all_partitions(clie
         got, _ = dask_snapshots(settings, N_PARTITIONS)
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
         return
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert "every customer would look churned" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)  # one problem, with the data's last event
+    local, got = refusals(settings)
+    assert "every customer would look churned" in local
+    assert got == local  # one problem, with the data's last event
 
 
 def test_ids_differing_only_in_case_are_reported_as_locally(client: object, tmp_path: Path) -> None:
@@ -280,12 +275,9 @@ def test_ids_differing_only_in_case_are_reported_as_locally(client: object, tmp_
         customer_id=getattr(data, name)["customer_id"].map(renamed)) for name in ("customers", "events", "contacts")})
     write_demo_data(data, tmp_path / "data")
     settings = load_settings(write_project(tmp_path, n_customers=0))
-    with pytest.raises(DataValidationError) as local_error:
-        load_tables(settings)
-    with pytest.raises(DataValidationError) as dask_error:
-        dask_snapshots(settings, N_PARTITIONS)
-    assert "differ only in upper/lower case" in str(local_error.value)
-    assert str(dask_error.value) == str(local_error.value)
+    local, got = refusals(settings)
+    assert "differ only in upper/lower case" in local
+    assert got == local
 
 
 def test_as_of_after_the_data_is_refused_on_the_dask_score_and_features_paths(client: object,
