@@ -70,7 +70,7 @@ def shuffle_only(client: Any, settings: Any, root: Path) -> None:
     watcher.start()
     start = time.perf_counter()
     with PartitionStore.beside(root / "outputs") as store:
-        dask.compute(*keep_raw(read_partitioned(settings), store))
+        dask.compute(keep_raw(read_partitioned(settings), store))
     stop.set()
     watcher.join()
     print(f"{time.perf_counter() - start:7.1f} s  shuffle into the store: worker peaks {peaks(client)} MB, "

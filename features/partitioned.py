@@ -19,11 +19,11 @@ with counts add up exactly), at the day after the data end and at each earlier a
 bin counts add up across partitions (``features.profile.combine_counts``), and the
 capacity cut is a top-k per partition followed by a global merge (``serving.partitioned``).
 
-*Determinism.* Dask's shuffle order is not deterministic, so every row carries its position in
-the source (``_row``) and a partition is put back in source order before anything runs: the
-local functions then see each customer's rows in the same order as on one machine, and even
-floating-point sums come out bit-identical. Numbering the rows costs one pass that counts the
-rows of each input block (Parquet row counts, CSV blocks) before the shuffle.
+*Determinism.* Every row carries its position in the source (``_row``), and a partition's rows
+are read back block by block in source order (:func:`keep_raw`); they are put back in source
+order before anything runs all the same, so the local functions see each customer's rows in the
+same order as on one machine, and even floating-point sums come out bit-identical. Numbering the
+rows costs one pass that counts the rows of each input block (Parquet row counts, CSV blocks).
 
 *Pointing churnflow at a cluster.* Start a scheduler and workers that can import churnflow and
 read the data paths (``dask scheduler`` / ``dask worker tcp://host:8786``, or any Dask
@@ -59,11 +59,11 @@ per partition: which values a month-name column's format is checked on (the loca
 checks a sample spread over the whole column), and whether float ids are whole numbers.
 
 *Memory.* The engine makes passes over the partitions, and nothing of the data stays in worker
-memory between them (:class:`PartitionStore`): each table's rows go from the shuffle to disk as
-they arrive, validation reads a partition's rows back and writes its validated tables, and every
-later pass reads those again. A task holds one partition, so the passes after the shuffle need
-memory for a partition (``compute.n_partitions``), not for the data; the shuffle by customer
-itself still peaked higher with more data (benchmarks/README.md, cause not found).
+memory between them (:class:`PartitionStore`). The rows are moved to their partitions by hand,
+not by Dask's shuffle (:func:`keep_raw`): each input block is split by partition into one file of
+pieces; validation reads a partition's pieces of every block and writes its validated tables,
+and every later pass reads those again. A task holds one input block or one partition, so the
+engine needs memory for a block and a partition (``compute.n_partitions``), not for the data.
 """
 
 from __future__ import annotations
@@ -265,6 +265,31 @@ class PartitionStore:
         """Forget partition ``number``'s ``kind`` (read for the last time: the disk holds the data once)."""
         self._path(kind, number).unlink(missing_ok=True)
 
+    def put_pieces(self, kind: str, number: int, pieces: Sequence[Any | None]) -> np.ndarray:
+        """Keep ``pieces`` one after another in one file (written aside, then renamed, as
+        :meth:`put`); returns where each starts and the file's end, for :meth:`get_piece`. A
+        piece that is None takes no room."""
+        target = self._path(kind, number)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
+        starts = np.zeros(len(pieces) + 1, dtype=np.int64)
+        with open(partial, "wb") as fh:
+            for i, piece in enumerate(pieces):
+                starts[i] = fh.tell()
+                if piece is not None:
+                    pickle.dump(piece, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            starts[-1] = fh.tell()
+        partial.replace(target)
+        return starts
+
+    def get_piece(self, kind: str, number: int, starts: np.ndarray, piece: int) -> Any | None:
+        """Piece ``piece`` of partition ``number``'s ``kind`` (:meth:`put_pieces`), None if empty."""
+        begin, end = int(starts[piece]), int(starts[piece + 1])
+        if begin == end:
+            return None
+        with open(self._path(kind, number), "rb") as fh:
+            fh.seek(begin)
+            return pickle.loads(fh.read(end - begin))  # our own files, in a folder this run made
+
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
@@ -322,7 +347,8 @@ def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequ
 
 def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source",
                           offsets: Sequence[int] | None = None, skip_blank: bool = False) -> dd.DataFrame:
-    """``frame`` in ``n_partitions`` partitions, partition *i* holding the customers hashed to *i*.
+    """``frame``'s input blocks, every row keyed with its customer's partition (``_partition``)
+    and its row number in the source (``_row``); :func:`keep_raw` moves the rows to their partitions.
 
     ``offsets`` (the first row number of each input block, see :func:`block_offsets`) make every
     row remember its row number in the source, so validation reports the rows a user can find.
@@ -332,9 +358,8 @@ def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int
         raise DataValidationError([Problem(what, id_column, "is missing (mapped to 'customer_id' in [data.columns]); "
                                            f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
     offsets = list(offsets) if offsets is not None else [block << 32 for block in range(frame.npartitions)]
-    keyed = frame.map_partitions(_keyed, id_column, n_partitions, offsets, skip_blank,
-                                 meta=_keyed(frame._meta, id_column, n_partitions))
-    return keyed.set_index(PARTITION, divisions=(*range(n_partitions), n_partitions))
+    return frame.map_partitions(_keyed, id_column, n_partitions, offsets, skip_blank,
+                                meta=_keyed(frame._meta, id_column, n_partitions))
 
 
 def block_offsets(frames: Sequence[dd.DataFrame]) -> list[list[int]]:
@@ -409,17 +434,18 @@ def _read_sql_dask(url: str, table: str, settings: Settings, what: str) -> dd.Da
 
 @dataclass
 class RawPartitions:
-    """The configured sources, aligned: partition *i* of each table holds the same customers."""
+    """The configured sources as read, block by block, each row keyed with the partition of its
+    customer (:func:`partition_by_customer`): partition *i* of each table holds the same customers."""
 
     customers: dd.DataFrame | None
     events: dd.DataFrame | None
     contacts: dd.DataFrame | None
     n_partitions: int
 
-    def delayed(self) -> list[tuple[Delayed | None, Delayed | None, Delayed | None]]:
-        """Per partition, the three pandas frames (as Dask delayed objects)."""
-        columns = [None if f is None else f.to_delayed() for f in (self.customers, self.events, self.contacts)]
-        return [tuple(None if c is None else c[i] for c in columns) for i in range(self.n_partitions)]  # type: ignore[misc]
+    def present(self) -> dict[str, dd.DataFrame]:
+        """The configured tables, by name."""
+        frames = {"customers": self.customers, "events": self.events, "contacts": self.contacts}
+        return {name: frame for name, frame in frames.items() if frame is not None}
 
 
 def read_partitioned(settings: Settings, n_partitions: int | None = None) -> RawPartitions:
@@ -782,45 +808,89 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     store = store or PartitionStore.beside(settings.output_dir)
     validate = dask.delayed(validate_into, pure=True)
     summary = dask.delayed(_summary, pure=True)
-    first = [validate(k, settings, require_label, None, store, i, for_schema) for i, k in enumerate(keep_raw(raw, store))]
+    (index,) = dask.persist(keep_raw(raw, store))  # a few numbers per block: where the pieces are
+    first = [validate(index, settings, require_label, None, store, i, for_schema) for i in range(raw.n_partitions)]
     facts = [dask.delayed(_facts, pure=True)(c) for c in first]
     whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
-        # Some partition decided otherwise than the whole data decide: shuffle and validate again
-        # with the latter (rare: the rows were not kept, the disk holds the data once).
-        summaries = dask.compute(*[summary(validate(k, settings, require_label, whole, store, i, for_schema))
-                                   for i, k in enumerate(keep_raw(raw, store))])
+        # Some partition decided otherwise than the whole data decide: validate again with the
+        # latter (rare; the split rows are still in the store).
+        summaries = dask.compute(*[summary(validate(index, settings, require_label, whole, store, i, for_schema))
+                                   for i in range(raw.n_partitions)])
+    forget_raw(store, index.compute())
     summaries = hint_unknown_ids(check_declared_end(tuple(summaries), settings), raw, settings)
     load = dask.delayed(load_validated, pure=True)
     return [load(store, i) for i in range(raw.n_partitions)], summaries
 
 
-def keep_raw(raw: RawPartitions, store: PartitionStore) -> list[Delayed]:
-    """Each partition's rows, straight from the shuffle into ``store`` (per partition, the tables
-    it holds). A task that waits for all three tables of a partition would let the others' rows,
-    unpacked from the shuffle, pile up in worker memory meanwhile: one task per table keeps them
-    there only until they are written."""
+def keep_raw(raw: RawPartitions, store: PartitionStore) -> Delayed:
+    """Every table's rows moved to their customers' partitions in ``store``: a shuffle by
+    customer done by hand, whose memory does not grow with the data.
+
+    Each input block is split by partition and written as one file of pieces, one per partition
+    (:func:`split_block`); partition *i* is then the *i*-th piece of every block of a table
+    (:func:`raw_partition`). A task holds one block or one partition, never more. Dask's own
+    shuffle held memory outside its accounting that grew with the data (+21 % per worker from
+    1M to 4M customers, benchmarks/README.md); here the rows of a partition also come back in
+    source order by construction. Returns where the pieces are (a :class:`RawIndex`).
+    """
     import dask
 
-    put = dask.delayed(_put_raw, pure=False)  # a side effect: a second shuffle must write again
-    together = dask.delayed(_present, pure=True)
-    return [together([put(frame, store, table, i) for table, frame in zip(TABLES, parts, strict=True)])
-            for i, parts in enumerate(raw.delayed())]
+    split = dask.delayed(split_block, pure=False)  # a side effect: files in this run's store
+    blocks = {table: [split(block, store, table, b, raw.n_partitions) for b, block in enumerate(frame.to_delayed())]
+              for table, frame in raw.present().items()}
+    empty = {table: frame._meta.drop(columns=PARTITION) for table, frame in raw.present().items()}
+    return dask.delayed(RawIndex, pure=True)(blocks, empty)
 
 
-def _put_raw(frame: pd.DataFrame | None, store: PartitionStore, table: str, number: int) -> str | None:
-    if frame is None:
-        return None
-    store.put(f"raw-{table}", number, frame)
-    return table
+@dataclass(frozen=True)
+class RawIndex:
+    """Where each partition's rows are in the store after :func:`keep_raw`: per table, per input
+    block, where each partition's piece starts (and the block file ends); ``empty``: each table
+    with no rows (its columns and dtypes), for a partition with none of its rows."""
+
+    blocks: dict[str, list[np.ndarray]]
+    empty: dict[str, pd.DataFrame]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(t for t in TABLES if t in self.blocks)
 
 
-def _present(tables: Sequence[str | None]) -> tuple[str, ...]:
-    return tuple(t for t in tables if t is not None)
+def split_block(block: pd.DataFrame, store: PartitionStore, table: str, number: int, n_partitions: int) -> np.ndarray:
+    """One keyed input block (:func:`partition_by_customer`) as a file of ``n_partitions`` pieces in
+    ``store``, piece *i* holding the block's rows of partition *i* in their order."""
+    keys = block[PARTITION].to_numpy()
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(n_partitions + 1))
+    rows = block.drop(columns=PARTITION)
+    pieces = [rows.take(order[bounds[i]:bounds[i + 1]]) if bounds[i] < bounds[i + 1] else None
+              for i in range(n_partitions)]
+    return store.put_pieces(f"raw-{table}", number, pieces)
 
 
-def _raw_tables(store: PartitionStore, tables: Sequence[str], number: int) -> list[pd.DataFrame | None]:
-    return [store.get(f"raw-{t}", number) if t in tables else None for t in TABLES]
+def raw_partition(store: PartitionStore, index: RawIndex, number: int) -> list[pd.DataFrame | None]:
+    """Partition ``number``'s rows of the customers, events and contacts (None: not configured;
+    empty: no rows here), read from every block in block order: source order."""
+    from dask.dataframe.dispatch import concat  # Dask's: unites the blocks' categories
+
+
+    frames: list[pd.DataFrame | None] = []
+    for table in TABLES:
+        if table not in index.blocks:
+            frames.append(None)
+            continue
+        pieces = [store.get_piece(f"raw-{table}", b, starts, number) for b, starts in enumerate(index.blocks[table])]
+        pieces = [p for p in pieces if p is not None]
+        frames.append(concat(pieces, ignore_index=True) if pieces else index.empty[table])
+    return frames
+
+
+def forget_raw(store: PartitionStore, index: RawIndex) -> None:
+    """Remove the split blocks (every partition is validated: the disk holds the data once)."""
+    for table, blocks in index.blocks.items():
+        for b in range(len(blocks)):
+            store.remove(f"raw-{table}", b)
 
 
 @dataclass(frozen=True)
@@ -832,13 +902,11 @@ class Checkpoint:
     summary: PartitionSummary
 
 
-def validate_into(tables: Sequence[str], settings: Settings, require_label: bool, decided: Decisions | None,
+def validate_into(index: RawIndex, settings: Settings, require_label: bool, decided: Decisions | None,
                   store: PartitionStore, number: int, for_schema: bool = True) -> Checkpoint:
-    """:func:`validate_partition` on partition ``number``'s rows of ``tables`` in ``store``
-    (:func:`keep_raw`), its result kept there as the partition's validated tables."""
-    part = validate_partition(*_raw_tables(store, tables, number), settings, require_label, decided)
-    for table in tables:  # validated: the shuffled rows are not read again
-        store.remove(f"raw-{table}", number)
+    """:func:`validate_partition` on partition ``number``'s rows in ``store`` (:func:`keep_raw`),
+    its result kept there as the partition's validated tables."""
+    part = validate_partition(*raw_partition(store, index, number), settings, require_label, decided)
     store.put(VALIDATED, number, dataclasses.replace(part, facts=ValueFacts()))
     return Checkpoint(part.facts, summarize_partition(part, settings, for_schema))
 
@@ -881,7 +949,7 @@ def hint_unknown_ids(summaries: tuple[PartitionSummary, ...], raw: RawPartitions
         return summaries
     frames = raw.customers if raw.customers is not None else raw.events
     assert frames is not None
-    lookup = dask.delayed(_ids_like, pure=True)  # the customers shuffled again: only when ids are unknown
+    lookup = dask.delayed(_ids_like, pure=True)  # the customers read again: only when ids are unknown
     found = dask.compute(*[lookup(f, settings.data.columns.customer_id, wanted) for f in frames.to_delayed()])
     ids = pd.concat(found).sort_index(kind="stable")  # in source order, as the local engine meets them
     hint = next((s.hint for s in summaries if s.problems and s.hint), "")

@@ -23,10 +23,13 @@ from churnflow.features.build import build_snapshots, infer_schema
 from churnflow.features.contracts import DataValidationError, load_tables
 from churnflow.features.partitioned import (
     ComputeError,
+    PartitionStore,
     build_snapshots_partitioned,
     customer_partition,
     dask_client,
-    in_source_order,
+    forget_raw,
+    keep_raw,
+    raw_partition,
     read_partitioned,
     sorted_by_customer,
     write_parts,
@@ -164,16 +167,23 @@ def test_partitions_written_to_a_parquet_folder_read_back_as_the_local_table(
         write_parts(parts, tmp_path / "snapshots")
 
 
-def test_each_customer_s_rows_share_one_partition(client: object, project: Settings) -> None:
+def test_each_customer_s_rows_share_one_partition(client: object, project: Settings, tmp_path: Path) -> None:
     raw = read_partitioned(project, 8)
     seen: set[int] = set()
-    for i, (cu, ev, co) in enumerate(dask.compute(*raw.delayed())):
-        ids = set(cu["customer_id"])
-        assert ids and not ids & seen, f"partition {i} is empty or shares customers"
-        assert set(ev["customer_id"]) <= ids and set(co["customer_id"]) <= ids
-        assert (customer_partition(cu["customer_id"], 8) == i).all()
-        assert in_source_order(ev).index.is_monotonic_increasing  # back in file order
-        seen |= ids
+    with PartitionStore.beside(tmp_path) as store:
+        index = keep_raw(raw, store).compute()
+        assert all(len(index.blocks[t]) == raw.present()[t].npartitions for t in index.tables)
+        for i in range(8):
+            cu, ev, co = raw_partition(store, index, i)
+            ids = set(cu["customer_id"])
+            assert ids and not ids & seen, f"partition {i} is empty or shares customers"
+            assert set(ev["customer_id"]) <= ids and set(co["customer_id"]) <= ids
+            assert (customer_partition(cu["customer_id"], 8) == i).all()
+            assert ev["_row"].is_monotonic_increasing  # read back in file order
+            assert list(ev.columns) == [*raw.events.columns.drop("_partition")]
+            seen |= ids
+        forget_raw(store, index)
+        assert not list(store.folder.iterdir())
     assert len(seen) == 1500
 
 
