@@ -210,8 +210,8 @@ def worker_loss_as_error(what: str) -> Iterator[None]:
 
 
 class PartitionStore:
-    """Where the engine keeps each partition's results between its passes: one pickle per
-    partition and kind, in a hidden folder ``.partitions-<host>-<pid>-<n>`` of the output folder.
+    """Where the engine keeps each partition's results between its passes: one compressed pickle
+    per partition and kind (:func:`packed`), in a hidden folder ``.partitions-<host>-<pid>-<n>`` of the output folder.
 
     Why disk and not worker memory: the engine makes several passes over the partitions (validate,
     decide, cut and score, pick the list's rows, write the scores). Persisted in worker memory,
@@ -253,13 +253,13 @@ class PartitionStore:
         target = self._path(kind, number)
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
         with open(partial, "wb") as fh:
-            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.write(packed(value))
         partial.replace(target)
 
     def get(self, kind: str, number: int) -> Any:
         """Partition ``number``'s ``kind`` as :meth:`put` kept it."""
         with open(self._path(kind, number), "rb") as fh:
-            return pickle.load(fh)  # our own files, in a folder this run made
+            return unpacked(fh.read())
 
     def remove(self, kind: str, number: int) -> None:
         """Forget partition ``number``'s ``kind`` (read for the last time: the disk holds the data once)."""
@@ -276,7 +276,7 @@ class PartitionStore:
             for i, piece in enumerate(pieces):
                 starts[i] = fh.tell()
                 if piece is not None:
-                    pickle.dump(piece, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    fh.write(packed(piece))
             starts[-1] = fh.tell()
         partial.replace(target)
         return starts
@@ -288,7 +288,7 @@ class PartitionStore:
             return None
         with open(self._path(kind, number), "rb") as fh:
             fh.seek(begin)
-            return pickle.loads(fh.read(end - begin))  # our own files, in a folder this run made
+            return unpacked(fh.read(end - begin))
 
     def close(self) -> None:
         if self._finalizer is not None:
@@ -308,6 +308,24 @@ class PartitionStore:
 
     def _path(self, kind: str, number: int) -> Path:
         return self.folder / f"{kind}-{number:05d}.pkl"
+
+
+def packed(value: Any) -> bytes:
+    """``value`` pickled and compressed (Zstandard, through pyarrow): the store holds the data
+    about three times smaller on disk (a partition's rows as pandas lay them out compress well),
+    for less CPU than the passes spend on them."""
+    import pyarrow as pa
+
+    raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(raw).to_bytes(8, "little") + pa.compress(raw, codec="zstd", asbytes=True)
+
+
+def unpacked(data: bytes) -> Any:
+    """What :func:`packed` packed (our own files, in a folder this run made: safe to unpickle)."""
+    import pyarrow as pa
+
+    size = int.from_bytes(data[:8], "little")
+    return pickle.loads(pa.decompress(memoryview(data)[8:], decompressed_size=size, codec="zstd", asbytes=True))
 
 
 # ---- partitioning ------------------------------------------------------------------------------

@@ -214,6 +214,22 @@ def test_only_the_client_s_store_removes_its_folder_and_leftovers_of_dead_runs_g
     assert not folder.exists()
 
 
+def test_the_store_keeps_pieces_compressed_and_gives_them_back_exactly(tmp_path: Path) -> None:
+    rows = pd.DataFrame({"customer_id": np.repeat(np.arange(5_000), 20),
+                         "event_type": pd.Series(["purchase", "visit"] * 50_000, dtype="str"),
+                         "amount": np.round(np.random.default_rng(0).gamma(2.0, 20.0, 100_000), 2)})
+    pieces = [rows.iloc[:40_000], None, rows.iloc[40_000:]]
+    with PartitionStore.beside(tmp_path) as store:
+        starts = store.put_pieces("raw-events", 0, pieces)
+        store.put("validated", 0, rows)
+        assert starts[1] == starts[2]  # an empty piece takes no room
+        assert store.get_piece("raw-events", 0, starts, 1) is None
+        pd.testing.assert_frame_equal(store.get_piece("raw-events", 0, starts, 2), pieces[2], check_exact=True)
+        pd.testing.assert_frame_equal(store.get("validated", 0), rows, check_exact=True)
+        on_disk = [p.stat().st_size for p in sorted(store.folder.iterdir())]
+        assert max(on_disk) < len(pickle.dumps(rows)) / 2  # compressed: the disk holds less than the rows
+
+
 def published_past_list(settings: Settings, bundle: Any, root: Path) -> Path:
     """A list published by the local engine at a date whose horizon has passed in the data."""
 
