@@ -5,11 +5,11 @@ per partition). Two modes:
 
 - ``passes``: weekly scoring, printing every worker's peak RSS after each pass of
   ``score_week_partitioned`` (validation, input check, scoring, the list's rows, the scores);
-- ``shuffle``: only the shuffle by customer into the partition store, with the largest managed
-  memory (task results held by a worker, polled every 0.2 s) beside the peak RSS.
+- ``shuffle``: only the move of the rows to their partitions in the store (``keep_raw``: once
+  Dask's shuffle, now each input block split into pieces), with the largest managed memory (task
+  results held by a worker, polled every 0.2 s) beside the peak RSS.
 
     .venv/bin/python benchmarks/diag_dask_memory.py --customers 4000000 --mode shuffle
-    DASK_DATAFRAME__SHUFFLE__METHOD=tasks .venv/bin/python benchmarks/diag_dask_memory.py ...
 
 Data and model are kept in ``--dir`` between runs (generated when missing).
 """
@@ -73,7 +73,7 @@ def shuffle_only(client: Any, settings: Any, root: Path) -> None:
         dask.compute(keep_raw(read_partitioned(settings), store))
     stop.set()
     watcher.join()
-    print(f"{time.perf_counter() - start:7.1f} s  shuffle into the store: worker peaks {peaks(client)} MB, "
+    print(f"{time.perf_counter() - start:7.1f} s  rows into their partitions in the store: worker peaks {peaks(client)} MB, "
           f"largest managed memory {sorted(round(v / 2**20) for v in held.values())} MB", flush=True)
 
 

@@ -403,9 +403,9 @@ def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 
 PARQUET_BLOCK = "8MiB"
 """Largest input block read from a Parquet file (by the file's own uncompressed sizes; never less
-than one row group). The shuffle by customer holds a few hundred bytes per row of a block: on
-1M customers, 2M-row blocks peaked at 1.5 GB per 2 GiB worker, 1M-row blocks (one row group of
-pyarrow's default size) at 1.0 GB (benchmarks/README.md)."""
+than one row group): a task that splits a block by partition (:func:`split_block`) holds the
+block, its rows in partition order and their pieces packed, so worker memory follows it (with
+Dask's shuffle, 2M-row blocks peaked at 1.5 GB per 2 GiB worker, benchmarks/README.md)."""
 
 
 def read_dask_source(source: str, table: str, settings: Settings, what: str,
