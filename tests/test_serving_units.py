@@ -123,6 +123,39 @@ def test_format_values_matches_python_format() -> None:
         assert got == want, spec
 
 
+def test_flags_read_yes_or_no_and_text_as_words() -> None:
+    assert format_values(np.array([0.0, 1.0, np.nan, 2.0]), "yes/no").tolist() == ["no", "yes", "unknown", "2"]
+    yes_no = pd.Categorical(["Yes", "No", None, "no"], categories=["No", "Yes", "no"])
+    assert format_values(pd.Series(yes_no), "yes/no").tolist() == ["yes", "no", "unknown", "no"]
+    assert format_values(pd.Series([True, False, None], dtype="boolean"), "yes/no").tolist() == ["yes", "no", "unknown"]
+    travel = pd.Categorical(["Travel_Rarely", "Non-Travel", None])
+    assert format_values(pd.Series(travel)).tolist() == ["Travel Rarely", "Non-Travel", "unknown"]
+
+
+def test_flag_and_text_reasons_match_the_reference() -> None:
+    """The per-row reference reads flags and text the same way as the column-wise fast path."""
+    rng = np.random.default_rng(5)
+    n = 400
+    levels = ["Non-Travel", "Travel_Frequently", "Travel_Rarely"]
+    frame = pd.DataFrame({"active": rng.integers(0, 2, n).astype(float),
+                          "travel": pd.Categorical(rng.choice(levels, n), categories=levels)})
+    frame.loc[:9, "active"] = np.nan
+    logit = -1.5 * frame["active"].fillna(0.5) + 1.2 * (frame["travel"] == "Travel_Frequently")
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    names = ["active", "travel"]
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1, "seed": 0},
+                        xgb.DMatrix(frame, label, enable_categorical=True), num_boost_round=10)
+    words = {"active": {"group": "attribute", "phrase": "is active member: {active:yes/no}"},
+             "travel": {"group": "attribute", "phrase": "business travel is {travel}"}}
+    contrib = booster.predict(xgb.DMatrix(frame, enable_categorical=True), pred_contribs=True)
+    fast = top_reasons(contrib, frame, names, words, k=2)
+    ref = reasons_reference(booster, frame, frame, names, words, k=2)
+    pd.testing.assert_frame_equal(fast[ref.columns], ref)
+    said = set(fast["reason_1"]) | set(fast["reason_2"])
+    assert {"is active member: no", "business travel is Travel Frequently"} <= said
+    assert not any("_" in reason or "0" in reason for reason in said)
+
+
 def _train_bundle(seed: int = 0) -> tuple[ModelBundle, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     n = 600
