@@ -249,6 +249,39 @@ def test_playbook_first_match_and_wildcards() -> None:
     assert list(out2["channel"]) == ["sms", "none"]
 
 
+def test_playbook_acts_on_risk_tier_where_there_is_no_activity_history() -> None:
+    """A snapshot table's segments are value thirds or "all customers": the default playbook lets
+    the risk tier pick between a call, an offer and a check-in instead of one action for all."""
+    playbook = ServingSettings().playbook
+    seg = ["all customers"] * 3 + ["high value"] * 2 + ["mid value"] * 2 + ["low value", "regular"]
+    tier = ["high", "medium", "low", "high", "medium", "high", "low", "high", "high"]
+    out = recommend_actions(seg, ["attribute"] * len(seg), playbook, tier)
+    assert list(out["recommended_action"]) == [
+        "retention call", "retention offer", "check-in message",
+        "personal call from account manager", "loyalty reward",
+        "retention call", "retention offer",
+        "no action",  # low value stays first
+        "win-back offer",  # behaviour segments are unchanged by tiers
+    ]
+    assert list(out["channel"][:3]) == ["phone", "email", "email"]
+    # a tiered rule needs a tier: without one only untiered rules match
+    assert recommend_actions(["all customers"], [""], playbook)["recommended_action"].tolist() == ["check-in message"]
+    custom = [{"segment": "*", "tier": "high", "action": "call", "channel": "phone"}]
+    assert recommend_actions(["x", "x"], ["", ""], custom, ["high", "low"])["recommended_action"].tolist() == [
+        "call", "no playbook rule"]
+    with pytest.raises(ValueError, match="same length"):
+        recommend_actions(["x"], [""], custom, ["high", "low"])
+
+
+def test_snapshot_list_gets_actions_by_tier() -> None:
+    scored = _scored().assign(segment="all customers", reason_group_1="attribute")
+    lst, _ = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    by_id = lst.set_index("customer_id")
+    assert by_id.loc["a", ["risk_tier", "recommended_action", "channel"]].tolist() == ["high", "retention call", "phone"]
+    assert by_id.loc["d", ["risk_tier", "recommended_action", "channel"]].tolist() == [
+        "medium", "retention offer", "email"]
+
+
 # ---- priority list -----------------------------------------------------------------------
 AS_OF = date(2024, 3, 4)
 
