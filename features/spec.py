@@ -36,6 +36,15 @@ from churnflow.features.naming import slug
 from churnflow.features.naming import words as in_words
 
 _SERVICE = re.compile(r"support|ticket|complain|call|incident|issue|service", re.IGNORECASE)
+ATTRIBUTE_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("service", re.compile(r"\b(support|tickets?|complain\w*|incidents?|outages?|service calls?)\b")),
+    ("price", re.compile(r"\b(charges?|prices?|pricing|fees?|costs?|discounts?|tariffs?)\b")),
+    ("contract", re.compile(r"\b(contracts?|plans?|subscriptions?|commitment|renewals?)\b")),
+    ("satisfaction", re.compile(r"\b(\w*satisfaction|nps|csat|sentiment)\b")),
+)
+"""Reason groups of attributes, from the words of the column's name ("MonthlyCharges" → price,
+"Contract" → contract, "JobSatisfaction" → satisfaction, "TechSupport" → service), so that a
+snapshot table's reasons lead to different playbook actions; other attributes stay "attribute"."""
 
 Per = Literal["", "window", "event_type", "numeric_attribute", "categorical_attribute"]
 
@@ -205,7 +214,8 @@ def _expansions(spec: FeatureSpec, schema: SchemaLike, base: Params) -> list[Fea
                 for code, t in enumerate(schema.event_types)]
     if spec.per in ("numeric_attribute", "categorical_attribute"):
         names = schema.numeric_attributes if spec.per == "numeric_attribute" else list(schema.categorical_levels)
-        return [_expand(spec, base, n, schema.attribute_sources.get(n, n).replace("_", " "), None) for n in names]
+        labels = {n: schema.attribute_sources.get(n, n).replace("_", " ") for n in names}
+        return [_expand(spec, base, n, labels[n], None, attribute_group(labels[n])) for n in names]
     return [_expand(spec, base, None, "", None)]
 
 
@@ -221,6 +231,12 @@ def declared_features(schema: SchemaLike, specs: list[FeatureSpec] | None = None
         if _met(spec.needs, schema):
             out.extend(_expansions(spec, schema, base))
     return out
+
+
+def attribute_group(label: str) -> str:
+    """The reason group of an attribute column (:data:`ATTRIBUTE_GROUPS`), else "attribute"."""
+    said = in_words(label).lower()
+    return next((group for group, pattern in ATTRIBUTE_GROUPS if pattern.search(said)), "attribute")
 
 
 def is_yes_no_pair(levels: list[str]) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from churnflow.features.io import is_missing
+from churnflow.features.spec import ATTRIBUTE_GROUPS
 from churnflow.serving.outcomes import Outcomes
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -205,7 +206,10 @@ def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
 
 def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str, Any] | None:
     items = _counts(summary.get("reason_groups_listed"), priority_list, "reason_group_1")
-    if len(items) < 2:  # one group says nothing (a snapshot table: every driver is an attribute)
+    # A snapshot table's drivers are all attributes, grouped at most by their names (price,
+    # contract...): the features themselves say more.
+    of_attributes = {"attribute", "none", *(group for group, _ in ATTRIBUTE_GROUPS)}
+    if len(items) < 2 or {group for group, _ in items} <= of_attributes:
         items = _counts(summary.get("top_reasons_listed"), priority_list, "reason_feature_1") or items
     return bar_chart([k for k, _ in items], [v for _, v in items]) if items else None
 

@@ -264,6 +264,12 @@ def test_playbook_acts_on_risk_tier_where_there_is_no_activity_history() -> None
         "win-back offer",  # behaviour segments are unchanged by tiers
     ]
     assert list(out["channel"][:3]) == ["phone", "email", "email"]
+    # what the main reason says comes before the tier (attribute groups from features.spec)
+    by_reason = recommend_actions(["all customers"] * 4 + ["high value"], ["price", "contract", "satisfaction", "service",
+                                  "price"], playbook, ["medium"] * 4 + ["high"])
+    assert list(by_reason["recommended_action"]) == [
+        "price review: offer a better-fitting plan", "offer a longer contract at a better rate",
+        "satisfaction check-in call", "service call", "personal call from account manager"]
     # a tiered rule needs a tier: without one only untiered rules match
     assert recommend_actions(["all customers"], [""], playbook)["recommended_action"].tolist() == ["check-in message"]
     custom = [{"segment": "*", "tier": "high", "action": "call", "channel": "phone"}]
@@ -664,6 +670,22 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
         assert section in page, section
     assert re.search(r"status-fail[^>]*>fail<", page)
     assert page.count("<tr><td") >= len(lst)  # list rows rendered server-side
+
+
+def test_report_counts_features_when_every_driver_is_an_attribute() -> None:
+    """Groups of attributes (attribute, satisfaction...) say less than the features themselves."""
+    scored = _scored().assign(segment="all customers",
+                              reason_group_1=["attribute", "satisfaction", "attribute", "attribute", "price", ""],
+                              reason_feature_1=["overtime", "jobsatisfaction", "overtime", "age", "fee", ""])
+    lst, dropped = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert "overtime" in section and "jobsatisfaction" in section and ">satisfaction<" not in section
+    behaviour = scored.assign(reason_group_1=["recency", "satisfaction", "attribute", "recency", "price", ""])
+    lst, dropped = build_priority_list(behaviour, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(behaviour, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert "recency" in section and "overtime" not in section
 
 
 def test_report_reads_the_one_gains_shape_of_gains_table() -> None:

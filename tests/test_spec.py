@@ -105,6 +105,20 @@ def test_yes_no_attributes_read_as_yes_or_no_and_column_names_as_words() -> None
     assert feature_dictionary(schema)["isactivemember"].phrase == "is active member is {isactivemember:,g}"
 
 
+def test_attributes_are_grouped_by_the_words_of_their_names() -> None:
+    """The playbook keys on reason groups; attributes named like a price, a contract, satisfaction
+    or support get those groups (``plan`` and ``fee`` are in the shared customers table)."""
+    customers = CUSTOMERS | {"JobSatisfaction": ["Low", "High", "Low", "High", "Low", "High", "Low"],
+                             "TechSupport": ["Yes", "No", "No", "Yes", "No", "Yes", "No"],
+                             "PhoneService": ["Yes", "No", "No", "Yes", "No", "Yes", "Yes"]}
+    schema = infer_schema(_tables(customers, EVENTS, CONTACTS), _settings())
+    groups = {name: info.group for name, info in feature_dictionary(schema).items()}
+    assert {n: groups[n] for n in ("plan", "fee", "jobsatisfaction", "techsupport", "phoneservice", "score")} == {
+        "plan": "contract", "fee": "price", "jobsatisfaction": "satisfaction", "techsupport": "service",
+        "phoneservice": "attribute", "score": "attribute"}
+    assert groups["recency_days"] == "recency"  # behaviour features keep their declared group
+
+
 def test_roles_are_stored_and_survive_saving(tmp_path: Path) -> None:
     tables = _tables(CUSTOMERS, EVENTS, CONTACTS)
     s = _settings(features={"value_column": "fee", "exclude": ["status"]})
