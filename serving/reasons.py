@@ -162,6 +162,16 @@ def format_values(values: pd.Series | np.ndarray, spec: str = "", conversion: st
     return _format_by_unique(arr, spec, conversion)
 
 
+def phrase_outlines(dictionary: Mapping[str, Any]) -> dict[str, str]:
+    """Feature name → its phrase with the customer's values left out ("last active … days ago",
+    "over time: …"): how a report names a reason shared by many customers."""
+    outlines = {}
+    for name in dictionary:
+        info = _info(dictionary, name)
+        outlines[name] = re.sub(r"\{[^}]*\}", "…", info["phrase"]) if info["phrase"] else info["meaning"]
+    return outlines
+
+
 def render_phrase(template: str, features: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     """Render one ``str.format`` template for the given row positions, column-wise."""
     out = np.full(len(rows), "", dtype=_STR)

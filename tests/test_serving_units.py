@@ -41,7 +41,7 @@ from churnflow.serving.publish import (
     write_csv,
     write_list_to_database,
 )
-from churnflow.serving.reasons import format_values, reasons_reference, top_reasons
+from churnflow.serving.reasons import format_values, phrase_outlines, reasons_reference, top_reasons
 from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
@@ -681,6 +681,15 @@ def test_report_counts_features_when_every_driver_is_an_attribute() -> None:
     page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
     section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
     assert "overtime" in section and "jobsatisfaction" in section and ">satisfaction<" not in section
+    # named in the list's own words when the model's dictionary is at hand
+    words = phrase_outlines({"overtime": {"phrase": "over time: {overtime:yes/no}"},
+                             "jobsatisfaction": {"phrase": "job satisfaction is {jobsatisfaction}"},
+                             "age": {"meaning": "customer attribute 'Age'"}})
+    assert words == {"overtime": "over time: …", "jobsatisfaction": "job satisfaction is …",
+                     "age": "customer attribute 'Age'"}
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None, reason_words=words)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert ">over time: …<" in section and ">job satisfaction is …<" in section and ">none<" in section
     behaviour = scored.assign(reason_group_1=["recency", "satisfaction", "attribute", "recency", "price", ""])
     lst, dropped = build_priority_list(behaviour, _cfg(capacity=0), as_of=AS_OF)
     page = render_report(build_summary(behaviour, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
