@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from churnflow.features.io import is_missing
+from churnflow.features.segments import SEGMENT_MEANINGS
 from churnflow.features.spec import ATTRIBUTE_GROUPS
 from churnflow.serving.outcomes import Outcomes
 
@@ -193,6 +194,8 @@ def _tiers(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str,
 
 
 def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
+    """Per segment on the list: what it means (``features.segments``), customers, mean
+    probability and value at risk."""
     if priority_list.empty or "segment" not in priority_list.columns:
         return []
     g = priority_list.groupby(priority_list["segment"].astype(str), sort=True).agg(
@@ -202,9 +205,19 @@ def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
     )
     g = g.sort_values(["customers"], ascending=False, kind="mergesort")
     return [
-        [(seg, ""), (_fmt(r.customers, "int"), ""), (_fmt(r.mean_probability, "pct"), ""), (_fmt(r.value_at_risk, "money"), "")]
+        [(seg, ""), (SEGMENT_MEANINGS.get(seg, ""), "muted"), (_fmt(r.customers, "int"), ""),
+         (_fmt(r.mean_probability, "pct"), ""), (_fmt(r.value_at_risk, "money"), "")]
         for seg, r in g.iterrows()
     ]
+
+
+def _actions(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
+    """The week's work by playbook action and channel (how many calls, how many e-mails)."""
+    if priority_list.empty or not {"recommended_action", "channel"} <= set(priority_list.columns):
+        return []
+    counts = priority_list.groupby(["recommended_action", "channel"], sort=True).size()
+    counts = counts.sort_values(ascending=False, kind="mergesort")
+    return [[(str(action), ""), (str(channel), ""), (_fmt(n, "int"), "")] for (action, channel), n in counts.items()]
 
 
 def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame,
@@ -362,6 +375,7 @@ def render_report(
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
         tiers=_tiers(summary, priority_list),
         segments=_segments(priority_list),
+        actions=_actions(priority_list),
         reasons=_reasons(summary, priority_list, reason_words or {}),
         gains=_gains(gains),
         drift=_drift(drift),

@@ -697,6 +697,17 @@ def test_report_counts_features_when_every_driver_is_an_attribute() -> None:
     assert "recency" in section and "overtime" not in section
 
 
+def test_report_shows_the_weeks_work_by_action_and_what_segments_mean() -> None:
+    scored = _scored().assign(segment="all customers", reason_group_1="attribute")
+    lst, dropped = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    actions = re.search(r'<table id="actions">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td class=\"num\">([^<]*)</td></tr>", actions)
+    assert rows == [("retention call", "phone", "4"), ("retention offer", "email", "1")]  # p >= 0.5: a b c f; 0.3: d
+    segments = re.search(r'<section id="segments">(.*?)</section>', page, re.S).group(1)
+    assert "no activity history or value column (features.value_column) to segment on" in segments
+
+
 def test_report_reads_the_one_gains_shape_of_gains_table() -> None:
     label = np.array([1] * 30 + [0] * 70)
     records = gains_table(label, np.linspace(1, 0, 100)).to_dict(orient="records")
