@@ -44,7 +44,8 @@ def flag_attributes(schema: FeatureSchema, population: pd.DataFrame | None = Non
                 seen = np.unique(values[~np.isnan(values)])
                 if len(seen) == 2 and seen[0] == 0.0 and seen[1] == 1.0:
                     flags.append(name)
-    return [name for name in schema.features if name in set(flags)]
+    flagged = set(flags)
+    return [name for name in schema.features if name in flagged]
 
 
 def feature_dictionary(schema: FeatureSchema, population: pd.DataFrame | None = None) -> dict[str, FeatureInfo]:

@@ -1,8 +1,9 @@
 """Tiny helpers every feature module needs, kept apart so that nothing imports in a circle.
 
-``slug`` turns event types and attribute names into safe feature names, ``words`` into words for a
-phrase; ``known_levels`` applies the category levels recorded at training. ``features.spec``, ``features.schema`` and
-``features.build`` all import from here, and this module imports nothing of churnflow.
+``slug`` turns event types and attribute names into safe feature names, ``words`` into words for
+a phrase; ``known_levels`` applies the category levels recorded at training. ``features.spec``,
+``features.schema`` and ``features.build`` all import from here, and this module imports nothing
+of churnflow.
 """
 
 from __future__ import annotations
