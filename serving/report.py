@@ -194,8 +194,6 @@ def _tiers(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str,
 
 
 def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
-    """Per segment on the list: what it means (``features.segments``), customers, mean
-    probability and value at risk."""
     if priority_list.empty or "segment" not in priority_list.columns:
         return []
     g = priority_list.groupby(priority_list["segment"].astype(str), sort=True).agg(
@@ -205,10 +203,14 @@ def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
     )
     g = g.sort_values(["customers"], ascending=False, kind="mergesort")
     return [
-        [(seg, ""), (SEGMENT_MEANINGS.get(seg, ""), "muted"), (_fmt(r.customers, "int"), ""),
-         (_fmt(r.mean_probability, "pct"), ""), (_fmt(r.value_at_risk, "money"), "")]
+        [(seg, ""), (_fmt(r.customers, "int"), ""), (_fmt(r.mean_probability, "pct"), ""), (_fmt(r.value_at_risk, "money"), "")]
         for seg, r in g.iterrows()
     ]
+
+
+def _segment_meanings(segments: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """What each segment on the list means (``features.segments``), in the table's order."""
+    return [(row[0][0], SEGMENT_MEANINGS[row[0][0]]) for row in segments if row[0][0] in SEGMENT_MEANINGS]
 
 
 def _actions(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
@@ -367,6 +369,7 @@ def render_report(
         f"minimum probability {_fmt(summary.get('min_probability', 0), 'pct')}."
     )
     known = {k for k, _, _ in _HEADLINE} | _SECTION_KEYS
+    segments = _segments(priority_list)
     return _environment().get_template("report.html").render(
         title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
         subtitle=subtitle,
@@ -374,7 +377,8 @@ def render_report(
         history=_history(outcomes),
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
         tiers=_tiers(summary, priority_list),
-        segments=_segments(priority_list),
+        segments=segments,
+        segment_meanings=_segment_meanings(segments),
         actions=_actions(priority_list),
         reasons=_reasons(summary, priority_list, reason_words or {}),
         gains=_gains(gains),
