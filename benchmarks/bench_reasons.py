@@ -2,7 +2,8 @@
 
 Trains a small XGBoost model on synthetic data with ~40 features (one categorical), then times
 both ways of producing three plain-language reasons per customer for N rows and checks that they
-agree. Run: ``python benchmarks/bench_reasons.py --rows 100000``.
+agree. Run: ``python benchmarks/bench_reasons.py --rows 100000``. ``--flags`` adds a 0/1 flag read
+as yes/no and a category with underscored values (read as words), the snapshot-table paths.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from churnflow.serving.reasons import reasons_reference, top_reasons
 
 PLANS = ["basic", "plus", "pro", "enterprise"]
+TRAVEL = ["Non-Travel", "Travel_Rarely", "Travel_Frequently"]
 
 
-def synthetic(n: int, n_numeric: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Customers with RFM-like features, some missing values, and a churn label."""
+def synthetic(n: int, n_numeric: int, seed: int, flags: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Customers with RFM-like features, some missing values, and a churn label (``flags``: plus
+    a 0/1 flag and an underscored category)."""
     rng = np.random.default_rng(seed)
     cols: dict[str, np.ndarray | pd.Categorical] = {
         "recency_days": rng.exponential(40, n).round(),
@@ -36,12 +39,17 @@ def synthetic(n: int, n_numeric: int, seed: int) -> tuple[pd.DataFrame, np.ndarr
     for i in range(n_numeric - len(cols)):
         cols[f"x{i:02d}"] = rng.normal(size=n)
     cols["plan"] = pd.Categorical(rng.choice(PLANS, n), categories=PLANS)
+    if flags:
+        cols["active"] = rng.integers(0, 2, n).astype(float)
+        cols["travel"] = pd.Categorical(rng.choice(TRAVEL, n), categories=TRAVEL)
     frame = pd.DataFrame(cols)
     frame.loc[rng.random(n) < 0.05, "gap_mean_days"] = np.nan
     logit = (
         0.03 * frame["recency_days"] - 0.002 * frame["tenure_days"] - 0.3 * frame["frequency_90d"]
         + 0.8 * (frame["plan"] == "basic") + 0.3 * frame["x00"] - 0.5
     )
+    if flags:
+        logit = logit - 0.8 * frame["active"] + 0.6 * (frame["travel"] == "Travel_Frequently")
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     dictionary = {
         "recency_days": {"group": "recency", "phrase": "no activity for {recency_days:.0f} days; usually every {gap_mean_days:.0f} days"},
@@ -53,6 +61,9 @@ def synthetic(n: int, n_numeric: int, seed: int) -> tuple[pd.DataFrame, np.ndarr
     }
     for i in range(n_numeric - 5):
         dictionary[f"x{i:02d}"] = {"group": "mix", "phrase": f"signal {i} is {{x{i:02d}:.2f}}"}
+    if flags:
+        dictionary["active"] = {"group": "attribute", "phrase": "is active member: {active:yes/no}"}
+        dictionary["travel"] = {"group": "attribute", "phrase": "business travel is {travel}"}
     return frame, label, dictionary
 
 
@@ -63,15 +74,16 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-reference", action="store_true", help="time only the fast path")
+    parser.add_argument("--flags", action="store_true", help="add a 0/1 flag and an underscored category")
     args = parser.parse_args()
 
-    train, label, dictionary = synthetic(20_000, args.features, args.seed)
+    train, label, dictionary = synthetic(20_000, args.features, args.seed, args.flags)
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 5, "eta": 0.1, "nthread": 2, "seed": args.seed},
         xgb.DMatrix(train, label, enable_categorical=True),
         num_boost_round=args.trees,
     )
-    frame, _, _ = synthetic(args.rows, args.features, args.seed + 1)
+    frame, _, _ = synthetic(args.rows, args.features, args.seed + 1, args.flags)
     names = list(frame.columns)
 
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ def write_feature_table(frame: pd.DataFrame, schema: FeatureSchema, out: Path) -
     meta = dict(table.schema.metadata or {})
     meta[b"churnflow.schema"] = json.dumps(schema.to_dict(), sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    records = {"features": dictionary_records(schema), "dropped_columns": schema.dropped}
+    records = {"features": dictionary_records(schema, frame), "dropped_columns": schema.dropped}
     dictionary = atomic_write(out.with_suffix(".dictionary.json"), lambda p: write_json(p, records))
     atomic_write(out, lambda p: pq.write_table(table, p))
     return {"features": out, "dictionary": dictionary}

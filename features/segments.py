@@ -14,7 +14,9 @@ activity count when there is no spend, or the configured monthly value column):
 - low value: V in the bottom third
 - hibernating: R in the least recent third
 - regular: everybody else
-Without any activity history the segments are value thirds only (high/mid/low value).
+Without any activity history the segments are value thirds only (high/mid/low value), or one
+segment, "all customers", without a value either; the default playbook then lets the risk tier
+choose the action (``features.settings``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ SEGMENT_MEANINGS = {
     "regular": "everybody else",
     "high value": "top third by monthly value",
     "mid value": "middle third by monthly value",
-    "all customers": "no data to segment on",
+    "all customers": "no activity history or value column (features.value_column) to segment on",
 }
 
 

@@ -184,16 +184,23 @@ class TrackingSettings(_Section):
 
 
 class PlayRule(_Section):
-    """One playbook line: the first rule whose segment and reason match decides the action."""
+    """One playbook line: the first rule whose segment, reason and tier match decides the action."""
 
     segment: str = "*"
     reason: str = "*"
     """A reason group from the feature dictionary (recency, frequency, monetary, ...) or *."""
+    tier: Literal["*", "high", "medium", "low"] = "*"
+    """The customer's risk tier (serving.tier_high / tier_medium) or *."""
     action: str
     channel: str
 
 
 def _default_playbook() -> list[PlayRule]:
+    """Behaviour segments first; then what the main reason says where the segment does not
+    (price, contract, satisfaction: the groups of attributes named so, ``features.spec``); then
+    the value thirds and "all customers" of a snapshot table (no activity history), where the
+    risk tier decides: a call is worth it for the likeliest leavers, an offer by e-mail for the
+    rest."""
     return [
         PlayRule(segment="low value", reason="*", action="no action", channel="none"),
         PlayRule(segment="champions", reason="*", action="personal call from account manager", channel="phone"),
@@ -202,6 +209,16 @@ def _default_playbook() -> list[PlayRule]:
         PlayRule(segment="*", reason="service", action="service call", channel="phone"),
         PlayRule(segment="at risk", reason="*", action="win-back offer", channel="email"),
         PlayRule(segment="new", reason="*", action="onboarding check-in", channel="email"),
+        PlayRule(segment="high value", tier="high", action="personal call from account manager", channel="phone"),
+        PlayRule(reason="price", action="price review: offer a better-fitting plan", channel="email"),
+        PlayRule(reason="contract", action="offer a longer contract at a better rate", channel="email"),
+        PlayRule(reason="satisfaction", action="satisfaction check-in call", channel="phone"),
+        PlayRule(segment="high value", action="loyalty reward", channel="email"),
+        PlayRule(segment="mid value", tier="high", action="retention call", channel="phone"),
+        PlayRule(segment="mid value", action="retention offer", channel="email"),
+        PlayRule(segment="all customers", tier="high", action="retention call", channel="phone"),
+        PlayRule(segment="all customers", tier="medium", action="retention offer", channel="email"),
+        PlayRule(segment="all customers", action="check-in message", channel="email"),
         PlayRule(segment="*", reason="*", action="win-back offer", channel="email"),
     ]
 

@@ -11,9 +11,11 @@ window is one number in ``features.windows_days``.
 Patterns in ``name``, ``meaning`` and ``phrase``: ``<w>`` the window in days, ``<w0>``/``<w1>``
 the first two windows, ``<w0+1>`` the day after the first window, ``<type>`` an event type as
 written, ``<type words>`` with underscores as spaces, ``<slug>`` its safe form, ``<h>`` the churn
-horizon, ``<label>`` an attribute's column name in words, ``<name>`` the feature's own name.
-Phrases are ``str.format`` templates filled with the customer's values (see
-``serving.reasons``), e.g. ``"last active {recency_days:.0f} days ago"``.
+horizon, ``<label>`` an attribute's column name (underscores as spaces), ``<label words>`` the
+same as an agent would say it ("IsActiveMember" → "is active member"), ``<name>`` the feature's
+own name. Phrases are ``str.format`` templates filled with the customer's values (see
+``serving.reasons``), e.g. ``"last active {recency_days:.0f} days ago"``; the format spec
+``yes/no`` (:data:`YES_NO`) reads a flag's value as "yes" or "no".
 
 ``compute(a, p)`` receives the ``features.history.Aggregates`` of one as-of date and the
 expansion parameters ``p`` (``p.w``, ``p.w0``, ``p.w1``, ``p.code``) and returns one float
@@ -31,10 +33,29 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from churnflow.features.naming import slug
+from churnflow.features.naming import words as in_words
 
 _SERVICE = re.compile(r"support|ticket|complain|call|incident|issue|service", re.IGNORECASE)
+ATTRIBUTE_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("service", re.compile(r"\b(support|tickets?|complain\w*|incidents?|outages?|service calls?)\b")),
+    ("price", re.compile(r"\b(charges?|prices?|pricing|fees?|costs?|discounts?|tariffs?)\b")),
+    ("contract", re.compile(r"\b(contracts?|plans?|subscriptions?|commitment|renewals?)\b")),
+    ("satisfaction", re.compile(r"\b(\w*satisfaction|nps|csat|sentiment)\b")),
+)
+"""Reason groups of attributes, from the words of the column's name ("MonthlyCharges" → price,
+"Contract" → contract, "JobSatisfaction" → satisfaction, "TechSupport" → service), so that a
+snapshot table's reasons lead to different playbook actions; other attributes stay "attribute"."""
 
 Per = Literal["", "window", "event_type", "numeric_attribute", "categorical_attribute"]
+
+YES_NO = "yes/no"
+"""Format spec of a flag's value in a phrase: 1 / True / "Yes" read "yes", 0 / False / "No" "no"."""
+YES_WORDS = frozenset({"1", "yes", "y", "true", "t"})
+NO_WORDS = frozenset({"0", "no", "n", "false", "f"})
+"""A two-level text attribute whose levels are one of each is a flag too ("Yes"/"No", "Y"/"N")."""
+FLAG_PHRASE = "<label words>: {<name>:" + YES_NO + "}"
+"""A yes/no attribute's phrase ("is active member: no", "over time: yes") in place of its
+numeric or categorical one: "IsActiveMember is 0" means nothing to an agent."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +166,10 @@ SPECS: list[FeatureSpec] = [
           "contacts"),
     _spec("days_since_contact", "contact_recency", "contact", "days", "days since the last retention contact",
           "last retention contact {days_since_contact:.0f} days ago", lambda a, p: a.days_since_contact, "contacts"),
-    _spec("<slug>", "attribute", "attribute", "number", "customer attribute '<label>'", "<label> is {<name>:,g}",
-          None, per="numeric_attribute"),
+    _spec("<slug>", "attribute", "attribute", "number", "customer attribute '<label>'",
+          "<label words> is {<name>:,g}", None, per="numeric_attribute"),
     _spec("<slug>", "attribute", "attribute", "category", "customer attribute '<label>' (category)",
-          "<label> is {<name>}", None, per="categorical_attribute"),
+          "<label words> is {<name>}", None, per="categorical_attribute"),
 ]
 """Declaration order is feature order (behaviour first, then attributes)."""
 
@@ -175,7 +196,7 @@ def _expand(spec: FeatureSpec, params: Params, name: str | None, label: str, win
             group: str | None = None) -> Feature:
     words = {"<w0+1>": str(params.w0 + 1), "<w0>": str(params.w0), "<w1>": str(params.w1), "<w>": str(params.w),
              "<h>": str(params.h), "<type words>": params.type.replace("_", " "), "<type>": params.type,
-             "<slug>": slug(params.type), "<label>": label}
+             "<slug>": slug(params.type), "<label words>": in_words(label), "<label>": label}
     concrete = name if name is not None else _fill(spec.name, words)
     words["<name>"] = concrete
     compute = partial(spec.compute, p=params) if spec.compute is not None else None
@@ -193,7 +214,8 @@ def _expansions(spec: FeatureSpec, schema: SchemaLike, base: Params) -> list[Fea
                 for code, t in enumerate(schema.event_types)]
     if spec.per in ("numeric_attribute", "categorical_attribute"):
         names = schema.numeric_attributes if spec.per == "numeric_attribute" else list(schema.categorical_levels)
-        return [_expand(spec, base, n, schema.attribute_sources.get(n, n).replace("_", " "), None) for n in names]
+        labels = {n: schema.attribute_sources.get(n, n).replace("_", " ") for n in names}
+        return [_expand(spec, base, n, labels[n], None, attribute_group(labels[n])) for n in names]
     return [_expand(spec, base, None, "", None)]
 
 
@@ -209,6 +231,24 @@ def declared_features(schema: SchemaLike, specs: list[FeatureSpec] | None = None
         if _met(spec.needs, schema):
             out.extend(_expansions(spec, schema, base))
     return out
+
+
+def attribute_group(label: str) -> str:
+    """The reason group of an attribute column (:data:`ATTRIBUTE_GROUPS`), else "attribute"."""
+    said = in_words(label).lower()
+    return next((group for group, pattern in ATTRIBUTE_GROUPS if pattern.search(said)), "attribute")
+
+
+def is_yes_no_pair(levels: list[str]) -> bool:
+    """Two category levels that are one yes word and one no word ("No"/"Yes", "f"/"t")."""
+    lower = {str(level).strip().lower() for level in levels}
+    return len(levels) == 2 and len(lower & YES_WORDS) == 1 and len(lower & NO_WORDS) == 1
+
+
+def flag_phrase(schema: SchemaLike, name: str) -> str:
+    """:data:`FLAG_PHRASE` for the attribute feature ``name``."""
+    label = schema.attribute_sources.get(name, name).replace("_", " ")
+    return _fill(FLAG_PHRASE, {"<label words>": in_words(label), "<name>": name})
 
 
 def behaviour_features(schema: SchemaLike) -> list[Feature]:

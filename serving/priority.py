@@ -139,33 +139,43 @@ def rank_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- playbook -----------------------------------------------------------------------
-def _rule(rule: Any) -> tuple[str, str, str, str]:
+def _rule(rule: Any) -> tuple[str, str, str, str, str]:
     get = rule.get if isinstance(rule, Mapping) else lambda key, default="": getattr(rule, key, default)
-    return (str(get("segment", "*")), str(get("reason", "*")), str(get("action", "")), str(get("channel", "")))
+    return (str(get("segment", "*")), str(get("reason", "*")), str(get("tier", "*") or "*"),
+            str(get("action", "")), str(get("channel", "")))
+
+
+def _text(values: Sequence[Any] | pd.Series | np.ndarray | None, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, "", dtype=object)
+    return pd.Series(values, dtype=object).fillna("").astype(str).to_numpy()
 
 
 def recommend_actions(
     segment: Sequence[Any] | pd.Series | np.ndarray,
     reason_group: Sequence[Any] | pd.Series | np.ndarray,
     playbook: Sequence[Any],
+    tier: Sequence[Any] | pd.Series | np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Action and channel per customer: the first playbook rule matching segment and reason group.
+    """Action and channel per customer: the first playbook rule matching segment, reason group
+    and risk tier.
 
     ``"*"`` in a rule matches anything (including a customer with no segment or no positive
-    reason). Rules are evaluated once per distinct (segment, group) pair, not per customer.
-    Customers no rule matches get ``"no playbook rule"`` / ``"none"`` so they are visible.
+    reason); a rule without a tier matches every tier (and, when no ``tier`` is given, only such
+    rules match). Rules are evaluated once per distinct (segment, group, tier), not per
+    customer. Customers no rule matches get ``"no playbook rule"`` / ``"none"`` so they are visible.
     """
-    seg = pd.Series(segment, dtype=object).fillna("").astype(str).to_numpy()
-    grp = pd.Series(reason_group, dtype=object).fillna("").astype(str).to_numpy()
-    if len(seg) != len(grp):
-        raise ValueError("segment and reason_group must have the same length")
+    seg = _text(segment, 0)
+    grp = _text(reason_group, 0)
+    tiers = _text(tier, len(seg))
+    if not len(seg) == len(grp) == len(tiers):
+        raise ValueError("segment, reason_group and tier must have the same length")
     rules = [_rule(r) for r in playbook]
-    pairs = pd.MultiIndex.from_arrays([seg, grp])
-    codes, uniques = pd.factorize(pairs)
+    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays([seg, grp, tiers]))
     actions, channels = [], []
-    for s, g in uniques:
-        for rs, rg, action, channel in rules:
-            if rs in ("*", s) and rg in ("*", g):
+    for s, g, t in uniques:
+        for rs, rg, rt, action, channel in rules:
+            if rs in ("*", s) and rg in ("*", g) and rt in ("*", t):
                 actions.append(action)
                 channels.append(channel)
                 break
@@ -350,7 +360,7 @@ def _with_actions(chosen: pd.DataFrame, cfg: Any) -> pd.DataFrame:
         chosen["risk_tier"] = risk_tier(chosen["churn_probability"], cfg.tier_high, cfg.tier_medium)
     group = chosen["reason_group_1"] if "reason_group_1" in chosen.columns else np.full(len(chosen), "")
     segment = chosen["segment"] if "segment" in chosen.columns else np.full(len(chosen), "")
-    actions = recommend_actions(segment, group, cfg.playbook)
+    actions = recommend_actions(segment, group, cfg.playbook, chosen["risk_tier"])
     chosen["recommended_action"] = actions["recommended_action"].to_numpy()
     chosen["channel"] = actions["channel"].to_numpy()
     for col in ("segment", "reason_1", "reason_2", "reason_3"):

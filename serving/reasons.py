@@ -11,6 +11,8 @@ The fast path never loops over rows in Python: the top ``k`` features per row co
 rendered for all rows that have it in that position at once, building strings column-wise with
 NumPy's ``StringDType`` string ops. Numbers with the common ``.Nf`` / ``.N%`` specs are formatted
 arithmetically; other specs and categorical values are formatted once per *distinct* value.
+Text values read as words (``Travel_Frequently`` → ``Travel Frequently``) and the ``yes/no`` spec
+(``features.spec.YES_NO``, the phrase of flag attributes) reads 1 / True / "Yes" as "yes".
 ``reasons_reference`` is the plain per-row implementation, kept only so the benchmark and the
 tests can check the fast path against it.
 
@@ -31,6 +33,7 @@ import pandas as pd
 from numpy.dtypes import StringDType
 
 from churnflow.features.io import is_missing
+from churnflow.features.spec import NO_WORDS, YES_NO, YES_WORDS
 
 UNKNOWN = "unknown"
 """How a missing value (NaN / NA / unseen category) reads inside a phrase."""
@@ -75,10 +78,25 @@ def _template_for(name: str, info: Mapping[str, str], columns: pd.Index) -> str:
     return _fallback_template(name, info)
 
 
-def _format_one(value: Any, spec: str, conversion: str | None) -> str:
-    """Python's own formatting of one value; missing values and bad specs degrade gracefully."""
+def _yes_no_word(value: Any) -> str:
+    """A flag's value as "yes" / "no"; anything else as it would read without the spec."""
     if is_missing(value):
         return UNKNOWN
+    if isinstance(value, (bool, np.bool_, int, float, np.number)):
+        return "yes" if value == 1 else "no" if value == 0 else format(value, "g")
+    text = str(value).strip().lower()
+    return "yes" if text in YES_WORDS else "no" if text in NO_WORDS else str(value).replace("_", " ")
+
+
+def _format_one(value: Any, spec: str, conversion: str | None) -> str:
+    """Python's own formatting of one value; missing values and bad specs degrade gracefully.
+    Text reads as words: underscores become spaces (``Sales_Executive``), as in the column names."""
+    if spec == YES_NO and conversion is None:
+        return _yes_no_word(value)
+    if is_missing(value):
+        return UNKNOWN
+    if isinstance(value, str) and conversion is None:
+        value = value.replace("_", " ")
     if conversion == "r":
         value = repr(value)
     elif conversion in ("s", "a"):
@@ -119,7 +137,8 @@ def _format_fixed(x: np.ndarray, decimals: int, percent: bool) -> np.ndarray:
 def format_values(values: pd.Series | np.ndarray, spec: str = "", conversion: str | None = None) -> np.ndarray:
     """Format a column of values like ``format(v, spec)`` would, as a ``StringDType`` array.
 
-    Missing values become ``"unknown"``. Exposed for tests and for other reports.
+    Missing values become ``"unknown"``; the ``yes/no`` spec reads flags (see :func:`_yes_no_word`).
+    Exposed for tests and for other reports.
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     match = _FIXED.match(spec) if conversion is None else None
@@ -141,6 +160,16 @@ def format_values(values: pd.Series | np.ndarray, spec: str = "", conversion: st
         return rendered[np.where(codes < 0, len(cats), codes)]
     arr = series.to_numpy(dtype=object) if series.dtype == object or pd.api.types.is_string_dtype(series.dtype) else series.to_numpy()
     return _format_by_unique(arr, spec, conversion)
+
+
+def phrase_outlines(dictionary: Mapping[str, Any]) -> dict[str, str]:
+    """Feature name → its phrase with the customer's values left out ("last active … days ago",
+    "over time: …"): how a report names a reason shared by many customers."""
+    outlines = {}
+    for name in dictionary:
+        info = _info(dictionary, name)
+        outlines[name] = re.sub(r"\{[^}]*\}", "…", info["phrase"]) if info["phrase"] else info["meaning"]
+    return outlines
 
 
 def render_phrase(template: str, features: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -278,8 +307,12 @@ def reasons_reference(
                     parts.append(literal)
                     if field is not None:
                         value = clean[field]
+                        if isinstance(value, str) and conv is None:
+                            value = value.replace("_", " ")  # text reads as words
                         if value == UNKNOWN:
                             parts.append(UNKNOWN)
+                        elif spec == YES_NO and conv is None:
+                            parts.append(_yes_no_word(value))
                         else:
                             try:
                                 parts.append(formatter.format_field(formatter.convert_field(value, conv), spec or ""))

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from churnflow.features.io import is_missing
+from churnflow.features.segments import SEGMENT_MEANINGS
+from churnflow.features.spec import ATTRIBUTE_GROUPS
 from churnflow.serving.outcomes import Outcomes
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -84,8 +86,11 @@ def _fmt(value: Any, kind: str = "") -> str:
 
 # ---- chart geometry (the SVG markup is in macros.html) --------------------------------------
 def bar_chart(labels: Sequence[str], values: Sequence[float], width: int = 460, unit: str = "") -> dict[str, Any]:
-    """Horizontal bars: the SVG size and, per bar, its label, y, width and value text."""
-    bar_h, gap, left, right = 20, 6, 150, 70
+    """Horizontal bars: the SVG size and, per bar, its label, y, width and value text. The label
+    column widens (up to 330 px) for long labels such as reason phrases."""
+    bar_h, gap, right = 20, 6, 70
+    left = min(330, max(150, 7 * max((len(str(label)) for label in labels), default=0) + 14))
+    width += left - 150
     top = max([*values, 1e-12])
     bars = [
         {
@@ -203,10 +208,29 @@ def _segments(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
     ]
 
 
-def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame) -> dict[str, Any] | None:
+def _segment_meanings(segments: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """What each segment on the list means (``features.segments``), in the table's order."""
+    return [(row[0][0], SEGMENT_MEANINGS[row[0][0]]) for row in segments if row[0][0] in SEGMENT_MEANINGS]
+
+
+def _actions(priority_list: pd.DataFrame) -> list[list[tuple[str, str]]]:
+    """The week's work by playbook action and channel (how many calls, how many e-mails)."""
+    if priority_list.empty or not {"recommended_action", "channel"} <= set(priority_list.columns):
+        return []
+    counts = priority_list.groupby(["recommended_action", "channel"], sort=True).size()
+    counts = counts.sort_values(ascending=False, kind="mergesort")
+    return [[(str(action), ""), (str(channel), ""), (_fmt(n, "int"), "")] for (action, channel), n in counts.items()]
+
+
+def _reasons(summary: Mapping[str, Any], priority_list: pd.DataFrame,
+             reason_words: Mapping[str, str]) -> dict[str, Any] | None:
     items = _counts(summary.get("reason_groups_listed"), priority_list, "reason_group_1")
-    if len(items) < 2:  # one group says nothing (a snapshot table: every driver is an attribute)
-        items = _counts(summary.get("top_reasons_listed"), priority_list, "reason_feature_1") or items
+    # A snapshot table's drivers are all attributes, grouped at most by their names (price,
+    # contract...): the features themselves say more, in the list's words ("over time: …").
+    of_attributes = {"attribute", "none", *(group for group, _ in ATTRIBUTE_GROUPS)}
+    if len(items) < 2 or {group for group, _ in items} <= of_attributes:
+        features = _counts(summary.get("top_reasons_listed"), priority_list, "reason_feature_1")
+        items = [(reason_words.get(name) or name, n) for name, n in features] or items
     return bar_chart([k for k, _ in items], [v for _, v in items]) if items else None
 
 
@@ -328,12 +352,15 @@ def render_report(
     *,
     max_rows: int = MAX_LIST_ROWS,
     outcomes: Outcomes | None = None,
+    reason_words: Mapping[str, str] | None = None,
 ) -> str:
     """The report page as one HTML string (see module docstring).
 
     ``summary``: ``serving.priority.build_summary`` output (any extra keys are listed under
     "Run details"); ``gains``: the records of ``training.evaluate.gains_table`` (the bundle's
-    ``metrics["gains"]``); ``drift``: ``features.profile.population_stability`` output.
+    ``metrics["gains"]``); ``drift``: ``features.profile.population_stability`` output;
+    ``reason_words``: feature name → how the reasons chart names it
+    (``serving.reasons.phrase_outlines`` of the model's dictionary), else the name.
     """
     as_of = summary.get("as_of", "")
     model = " ".join(str(summary[k]) for k in ("model_name", "model_version") if summary.get(k) not in (None, ""))
@@ -342,6 +369,7 @@ def render_report(
         f"minimum probability {_fmt(summary.get('min_probability', 0), 'pct')}."
     )
     known = {k for k, _, _ in _HEADLINE} | _SECTION_KEYS
+    segments = _segments(priority_list)
     return _environment().get_template("report.html").render(
         title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
         subtitle=subtitle,
@@ -349,8 +377,10 @@ def render_report(
         history=_history(outcomes),
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],
         tiers=_tiers(summary, priority_list),
-        segments=_segments(priority_list),
-        reasons=_reasons(summary, priority_list),
+        segments=segments,
+        segment_meanings=_segment_meanings(segments),
+        actions=_actions(priority_list),
+        reasons=_reasons(summary, priority_list, reason_words or {}),
         gains=_gains(gains),
         drift=_drift(drift),
         shown=f"{min(len(priority_list), max_rows):,}",

@@ -26,6 +26,7 @@ from churnflow.serving.holdout import assign_holdout, holdout_summary, open_hold
 from churnflow.serving.outcomes import Outcomes, expected_performance, outcome_groups
 from churnflow.serving.priority import Population, build_summary, team_list
 from churnflow.serving.publish import ScoresFile
+from churnflow.serving.reasons import phrase_outlines
 from churnflow.serving.report import render_report
 from churnflow.serving.score import (
     ScoreResult,
@@ -260,7 +261,7 @@ def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle:
     summary = build_summary(scored, priority_list, dropped, result.drift, settings, day, extra=extra,
                             population=population)
     html = render_report(summary, team_list(priority_list), gains=bundle.metrics.get("gains"), drift=result.drift,
-                         outcomes=outcomes)
+                         outcomes=outcomes, reason_words=phrase_outlines(bundle.dictionary))
     return WeeklyOutputs(
         as_of=day, scores=scores, priority_list=priority_list,
         dropped=dropped, summary=summary, report_html=html, drift=result.drift, warnings=warnings,

@@ -184,10 +184,29 @@ def test_personal_data_screen_knows_surnames_and_dates() -> None:
 
 
 def test_report_names_the_drivers_when_all_are_attributes(runs: dict[str, Run]) -> None:
-    """On a snapshot table every driver is an 'attribute': the report counts the features instead."""
+    """On a snapshot table every driver is an attribute: the report counts the features instead,
+    named as the list says them ("contract is …")."""
     (report,) = (runs["telco"].folder / "outputs").glob("*/report.html")
     section = re.search(r'<section id="reasons">(.*?)</section>', report.read_text(), re.S).group(1)
-    assert "contract" in section or "tenure" in section, section
+    assert "contract is …" in section or "tenure is …" in section, section
+
+
+def test_flags_read_yes_or_no_and_columns_as_words(runs: dict[str, Run]) -> None:
+    """0/1 columns (bank) and Yes/No columns (telco) read "is active member: no", never
+    "IsActiveMember is 0"; the model's dictionary says so for every flag, listed or not."""
+    bank = json.loads(runs["bank"].artifact("feature_dictionary.json").read_text())
+    assert bank["isactivemember"]["phrase"] == "is active member: {isactivemember:yes/no}"
+    assert bank["hascrcard"]["phrase"] == "has cr card: {hascrcard:yes/no}"
+    assert bank["numofproducts"]["phrase"] == "num of products is {numofproducts:,g}"  # 1-4: a number
+    telco = json.loads(runs["telco"].artifact("feature_dictionary.json").read_text())
+    assert telco["paperlessbilling"]["phrase"] == "paperless billing: {paperlessbilling:yes/no}"
+    assert telco["multiplelines"]["phrase"] == "multiple lines is {multiplelines}"  # a third level
+    said = {shape: runs[shape].priority_list()[["reason_1", "reason_2", "reason_3"]].fillna("").to_numpy().ravel()
+            for shape in ("bank", "telco")}
+    flags = [r for r in said["bank"] if r.startswith("is active member")]
+    assert flags and set(flags) <= {"is active member: yes", "is active member: no"}
+    for reasons in said.values():
+        assert not [r for r in reasons if re.search(r"[A-Z][a-z]+[A-Z]|_", r.split(" is ")[0])], reasons
 
 
 @pytest.mark.parametrize("shape", ["telco", "bank", "saas"])

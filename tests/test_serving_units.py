@@ -41,7 +41,7 @@ from churnflow.serving.publish import (
     write_csv,
     write_list_to_database,
 )
-from churnflow.serving.reasons import format_values, reasons_reference, top_reasons
+from churnflow.serving.reasons import format_values, phrase_outlines, reasons_reference, top_reasons
 from churnflow.serving.report import GAINS_COLUMNS, gains_points, render_report
 from churnflow.training.bundle import ModelBundle
 from churnflow.training.calibration import Calibrator
@@ -121,6 +121,39 @@ def test_format_values_matches_python_format() -> None:
         got = format_values(x, spec).tolist()
         want = ["unknown" if np.isnan(v) else format(v, spec) for v in x]
         assert got == want, spec
+
+
+def test_flags_read_yes_or_no_and_text_as_words() -> None:
+    assert format_values(np.array([0.0, 1.0, np.nan, 2.0]), "yes/no").tolist() == ["no", "yes", "unknown", "2"]
+    yes_no = pd.Categorical(["Yes", "No", None, "no"], categories=["No", "Yes", "no"])
+    assert format_values(pd.Series(yes_no), "yes/no").tolist() == ["yes", "no", "unknown", "no"]
+    assert format_values(pd.Series([True, False, None], dtype="boolean"), "yes/no").tolist() == ["yes", "no", "unknown"]
+    travel = pd.Categorical(["Travel_Rarely", "Non-Travel", None])
+    assert format_values(pd.Series(travel)).tolist() == ["Travel Rarely", "Non-Travel", "unknown"]
+
+
+def test_flag_and_text_reasons_match_the_reference() -> None:
+    """The per-row reference reads flags and text the same way as the column-wise fast path."""
+    rng = np.random.default_rng(5)
+    n = 400
+    levels = ["Non-Travel", "Travel_Frequently", "Travel_Rarely"]
+    frame = pd.DataFrame({"active": rng.integers(0, 2, n).astype(float),
+                          "travel": pd.Categorical(rng.choice(levels, n), categories=levels)})
+    frame.loc[:9, "active"] = np.nan
+    logit = -1.5 * frame["active"].fillna(0.5) + 1.2 * (frame["travel"] == "Travel_Frequently")
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    names = ["active", "travel"]
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1, "seed": 0},
+                        xgb.DMatrix(frame, label, enable_categorical=True), num_boost_round=10)
+    words = {"active": {"group": "attribute", "phrase": "is active member: {active:yes/no}"},
+             "travel": {"group": "attribute", "phrase": "business travel is {travel}"}}
+    contrib = booster.predict(xgb.DMatrix(frame, enable_categorical=True), pred_contribs=True)
+    fast = top_reasons(contrib, frame, names, words, k=2)
+    ref = reasons_reference(booster, frame, frame, names, words, k=2)
+    pd.testing.assert_frame_equal(fast[ref.columns], ref)
+    said = set(fast["reason_1"]) | set(fast["reason_2"])
+    assert {"is active member: no", "business travel is Travel Frequently"} <= said
+    assert not any("_" in reason or "0" in reason for reason in said)
 
 
 def _train_bundle(seed: int = 0) -> tuple[ModelBundle, pd.DataFrame]:
@@ -214,6 +247,45 @@ def test_playbook_first_match_and_wildcards() -> None:
     out2 = recommend_actions(["new", "new"], ["recency", "tenure"], custom)
     assert list(out2["recommended_action"]) == ["nudge", "no playbook rule"]
     assert list(out2["channel"]) == ["sms", "none"]
+
+
+def test_playbook_acts_on_risk_tier_where_there_is_no_activity_history() -> None:
+    """A snapshot table's segments are value thirds or "all customers": the default playbook lets
+    the risk tier pick between a call, an offer and a check-in instead of one action for all."""
+    playbook = ServingSettings().playbook
+    seg = ["all customers"] * 3 + ["high value"] * 2 + ["mid value"] * 2 + ["low value", "regular"]
+    tier = ["high", "medium", "low", "high", "medium", "high", "low", "high", "high"]
+    out = recommend_actions(seg, ["attribute"] * len(seg), playbook, tier)
+    assert list(out["recommended_action"]) == [
+        "retention call", "retention offer", "check-in message",
+        "personal call from account manager", "loyalty reward",
+        "retention call", "retention offer",
+        "no action",  # low value stays first
+        "win-back offer",  # behaviour segments are unchanged by tiers
+    ]
+    assert list(out["channel"][:3]) == ["phone", "email", "email"]
+    # what the main reason says comes before the tier (attribute groups from features.spec)
+    by_reason = recommend_actions(["all customers"] * 4 + ["high value"], ["price", "contract", "satisfaction", "service",
+                                  "price"], playbook, ["medium"] * 4 + ["high"])
+    assert list(by_reason["recommended_action"]) == [
+        "price review: offer a better-fitting plan", "offer a longer contract at a better rate",
+        "satisfaction check-in call", "service call", "personal call from account manager"]
+    # a tiered rule needs a tier: without one only untiered rules match
+    assert recommend_actions(["all customers"], [""], playbook)["recommended_action"].tolist() == ["check-in message"]
+    custom = [{"segment": "*", "tier": "high", "action": "call", "channel": "phone"}]
+    assert recommend_actions(["x", "x"], ["", ""], custom, ["high", "low"])["recommended_action"].tolist() == [
+        "call", "no playbook rule"]
+    with pytest.raises(ValueError, match="same length"):
+        recommend_actions(["x"], [""], custom, ["high", "low"])
+
+
+def test_snapshot_list_gets_actions_by_tier() -> None:
+    scored = _scored().assign(segment="all customers", reason_group_1="attribute")
+    lst, _ = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    by_id = lst.set_index("customer_id")
+    assert by_id.loc["a", ["risk_tier", "recommended_action", "channel"]].tolist() == ["high", "retention call", "phone"]
+    assert by_id.loc["d", ["risk_tier", "recommended_action", "channel"]].tolist() == [
+        "medium", "retention offer", "email"]
 
 
 # ---- priority list -----------------------------------------------------------------------
@@ -598,6 +670,42 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
         assert section in page, section
     assert re.search(r"status-fail[^>]*>fail<", page)
     assert page.count("<tr><td") >= len(lst)  # list rows rendered server-side
+
+
+def test_report_counts_features_when_every_driver_is_an_attribute() -> None:
+    """Groups of attributes (attribute, satisfaction...) say less than the features themselves."""
+    scored = _scored().assign(segment="all customers",
+                              reason_group_1=["attribute", "satisfaction", "attribute", "attribute", "price", ""],
+                              reason_feature_1=["overtime", "jobsatisfaction", "overtime", "age", "fee", ""])
+    lst, dropped = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert "overtime" in section and "jobsatisfaction" in section and ">satisfaction<" not in section
+    # named in the list's own words when the model's dictionary is at hand
+    words = phrase_outlines({"overtime": {"phrase": "over time: {overtime:yes/no}"},
+                             "jobsatisfaction": {"phrase": "job satisfaction is {jobsatisfaction}"},
+                             "age": {"meaning": "customer attribute 'Age'"}})
+    assert words == {"overtime": "over time: …", "jobsatisfaction": "job satisfaction is …",
+                     "age": "customer attribute 'Age'"}
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None, reason_words=words)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert ">over time: …<" in section and ">job satisfaction is …<" in section and ">none<" in section
+    behaviour = scored.assign(reason_group_1=["recency", "satisfaction", "attribute", "recency", "price", ""])
+    lst, dropped = build_priority_list(behaviour, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(behaviour, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
+    assert "recency" in section and "overtime" not in section
+
+
+def test_report_shows_the_weeks_work_by_action_and_what_segments_mean() -> None:
+    scored = _scored().assign(segment="all customers", reason_group_1="attribute")
+    lst, dropped = build_priority_list(scored, _cfg(capacity=0), as_of=AS_OF)
+    page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
+    actions = re.search(r'<table id="actions">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td class=\"num\">([^<]*)</td></tr>", actions)
+    assert rows == [("retention call", "phone", "4"), ("retention offer", "email", "1")]  # p >= 0.5: a b c f; 0.3: d
+    segments = re.search(r'<section id="segments">(.*?)</section>', page, re.S).group(1)
+    assert "no activity history or value column (features.value_column) to segment on" in segments
 
 
 def test_report_reads_the_one_gains_shape_of_gains_table() -> None:

@@ -115,6 +115,15 @@ def test_bad_enum_value_names_key_and_allowed_values(tmp_path: Path) -> None:
         assert allowed in msg
 
 
+def test_playbook_rules_can_name_a_risk_tier(tmp_path: Path) -> None:
+    rule = '[[serving.playbook]]\nsegment = "high value"\ntier = "{}"\naction = "call"\nchannel = "phone"\n'
+    (read,) = load_settings(_write(tmp_path, rule.format("high"))).serving.playbook
+    assert (read.segment, read.reason, read.tier, read.action) == ("high value", "*", "high", "call")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, rule.format("urgent")))
+    assert "serving.playbook" in str(info.value) and "medium" in str(info.value)
+
+
 def test_bad_number_names_key(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "[churn]\nhorizon_days = 0\n")
     with pytest.raises(ConfigError, match=r"churn\.horizon_days"):

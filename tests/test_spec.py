@@ -22,11 +22,12 @@ from tests.test_features import CONTACTS, CUSTOMERS, EVENTS, T, _settings, _tabl
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _reason_of(feats: pd.DataFrame, schema, feature: str) -> pd.Series:
+def _reason_of(feats: pd.DataFrame, schema, feature: str, dictionary: dict | None = None) -> pd.Series:
     """Reasons when ``feature`` is every customer's strongest (and only) churn driver."""
     contributions = np.zeros((len(feats), len(schema.features)))
     contributions[:, schema.features.index(feature)] = 1.0
-    return top_reasons(contributions, feats, schema.features, feature_dictionary(schema))["reason_1"]
+    words = feature_dictionary(schema) if dictionary is None else dictionary
+    return top_reasons(contributions, feats, schema.features, words)["reason_1"]
 
 
 def test_adding_a_feature_is_one_entry_in_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,6 +76,47 @@ def test_every_declared_phrase_renders_with_the_customers_values() -> None:
         reason = _reason_of(feats, schema, name).loc[1]
         assert reason and ":" not in reason.split(" ")[0], (name, reason)  # a phrase, not the fallback
     assert _reason_of(feats, schema, "recency_days").loc[1] == "last active 10 days ago"
+
+
+def test_yes_no_attributes_read_as_yes_or_no_and_column_names_as_words() -> None:
+    customers = CUSTOMERS | {
+        "IsActiveMember": [0, 1, 0, 1, 1, 0, 1],              # a 0/1 flag
+        "OverTime": ["Yes", "No", "No", "Yes", "No", "Yes", "No"],  # a yes/no category
+        "NumOfProducts": [0, 1, 2, 1, 0, 1, 1],               # 0, 1 and 2: a count, not a flag
+        "BusinessTravel": ["Travel_Rarely", "Non-Travel", "Travel_Rarely", "Non-Travel", "Travel_Rarely",
+                           "Travel_Rarely", "Non-Travel"],
+    }
+    tables, s = _tables(customers, EVENTS, CONTACTS), _settings()
+    schema = infer_schema(tables, s)
+    feats = build_features(tables, T, s, schema).set_index("customer_id", drop=False)
+    dictionary = feature_dictionary(schema, feats)  # as training stores it: with the population
+
+    def reasons(name: str) -> list[str]:
+        return _reason_of(feats, schema, name, dictionary).loc[[1, 2, 3]].tolist()
+
+    assert reasons("isactivemember") == ["is active member: no", "is active member: yes", "is active member: no"]
+    assert reasons("overtime") == ["over time: yes", "over time: no", "over time: no"]
+    assert reasons("numofproducts") == ["num of products is 0", "num of products is 1", "num of products is 2"]
+    assert reasons("businesstravel") == ["business travel is Travel Rarely", "business travel is Non-Travel",
+                                         "business travel is Travel Rarely"]
+    assert dictionary["isactivemember"].unit == "yes/no" and dictionary["overtime"].unit == "yes/no"
+    assert dictionary["isactivemember"].meaning == "customer attribute 'IsActiveMember'"  # the column as named
+    # Whether a number only holds 0 and 1 is seen on the population: without it, it reads as a number.
+    assert feature_dictionary(schema)["isactivemember"].phrase == "is active member is {isactivemember:,g}"
+
+
+def test_attributes_are_grouped_by_the_words_of_their_names() -> None:
+    """The playbook keys on reason groups; attributes named like a price, a contract, satisfaction
+    or support get those groups (``plan`` and ``fee`` are in the shared customers table)."""
+    customers = CUSTOMERS | {"JobSatisfaction": ["Low", "High", "Low", "High", "Low", "High", "Low"],
+                             "TechSupport": ["Yes", "No", "No", "Yes", "No", "Yes", "No"],
+                             "PhoneService": ["Yes", "No", "No", "Yes", "No", "Yes", "Yes"]}
+    schema = infer_schema(_tables(customers, EVENTS, CONTACTS), _settings())
+    groups = {name: info.group for name, info in feature_dictionary(schema).items()}
+    assert {n: groups[n] for n in ("plan", "fee", "jobsatisfaction", "techsupport", "phoneservice", "score")} == {
+        "plan": "contract", "fee": "price", "jobsatisfaction": "satisfaction", "techsupport": "service",
+        "phoneservice": "attribute", "score": "attribute"}
+    assert groups["recency_days"] == "recency"  # behaviour features keep their declared group
 
 
 def test_roles_are_stored_and_survive_saving(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def _complete(fitted: ModelBundle, population: pd.DataFrame, settings: Settings,
     schema = fitted.schema
     bundle = replace(
         fitted,
-        dictionary=dictionary_records(schema),
+        dictionary=dictionary_records(schema, population),
         segments=fit_segments(population, schema, settings.features.value_column),
         reference=fit_reference(population, fitted.predict_proba(population), schema),
         metrics=evaluation.to_dict() | {"family": choice.family, "candidates": choice.cv_scores},
