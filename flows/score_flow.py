@@ -108,7 +108,7 @@ def score_on_dask_flow(settings: Settings, as_of: str | None, model_version: str
     get_run_logger().info("published %s", folder)
     reasons = outputs.summary.get("top_reasons_listed") or {}
     return {"folder": folder, "as_of": str(outputs.as_of.date()), "summary": outputs.summary,
-            "reason_phrases": reason_phrases(bundle.schema, reasons)}
+            "reason_phrases": reason_phrases(bundle.dictionary, reasons)}
 
 
 @flow(name="score", flow_run_name=run_name("score"), validate_parameters=True)
@@ -131,4 +131,4 @@ def score_flow(config: str | None = None, as_of: str | None = None, model_versio
     get_run_logger().info("published %s", folder)
     reasons = outputs.summary.get("top_reasons_listed") or {}
     return {"folder": folder, "as_of": str(day.date()), "summary": outputs.summary,
-            "reason_phrases": reason_phrases(bundle.schema, reasons)}
+            "reason_phrases": reason_phrases(bundle.dictionary, reasons)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,8 @@ from rich.table import Table
 from churnflow.features.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports this module before it needs any training code
-    from churnflow.features.schema import FeatureSchema
+    from collections.abc import Mapping
+
     from churnflow.training.recipe import TrainedModel
     from churnflow.training.registry import RegistryResult
 
@@ -74,13 +74,14 @@ def print_train_summary(console: Console, result: dict[str, Any]) -> None:
     console.print("[yellow]next:[/] churnflow score")
 
 
-def reason_phrases(schema: FeatureSchema, names: Any) -> dict[str, str]:
+def reason_phrases(dictionary: Mapping[str, Any], names: Any) -> dict[str, str]:
     """Feature name → its reason phrase with the customer's values left out ("last active … days
-    ago"): how the CLI names the top reasons, in the words the list itself uses."""
-    from churnflow.features.dictionary import feature_dictionary
+    ago", "over time: …"): how the CLI names the top reasons, in the words the list itself uses
+    (the model's own dictionary, as the report)."""
+    from churnflow.serving.reasons import phrase_outlines
 
-    known = feature_dictionary(schema)
-    return {str(n): re.sub(r"\{[^}]*\}", "…", known[n].phrase) for n in names if n in known}
+    outlines = phrase_outlines(dictionary)
+    return {str(n): outlines[n] for n in names if n in outlines}
 
 
 def print_score_summary(console: Console, result: dict[str, Any]) -> None:

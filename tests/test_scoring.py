@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -220,13 +222,15 @@ def test_rescoring_an_earlier_week_does_not_depend_on_the_partitions() -> None:
 def test_cli_summary_names_top_reasons_by_phrase() -> None:
     from rich.console import Console
 
+    from churnflow.features.dictionary import dictionary_records
     from churnflow.flows.summaries import print_score_summary, reason_phrases
     from churnflow.serving.weekly import score_week
 
     _, settings, tables, bundle = _week_setup()
+    bundle = dataclasses.replace(bundle, dictionary=dictionary_records(bundle.schema))  # as training saves it
     outputs = score_week(tables, AS_OF, bundle, "1", settings)
     top = outputs.summary["top_reasons_listed"]
-    phrases = reason_phrases(bundle.schema, top)
+    phrases = reason_phrases(bundle.dictionary, top)
     assert phrases and all("{" not in p for p in phrases.values())
     console = Console(record=True, width=300, color_system=None)
     print_score_summary(console, {"summary": outputs.summary, "folder": "/tmp/x", "as_of": "2026-09-01",
