@@ -138,7 +138,9 @@ if TYPE_CHECKING:
 PARTITION = "_partition"
 ROW = "_row"
 """Row number in the source (as a full read would index it): restores source order, and names
-the rows a validation problem is about."""
+the rows a validation problem is about. Until the rows reach their partitions, the input block
+and the row within it (``block << BLOCK_BITS | row``): no pass counts the rows of every block first."""
+BLOCK_BITS = 32
 _RESERVED = ("customer_id", "signup_time", "churn_time", "label")
 TABLES = ("customers", "events", "contacts")
 VALIDATED = "validated"
@@ -353,39 +355,24 @@ def customer_partition(ids: pd.Series, n_partitions: int) -> np.ndarray:
     return (hashed % np.uint64(n_partitions)).astype(np.int64)[codes]
 
 
-def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int, offsets: Sequence[int] = (0,),
-           skip_blank: bool = False, partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
-    start = offsets[partition_info["number"]] if partition_info else 0
-    keyed = frame.assign(**{ROW: start + np.arange(len(frame), dtype=np.int64)}).set_index(ROW, drop=False)
-    if skip_blank:  # numbered first: the rows after a blank one keep their file line
-        keyed = skip_blank_rows(keyed[frame.columns]).join(keyed[[ROW]])
-    keyed.index = pd.RangeIndex(len(keyed))
+def _keyed(frame: pd.DataFrame, id_column: str, n_partitions: int,
+           partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+    block = partition_info["number"] if partition_info else 0
+    keyed = frame.assign(**{ROW: (block << BLOCK_BITS) + np.arange(len(frame), dtype=np.int64)})
     return keyed.assign(**{PARTITION: customer_partition(keyed[id_column], n_partitions)})
 
 
-def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source",
-                          offsets: Sequence[int] | None = None, skip_blank: bool = False) -> dd.DataFrame:
+def partition_by_customer(frame: dd.DataFrame, id_column: str, n_partitions: int, what: str = "source"
+                          ) -> dd.DataFrame:
     """``frame``'s input blocks, every row keyed with its customer's partition (``_partition``)
-    and its row number in the source (``_row``); :func:`keep_raw` moves the rows to their partitions.
-
-    ``offsets`` (the first row number of each input block, see :func:`block_offsets`) make every
-    row remember its row number in the source, so validation reports the rows a user can find.
-    ``skip_blank``: rows with no value at all are skipped, as the local CSV reader skips them.
+    and its place in the source (``_row``: input block and row within it, which
+    :func:`raw_partition` turns into the row number a full read gives, once every block's length
+    is known); :func:`keep_raw` moves the rows to their partitions.
     """
     if id_column not in frame.columns:
         raise DataValidationError([Problem(what, id_column, "is missing (mapped to 'customer_id' in [data.columns]); "
                                            f"columns present: {list(frame.columns)[:20]}", [], [], 0)])
-    offsets = list(offsets) if offsets is not None else [block << 32 for block in range(frame.npartitions)]
-    return frame.map_partitions(_keyed, id_column, n_partitions, offsets, skip_blank,
-                                meta=_keyed(frame._meta, id_column, n_partitions))
-
-
-def block_offsets(frames: Sequence[dd.DataFrame]) -> list[list[int]]:
-    """The first row number of each input block, for every frame (one counting pass, together)."""
-    import dask
-
-    lengths = dask.compute(*[f.map_partitions(len).to_delayed() for f in frames])
-    return [np.r_[0, np.cumsum(n)[:-1]].astype(np.int64).tolist() for n in lengths]
+    return frame.map_partitions(_keyed, id_column, n_partitions, meta=_keyed(frame._meta, id_column, n_partitions))
 
 
 def in_source_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -459,6 +446,8 @@ class RawPartitions:
     events: dd.DataFrame | None
     contacts: dd.DataFrame | None
     n_partitions: int
+    text_files: frozenset[str] = frozenset()
+    """The tables read from CSV/TSV, whose rows of no value at all are skipped (as locally)."""
 
     def present(self) -> dict[str, dd.DataFrame]:
         """The configured tables, by name."""
@@ -467,8 +456,7 @@ class RawPartitions:
 
 
 def read_partitioned(settings: Settings, n_partitions: int | None = None) -> RawPartitions:
-    """Read every configured source and partition it by customer (lazy after one pass that
-    counts the rows of each input block)."""
+    """Read every configured source and key its rows by customer partition (lazy)."""
     d = settings.data
     frames = {
         name: read_dask_source(getattr(d, name), getattr(d, f"{name}_table"), settings, name) if getattr(d, name) else None
@@ -476,14 +464,11 @@ def read_partitioned(settings: Settings, n_partitions: int | None = None) -> Raw
     }
     if n_partitions is None:
         n_partitions = settings.compute.n_partitions or max(f.npartitions for f in frames.values() if f is not None)
-    present = {name: f for name, f in frames.items() if f is not None}
-    offsets = dict(zip(present, block_offsets(list(present.values())), strict=True))
     ids = d.columns.customer_id
     frames = ids_as_declared(frames, ids)
-    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name, offsets[name],
-                                                                skip_blank=source_kind(getattr(d, name)) == "csv")
-             for name, f in frames.items()}
-    return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions)
+    parts = {name: None if f is None else partition_by_customer(f, ids, n_partitions, name) for name, f in frames.items()}
+    csv = frozenset(name for name in parts if getattr(d, name) and source_kind(getattr(d, name)) == "csv")
+    return RawPartitions(parts["customers"], parts["events"], parts["contacts"], n_partitions, csv)
 
 
 def ids_as_declared(frames: dict[str, dd.DataFrame | None], id_column: str) -> dict[str, dd.DataFrame | None]:
@@ -855,52 +840,81 @@ def keep_raw(raw: RawPartitions, store: PartitionStore) -> Delayed:
     import dask
 
     split = dask.delayed(split_block, pure=False)  # a side effect: files in this run's store
-    blocks = {table: [split(block, store, table, b, raw.n_partitions) for b, block in enumerate(frame.to_delayed())]
+    blocks = {table: [split(block, store, table, b, raw.n_partitions, table in raw.text_files)
+                      for b, block in enumerate(frame.to_delayed())]
               for table, frame in raw.present().items()}
     empty = {table: frame._meta.drop(columns=PARTITION) for table, frame in raw.present().items()}
-    return dask.delayed(RawIndex, pure=True)(blocks, empty)
+    return dask.delayed(raw_index, pure=True)(blocks, empty)
+
+
+@dataclass(frozen=True)
+class SplitBlock:
+    """Where :func:`split_block` put one input block's pieces: piece *i* (partition *i*) starts at
+    ``starts[i]`` of its file, which ends at ``starts[-1]``; ``rows``: the rows the block read."""
+
+    starts: np.ndarray
+    rows: int
 
 
 @dataclass(frozen=True)
 class RawIndex:
-    """Where each partition's rows are in the store after :func:`keep_raw`: per table, per input
-    block, where each partition's piece starts (and the block file ends); ``empty``: each table
-    with no rows (its columns and dtypes), for a partition with none of its rows."""
+    """Where each partition's rows are in the store after :func:`keep_raw`: per table, its input
+    blocks (:class:`SplitBlock`); ``empty``: each table with no rows (its columns and dtypes), for
+    a partition with none of its rows."""
 
-    blocks: dict[str, list[np.ndarray]]
+    blocks: dict[str, list[SplitBlock]]
     empty: dict[str, pd.DataFrame]
 
     @property
     def tables(self) -> tuple[str, ...]:
         return tuple(t for t in TABLES if t in self.blocks)
 
+    def source_rows(self, table: str, rows: np.ndarray) -> np.ndarray:
+        """``_row`` values as keyed (block, row within it) → row numbers in the source."""
+        first = np.r_[0, np.cumsum([b.rows for b in self.blocks[table]])].astype(np.int64)
+        return first[rows >> BLOCK_BITS] + (rows & ((1 << BLOCK_BITS) - 1))
 
-def split_block(block: pd.DataFrame, store: PartitionStore, table: str, number: int, n_partitions: int) -> np.ndarray:
+
+def raw_index(blocks: dict[str, list[SplitBlock]], empty: dict[str, pd.DataFrame]) -> RawIndex:
+    return RawIndex(blocks, empty)
+
+
+def split_block(block: pd.DataFrame, store: PartitionStore, table: str, number: int, n_partitions: int,
+                skip_blank: bool = False) -> SplitBlock:
     """One keyed input block (:func:`partition_by_customer`) as a file of ``n_partitions`` pieces in
-    ``store``, piece *i* holding the block's rows of partition *i* in their order."""
+    ``store``, piece *i* holding the block's rows of partition *i* in their order. ``skip_blank``:
+    rows of no value at all are left out (counted, so the rows after them keep their file line)."""
+    rows_read = len(block)
+    if skip_blank:
+        block = block.loc[skip_blank_rows(block.drop(columns=[ROW, PARTITION])).index]
     keys = block[PARTITION].to_numpy()
     order = np.argsort(keys, kind="stable")
     bounds = np.searchsorted(keys[order], np.arange(n_partitions + 1))
     rows = block.drop(columns=PARTITION)
     pieces = [rows.take(order[bounds[i]:bounds[i + 1]]) if bounds[i] < bounds[i + 1] else None
               for i in range(n_partitions)]
-    return store.put_pieces(f"raw-{table}", number, pieces)
+    return SplitBlock(store.put_pieces(f"raw-{table}", number, pieces), rows_read)
 
 
 def raw_partition(store: PartitionStore, index: RawIndex, number: int) -> list[pd.DataFrame | None]:
     """Partition ``number``'s rows of the customers, events and contacts (None: not configured;
-    empty: no rows here), read from every block in block order: source order."""
+    empty: no rows here), read from every block in block order (source order), numbered as
+    in the source."""
     from dask.dataframe.dispatch import concat  # Dask's: unites the blocks' categories
-
 
     frames: list[pd.DataFrame | None] = []
     for table in TABLES:
         if table not in index.blocks:
             frames.append(None)
             continue
-        pieces = [store.get_piece(f"raw-{table}", b, starts, number) for b, starts in enumerate(index.blocks[table])]
+        pieces = [store.get_piece(f"raw-{table}", b, block.starts, number) for b, block in enumerate(index.blocks[table])]
         pieces = [p for p in pieces if p is not None]
-        frames.append(concat(pieces, ignore_index=True) if pieces else index.empty[table])
+        if not pieces:
+            frames.append(index.empty[table])
+            continue
+        frame = concat(pieces, ignore_index=True)
+        frame[ROW] = index.source_rows(table, frame[ROW].to_numpy())
+        frames.append(frame)
     return frames
 
 

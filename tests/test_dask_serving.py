@@ -185,7 +185,7 @@ def test_passes_read_each_partition_from_the_store_not_from_worker_memory(
         assert all(s.attributes is None for s in summaries)  # scoring with a model's schema: none travel
         held = dask_session.run_on_scheduler(lambda dask_scheduler: {
             key_split(k) for k, ts in dask_scheduler.tasks.items() if ts.state == "memory"})
-        assert held <= {"summary", "whole_decisions", "RawIndex"}  # small results being released, no rows
+        assert held <= {"summary", "whole_decisions", "raw_index"}  # small results being released, no rows
         assert sorted(p.name for p in store.folder.iterdir()) == [f"validated-{i:05d}.pkl" for i in range(4)]
         first = dask_session.compute(validated[0]).result()
         assert isinstance(first, Validated) and first.tables is not None and len(first.tables.customers)
