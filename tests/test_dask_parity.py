@@ -230,6 +230,23 @@ def test_csv_sql_and_parquet_folder_sources_give_the_same_features(client: objec
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+def test_rows_after_a_blank_line_of_a_csv_are_reported_at_their_file_line(client: object, project: Settings,
+                                                                         tmp_path: Path) -> None:
+    contacts = pd.read_parquet(project.path("data/contacts.parquet"))
+    contacts.loc[[30, 400], "customer_id"] = 999_999  # unknown customers, after the blank line
+    lines = contacts.to_csv(index=False).splitlines()
+    lines.insert(11, ",,,")  # a row of nothing: skipped, not renumbering the rows after it
+    (tmp_path / "contacts.csv").write_text("\n".join(lines) + "\n")
+    settings = project.model_copy(deep=True)
+    settings.data.contacts = str(tmp_path / "contacts.csv")
+    with pytest.raises(DataValidationError) as local_error:
+        load_tables(settings)
+    with pytest.raises(DataValidationError) as dask_error:
+        dask_snapshots(settings, 4)
+    assert [p.rows for p in dask_error.value.problems] == [p.rows for p in local_error.value.problems]
+    assert str(dask_error.value) == str(local_error.value) and "line 33" in str(local_error.value)
+
+
 def test_validation_reports_every_partition_s_problems_like_the_local_engine(client: object, project: Settings,
                                                                            tmp_path: Path) -> None:
     events = pd.read_parquet(project.path("data/events.parquet"))
