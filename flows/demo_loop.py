@@ -13,6 +13,8 @@ list, which real data only give after a horizon has passed. The demo data end to
    (cool-down, open control groups) as a real team's list would;
 3. publish today's list: the ``score`` flow first writes the past lists' report cards
    (``outcome.json``, MLflow), so today's report shows the history and the campaign's effect.
+   Like the past lists, it is published over the drift gate (with its warning): the team's calls
+   on the past lists are themselves a change of the contact features since training.
 
 Rerunning the demo keeps the team's work (the contacts of those lists are there already) and the
 cards (written once). The simulation is wiring around the demo data, not business logic.
@@ -69,5 +71,8 @@ def demo_flow(config: str | None = None, trials: int | None = None) -> dict[str,
     for past in demo_past_lists(settings):
         score_flow(config=config, as_of=str(past.date()), force=True)  # a past week: drift is expected
         teams.append(team_task(settings, past))
-    scored = score_flow(config=config)
+    # Today's list is published over the drift gate too: the demo team's own calls on the past
+    # lists move the contact features away from the training data (by more than the gate allows
+    # when the list's capacity is a large share of a small demo base); the flow still says so.
+    scored = score_flow(config=config, force=True)
     return {"train": trained, "teams": teams, "score": scored}
