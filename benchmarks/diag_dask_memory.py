@@ -41,7 +41,8 @@ def scoring_passes(client: Any, settings: Any, model: Path) -> None:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             out = inner(*args, **kwargs)
-            print(f"{time.perf_counter() - start:7.1f} s  after {name:24s} worker peaks {peaks(client)} MB", flush=True)
+            print(f"{time.perf_counter() - start:7.1f} s  after {name:24s} worker peaks {peaks(client)} MB, "
+                  f"client peak {bench.peak_rss_mb():,} MB", flush=True)
             return out
         return call
 
