@@ -138,14 +138,20 @@ class OutcomeSource(Protocol):
 
 
 def outcome_groups(status: pd.Series) -> np.ndarray:
-    """One of :data:`GROUPS` per customer, from the ``status`` column of the scores."""
-    s = pd.Series(status, dtype=object).fillna("").to_numpy()
-    return np.select(
+    """One of :data:`GROUPS` per customer, from the ``status`` column of the scores.
+
+    Decided once per distinct status, then looked up per customer: the weekly summary asks this
+    of every scored customer, where comparing texts row by row took ~100 bytes a customer
+    (340 MB at 4M customers) on the client."""
+    codes, statuses = pd.factorize(pd.Series(status), use_na_sentinel=True)
+    s = pd.Series(statuses, dtype=object).to_numpy()
+    groups = np.select(
         [np.isin(s, [STATUS_NEW, STATUS_STILL_ON]), s == STATUS_HOLDOUT, s == STATUS_HELD_EARLIER,
          s == STATUS_SUPPRESSED],
         [GROUP_CONTACT, GROUP_HOLDOUT, GROUP_HELD_EARLIER, GROUP_SUPPRESSED],
         default=GROUP_UNLISTED,
     ).astype(object)
+    return np.append(groups, GROUP_UNLISTED).astype(object)[codes]  # code -1 (missing): the last, unlisted
 
 
 # ---- model quality on the untouched customers ------------------------------------------------
