@@ -1,0 +1,111 @@
+"""Per-customer sums over each customer's run of event rows, in one compiled pass.
+
+Validated events are grouped by customer in time order, so each customer's rows are one run
+(``starts[r]`` up to the next run's start) and everything a feature needs of them — counts,
+first and last ages, distinct active days and the gaps between them, spend, the event-type mix
+of a window — is one loop over the run. Written as plain loops compiled by Numba: the NumPy
+version needed about fifteen passes over 20M rows, each with its own temporary array, and
+spent ~2.5 s per million customers where this loop spends ~0.2 s.
+
+The loops reproduce NumPy's arithmetic to the last bit: an age is ``float(t - time) / day`` as
+NumPy divides two timedeltas, a window is ``age <= w``, and spend is added row by row from 0.0
+as ``np.bincount`` adds it. A run whose kept rows are not in time order makes the pass answer
+``False`` (the caller sorts and runs it again). Rows on or after ``t`` (and missing times) are
+skipped, as are runs of customers outside the population (``run_pos < 0``).
+
+The functions release the GIL: the caller may split the runs between threads (each customer
+is written by exactly one run, so the result does not depend on the split).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+DAY_NS = 86_400 * 10**9
+NAT = np.iinfo(np.int64).min
+
+
+@njit(cache=True, nogil=True)
+def _kept(time: np.int64, t_ns: np.int64) -> bool:
+    return time != NAT and time < t_ns
+
+
+@njit(cache=True, nogil=True)
+def history_pass(starts: np.ndarray, run_pos: np.ndarray, times: np.ndarray, t_ns: np.int64, amounts: np.ndarray,
+                 r0: int, r1: int, total: np.ndarray, first_age: np.ndarray, last_age: np.ndarray,
+                 active_days: np.ndarray, gap_sum: np.ndarray, gap_squares: np.ndarray,
+                 spend: np.ndarray) -> bool:
+    """Runs ``r0 .. r1-1``: rows, first and last age, active days, gaps and spend per customer
+    (written at ``run_pos``; outputs start as 0, NaN for the ages). ``amounts`` empty: no spend.
+    False when a run's kept rows are not in time order."""
+    n_rows, with_spend = len(times), len(amounts) > 0
+    for r in range(r0, r1):
+        p = run_pos[r]
+        if p < 0:
+            continue
+        end = starts[r + 1] if r + 1 < len(starts) else n_rows
+        rows, previous, day, new_days, gaps, squares, spent = 0, NAT, 0.0, 0, 0.0, 0.0, 0.0
+        for i in range(starts[r], end):
+            time = times[i]
+            if not _kept(time, t_ns):
+                continue
+            if time < previous:
+                return False
+            age = np.float64(t_ns - time) / DAY_NS
+            # A row's calendar day is its age rounded up; steps between the days of adjacent rows
+            # are 0 within a day and the gaps between active days otherwise (whole numbers).
+            step = day - np.ceil(age) if rows else 0.0
+            day = np.ceil(age)
+            new_days += step > 0
+            gaps += step
+            squares += step * step
+            if with_spend:
+                spent += amounts[i]
+            if rows == 0:
+                first_age[p] = age
+            last_age[p] = age
+            previous = time
+            rows += 1
+        if rows:
+            total[p], active_days[p], gap_sum[p], gap_squares[p] = rows, new_days + 1, gaps, squares
+            if with_spend:
+                spend[p] = spent
+    return True
+
+
+@njit(cache=True, nogil=True)
+def window_pass(starts: np.ndarray, run_pos: np.ndarray, times: np.ndarray, t_ns: np.int64, w: float,
+                amounts: np.ndarray, type_codes: np.ndarray, type_of_code: np.ndarray, r0: int, r1: int,
+                rows_in: np.ndarray, spend: np.ndarray, type_rows: np.ndarray) -> None:
+    """Runs ``r0 .. r1-1`` (kept rows in time order, checked by ``history_pass``): per customer the
+    rows of the last ``w`` days (``age <= w``), their spend and their rows per event type
+    (``type_of_code[type_codes[i]]``, -1: none; ``type_rows`` is types x customers).
+
+    The window's rows are the last kept rows of the run: found from the end, then added in row order."""
+    n_rows, with_spend, with_types = len(times), len(amounts) > 0, len(type_codes) > 0
+    for r in range(r0, r1):
+        p = run_pos[r]
+        if p < 0:
+            continue
+        start, end = starts[r], starts[r + 1] if r + 1 < len(starts) else n_rows
+        first = end
+        for i in range(end - 1, start - 1, -1):
+            if _kept(times[i], t_ns):
+                if np.float64(t_ns - times[i]) / DAY_NS > w:
+                    break
+                first = i
+        rows, spent = 0, 0.0
+        for i in range(first, end):
+            if not _kept(times[i], t_ns):
+                continue
+            rows += 1
+            if with_spend:
+                spent += amounts[i]
+            if with_types:
+                k = type_of_code[type_codes[i]]
+                if k >= 0:
+                    type_rows[k, p] += 1
+        rows_in[p] = rows
+        if with_spend:
+            spend[p] = spent
