@@ -21,6 +21,7 @@ import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.compute as pc
 
+from churnflow.features import compiled
 from churnflow.features.columns import (
     TABLE_COLUMNS,
     column_mapping,
@@ -369,21 +370,55 @@ def event_type_categories(types: pd.Series) -> pd.Series:
     new_code[order] = np.arange(len(levels))
     lookup = np.append(new_code, new_code[levels.get_loc("unknown")] if "unknown" in levels else -1)
     categories = levels[order]
-    return pd.Series(pd.Categorical.from_codes(lookup[codes], categories=categories), index=types.index, name=types.name)
+    renumbered = np.empty(len(codes), dtype=lookup.dtype)
+    compiled.renumber(codes, lookup, renumbered)
+    # (validate=False: every code comes from ``lookup``, within the categories or -1)
+    categorical = pd.Categorical.from_codes(renumbered, categories=categories, validate=False)
+    return pd.Series(categorical, index=types.index, name=types.name)
 
 
 def _factorized(types: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(types)`` (codes, -1 for missing, and the distinct values in order seen).
-    Arrow-backed text is encoded by Arrow itself: its int32 codes are used as they are, where
-    pandas converts them to int64 (half of the time at 20M rows)."""
+    Arrow-backed text is read from its buffers by a compiled loop (``compiled.encode_words``)
+    when it holds few distinct texts, else encoded by Arrow itself (its int32 codes used as
+    they are, where pandas converts them to int64)."""
     if not (isinstance(types.dtype, pd.StringDtype) and types.dtype.storage == "pyarrow") or not len(types):
         codes, found = pd.factorize(types)
         return codes, pd.Index(found)
-    encoded = pc.dictionary_encode(arrow.chunked_array(types.array.__arrow_array__()))
+    column = arrow.chunked_array(types.array.__arrow_array__())
+    if (words := _encoded_words(column)) is not None:
+        return words[0], pd.Index(words[1], dtype=types.dtype)
+    encoded = pc.dictionary_encode(column)
     if encoded.num_chunks > 1:
         encoded = encoded.unify_dictionaries()
     parts = [chunk.indices.fill_null(-1).to_numpy() for chunk in encoded.chunks]
     return parts[0] if len(parts) == 1 else np.concatenate(parts), pd.Index(encoded.chunk(0).dictionary.to_pylist(), dtype=types.dtype)
+
+
+MAX_WORDS = 126
+"""Distinct texts ``_encoded_words`` numbers itself (int8 codes, with room for ``unknown``)."""
+
+
+def _encoded_words(column: arrow.ChunkedArray) -> tuple[np.ndarray, list[str]] | None:
+    """int8 codes (-1: missing) and the distinct texts in order seen of an Arrow text column
+    read from its buffers; ``None`` when it is not plain text or has more than ``MAX_WORDS``."""
+    if column.type != arrow.large_string():  # (pandas keeps Arrow text as large_string)
+        return None
+    codes = np.empty(len(column), dtype=np.int8)
+    pool, pool_offsets, n_words, at = np.empty(8192, np.uint8), np.zeros(MAX_WORDS + 1, np.int64), 0, 0
+    for chunk in column.chunks:
+        if not len(chunk):
+            continue
+        validity, offsets, data = chunk.buffers()
+        offsets = np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+        bits = np.frombuffer(validity, np.uint8) if validity is not None and chunk.null_count else np.zeros(0, np.uint8)
+        n_words = compiled.encode_words(offsets, data, bits, chunk.offset, codes[at:at + len(chunk)], pool,
+                                        pool_offsets, n_words)
+        if n_words < 0:
+            return None
+        at += len(chunk)
+    return codes, [bytes(pool[pool_offsets[k]:pool_offsets[k + 1]]).decode() for k in range(n_words)]
 
 
 def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:

@@ -8,7 +8,7 @@ declared feature needs is never computed.
 
 Implementation note: rows are grouped by customer in time order (validated tables already
 are), so each customer's rows are one run, and everything per customer is one compiled loop
-over its run (``features.runs``): one pass for the whole history, one per window. No pandas
+over its run (``features.compiled``): one pass for the whole history, one per window. No pandas
 group-by and no per-row temporaries: at 20M events this is the difference between seconds and
 minutes. Floats are computed exactly as NumPy computed them before (ages, ``bincount``'s
 row-by-row spend sums), so every feature is the same to the last bit on every engine.
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from churnflow.features import btyd, runs
+from churnflow.features import btyd, compiled
 
 DAY = np.timedelta64(1, "D")
 THREADS = min(2, os.cpu_count() or 1)
@@ -51,7 +51,7 @@ class _Rows(NamedTuple):
         time order (``np.lexsort`` is stable: rows of equal time keep their order)."""
         lengths = np.diff(np.r_[self.starts, len(self.times)])
         pos = np.repeat(self.run_pos, lengths)
-        keep = (self.times < t_ns) & (self.times != runs.NAT) & (pos >= 0)
+        keep = (self.times < t_ns) & (self.times != compiled.NAT) & (pos >= 0)
         order = np.flatnonzero(keep)[np.lexsort((self.times[keep], pos[keep]))]
         pos = pos[order]
         starts = _run_starts(pos)
@@ -194,7 +194,7 @@ class Aggregates:
         spend = np.zeros(n if len(rows.amounts) else 0)
 
         def task(r0: int, r1: int) -> bool:
-            return runs.history_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, rows.amounts, r0, r1,
+            return compiled.history_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, rows.amounts, r0, r1,
                                      total, first_age, last_age, *zeros, spend)
 
         if not all(_in_threads(task, rows.split(self.threads))):
@@ -212,7 +212,7 @@ class Aggregates:
         type_rows = np.zeros((self._n_types, n), np.int64)
 
         def task(r0: int, r1: int) -> None:
-            runs.window_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, float(w), rows.amounts,
+            compiled.window_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, float(w), rows.amounts,
                              rows.type_codes, rows.type_of_code, r0, r1, rows_in, spend, type_rows)
 
         _in_threads(task, rows.split(self.threads))
