@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -310,7 +310,7 @@ class _Run:
 
 
 def _unknown_id_check(known: pd.Series, customers_label: str) -> pa.Check:
-    return pa.Check(lambda s: _known_or_missing(s, pd.Index(known)),
+    return pa.Check(lambda s: _known_or_missing(s, pd.Index(known)), ignore_na=False,  # (missing ids pass)
                     name=f"refers to an unknown customer (not in {customers_label})")
 
 
@@ -328,7 +328,29 @@ def _known_or_missing(ids: pd.Series, known: pd.Index) -> pd.Series:
     np.not_equal(values[1:], values[:-1], out=first[1:])
     starts = np.flatnonzero(first)
     found = pd.Series(values[starts]).isin(known).to_numpy()
+    if found.all():
+        return pd.Series(np.ones(len(values), dtype=bool), index=ids.index)
     return pd.Series(np.repeat(found, np.diff(np.r_[starts, len(values)])), index=ids.index)
+
+
+def _before(limit: pd.Timestamp) -> Callable[[pd.Series], pd.Series]:
+    """A check that dates are before ``limit`` (missing dates pass: ``~(s >= limit)``).
+
+    Datetimes are compared as integers, missing ones (the smallest integer) passing by
+    themselves: pandas' datetime comparison masks them in two more passes over the column, and
+    pandera's ``ignore_na`` in another (these checks are made with ``ignore_na=False``)."""
+    def check(s: pd.Series) -> pd.Series:
+        values = s.to_numpy()
+        if values.dtype.kind != "M":
+            return ~(s >= limit)
+        return pd.Series(values.view(np.int64) < limit.to_datetime64().astype(values.dtype).view(np.int64),
+                         index=s.index)
+    return check
+
+
+def _not_negative(s: pd.Series) -> pd.Series:
+    """``~(s < 0)`` (missing amounts pass) in NumPy."""
+    return pd.Series(~(s.to_numpy() < 0), index=s.index)
 
 
 def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
@@ -506,7 +528,7 @@ def _ids_differing_by_case(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.Data
 
 def _not_in_future(label: str) -> pa.Check:
     tomorrow = pd.Timestamp.today().normalize() + pd.Timedelta(days=1)
-    return pa.Check(lambda s: ~(s >= tomorrow), name=f"has dates in the future (after {(tomorrow - pd.Timedelta(days=1)).date()}): "
+    return pa.Check(_before(tomorrow), ignore_na=False, name=f"has dates in the future (after {(tomorrow - pd.Timedelta(days=1)).date()}): "
                     f"a wrong year, or day and month swapped? Fix them in the {label}")
 
 
@@ -518,7 +540,7 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
     if ev["event_time"].dtype.kind == "M":
         checks = [_not_in_future(f"file (or set data.date_format for {src.user('event_time')!r})")]
         if end is not None:
-            checks.append(pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
+            checks.append(pa.Check(_before(end + pd.Timedelta(days=1)), ignore_na=False,
                                    name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
             if run.part:  # one partition's last event is not the data's: checked once, on all
                 run.latest_event = ev["event_time"].max()
@@ -528,7 +550,7 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
         cols["event_time"] = pa.Column(nullable=True, checks=checks)
     if "amount" in ev and not run.settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
-            lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
+            _not_negative, ignore_na=False, name="must not be negative (set data.allow_negative_amounts for refunds)"))
     return run.validate(ev, pa.DataFrameSchema(cols), src)
 
 
