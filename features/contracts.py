@@ -271,17 +271,19 @@ class _Run:
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
-        blank = raw.isna() if pd.api.types.is_datetime64_any_dtype(raw) else (
-            raw.isna() | (raw.astype("string").str.strip() == ""))
+        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, no other fails
+            blank, unparsable = raw.isna(), None
+        else:
+            blank = raw.isna() | (raw.astype("string").str.strip() == "")
+            unparsable = parsed.isna() & ~blank
         if required and blank.any():
             self.report(src, canonical, "has empty dates", raw[blank].astype("string").fillna("<empty>"))
-        unparsable = parsed.isna() & ~blank
-        if unparsable.any():
+        if unparsable is not None and unparsable.any():
             rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
             self.report(src, canonical, rule, raw[unparsable])
         frame = frame.assign(**{canonical: parsed})
-        bad = unparsable | (blank if required else False)
-        return frame.loc[~bad] if self.drop else frame
+        bad = [b for b in (unparsable, blank if required else None) if b is not None]
+        return frame.loc[~np.logical_or.reduce(bad)] if self.drop and bad else frame
 
     def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
         """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""
@@ -868,9 +870,8 @@ def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
 
 
 def _in_order(keys: np.ndarray, times: np.ndarray) -> bool:
-    """Whether rows are sorted by ``keys``, then ``times``."""
-    rises, same = keys[1:] > keys[:-1], keys[1:] == keys[:-1]
-    return bool(np.all(rises | (same & (times[1:] >= times[:-1]))))
+    """Whether rows are sorted by ``keys``, then ``times`` (one compiled pass, stopping at the first row out of order)."""
+    return compiled.sorted_by_key_and_time(keys, times)
 
 
 # ---- loading -----------------------------------------------------------------------------------
