@@ -281,7 +281,7 @@ def _aggregates(tables: Tables, ids: pd.Index, as_of: pd.Timestamp, settings: Se
     return Aggregates(ids, as_of.to_datetime64(), signup, tables.events if schema.has_events else None,
                       tables.contacts if schema.has_contacts else None, event_types=schema.event_types,
                       with_amount=schema.has_amount, btyd_params=btyd_params,
-                      horizon_days=int(schema.btyd.get("horizon_days", 0)))
+                      horizon_days=int(schema.btyd.get("horizon_days", 0)), windows=schema.windows_days)
 
 
 def _btyd_params(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,

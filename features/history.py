@@ -17,7 +17,7 @@ row-by-row spend sums), so every feature is the same to the last bit on every en
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import NamedTuple
@@ -139,7 +139,8 @@ def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> 
 
 class _History(NamedTuple):
     """Per customer (float64): rows, first and last age, active days, sum and sum of squares of
-    the gaps between active days, spend; and the rows they were computed from."""
+    the gaps between active days, spend; and per window (days, k): rows, spend and rows per
+    event type (``window_type_rows[k]``: types x customers)."""
 
     total: np.ndarray
     first_age: np.ndarray
@@ -148,7 +149,10 @@ class _History(NamedTuple):
     gap_sum: np.ndarray
     gap_squares: np.ndarray
     spend: np.ndarray
-    rows: _Rows
+    windows: tuple[int, ...]
+    window_rows: np.ndarray
+    window_spend: np.ndarray
+    window_type_rows: np.ndarray
 
 
 class Aggregates:
@@ -157,14 +161,15 @@ class Aggregates:
     ``events`` may be ``None`` (no activity data): then every event quantity is empty and
     tenure comes from ``signup`` alone. ``btyd_params``: BG/NBD parameters to apply; ``None``
     fits them on these customers (only for the whole population at ``t``, see ``features.build``).
-    ``threads``: how many threads the passes over event rows are split between (default
-    ``THREADS``; the result is the same for any number).
+    ``windows``: the windows (days) the features will ask about, counted in the same pass as the
+    rest (another window costs a pass of its own). ``threads``: how many threads the passes over
+    event rows are split between (default ``THREADS``; the result is the same for any number).
     """
 
     def __init__(self, ids: pd.Index, t: np.datetime64, signup: np.ndarray, events: pd.DataFrame | None,
                  contacts: pd.DataFrame | None, *, event_types: list[str], with_amount: bool,
                  btyd_params: dict[str, float] | None = None, horizon_days: int = 0,
-                 threads: int | None = None) -> None:
+                 windows: Sequence[int] = (), threads: int | None = None) -> None:
         self.n = len(ids)
         self.t = t
         self.signup_age = (t - signup) / DAY
@@ -176,47 +181,50 @@ class Aggregates:
         self._ids = ids
         self._rows = _event_rows(ids, events, event_types, with_amount)
         self._n_types = len(event_types)
+        self._windows = tuple(dict.fromkeys(windows))
 
     @cached_property
     def _history(self) -> _History:
-        """The history pass over the rows as they are when each customer's rows are one run in
-        time order (validated tables), else over the rows sorted that way."""
+        return self._pass(self._windows)
+
+    def _pass(self, windows: tuple[int, ...]) -> _History:
+        """One pass over the rows as they are when each customer's rows are one run in time
+        order (validated tables), else over the rows sorted that way (kept for later passes)."""
         rows = self._rows
         if len(rows.run_pos) and np.bincount(rows.run_pos[rows.run_pos >= 0], minlength=1).max() > 1:
-            rows = rows.sorted_by_customer_and_time(self._t_ns)  # a customer's rows in two runs
-        history = self._history_pass(rows)
-        return history if history is not None else self._history_pass(rows.sorted_by_customer_and_time(self._t_ns))
+            rows = self._rows = rows.sorted_by_customer_and_time(self._t_ns)  # a customer's rows in two runs
+        history = self._event_pass(rows, windows)
+        if history is None:  # some customer's rows not in time order
+            self._rows = rows.sorted_by_customer_and_time(self._t_ns)
+            history = self._event_pass(self._rows, windows)
+        assert history is not None
+        return history
 
-    def _history_pass(self, rows: _Rows) -> _History | None:
-        n = self.n
-        zeros = [np.zeros(n) for _ in range(3)]
+    def _event_pass(self, rows: _Rows, windows: tuple[int, ...]) -> _History | None:
+        n, k = self.n, len(windows)
         total, first_age, last_age = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
-        spend = np.zeros(n if len(rows.amounts) else 0)
+        active_days, gap_sum, gap_squares, spend = (np.zeros(n) for _ in range(4))
+        window_rows, window_spend = np.zeros((k, n)), np.zeros((k, n))
+        window_type_rows = np.zeros((k, self._n_types, n), np.int32)
 
         def task(r0: int, r1: int) -> bool:
-            return compiled.history_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, rows.amounts, r0, r1,
-                                     total, first_age, last_age, *zeros, spend)
+            return compiled.event_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, rows.amounts,
+                                       rows.type_codes, rows.type_of_code, np.array(windows, np.float64), r0, r1,
+                                       total, first_age, last_age, active_days, gap_sum, gap_squares, spend,
+                                       window_rows, window_spend, window_type_rows)
 
         if not all(_in_threads(task, rows.split(self.threads))):
             return None
-        return _History(total, first_age, last_age, *zeros, spend if len(spend) else np.zeros(n), rows)
+        return _History(total, first_age, last_age, active_days, gap_sum, gap_squares, spend, windows, window_rows,
+                        window_spend, window_type_rows)
 
     def _window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per customer, rows in the last ``w`` days, their spend and their rows per event type
-        (one pass per window: frequency, spend and mix share it)."""
-        return self._cached(("window", w), lambda: self._window_pass(w))
-
-    def _window_pass(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, n = self._history.rows, self.n
-        rows_in, spend = np.zeros(n), np.zeros(n)
-        type_rows = np.zeros((self._n_types, n), np.int64)
-
-        def task(r0: int, r1: int) -> None:
-            compiled.window_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, float(w), rows.amounts,
-                             rows.type_codes, rows.type_of_code, r0, r1, rows_in, spend, type_rows)
-
-        _in_threads(task, rows.split(self.threads))
-        return rows_in, spend, type_rows
+        """Per customer, rows in the last ``w`` days, their spend and their rows per event type."""
+        history = self._history
+        if w not in history.windows:
+            history = self._cached(("window", w), lambda: self._pass((w,)))
+        k = history.windows.index(w)
+        return history.window_rows[k], history.window_spend[k], history.window_type_rows[k]
 
     # ---- recency, frequency, monetary ---------------------------------------------------------
     @property
@@ -250,7 +258,7 @@ class Aggregates:
     def monetary(self, w: int) -> np.ndarray:
         return self._window(w)[1]
 
-    def _cached(self, key: tuple[str, int], make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    def _cached(self, key: tuple[str, int], make: Callable[[], _History]) -> _History:
         cache = self.__dict__.setdefault("_window_cache", {})
         if key not in cache:
             cache[key] = make()

@@ -410,6 +410,30 @@ def test_passes_split_between_threads_give_the_same_table(monkeypatch: pytest.Mo
     assert tables_by_threads[0]["monetary_365d"].gt(0).any() and tables_by_threads[0]["share_login_365d"].notna().any()
 
 
+def test_a_window_asked_for_later_is_counted_like_a_declared_one(main: Any) -> None:
+    """Windows declared up front are counted in the main pass; another one in a pass of its own."""
+    from churnflow.features.history import Aggregates
+
+    tables, _, _, schema = main
+    ids = pd.Index(tables.customers["customer_id"])
+    signup = tables.customers["signup_time"].to_numpy()
+
+    def aggregates(windows: tuple[int, ...]) -> Aggregates:
+        return Aggregates(ids, T.to_datetime64(), signup, tables.events, None, event_types=schema.event_types,
+                          with_amount=True, windows=windows)
+
+    declared, later = aggregates((17, 30)), aggregates((30,))
+    for w in (17, 30):
+        np.testing.assert_array_equal(later.frequency(w), declared.frequency(w))
+        np.testing.assert_array_equal(later.monetary(w), declared.monetary(w))
+        np.testing.assert_array_equal(later.share(0, w), declared.share(0, w))
+    ev = tables.events[tables.events["event_time"] < T]
+    within = ev[(T - ev["event_time"]) / pd.Timedelta(days=1) <= 17]
+    expected = within.groupby("customer_id").size().reindex(ids, fill_value=0).to_numpy(dtype=float)
+    assert expected.sum() == 4  # customer 1's two rows of 2020-12-21, customers 5 and 6
+    np.testing.assert_array_equal(later.frequency(17), expected)
+
+
 def test_event_row_order_does_not_matter(main: Any) -> None:
     tables, s, feats, schema = main
     shuffled = Tables(customers=tables.customers, events=tables.events.sample(frac=1, random_state=3),
