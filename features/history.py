@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ import pandas as pd
 from churnflow.features import btyd, compiled
 
 DAY = np.timedelta64(1, "D")
+T = TypeVar("T")
 THREADS = min(2, os.cpu_count() or 1)
 """Threads the passes over event rows are split between (one per core, at most two: the passes
 read memory faster than more cores of a small machine add)."""
@@ -118,8 +119,8 @@ def _event_rows(ids: pd.Index, events: pd.DataFrame | None, event_types: list[st
     return _Rows(starts, run_pos, times, _amounts(events) if with_amount else np.zeros(0), codes, lookup)
 
 
-def _in_threads(task: Callable[[int, int], object], ranges: list[tuple[int, int]]) -> list[object]:
-    """``task(r0, r1)`` for each range of runs, one thread each; answers in range order."""
+def _in_threads(task: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> list[T]:
+    """``task(r0, r1)`` for each range (of runs or customers), one thread each; answers in range order."""
     if len(ranges) <= 1:
         return [task(*r) for r in ranges]
     with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
@@ -331,9 +332,18 @@ class Aggregates:
 
     @cached_property
     def _btyd(self) -> tuple[np.ndarray, np.ndarray]:
+        """p_alive and expected active days: customer by customer, so computed on slices of the
+        customers in threads (SciPy's functions release the GIL) and joined in order."""
         x, t_x, big_t = self.btyd_inputs
         params = self.btyd_params if self.btyd_params is not None else btyd.fit_histories(self.btyd_histories)
-        return btyd.p_alive(params, x, t_x, big_t), btyd.expected_purchases(params, self.horizon_days, x, t_x, big_t)
+
+        def task(c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+            inputs = (x[c0:c1], t_x[c0:c1], big_t[c0:c1])
+            return btyd.p_alive(params, *inputs), btyd.expected_purchases(params, self.horizon_days, *inputs)
+
+        edges = np.linspace(0, self.n, self.threads + 1).astype(int)
+        parts = _in_threads(task, [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @property
     def p_alive(self) -> np.ndarray:
