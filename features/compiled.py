@@ -23,8 +23,34 @@ and renumbering costs three times as long and five times the memory.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import numpy as np
 from numba import njit
+
+THREADS = min(2, os.cpu_count() or 1)
+"""Threads the passes over all rows are split between (one per core, at most two: the passes
+read memory faster than more cores of a small machine add)."""
+T = TypeVar("T")
+
+
+def in_threads(task: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> list[T]:
+    """``task(a, b)`` for each range (of rows, runs or customers), one thread each; answers in
+    range order. The compiled loops and NumPy's and SciPy's element-wise functions release the
+    GIL, so the threads run side by side."""
+    if len(ranges) <= 1:
+        return [task(*r) for r in ranges]
+    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+        return list(pool.map(lambda r: task(*r), ranges))
+
+
+def even_ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[a, b)`` ranges splitting ``0 .. n`` into at most ``parts`` about equal non-empty parts, in order."""
+    edges = np.unique(np.linspace(0, n, max(parts, 1) + 1).astype(int))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=False)]
 
 DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
@@ -87,13 +113,12 @@ def event_pass(starts: np.ndarray, run_pos: np.ndarray, times: np.ndarray, t_ns:
 
 @njit(cache=True, nogil=True)
 def encode_words(offsets: np.ndarray, data: np.ndarray, validity: np.ndarray, first_bit: int, codes: np.ndarray,
-                 pool: np.ndarray, pool_offsets: np.ndarray, n_distinct: int) -> int:
+                 pool: np.ndarray, pool_offsets: np.ndarray) -> int:
     """Number each text of one Arrow text array (``offsets``, ``data``, ``validity`` bitmap from
     bit ``first_bit``, empty: no nulls) by its distinct text in order of first appearance;
-    -1 for nulls. The distinct texts so far are ``pool[pool_offsets[k]:pool_offsets[k + 1]]``,
-    ``n_distinct`` of them (carried from array to array of one column). Answers the new number
-    of distinct texts, or -1 when they outgrow ``pool`` or ``pool_offsets``."""
-    with_validity = len(validity) > 0
+    -1 for nulls. The distinct texts are kept in ``pool[pool_offsets[k]:pool_offsets[k + 1]]``.
+    Answers how many there are, or -1 when they outgrow ``pool`` or ``pool_offsets``."""
+    with_validity, n_distinct = len(validity) > 0, 0
     for i in range(len(codes)):
         bit = first_bit + i
         if with_validity and not (validity[bit >> 3] >> (bit & 7)) & 1:

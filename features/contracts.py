@@ -425,24 +425,43 @@ MAX_WORDS = 126
 
 def _encoded_words(column: arrow.ChunkedArray) -> tuple[np.ndarray, list[str]] | None:
     """int8 codes (-1: missing) and the distinct texts in order seen of an Arrow text column
-    read from its buffers; ``None`` when it is not plain text or has more than ``MAX_WORDS``."""
+    read from its buffers; ``None`` when it is not plain text or has more than ``MAX_WORDS``.
+
+    The rows are split into pieces numbered in threads, each by its own texts in order seen;
+    the pieces' texts in piece order are the column's in order seen, and a piece that saw them
+    in another order is renumbered."""
     if column.type != arrow.large_string():  # (pandas keeps Arrow text as large_string)
         return None
-    codes = np.empty(len(column), dtype=np.int8)
-    pool, pool_offsets, n_words, at = np.empty(8192, np.uint8), np.zeros(MAX_WORDS + 1, np.int64), 0, 0
+    pieces, base = {}, 0  # the piece's first row in the column -> the piece
     for chunk in column.chunks:
-        if not len(chunk):
-            continue
-        validity, offsets, data = chunk.buffers()
-        offsets = np.frombuffer(offsets, np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-        bits = np.frombuffer(validity, np.uint8) if validity is not None and chunk.null_count else np.zeros(0, np.uint8)
-        n_words = compiled.encode_words(offsets, data, bits, chunk.offset, codes[at:at + len(chunk)], pool,
-                                        pool_offsets, n_words)
-        if n_words < 0:
-            return None
-        at += len(chunk)
-    return codes, [bytes(pool[pool_offsets[k]:pool_offsets[k + 1]]).decode() for k in range(n_words)]
+        for a, b in compiled.even_ranges(len(chunk), compiled.THREADS):
+            pieces[base + a] = chunk.slice(a, b - a)
+        base += len(chunk)
+    codes = np.empty(len(column), dtype=np.int8)
+    found = compiled.in_threads(lambda a, b: _piece_words(pieces[a], codes[a:b]),
+                                [(a, a + len(piece)) for a, piece in pieces.items()])
+    if any(piece_words is None for piece_words in found):
+        return None
+    words = list(dict.fromkeys(w for piece_words in found for w in piece_words))
+    if len(words) > MAX_WORDS:
+        return None
+    position = {w: k for k, w in enumerate(words)}
+    for (a, piece), piece_words in zip(pieces.items(), found, strict=True):
+        lookup = np.array([position[w] for w in piece_words] + [-1], dtype=np.int8)
+        if (lookup[:-1] != np.arange(len(piece_words))).any():
+            compiled.renumber(codes[a:a + len(piece)], lookup, codes[a:a + len(piece)])
+    return codes, words
+
+
+def _piece_words(piece: arrow.LargeStringArray, codes: np.ndarray) -> list[str] | None:
+    """Number the texts of one Arrow text array into ``codes``; its distinct texts in order seen."""
+    validity, offsets, data = piece.buffers()
+    offsets = np.frombuffer(offsets, np.int64)[piece.offset:piece.offset + len(piece) + 1]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    bits = np.frombuffer(validity, np.uint8) if validity is not None and piece.null_count else np.zeros(0, np.uint8)
+    pool, pool_offsets = np.empty(8192, np.uint8), np.zeros(MAX_WORDS + 1, np.int64)
+    n_words = compiled.encode_words(offsets, data, bits, piece.offset, codes, pool, pool_offsets)
+    return None if n_words < 0 else [bytes(pool[pool_offsets[k]:pool_offsets[k + 1]]).decode() for k in range(n_words)]
 
 
 def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:

@@ -16,11 +16,9 @@ row-by-row spend sums), so every feature is the same to the last bit on every en
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,10 +26,6 @@ import pandas as pd
 from churnflow.features import btyd, compiled
 
 DAY = np.timedelta64(1, "D")
-T = TypeVar("T")
-THREADS = min(2, os.cpu_count() or 1)
-"""Threads the passes over event rows are split between (one per core, at most two: the passes
-read memory faster than more cores of a small machine add)."""
 
 
 class _Rows(NamedTuple):
@@ -119,14 +113,6 @@ def _event_rows(ids: pd.Index, events: pd.DataFrame | None, event_types: list[st
     return _Rows(starts, run_pos, times, _amounts(events) if with_amount else np.zeros(0), codes, lookup)
 
 
-def _in_threads(task: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> list[T]:
-    """``task(r0, r1)`` for each range (of runs or customers), one thread each; answers in range order."""
-    if len(ranges) <= 1:
-        return [task(*r) for r in ranges]
-    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
-        return list(pool.map(lambda r: task(*r), ranges))
-
-
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
     """Per-customer min (or max) of ``values`` for unordered rows; NaN for customers without rows."""
     out = np.full(n, np.nan)
@@ -164,7 +150,7 @@ class Aggregates:
     fits them on these customers (only for the whole population at ``t``, see ``features.build``).
     ``windows``: the windows (days) the features will ask about, counted in the same pass as the
     rest (another window costs a pass of its own). ``threads``: how many threads the passes over
-    event rows are split between (default ``THREADS``; the result is the same for any number).
+    event rows are split between (default ``compiled.THREADS``; the result is the same for any number).
     """
 
     def __init__(self, ids: pd.Index, t: np.datetime64, signup: np.ndarray, events: pd.DataFrame | None,
@@ -176,7 +162,7 @@ class Aggregates:
         self.signup_age = (t - signup) / DAY
         self.btyd_params = btyd_params
         self.horizon_days = horizon_days
-        self.threads = THREADS if threads is None else threads
+        self.threads = compiled.THREADS if threads is None else threads
         self._t_ns = np.datetime64(t, "ns").astype(np.int64)
         self._contacts = contacts
         self._ids = ids
@@ -214,7 +200,7 @@ class Aggregates:
                                        total, first_age, last_age, active_days, gap_sum, gap_squares, spend,
                                        window_rows, window_spend, window_type_rows)
 
-        if not all(_in_threads(task, rows.split(self.threads))):
+        if not all(compiled.in_threads(task, rows.split(self.threads))):
             return None
         return _History(total, first_age, last_age, active_days, gap_sum, gap_squares, spend, windows, window_rows,
                         window_spend, window_type_rows)
@@ -341,8 +327,7 @@ class Aggregates:
             inputs = (x[c0:c1], t_x[c0:c1], big_t[c0:c1])
             return btyd.p_alive(params, *inputs), btyd.expected_purchases(params, self.horizon_days, *inputs)
 
-        edges = np.linspace(0, self.n, self.threads + 1).astype(int)
-        parts = _in_threads(task, [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+        parts = compiled.in_threads(task, compiled.even_ranges(self.n, self.threads)) or [(np.zeros(0), np.zeros(0))]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @property

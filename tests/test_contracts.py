@@ -783,9 +783,15 @@ def _arrow_text(chunks: list[list[str | None]]) -> pd.Series:
     [["buy", None, "café", "", "buy"], [], ["view", None, "café", "Kauf"]],  # nulls, empty text, non-ASCII
     [[f"type {i}" for i in range(200)] + [None]],  # more distinct texts than the compiled loop numbers
 ])
-def test_event_types_become_sorted_categories_with_unknown_for_missing(chunks: list[list[str | None]]) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_event_types_become_sorted_categories_with_unknown_for_missing(chunks: list[list[str | None]], threads: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same categories however the rows are split between threads (each piece numbers the
+    texts in the order it sees them)."""
+    from churnflow.features import compiled
     from churnflow.features.contracts import event_type_categories
 
+    monkeypatch.setattr(compiled, "THREADS", threads)
     texts = [t for chunk in chunks for t in chunk]
     filled = ["unknown" if t is None else t for t in texts]
     got = event_type_categories(_arrow_text(chunks))

@@ -392,7 +392,7 @@ def test_building_twice_is_identical(main: Any) -> None:
 def test_passes_split_between_threads_give_the_same_table(monkeypatch: pytest.MonkeyPatch, as_of: str | None) -> None:
     """Each customer's run of rows is summed by one thread: the split changes no bit (a training
     date cuts rows inside runs; scoring keeps them all)."""
-    from churnflow.features import history
+    from churnflow.features import compiled
     from churnflow.features.demo import generate_demo_data
 
     s = Settings(data={"columns": {"event_type": "event_type", "churn_time": "churn_time",
@@ -403,7 +403,7 @@ def test_passes_split_between_threads_give_the_same_table(monkeypatch: pytest.Mo
     at = pd.Timestamp(as_of) if as_of else pd.Timestamp(schema.btyd["as_of"])
     tables_by_threads = []
     for threads in (1, 2, 5):
-        monkeypatch.setattr(history, "THREADS", threads)
+        monkeypatch.setattr(compiled, "THREADS", threads)
         tables_by_threads.append(build_features(tables, at, s, schema))
     for other in tables_by_threads[1:]:
         pd.testing.assert_frame_equal(other, tables_by_threads[0], check_exact=True)
