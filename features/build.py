@@ -244,9 +244,10 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     whole_population = customer_ids is None
     ids = pd.Index(_population(tables, as_of, settings, schema) if customer_ids is None else customer_ids)
     params = _btyd_params(tables, as_of, settings, schema, whole_population)
-    aggregates = _aggregates(tables, ids, as_of, settings, schema, params)
+    rows = _customer_rows(tables.customers, ids)  # (one lookup for the signup dates and every attribute)
+    aggregates = _aggregates(tables, ids, as_of, settings, schema, params, rows)
     out: dict[str, Any] = {f.name: f.compute(aggregates) for f in behaviour_features(schema)}
-    out.update(_attributes(tables.customers, ids, schema))
+    out.update(_attributes(tables.customers, ids, schema, rows))
     frame = pd.DataFrame({"customer_id": ids.to_numpy(), "as_of": np.full(len(ids), as_of.to_datetime64())})
     features = pd.DataFrame({name: out[name] for name in schema.features})
     return pd.concat([frame, features], axis=1)
@@ -272,10 +273,10 @@ def _column_at(customers: pd.DataFrame, col: str, ids: pd.Index, rows: np.ndarra
 
 
 def _aggregates(tables: Tables, ids: pd.Index, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,
-                btyd_params: dict[str, float] | None) -> Aggregates:
+                btyd_params: dict[str, float] | None, rows: np.ndarray | None = None) -> Aggregates:
     cu = tables.customers
     if "signup_time" in cu:
-        signup = _column_at(cu, "signup_time", ids, _customer_rows(cu, ids)).to_numpy()
+        signup = _column_at(cu, "signup_time", ids, _customer_rows(cu, ids) if rows is None else rows).to_numpy()
     else:
         signup = np.full(len(ids), np.datetime64("NaT"), dtype="datetime64[ns]")
     return Aggregates(ids, as_of.to_datetime64(), signup, tables.events if schema.has_events else None,
@@ -323,9 +324,9 @@ def with_btyd_params(schema: FeatureSchema, as_of: pd.Timestamp, params: dict[st
     return FeatureSchema(**(schema.to_dict() | {"btyd": btyd}))
 
 
-def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -> dict[str, Any]:
-    """Numeric attributes as float64 (numbers stored as text parsed), categories with training levels."""
-    rows = _customer_rows(customers, ids)
+def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema, rows: np.ndarray) -> dict[str, Any]:
+    """Numeric attributes as float64 (numbers stored as text parsed), categories with training levels
+    (``ids`` found at ``rows`` of ``customers``, -1: not there)."""
     cu = customers
     src = schema.attribute_sources
     out: dict[str, Any] = {}
