@@ -249,8 +249,20 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     out: dict[str, Any] = {f.name: f.compute(aggregates) for f in behaviour_features(schema)}
     out.update(_attributes(tables.customers, ids, schema, rows))
     frame = pd.DataFrame({"customer_id": ids.to_numpy(), "as_of": np.full(len(ids), as_of.to_datetime64())})
-    features = pd.DataFrame({name: out[name] for name in schema.features})
+    features = pd.DataFrame(_own_arrays(out, schema.features), copy=False)
     return pd.concat([frame, features], axis=1)
+
+
+def _own_arrays(columns: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``columns[names]`` for a frame that takes them as they are, each feature an array of its own
+    (one returned twice is copied). Copied into one block, 24 columns of a million rows were
+    192 MB of fresh memory written, ~0.3 s of page faults on a process's first build."""
+    seen: set[int] = set()
+    out = {}
+    for name in names:
+        out[name] = columns[name].copy() if id(columns[name]) in seen else columns[name]
+        seen.add(id(columns[name]))
+    return out
 
 
 def _population(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> pd.Index:
@@ -334,9 +346,9 @@ def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema, r
         col = src.get(name, name)
         values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(np.nan, index=ids)
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            out[name] = values.astype("float64").to_numpy()
+            out[name] = values.to_numpy(dtype="float64", copy=True)  # (the table's own, not a view of the customers')
         else:
-            out[name] = _parse_number_text(values).to_numpy()
+            out[name] = _parse_number_text(values).to_numpy(dtype="float64", copy=True)
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
         values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(pd.NA, index=ids)
