@@ -37,6 +37,16 @@ read memory faster than more cores of a small machine add)."""
 T = TypeVar("T")
 
 
+def _compiled(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` compiled with its machine code cached on disk (next to this file, or in the
+    user's cache folder), or compiled anew in each process where no cache folder is writable
+    (Numba refuses to cache there, at import)."""
+    try:
+        return njit(cache=True, nogil=True)(function)
+    except RuntimeError:
+        return njit(nogil=True)(function)
+
+
 def in_threads(task: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> list[T]:
     """``task(a, b)`` for each range (of rows, runs or customers), one thread each; answers in
     range order. The compiled loops and NumPy's and SciPy's element-wise functions release the
@@ -56,7 +66,7 @@ DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def event_pass(starts: np.ndarray, run_pos: np.ndarray, times: np.ndarray, t_ns: np.int64, amounts: np.ndarray,
                type_codes: np.ndarray, type_of_code: np.ndarray, windows: np.ndarray, r0: int, r1: int,
                total: np.ndarray, first_age: np.ndarray, last_age: np.ndarray, active_days: np.ndarray,
@@ -111,7 +121,7 @@ def event_pass(starts: np.ndarray, run_pos: np.ndarray, times: np.ndarray, t_ns:
     return True
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def encode_words(offsets: np.ndarray, data: np.ndarray, validity: np.ndarray, first_bit: int, codes: np.ndarray,
                  pool: np.ndarray, pool_offsets: np.ndarray) -> int:
     """Number each text of one Arrow text array (``offsets``, ``data``, ``validity`` bitmap from
@@ -148,7 +158,7 @@ def encode_words(offsets: np.ndarray, data: np.ndarray, validity: np.ndarray, fi
     return n_distinct
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def renumber(codes: np.ndarray, lookup: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = lookup[codes[i]]`` (code -1 reads the last entry, as NumPy indexing does) in
     one pass: NumPy's fancy indexing takes four times as long at 20M rows."""
@@ -156,7 +166,7 @@ def renumber(codes: np.ndarray, lookup: np.ndarray, out: np.ndarray) -> None:
         out[i] = lookup[codes[i]]
 
 
-@njit(cache=True, nogil=True)
+@_compiled
 def sorted_by_key_and_time(keys: np.ndarray, times: np.ndarray) -> bool:
     """Whether rows are sorted by ``keys``, then ``times``."""
     for i in range(1, len(keys)):

@@ -434,6 +434,21 @@ def test_a_window_asked_for_later_is_counted_like_a_declared_one(main: Any) -> N
     np.testing.assert_array_equal(later.frequency(17), expected)
 
 
+def test_compiled_loops_run_where_no_cache_folder_is_writable() -> None:
+    """Numba refuses to cache at import when it finds no writable folder (a read-only install
+    and home): the loops are then compiled in each process instead of failing the import."""
+    import subprocess
+    import sys
+
+    code = ("from numba.core import caching; caching.CacheImpl._locator_classes = []\n"
+            "import numpy as np\n"
+            "from churnflow.features import compiled\n"
+            "print(compiled.sorted_by_key_and_time(np.array([1, 1, 2]), np.array([5, 6, 0])))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
 def test_event_row_order_does_not_matter(main: Any) -> None:
     tables, s, feats, schema = main
     shuffled = Tables(customers=tables.customers, events=tables.events.sample(frac=1, random_state=3),
