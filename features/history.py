@@ -1,17 +1,17 @@
 """Per-customer aggregates of everything before one as-of date, computed once and on demand.
 
-``Aggregates`` holds each customer's events and contacts strictly before ``T`` as integer
-customer positions plus ages in days, and exposes the quantities the feature spec's ``compute``
-functions read (``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quantities are cached,
-so a window used by a frequency feature and by a trend is counted once, and a quantity no
-declared feature needs is never computed.
+``Aggregates`` holds each customer's events as a run of rows (and contacts strictly before
+``T``), and exposes the quantities the feature spec's ``compute`` functions read
+(``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quantities are cached, so a window
+used by a frequency feature and by a trend is counted once.
 
 Implementation note: rows are grouped by customer in time order (validated tables already
-are), so each customer's rows are one run, and everything per customer is one compiled loop
-over its run (``features.compiled``): one pass for the whole history, one per window. No pandas
-group-by and no per-row temporaries: at 20M events this is the difference between seconds and
-minutes. Floats are computed exactly as NumPy computed them before (ages, ``bincount``'s
-row-by-row spend sums), so every feature is the same to the last bit on every engine.
+are; other tables are sorted first), so everything per customer is one compiled loop over its
+run (``features.compiled``): one pass for the whole history and every declared window, split
+between threads. No pandas group-by and no per-row temporaries: at 20M events this is the
+difference between seconds and minutes. Floats are computed exactly as NumPy computed them
+before (ages, ``bincount``'s row-by-row spend sums), so every feature is the same to the last
+bit on every engine and for any number of threads.
 """
 
 from __future__ import annotations
