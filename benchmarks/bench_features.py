@@ -6,7 +6,9 @@ refits BG/NBD on its own past), the same at scoring (BG/NBD parameters stored, n
 BG/NBD fit alone, and
 beside it the same core aggregations (recency, frequency and monetary over 3 windows) in DuckDB
 SQL, as the reference for how fast this can go on this machine. CPU time (``process_time``, all
-threads) is printed beside wall time: on a shared machine it moves less than wall time. Run:
+threads) is printed beside wall time: on a shared machine it moves less than wall time. Validation
+is the process's first use of the compiled loops (``features/compiled.py``), so it includes
+Numba's start (~0.2 s, once per process). Run:
 
     .venv/bin/python benchmarks/bench_features.py --customers 100000 1000000
 

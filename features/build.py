@@ -244,12 +244,25 @@ def build_features(tables: Tables, as_of: pd.Timestamp, settings: Settings, sche
     whole_population = customer_ids is None
     ids = pd.Index(_population(tables, as_of, settings, schema) if customer_ids is None else customer_ids)
     params = _btyd_params(tables, as_of, settings, schema, whole_population)
-    aggregates = _aggregates(tables, ids, as_of, settings, schema, params)
+    rows = _customer_rows(tables.customers, ids)  # (one lookup for the signup dates and every attribute)
+    aggregates = _aggregates(tables, ids, as_of, settings, schema, params, rows)
     out: dict[str, Any] = {f.name: f.compute(aggregates) for f in behaviour_features(schema)}
-    out.update(_attributes(tables.customers, ids, schema))
+    out.update(_attributes(tables.customers, ids, schema, rows))
     frame = pd.DataFrame({"customer_id": ids.to_numpy(), "as_of": np.full(len(ids), as_of.to_datetime64())})
-    features = pd.DataFrame({name: out[name] for name in schema.features})
+    features = pd.DataFrame(_own_arrays(out, schema.features), copy=False)
     return pd.concat([frame, features], axis=1)
+
+
+def _own_arrays(columns: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``columns[names]`` for a frame that takes them as they are, each feature an array of its own
+    (one returned twice is copied). Copied into one block, 24 columns of a million rows were
+    192 MB of fresh memory written, ~0.3 s of page faults on a process's first build."""
+    seen: set[int] = set()
+    out = {}
+    for name in names:
+        out[name] = columns[name].copy() if id(columns[name]) in seen else columns[name]
+        seen.add(id(columns[name]))
+    return out
 
 
 def _population(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema) -> pd.Index:
@@ -272,16 +285,16 @@ def _column_at(customers: pd.DataFrame, col: str, ids: pd.Index, rows: np.ndarra
 
 
 def _aggregates(tables: Tables, ids: pd.Index, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,
-                btyd_params: dict[str, float] | None) -> Aggregates:
+                btyd_params: dict[str, float] | None, rows: np.ndarray | None = None) -> Aggregates:
     cu = tables.customers
     if "signup_time" in cu:
-        signup = _column_at(cu, "signup_time", ids, _customer_rows(cu, ids)).to_numpy()
+        signup = _column_at(cu, "signup_time", ids, _customer_rows(cu, ids) if rows is None else rows).to_numpy()
     else:
         signup = np.full(len(ids), np.datetime64("NaT"), dtype="datetime64[ns]")
     return Aggregates(ids, as_of.to_datetime64(), signup, tables.events if schema.has_events else None,
                       tables.contacts if schema.has_contacts else None, event_types=schema.event_types,
                       with_amount=schema.has_amount, btyd_params=btyd_params,
-                      horizon_days=int(schema.btyd.get("horizon_days", 0)))
+                      horizon_days=int(schema.btyd.get("horizon_days", 0)), windows=schema.windows_days)
 
 
 def _btyd_params(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema: FeatureSchema,
@@ -323,9 +336,9 @@ def with_btyd_params(schema: FeatureSchema, as_of: pd.Timestamp, params: dict[st
     return FeatureSchema(**(schema.to_dict() | {"btyd": btyd}))
 
 
-def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -> dict[str, Any]:
-    """Numeric attributes as float64 (numbers stored as text parsed), categories with training levels."""
-    rows = _customer_rows(customers, ids)
+def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema, rows: np.ndarray) -> dict[str, Any]:
+    """Numeric attributes as float64 (numbers stored as text parsed), categories with training levels
+    (``ids`` found at ``rows`` of ``customers``, -1: not there)."""
     cu = customers
     src = schema.attribute_sources
     out: dict[str, Any] = {}
@@ -333,9 +346,9 @@ def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema) -
         col = src.get(name, name)
         values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(np.nan, index=ids)
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            out[name] = values.astype("float64").to_numpy()
+            out[name] = values.to_numpy(dtype="float64", copy=True)  # (the table's own, not a view of the customers')
         else:
-            out[name] = _parse_number_text(values).to_numpy()
+            out[name] = _parse_number_text(values).to_numpy(dtype="float64", copy=True)
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
         values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(pd.NA, index=ids)

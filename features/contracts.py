@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +21,7 @@ import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.compute as pc
 
+from churnflow.features import compiled
 from churnflow.features.columns import (
     TABLE_COLUMNS,
     column_mapping,
@@ -270,17 +271,19 @@ class _Run:
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
-        blank = raw.isna() if pd.api.types.is_datetime64_any_dtype(raw) else (
-            raw.isna() | (raw.astype("string").str.strip() == ""))
+        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, no other fails
+            blank, unparsable = raw.isna(), None
+        else:
+            blank = raw.isna() | (raw.astype("string").str.strip() == "")
+            unparsable = parsed.isna() & ~blank
         if required and blank.any():
             self.report(src, canonical, "has empty dates", raw[blank].astype("string").fillna("<empty>"))
-        unparsable = parsed.isna() & ~blank
-        if unparsable.any():
+        if unparsable is not None and unparsable.any():
             rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
             self.report(src, canonical, rule, raw[unparsable])
         frame = frame.assign(**{canonical: parsed})
-        bad = unparsable | (blank if required else False)
-        return frame.loc[~bad] if self.drop else frame
+        bad = [b for b in (unparsable, blank if required else None) if b is not None]
+        return frame.loc[~np.logical_or.reduce(bad)] if self.drop and bad else frame
 
     def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
         """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""
@@ -309,7 +312,7 @@ class _Run:
 
 
 def _unknown_id_check(known: pd.Series, customers_label: str) -> pa.Check:
-    return pa.Check(lambda s: _known_or_missing(s, pd.Index(known)),
+    return pa.Check(lambda s: _known_or_missing(s, pd.Index(known)), ignore_na=False,  # (missing ids pass)
                     name=f"refers to an unknown customer (not in {customers_label})")
 
 
@@ -327,7 +330,29 @@ def _known_or_missing(ids: pd.Series, known: pd.Index) -> pd.Series:
     np.not_equal(values[1:], values[:-1], out=first[1:])
     starts = np.flatnonzero(first)
     found = pd.Series(values[starts]).isin(known).to_numpy()
+    if found.all():
+        return pd.Series(np.ones(len(values), dtype=bool), index=ids.index)
     return pd.Series(np.repeat(found, np.diff(np.r_[starts, len(values)])), index=ids.index)
+
+
+def _before(limit: pd.Timestamp) -> Callable[[pd.Series], pd.Series]:
+    """A check that dates are before ``limit`` (missing dates pass: ``~(s >= limit)``).
+
+    Datetimes are compared as integers, missing ones (the smallest integer) passing by
+    themselves: pandas' datetime comparison masks them in two more passes over the column, and
+    pandera's ``ignore_na`` in another (these checks are made with ``ignore_na=False``)."""
+    def check(s: pd.Series) -> pd.Series:
+        values = s.to_numpy()
+        if values.dtype.kind != "M":
+            return ~(s >= limit)
+        return pd.Series(values.view(np.int64) < limit.to_datetime64().astype(values.dtype).view(np.int64),
+                         index=s.index)
+    return check
+
+
+def _not_negative(s: pd.Series) -> pd.Series:
+    """``~(s < 0)`` (missing amounts pass) in NumPy."""
+    return pd.Series(~(s.to_numpy() < 0), index=s.index)
 
 
 def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
@@ -369,21 +394,74 @@ def event_type_categories(types: pd.Series) -> pd.Series:
     new_code[order] = np.arange(len(levels))
     lookup = np.append(new_code, new_code[levels.get_loc("unknown")] if "unknown" in levels else -1)
     categories = levels[order]
-    return pd.Series(pd.Categorical.from_codes(lookup[codes], categories=categories), index=types.index, name=types.name)
+    renumbered = np.empty(len(codes), dtype=lookup.dtype)
+    compiled.renumber(codes, lookup, renumbered)
+    # (validate=False: every code comes from ``lookup``, within the categories or -1)
+    categorical = pd.Categorical.from_codes(renumbered, categories=categories, validate=False)
+    return pd.Series(categorical, index=types.index, name=types.name)
 
 
 def _factorized(types: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(types)`` (codes, -1 for missing, and the distinct values in order seen).
-    Arrow-backed text is encoded by Arrow itself: its int32 codes are used as they are, where
-    pandas converts them to int64 (half of the time at 20M rows)."""
+    Arrow-backed text is read from its buffers by a compiled loop (``compiled.encode_words``)
+    when it holds few distinct texts, else encoded by Arrow itself (its int32 codes used as
+    they are, where pandas converts them to int64)."""
     if not (isinstance(types.dtype, pd.StringDtype) and types.dtype.storage == "pyarrow") or not len(types):
         codes, found = pd.factorize(types)
         return codes, pd.Index(found)
-    encoded = pc.dictionary_encode(arrow.chunked_array(types.array.__arrow_array__()))
+    column = arrow.chunked_array(types.array.__arrow_array__())
+    if (words := _encoded_words(column)) is not None:
+        return words[0], pd.Index(words[1], dtype=types.dtype)
+    encoded = pc.dictionary_encode(column)
     if encoded.num_chunks > 1:
         encoded = encoded.unify_dictionaries()
     parts = [chunk.indices.fill_null(-1).to_numpy() for chunk in encoded.chunks]
     return parts[0] if len(parts) == 1 else np.concatenate(parts), pd.Index(encoded.chunk(0).dictionary.to_pylist(), dtype=types.dtype)
+
+
+MAX_WORDS = 126
+"""Distinct texts ``_encoded_words`` numbers itself (int8 codes, with room for ``unknown``)."""
+
+
+def _encoded_words(column: arrow.ChunkedArray) -> tuple[np.ndarray, list[str]] | None:
+    """int8 codes (-1: missing) and the distinct texts in order seen of an Arrow text column
+    read from its buffers; ``None`` when it is not plain text or has more than ``MAX_WORDS``.
+
+    The rows are split into pieces numbered in threads, each by its own texts in order seen;
+    the pieces' texts in piece order are the column's in order seen, and a piece that saw them
+    in another order is renumbered."""
+    if column.type != arrow.large_string():  # (pandas keeps Arrow text as large_string)
+        return None
+    pieces, base = {}, 0  # the piece's first row in the column -> the piece
+    for chunk in column.chunks:
+        for a, b in compiled.even_ranges(len(chunk), compiled.THREADS):
+            pieces[base + a] = chunk.slice(a, b - a)
+        base += len(chunk)
+    codes = np.empty(len(column), dtype=np.int8)
+    found = compiled.in_threads(lambda a, b: _piece_words(pieces[a], codes[a:b]),
+                                [(a, a + len(piece)) for a, piece in pieces.items()])
+    if any(piece_words is None for piece_words in found):
+        return None
+    words = list(dict.fromkeys(w for piece_words in found for w in piece_words))
+    if len(words) > MAX_WORDS:
+        return None
+    position = {w: k for k, w in enumerate(words)}
+    for (a, piece), piece_words in zip(pieces.items(), found, strict=True):
+        lookup = np.array([position[w] for w in piece_words] + [-1], dtype=np.int8)
+        if (lookup[:-1] != np.arange(len(piece_words))).any():
+            compiled.renumber(codes[a:a + len(piece)], lookup, codes[a:a + len(piece)])
+    return codes, words
+
+
+def _piece_words(piece: arrow.LargeStringArray, codes: np.ndarray) -> list[str] | None:
+    """Number the texts of one Arrow text array into ``codes``; its distinct texts in order seen."""
+    validity, offsets, data = piece.buffers()
+    offsets = np.frombuffer(offsets, np.int64)[piece.offset:piece.offset + len(piece) + 1]
+    data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    bits = np.frombuffer(validity, np.uint8) if validity is not None and piece.null_count else np.zeros(0, np.uint8)
+    pool, pool_offsets = np.empty(8192, np.uint8), np.zeros(MAX_WORDS + 1, np.int64)
+    n_words = compiled.encode_words(offsets, data, bits, piece.offset, codes, pool, pool_offsets)
+    return None if n_words < 0 else [bytes(pool[pool_offsets[k]:pool_offsets[k + 1]]).decode() for k in range(n_words)]
 
 
 def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
@@ -471,7 +549,7 @@ def _ids_differing_by_case(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.Data
 
 def _not_in_future(label: str) -> pa.Check:
     tomorrow = pd.Timestamp.today().normalize() + pd.Timedelta(days=1)
-    return pa.Check(lambda s: ~(s >= tomorrow), name=f"has dates in the future (after {(tomorrow - pd.Timedelta(days=1)).date()}): "
+    return pa.Check(_before(tomorrow), ignore_na=False, name=f"has dates in the future (after {(tomorrow - pd.Timedelta(days=1)).date()}): "
                     f"a wrong year, or day and month swapped? Fix them in the {label}")
 
 
@@ -483,7 +561,7 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
     if ev["event_time"].dtype.kind == "M":
         checks = [_not_in_future(f"file (or set data.date_format for {src.user('event_time')!r})")]
         if end is not None:
-            checks.append(pa.Check(lambda s: ~(s >= end + pd.Timedelta(days=1)),
+            checks.append(pa.Check(_before(end + pd.Timedelta(days=1)), ignore_na=False,
                                    name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
             if run.part:  # one partition's last event is not the data's: checked once, on all
                 run.latest_event = ev["event_time"].max()
@@ -493,7 +571,7 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
         cols["event_time"] = pa.Column(nullable=True, checks=checks)
     if "amount" in ev and not run.settings.data.allow_negative_amounts:
         cols["amount"] = pa.Column(nullable=True, checks=pa.Check(
-            lambda s: ~(s < 0), name="must not be negative (set data.allow_negative_amounts for refunds)"))
+            _not_negative, ignore_na=False, name="must not be negative (set data.allow_negative_amounts for refunds)"))
     return run.validate(ev, pa.DataFrameSchema(cols), src)
 
 
@@ -811,9 +889,8 @@ def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:
 
 
 def _in_order(keys: np.ndarray, times: np.ndarray) -> bool:
-    """Whether rows are sorted by ``keys``, then ``times``."""
-    rises, same = keys[1:] > keys[:-1], keys[1:] == keys[:-1]
-    return bool(np.all(rises | (same & (times[1:] >= times[:-1]))))
+    """Whether rows are sorted by ``keys``, then ``times`` (one compiled pass, stopping at the first row out of order)."""
+    return compiled.sorted_by_key_and_time(keys, times)
 
 
 # ---- loading -----------------------------------------------------------------------------------

@@ -1,34 +1,68 @@
 """Per-customer aggregates of everything before one as-of date, computed once and on demand.
 
-``Aggregates`` holds each customer's events and contacts strictly before ``T`` as integer
-customer positions plus ages in days, and exposes the quantities the feature spec's ``compute``
-functions read (``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quantities are cached,
-so a window used by a frequency feature and by a trend is counted once, and a quantity no
-declared feature needs is never computed.
+``Aggregates`` holds each customer's events as a run of rows (and contacts strictly before
+``T``), and exposes the quantities the feature spec's ``compute`` functions read
+(``a.last_age``, ``a.frequency(30)``, ``a.gap_mean``, ...). Quantities are cached, so a window
+used by a frequency feature and by a trend is counted once.
 
 Implementation note: rows are grouped by customer in time order (validated tables already
-are), so each customer's rows are one run: counts are ``np.add.reduceat`` sums over the runs,
-first and last events are the runs' ends, and float sums (spend) use ``np.bincount``, which adds
-row by row in a fixed order, so they are the same to the last bit everywhere. No pandas
-group-by: at 20M events this is the difference between seconds and minutes. Each new array of
-20M rows costs about as much in page faults as the arithmetic on it, so temporaries are few.
+are; other tables are sorted first), so everything per customer is one compiled loop over its
+run (``features.compiled``): one pass for the whole history and every declared window, split
+between threads. No pandas group-by and no per-row temporaries: at 20M events this is the
+difference between seconds and minutes. Floats are computed exactly as NumPy computed them
+before (ages, ``bincount``'s row-by-row spend sums), so every feature is the same to the last
+bit on every engine and for any number of threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from churnflow.features import btyd
+from churnflow.features import btyd, compiled
 
 DAY = np.timedelta64(1, "D")
 
 
+class _Rows(NamedTuple):
+    """Event rows as the compiled passes read them: runs of one customer's rows (``starts``), the
+    customer's position of each run (-1: not in the population), times as int64 nanoseconds,
+    amounts (empty: none), and event-type codes with the position of each code's type in the
+    feature's types (``type_of_code``; empty codes: no types)."""
+
+    starts: np.ndarray
+    run_pos: np.ndarray
+    times: np.ndarray
+    amounts: np.ndarray
+    type_codes: np.ndarray
+    type_of_code: np.ndarray
+
+    def sorted_by_customer_and_time(self, t_ns: np.int64) -> _Rows:
+        """The rows before ``t`` of customers in the population, each customer's in one run in
+        time order (``np.lexsort`` is stable: rows of equal time keep their order)."""
+        lengths = np.diff(np.r_[self.starts, len(self.times)])
+        pos = np.repeat(self.run_pos, lengths)
+        keep = (self.times < t_ns) & (self.times != compiled.NAT) & (pos >= 0)
+        order = np.flatnonzero(keep)[np.lexsort((self.times[keep], pos[keep]))]
+        pos = pos[order]
+        starts = _run_starts(pos)
+        types = self.type_codes[order] if len(self.type_codes) else self.type_codes
+        amounts = self.amounts[order] if len(self.amounts) else self.amounts
+        return _Rows(starts, pos[starts], self.times[order], amounts, types, self.type_of_code)
+
+    def split(self, parts: int) -> list[tuple[int, int]]:
+        """Runs ``[r0, r1)`` of about equal numbers of rows, in order (one per thread)."""
+        bounds = np.searchsorted(self.starts, np.linspace(0, len(self.times), parts + 1)[1:-1])
+        edges = [0, *np.unique(bounds).tolist(), len(self.starts)]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=False) if b > a]
+
+
 def _run_starts(pos: np.ndarray) -> np.ndarray:
-    """First row of each run of equal customer positions."""
+    """First row of each run of equal values."""
     if not len(pos):
         return np.zeros(0, dtype=np.intp)
     first = np.empty(len(pos), dtype=bool)
@@ -37,23 +71,28 @@ def _run_starts(pos: np.ndarray) -> np.ndarray:
     return np.flatnonzero(first)
 
 
-def _grouped_in_time_order(pos: np.ndarray, times: np.ndarray, starts: np.ndarray, n: int) -> bool:
-    """True when each customer's rows are adjacent (one run each) and in time order (validated tables are)."""
-    if np.bincount(pos[starts], minlength=n).max(initial=0) > 1:  # a customer's rows in two runs
-        return False
-    later = times[1:] >= times[:-1]
-    later[starts[1:] - 1] = True  # the next customer's first row may be earlier
-    return bool(later.all())
+def _customer_runs(ids: pd.Index, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of rows of one customer and each run's position in ``ids`` (-1 for others).
+
+    Rows of one customer are adjacent in validated tables, so ids are looked up once per run:
+    a twentieth of the hash lookups at 20 events per customer. Numeric ids make runs of equal
+    ids; other ids are looked up per row (runs of equal positions)."""
+    if row_ids.dtype.kind in "iu":
+        starts = _run_starts(row_ids)
+        return starts, ids.get_indexer(row_ids[starts])
+    pos = ids.get_indexer(row_ids)
+    starts = _run_starts(pos)
+    return starts, pos[starts]
 
 
-def _event_type_codes(events: pd.DataFrame, event_types: list[str]) -> np.ndarray:
-    """Position of each row's type in ``event_types`` (-1 for others), without string compares."""
+def _event_type_lookup(events: pd.DataFrame, event_types: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's category code and, per code, its type's position in ``event_types`` (-1 for
+    others; one more -1 at the end for the missing code -1): no string compares."""
     col = events["event_type"]
     if not isinstance(col.dtype, pd.CategoricalDtype):
         col = col.astype("category")
-    # One lookup per category, one more (-1) at the end for the missing code -1.
     lookup = np.append(pd.Index(event_types).get_indexer(col.cat.categories), -1).astype(np.int8)
-    return lookup[col.cat.codes.to_numpy()]  # int8: at most MAX_EVENT_TYPES types, an eighth of the bytes
+    return col.cat.codes.to_numpy(), lookup
 
 
 def _amounts(events: pd.DataFrame) -> np.ndarray:
@@ -62,29 +101,16 @@ def _amounts(events: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(amount) if np.isnan(amount).any() else amount
 
 
-def _positions(ids: pd.Index, row_ids: np.ndarray) -> np.ndarray:
-    """Position of each row's customer in ``ids`` (-1 for others).
-
-    Rows of one customer are adjacent in validated tables, so numeric ids are looked up once per
-    run of equal ids and repeated: a twentieth of the hash lookups at 20 events per customer.
-    Correct for any row order (a repeated run is looked up again).
-    """
-    if len(row_ids) < 2 or row_ids.dtype.kind not in "iu":
-        return ids.get_indexer(row_ids)
-    starts = np.flatnonzero(np.r_[True, row_ids[1:] != row_ids[:-1]])
-    lengths = np.diff(np.r_[starts, len(row_ids)])
-    return np.repeat(ids.get_indexer(row_ids[starts]), lengths)
-
-
-def _days_before(t: np.datetime64, times: np.ndarray, scratch: bool) -> np.ndarray:
-    """``(t - times) / 1 day`` as float64, bit for bit, without NumPy's per-element NaT handling
-    of datetime arithmetic (``times`` are all before ``t``: no NaT). NumPy divides two timedeltas
-    as ``(double) a / (double) b`` in nanoseconds; so does this, in the memory of the differences
-    (and of ``times`` themselves when they are a ``scratch`` copy): no new 8-byte array per row."""
-    t_ns = np.datetime64(t, "ns").astype(np.int64)
-    ns = times.astype("datetime64[ns]", copy=False).view(np.int64)
-    before = np.subtract(t_ns, ns, out=ns if scratch else None)
-    return np.true_divide(before, float(DAY / np.timedelta64(1, "ns")), out=before.view(np.float64))
+def _event_rows(ids: pd.Index, events: pd.DataFrame | None, event_types: list[str], with_amount: bool) -> _Rows:
+    """The passes' view of ``events`` (no copy of a column already of the right type)."""
+    none = np.zeros(0, np.int64)
+    if events is None:
+        return _Rows(np.zeros(0, np.intp), none, none, np.zeros(0), np.zeros(0, np.int8), np.full(1, -1, np.int8))
+    starts, run_pos = _customer_runs(ids, events["customer_id"].to_numpy())
+    times = events["event_time"].to_numpy().astype("datetime64[ns]", copy=False).view(np.int64)
+    codes, lookup = _event_type_lookup(events, event_types) if event_types else (np.zeros(0, np.int8),
+                                                                                  np.full(1, -1, np.int8))
+    return _Rows(starts, run_pos, times, _amounts(events) if with_amount else np.zeros(0), codes, lookup)
 
 
 def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> np.ndarray:
@@ -98,162 +124,146 @@ def _group_first(pos: np.ndarray, values: np.ndarray, n: int, largest: bool) -> 
     return out
 
 
+class _History(NamedTuple):
+    """Per customer (float64): rows, first and last age, active days, sum and sum of squares of
+    the gaps between active days, spend; and per window (days, k): rows, spend and rows per
+    event type (``window_type_rows[k]``: types x customers)."""
+
+    total: np.ndarray
+    first_age: np.ndarray
+    last_age: np.ndarray
+    active_days: np.ndarray
+    gap_sum: np.ndarray
+    gap_squares: np.ndarray
+    spend: np.ndarray
+    windows: tuple[int, ...]
+    window_rows: np.ndarray
+    window_spend: np.ndarray
+    window_type_rows: np.ndarray
+
+
 class Aggregates:
     """What is known about customers ``ids`` strictly before ``t``.
 
     ``events`` may be ``None`` (no activity data): then every event quantity is empty and
     tenure comes from ``signup`` alone. ``btyd_params``: BG/NBD parameters to apply; ``None``
     fits them on these customers (only for the whole population at ``t``, see ``features.build``).
+    ``windows``: the windows (days) the features will ask about, counted in the same pass as the
+    rest (another window costs a pass of its own). ``threads``: how many threads the passes over
+    event rows are split between (default ``compiled.THREADS``; the result is the same for any number).
     """
 
     def __init__(self, ids: pd.Index, t: np.datetime64, signup: np.ndarray, events: pd.DataFrame | None,
                  contacts: pd.DataFrame | None, *, event_types: list[str], with_amount: bool,
-                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0) -> None:
+                 btyd_params: dict[str, float] | None = None, horizon_days: int = 0,
+                 windows: Sequence[int] = (), threads: int | None = None) -> None:
         self.n = len(ids)
         self.t = t
         self.signup_age = (t - signup) / DAY
         self.btyd_params = btyd_params
         self.horizon_days = horizon_days
+        self.threads = compiled.THREADS if threads is None else threads
+        self._t_ns = np.datetime64(t, "ns").astype(np.int64)
         self._contacts = contacts
         self._ids = ids
-        self._events_before(ids, t, events, event_types, with_amount)
+        self._rows = _event_rows(ids, events, event_types, with_amount)
+        self._n_types = len(event_types)
+        self._windows = tuple(dict.fromkeys(windows))
 
-    def _events_before(self, ids: pd.Index, t: np.datetime64, events: pd.DataFrame | None,
-                       event_types: list[str], with_amount: bool) -> None:
-        """Rows before ``t`` of customers ``ids``, grouped by customer in time order; their ages."""
-        if events is None:
-            pos, times, every = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]"), False
-            self.amount, self.types = (np.zeros(0) if with_amount else None), None
-        else:
-            times = events["event_time"].to_numpy()
-            pos = _positions(ids, events["customer_id"].to_numpy())
-            keep = times < t  # NaT is never before t
-            keep &= pos >= 0
-            every = bool(keep.all())  # scoring after the data end: no row is cut, nothing is copied
-            pos, times = (pos, times) if every else (pos[keep], times[keep])
-            amount = _amounts(events) if with_amount else None
-            types = _event_type_codes(events, event_types) if event_types else None
-            self.amount = amount if every or amount is None else amount[keep]
-            self.types = types if every or types is None else types[keep]
-        starts = _run_starts(pos)
-        if not _grouped_in_time_order(pos, times, starts, self.n):
-            order = np.lexsort((times, pos))
-            pos, times, every = pos[order], times[order], False
-            self.amount = self.amount[order] if self.amount is not None else None
-            self.types = self.types[order] if self.types is not None else None
-            starts = _run_starts(pos)
-        self.pos, self._starts = pos, starts
-        self.age = _days_before(t, times, scratch=not every)  # days before as-of, > 0
+    @cached_property
+    def _history(self) -> _History:
+        return self._pass(self._windows)
 
-    def count(self, mask: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
-        """Per-customer number (or sum of ``weights``) of the rows where ``mask`` holds.
+    def _pass(self, windows: tuple[int, ...]) -> _History:
+        """One pass over the rows as they are when each customer's rows are one run in time
+        order (validated tables), else over the rows sorted that way (kept for later passes)."""
+        rows = self._rows
+        if len(rows.run_pos) and np.bincount(rows.run_pos[rows.run_pos >= 0], minlength=1).max() > 1:
+            rows = self._rows = rows.sorted_by_customer_and_time(self._t_ns)  # a customer's rows in two runs
+        history = self._event_pass(rows, windows)
+        if history is None:  # some customer's rows not in time order
+            self._rows = rows.sorted_by_customer_and_time(self._t_ns)
+            history = self._event_pass(self._rows, windows)
+        assert history is not None
+        return history
 
-        Numbers of rows are summed over each customer's run of rows (integers: any order gives the
-        same). Sums of ``weights`` keep ``np.bincount``'s row-by-row order, so a float total is the
-        same to the last bit on every engine and in every release (``np.add.reduceat`` sums pairwise).
-        """
-        if weights is not None:
-            pos = self.pos if mask is None else self.pos[mask]
-            sums = np.bincount(pos, weights=weights if mask is None else weights[mask], minlength=self.n)
-            return sums.astype(np.float64, copy=False)  # (no rows: bincount answers in integers)
-        if mask is None:
-            return self._per_customer(self._runs[1] - self._runs[0] + 1)
-        return self._per_customer(self._run_sums(mask.view(np.int8), np.int64))
+    def _event_pass(self, rows: _Rows, windows: tuple[int, ...]) -> _History | None:
+        n, k = self.n, len(windows)
+        total, first_age, last_age = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+        active_days, gap_sum, gap_squares, spend = (np.zeros(n) for _ in range(4))
+        window_rows, window_spend = np.zeros((k, n)), np.zeros((k, n))
+        window_type_rows = np.zeros((k, self._n_types, n), np.int32)
 
-    def _run_sums(self, values: np.ndarray, dtype: type) -> np.ndarray:
-        """Sum of ``values`` over each customer's run of rows."""
-        starts = self._runs[0]
-        return np.add.reduceat(values, starts, dtype=dtype) if len(starts) else np.zeros(0, dtype)
+        def task(r0: int, r1: int) -> bool:
+            return compiled.event_pass(rows.starts, rows.run_pos, rows.times, self._t_ns, rows.amounts,
+                                       rows.type_codes, rows.type_of_code, np.array(windows, np.float64), r0, r1,
+                                       total, first_age, last_age, active_days, gap_sum, gap_squares, spend,
+                                       window_rows, window_spend, window_type_rows)
 
-    def _per_customer(self, per_run: np.ndarray) -> np.ndarray:
-        """One value per run (customer with rows) as a float64 per customer; 0 for those without rows."""
-        out = np.zeros(self.n)
-        out[self._runs[2]] = per_run
-        return out
+        if not all(compiled.in_threads(task, rows.split(self.threads))):
+            return None
+        return _History(total, first_age, last_age, active_days, gap_sum, gap_squares, spend, windows, window_rows,
+                        window_spend, window_type_rows)
 
-    def _within(self, w: int) -> np.ndarray:
-        """Rows in the last ``w`` days (computed once per window: frequency, spend and mix share it)."""
-        return self._cached(("within", w), lambda: self.age <= w)
+    def _window(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per customer, rows in the last ``w`` days, their spend and their rows per event type."""
+        history = self._history
+        if w not in history.windows:
+            history = self._cached(("window", w), lambda: self._pass((w,)))
+        k = history.windows.index(w)
+        return history.window_rows[k], history.window_spend[k], history.window_type_rows[k]
 
     # ---- recency, frequency, monetary ---------------------------------------------------------
-    @cached_property
-    def _runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each customer's rows are one run, in time order: first row = first event, last = latest.
-        (first rows, last rows, the customers' positions)"""
-        starts = self._starts
-        ends = np.r_[starts[1:] - 1, len(self.pos) - 1] if len(starts) else starts
-        return starts, ends, self.pos[starts]
-
-    def _per_run(self, rows: np.ndarray) -> np.ndarray:
-        out = np.full(self.n, np.nan)
-        out[self._runs[2]] = self.age[rows]
-        return out
-
-    @cached_property
+    @property
     def last_age(self) -> np.ndarray:
-        return self._per_run(self._runs[1])
+        return self._history.last_age
 
-    @cached_property
+    @property
     def first_age(self) -> np.ndarray:
-        return self._per_run(self._runs[0])
+        return self._history.first_age
 
     @cached_property
     def tenure(self) -> np.ndarray:
         # The same start as labels.customer_start: the signup date, else the first event.
         return np.where(np.isnan(self.signup_age), self.first_age, self.signup_age)
 
-    @cached_property
+    @property
     def total(self) -> np.ndarray:
-        return self.count()
+        return self._history.total
 
     def frequency(self, w: int) -> np.ndarray:
-        return self._cached(("frequency", w), lambda: self.count(self._within(w)))
+        return self._window(w)[0]
 
-    @cached_property
+    @property
     def monetary_total(self) -> np.ndarray:
-        return self.count(weights=self.amount)
+        return self._history.spend
 
     @cached_property
     def avg_amount(self) -> np.ndarray:
         return np.divide(self.monetary_total, self.total, out=np.full(self.n, np.nan), where=self.total > 0)
 
     def monetary(self, w: int) -> np.ndarray:
-        return self._cached(("monetary", w), lambda: self.count(self._within(w), self.amount))
+        return self._window(w)[1]
 
-    def _cached(self, key: tuple[str, int], make: Callable[[], np.ndarray]) -> np.ndarray:
+    def _cached(self, key: tuple[str, int], make: Callable[[], _History]) -> _History:
         cache = self.__dict__.setdefault("_window_cache", {})
         if key not in cache:
             cache[key] = make()
         return cache[key]
 
     # ---- rhythm: gaps between distinct active days ("purchase-days") ---------------------------
-    @cached_property
-    def _rhythm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per customer: active days, and the sum and sum of squares of the gaps between them.
-
-        A row's calendar day is its days before T rounded up (00:00 and 10:00 of one day agree);
-        days fall (weakly) along a customer's rows, so the steps from one row's day to the next
-        are 0 within a day and the gaps between active days otherwise. Whole numbers held
-        exactly in float64: their sums are exact in any order.
-        """
-        steps = np.ceil(self.age)
-        if len(steps):
-            steps[1:] = steps[:-1] - steps[1:]  # (the right side is a temporary)
-            steps[self._runs[0]] = 0  # each customer's first row starts no gap
-        new_days = self._run_sums((steps > 0).view(np.int8), np.int64)
-        gap_sum = self._per_customer(self._run_sums(steps, np.float64))
-        np.multiply(steps, steps, out=steps)
-        return self._per_customer(new_days + 1), gap_sum, self._per_customer(self._run_sums(steps, np.float64))
-
     @property
     def active_days(self) -> np.ndarray:
-        return self._rhythm[0]
+        return self._history.active_days
 
     @cached_property
     def _gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per customer: number of gaps between active days, their sum and their sum of squares."""
-        active_days, gap_sum, gap_squares = self._rhythm
-        return np.maximum(active_days - 1, 0), gap_sum, gap_squares
+        """Per customer: number of gaps between active days, their sum and their sum of squares.
+
+        A row's calendar day is its days before T rounded up (00:00 and 10:00 of one day agree);
+        gaps are whole numbers held exactly in float64, so their sums are exact in any order."""
+        h = self._history
+        return np.maximum(h.active_days - 1, 0), h.gap_sum, h.gap_squares
 
     @cached_property
     def gap_mean(self) -> np.ndarray:
@@ -289,11 +299,10 @@ class Aggregates:
 
     def share(self, code: int, w: int) -> np.ndarray:
         """Share of the activities in the last ``w`` days that were of event type ``code``."""
-        assert self.types is not None
-        freq = self.frequency(w)
+        freq, _, type_rows = self._window(w)
         denominator = np.where(freq > 0, freq, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(freq > 0, self.count(self._within(w) & (self.types == code)) / denominator, np.nan)
+            return np.where(freq > 0, type_rows[code].astype(np.float64) / denominator, np.nan)
 
     # ---- buy-till-you-die ------------------------------------------------------------------------
     @cached_property
@@ -309,9 +318,17 @@ class Aggregates:
 
     @cached_property
     def _btyd(self) -> tuple[np.ndarray, np.ndarray]:
+        """p_alive and expected active days: customer by customer, so computed on slices of the
+        customers in threads (SciPy's functions release the GIL) and joined in order."""
         x, t_x, big_t = self.btyd_inputs
         params = self.btyd_params if self.btyd_params is not None else btyd.fit_histories(self.btyd_histories)
-        return btyd.p_alive(params, x, t_x, big_t), btyd.expected_purchases(params, self.horizon_days, x, t_x, big_t)
+
+        def task(c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+            inputs = (x[c0:c1], t_x[c0:c1], big_t[c0:c1])
+            return btyd.p_alive(params, *inputs), btyd.expected_purchases(params, self.horizon_days, *inputs)
+
+        parts = compiled.in_threads(task, compiled.even_ranges(self.n, self.threads)) or [(np.zeros(0), np.zeros(0))]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @property
     def p_alive(self) -> np.ndarray:

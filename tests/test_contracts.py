@@ -767,3 +767,33 @@ def test_an_as_of_after_the_data_names_the_last_usable_date() -> None:
     check_as_of(tables, pd.Timestamp("2020-02-05"))  # the day after the last event: fine
     with pytest.raises(AsOfError, match=r"--as-of 2030-01-01 is after the end of the data \(2020-02-04.*use 2020-02-05"):
         check_as_of(tables, pd.Timestamp("2030-01-01"))
+
+
+# ---- event types ---------------------------------------------------------------------------------
+
+
+def _arrow_text(chunks: list[list[str | None]]) -> pd.Series:
+    import pyarrow as pa
+
+    arrays = [pa.array(["skipped", *chunk], pa.large_string()).slice(1) for chunk in chunks]  # offsets inside buffers
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(arrays, pa.large_string())))
+
+
+@pytest.mark.parametrize("chunks", [
+    [["buy", None, "café", "", "buy"], [], ["view", None, "café", "Kauf"]],  # nulls, empty text, non-ASCII
+    [[f"type {i}" for i in range(200)] + [None]],  # more distinct texts than the compiled loop numbers
+])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_event_types_become_sorted_categories_with_unknown_for_missing(chunks: list[list[str | None]], threads: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same categories however the rows are split between threads (each piece numbers the
+    texts in the order it sees them)."""
+    from churnflow.features import compiled
+    from churnflow.features.contracts import event_type_categories
+
+    monkeypatch.setattr(compiled, "THREADS", threads)
+    texts = [t for chunk in chunks for t in chunk]
+    filled = ["unknown" if t is None else t for t in texts]
+    got = event_type_categories(_arrow_text(chunks))
+    assert list(got.cat.categories) == sorted(set(filled))
+    assert got.astype(str).tolist() == filled

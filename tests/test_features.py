@@ -388,6 +388,67 @@ def test_building_twice_is_identical(main: Any) -> None:
     assert infer_schema(tables, s) == schema
 
 
+@pytest.mark.parametrize("as_of", ["2026-03-01", None])
+def test_passes_split_between_threads_give_the_same_table(monkeypatch: pytest.MonkeyPatch, as_of: str | None) -> None:
+    """Each customer's run of rows is summed by one thread: the split changes no bit (a training
+    date cuts rows inside runs; scoring keeps them all)."""
+    from churnflow.features import compiled
+    from churnflow.features.demo import generate_demo_data
+
+    s = Settings(data={"columns": {"event_type": "event_type", "churn_time": "churn_time",
+                                   "pii": ["name", "email", "phone", "address"]}})
+    data = generate_demo_data(3_000, seed=5)
+    tables = validate_tables(data.customers, data.events, None, s)
+    schema = infer_schema(tables, s)
+    at = pd.Timestamp(as_of) if as_of else pd.Timestamp(schema.btyd["as_of"])
+    tables_by_threads = []
+    for threads in (1, 2, 5):
+        monkeypatch.setattr(compiled, "THREADS", threads)
+        tables_by_threads.append(build_features(tables, at, s, schema))
+    for other in tables_by_threads[1:]:
+        pd.testing.assert_frame_equal(other, tables_by_threads[0], check_exact=True)
+    assert tables_by_threads[0]["monetary_365d"].gt(0).any() and tables_by_threads[0]["share_login_365d"].notna().any()
+
+
+def test_a_window_asked_for_later_is_counted_like_a_declared_one(main: Any) -> None:
+    """Windows declared up front are counted in the main pass; another one in a pass of its own."""
+    from churnflow.features.history import Aggregates
+
+    tables, _, _, schema = main
+    ids = pd.Index(tables.customers["customer_id"])
+    signup = tables.customers["signup_time"].to_numpy()
+
+    def aggregates(windows: tuple[int, ...]) -> Aggregates:
+        return Aggregates(ids, T.to_datetime64(), signup, tables.events, None, event_types=schema.event_types,
+                          with_amount=True, windows=windows)
+
+    declared, later = aggregates((17, 30)), aggregates((30,))
+    for w in (17, 30):
+        np.testing.assert_array_equal(later.frequency(w), declared.frequency(w))
+        np.testing.assert_array_equal(later.monetary(w), declared.monetary(w))
+        np.testing.assert_array_equal(later.share(0, w), declared.share(0, w))
+    ev = tables.events[tables.events["event_time"] < T]
+    within = ev[(T - ev["event_time"]) / pd.Timedelta(days=1) <= 17]
+    expected = within.groupby("customer_id").size().reindex(ids, fill_value=0).to_numpy(dtype=float)
+    assert expected.sum() == 4  # customer 1's two rows of 2020-12-21, customers 5 and 6
+    np.testing.assert_array_equal(later.frequency(17), expected)
+
+
+def test_compiled_loops_run_where_no_cache_folder_is_writable() -> None:
+    """Numba refuses to cache at import when it finds no writable folder (a read-only install
+    and home): the loops are then compiled in each process instead of failing the import."""
+    import subprocess
+    import sys
+
+    code = ("from numba.core import caching; caching.CacheImpl._locator_classes = []\n"
+            "import numpy as np\n"
+            "from churnflow.features import compiled\n"
+            "print(compiled.sorted_by_key_and_time(np.array([1, 1, 2]), np.array([5, 6, 0])))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
 def test_event_row_order_does_not_matter(main: Any) -> None:
     tables, s, feats, schema = main
     shuffled = Tables(customers=tables.customers, events=tables.events.sample(frac=1, random_state=3),
