@@ -31,10 +31,11 @@ from typing import TypeVar
 import numpy as np
 from numba import njit
 
-THREADS = min(2, os.cpu_count() or 1)
+THREADS = int(os.environ.get("CHURNFLOW_THREADS", "0") or 0) or min(2, os.cpu_count() or 1)
 """Threads the passes over all rows are split between: one per core, at most two (measured on
-two cores only). Results are the same for any number; a process that already runs one task
-per core (a Dask worker of a local cluster) may set it to 1."""
+two cores only), or ``CHURNFLOW_THREADS``. Results are the same for any number; the worker
+processes of churnflow's local Dask clusters, which already run one task per core, get 1
+(``features.partitioned.WORKER_ENV``)."""
 T = TypeVar("T")
 
 

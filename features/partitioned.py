@@ -147,10 +147,11 @@ VALIDATED = "validated"
 """The :class:`PartitionStore` kind of validated partitions."""
 
 
-WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "CHURNFLOW_THREADS": "1"}
 """Environment of the worker processes of churnflow's local clusters (and of the Prefect task
 runner's): Arrow's own allocator keeps freed memory for reuse, which a worker's memory limit
-counts as its own; the system allocator hands it back."""
+counts as its own; the system allocator hands it back. The passes over event rows run on one
+thread (``features.compiled.THREADS``): the cluster already runs a task per worker thread."""
 
 
 class ComputeError(ChurnflowError, RuntimeError):

@@ -85,6 +85,8 @@ def test_a_worker_killed_mid_run_fails_cleanly_or_is_rerun_and_the_next_run_publ
         client.wait_for_workers(2, timeout=WORKER_START_S)
         started_with = client.run(lambda: os.environ.get("ARROW_DEFAULT_MEMORY_POOL"))
         assert set(started_with.values()) == {"system"}  # Arrow hands freed memory back
+        threads = client.run(lambda: __import__("churnflow.features.compiled").features.compiled.THREADS)
+        assert set(threads.values()) == {1}  # a task per worker thread already: no threads of its own
 
         # 1. No second chance (allowed-failures 0): the run stops with what to do, nothing is published.
         client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))

@@ -327,5 +327,6 @@ def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Pat
     settings = load_settings(write_project(tmp_path, n_customers=0, extra_toml='\n[compute]\nengine = "dask"\n'))
     kwargs = dask_task_runner(settings).cluster_kwargs
     assert kwargs["dashboard_address"] == ":0"
-    # the flow's own local cluster starts its workers as churnflow's do (Arrow's system allocator)
-    assert kwargs["env"] == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+    # the flow's own local cluster starts its workers as churnflow's do (Arrow's system
+    # allocator, one thread for the passes over event rows)
+    assert kwargs["env"] == {"ARROW_DEFAULT_MEMORY_POOL": "system", "CHURNFLOW_THREADS": "1"}
