@@ -834,9 +834,10 @@ def keep_raw(raw: RawPartitions, store: PartitionStore) -> Delayed:
     Each input block is split by partition and written as one file of pieces, one per partition
     (:func:`split_block`); partition *i* is then the *i*-th piece of every block of a table
     (:func:`raw_partition`). A task holds one block or one partition, never more. Dask's own
-    shuffle held memory outside its accounting that grew with the data (+21 % per worker from
-    1M to 4M customers, benchmarks/README.md); here the rows of a partition also come back in
-    source order by construction. Returns where the pieces are (a :class:`RawIndex`).
+    shuffle held memory outside its accounting that grew with the data (+53 % per worker from
+    1M to 8M customers; split by hand, +3 %: benchmarks/README.md); here the rows of a partition
+    also come back in source order by construction. Returns where the pieces are (a
+    :class:`RawIndex`, a few numbers per block).
     """
     import dask
 
@@ -877,6 +878,8 @@ class RawIndex:
 
 
 def raw_index(blocks: dict[str, list[SplitBlock]], empty: dict[str, pd.DataFrame]) -> RawIndex:
+    """The :class:`RawIndex` of the split tasks' answers (a task of its own: one key that every
+    validation task reads, instead of every split task's)."""
     return RawIndex(blocks, empty)
 
 
