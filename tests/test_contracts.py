@@ -797,3 +797,16 @@ def test_event_types_become_sorted_categories_with_unknown_for_missing(chunks: l
     got = event_type_categories(_arrow_text(chunks))
     assert list(got.cat.categories) == sorted(set(filled))
     assert got.astype(str).tolist() == filled
+
+
+def test_a_refusal_crosses_processes_whole() -> None:
+    """A worker's refusal is pickled to the client: it comes back with every problem (rebuilt from
+    its message alone, it held one 'problem' per character) and any other state."""
+    import pickle
+
+    error = DataValidationError([Problem("events.csv", "amount", "must not be negative", [7, 42], [-3.0, -3.0], 2)])
+    error.latest_event = pd.Timestamp("2026-10-31")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is DataValidationError and str(back) == str(error)
+    assert back.problems == error.problems and back.latest_event == error.latest_event
+    assert str(pickle.loads(pickle.dumps(SourceError("events: x.csv does not exist")))) == "events: x.csv does not exist"
