@@ -437,8 +437,9 @@ def _format_validation_error(exc: ValidationError, source: str, overrides: dict[
     return "\n".join(lines)
 
 
-ENV_NOT_SETTINGS = {"CHURNFLOW_CONFIG"}
-"""``CHURNFLOW_*`` variables that are not settings (the config file's path)."""
+ENV_NOT_SETTINGS = {"CHURNFLOW_CONFIG", "CHURNFLOW_THREADS", "CHURNFLOW_DEBUG"}
+"""``CHURNFLOW_*`` variables that are not settings: the config file's path, the threads of the
+compiled passes (``features.compiled``, set on churnflow's Dask workers), ``--debug``."""
 
 
 def _check_env_sections() -> None:

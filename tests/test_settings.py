@@ -105,6 +105,13 @@ def test_unknown_env_key_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_settings(cfg)
 
 
+def test_churnflow_variables_that_are_not_settings_are_left_alone(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURNFLOW_THREADS", "1")  # set on churnflow's own Dask workers
+    monkeypatch.setenv("CHURNFLOW_DEBUG", "1")  # set by --debug
+    assert load_settings(_write(tmp_path, "")).training.n_trials > 0
+
+
 def test_bad_enum_value_names_key_and_allowed_values(tmp_path: Path) -> None:
     cfg = _write(tmp_path, '[churn]\ndefinition = "inactive"\n')
     with pytest.raises(ConfigError) as info:
