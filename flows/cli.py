@@ -7,7 +7,6 @@ next command to run; every failure says what to do next.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from churnflow.flows.logs import DEBUG_ENV, hide_expected_failures
+
 app = typer.Typer(
     help="churnflow: find the customers about to leave, say why, and whom to call first.",
     no_args_is_help=True,
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 console = Console()
 DEMO_CUSTOMERS = "data/demo/customers.parquet"
+
 
 if TYPE_CHECKING:
     from churnflow.features.settings import Settings
@@ -44,6 +46,10 @@ def _entry(
 ) -> None:
     """Process-wide switches live here, at the program's entry, never in library code."""
     _DEBUG["on"] = debug
+    if debug:  # the Dask engine's worker processes, started later, inherit it (flows/logs.py)
+        os.environ[DEBUG_ENV] = "1"
+    else:
+        os.environ.pop(DEBUG_ENV, None)
     _quiet_env()
 
 
@@ -52,6 +58,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the Dask engine's cluster chatter
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted
     # XGBoost's OpenMP threads spin-wait between parallel regions by default: on a shared or busy
     # machine the spinning threads take the cores the work needs (training several times slower).
@@ -75,49 +82,13 @@ def _fail(message: str, hint: str = "", code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-class _HideExpectedFailures(logging.Filter):
-    """Drop Prefect's log records about a failure churnflow explains itself: the traceback of a
-    ``ChurnflowError`` and the "Finished in state Failed(...)" echo of its message. The run's
-    state in Prefect's API still carries the reason; ``--debug`` shows everything."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from churnflow.features.errors import ChurnflowError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ChurnflowError):
-            return False
-        if not exc:  # "Finished in state Failed(...)" echoes (INFO for flows, ERROR for tasks)
-            text = record.getMessage()
-            return not any(f"{name}: " in text or f"{name}(" in text for name in _error_names(ChurnflowError))
-        return True
-
-
-def _error_names(base: type) -> set[str]:
-    names = {base.__name__}
-    for sub in base.__subclasses__():
-        names |= _error_names(sub)
-    return names
-
-
-def _hide_expected_failures_in_prefect_logs() -> None:
-    if _DEBUG["on"]:
-        return
-    quiet = _HideExpectedFailures()
-    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)
-                                       if n.startswith("prefect")]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if not any(isinstance(f, _HideExpectedFailures) for f in handler.filters):
-                handler.addFilter(quiet)
-
-
 def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a flow; expected failures end in one clear message and exit code 2, no traceback."""
     from pydantic import ValidationError
 
     from churnflow.features.errors import ChurnflowError
 
-    _hide_expected_failures_in_prefect_logs()
+    hide_expected_failures()
     try:
         return fn(*args, **kwargs)
     except (ChurnflowError, ValidationError) as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from churnflow.features.partitioned import WORKER_ENV
 from churnflow.features.settings import Settings
+from churnflow.flows.logs import hide_expected_failures
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -50,11 +51,14 @@ def engine_client() -> Iterator[Client]:
 
     The task's worker thread leaves the worker's thread pool while the task waits for the
     partitions (``secede``), so a cluster of single-thread workers still has every thread free
-    for them; without it one worker would wait on itself.
+    for them; without it one worker would wait on itself. The worker's Prefect logs leave out
+    the failures the CLI explains itself, as the flow's own process does (``flows.logs``): the
+    worker prints to the same terminal.
     """
     from distributed import get_worker, rejoin, secede
     from prefect_dask import get_dask_client
 
+    hide_expected_failures()
     with get_dask_client(timeout=CONNECT_TIMEOUT) as client:
         try:
             on_worker = get_worker() is not None

@@ -378,3 +378,25 @@ def test_features_command_on_the_dask_engine_writes_the_same_files(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert on_dask.read_bytes() == local.read_bytes()
     assert on_dask.with_suffix(".dictionary.json").read_bytes() == local.with_suffix(".dictionary.json").read_bytes()
+
+
+def test_bad_input_on_the_dask_engine_ends_in_one_clear_message(tmp_path: Path) -> None:
+    """``churnflow features`` on the engine's own local cluster (worker processes), as a user runs
+    it: the refusal raised on a worker reaches the user whole (every problem, their file and
+    lines), and neither process prints a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    config = write_project(tmp_path, n_customers=300, extra_toml='\n[compute]\nengine = "dask"\nn_workers = 1\n')
+    events = pd.read_parquet(tmp_path / "data" / "events.parquet")
+    events.loc[[5, 40], "amount"] = -3.0
+    events.to_csv(tmp_path / "data" / "events.csv", index=False)
+    env = {**os.environ, "CHURNFLOW_DATA__EVENTS": "data/events.csv"}
+    done = subprocess.run([sys.executable, "-m", "churnflow.flows.cli", "features", "--config", str(config)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    said = " ".join((done.stdout + done.stderr).split())  # the console wraps long lines
+    assert done.returncode == 2, said
+    assert "failed validation (1 problem(s))" in said and "events.csv: column 'amount' must not be negative" in said
+    assert "line 7: -3.0, line 42: -3.0" in said
+    assert "Traceback" not in said and "Finished in state Failed" not in said
