@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.contracts import Tables
-from churnflow.features.history import Aggregates
+from churnflow.features.history import Aggregates, positions
 from churnflow.features.labels import active_customers, check_label_window, churn_labels
 from churnflow.features.naming import known_levels, slug
 from churnflow.features.schema import FeatureSchema
@@ -273,7 +273,7 @@ def _population(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema:
 def _customer_rows(customers: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     """Row of each of ``ids`` in ``customers`` (-1: not there): one hash lookup per id, shared by
     every column read (a ``reindex`` per column repeats it)."""
-    return pd.Index(customers["customer_id"]).get_indexer(ids)
+    return positions(pd.Index(customers["customer_id"]), ids)
 
 
 def _column_at(customers: pd.DataFrame, col: str, ids: pd.Index, rows: np.ndarray) -> pd.Series:
@@ -351,8 +351,10 @@ def _attributes(customers: pd.DataFrame, ids: pd.Index, schema: FeatureSchema, r
             out[name] = _parse_number_text(values).to_numpy(dtype="float64", copy=True)
     for name, levels in schema.categorical_levels.items():
         col = src.get(name, name)
-        values = _column_at(cu, col, ids, rows) if col in cu else pd.Series(pd.NA, index=ids)
-        out[name] = _known_levels_once_each(values, levels)
+        if col in cu:  # (the levels of the whole column, then taken: the codes, not the texts, are taken)
+            out[name] = _known_levels_once_each(cu[col], levels).take(rows, allow_fill=True)
+        else:
+            out[name] = _known_levels_once_each(pd.Series(pd.NA, index=ids), levels)
     return out
 
 

@@ -170,6 +170,20 @@ def renumber(codes: np.ndarray, lookup: np.ndarray, out: np.ndarray) -> None:
 
 
 @_compiled
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """First row of each run of equal values, in one pass (NumPy's ``flatnonzero`` of the
+    ``!=`` of neighbours takes two, and writes a mask of every row)."""
+    n = len(values)
+    starts = np.empty(n, np.intp)  # (only the pages written, one per 512 runs, are touched)
+    k = 0
+    for i in range(n):
+        if i == 0 or values[i] != values[i - 1]:
+            starts[k] = i
+            k += 1
+    return starts[:k].copy()
+
+
+@_compiled
 def sorted_by_key_and_time(keys: np.ndarray, times: np.ndarray) -> bool:
     """Whether rows are sorted by ``keys``, then ``times``."""
     for i in range(1, len(keys)):

@@ -45,7 +45,7 @@ from churnflow.features.dates import (
     zone_facts,
 )
 from churnflow.features.errors import ChurnflowError
-from churnflow.features.personal import personal_data_reason, screen_sample
+from churnflow.features.personal import personal_data_reason, screen_sample, screen_samples
 from churnflow.features.settings import Settings
 from churnflow.features.sources import read_source, source_kind, source_label
 
@@ -325,10 +325,7 @@ def _known_or_missing(ids: pd.Series, known: pd.Index) -> pd.Series:
     values = ids.to_numpy()
     if values.dtype.kind not in "iu" or len(values) < 2:
         return ids.isin(known) | ids.isna()
-    first = np.empty(len(values), dtype=bool)
-    first[0] = True
-    np.not_equal(values[1:], values[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
+    starts = compiled.run_starts(values)
     found = pd.Series(values[starts]).isin(known).to_numpy()
     if found.all():
         return pd.Series(np.ones(len(values), dtype=bool), index=ids.index)
@@ -392,9 +389,10 @@ def event_type_categories(types: pd.Series) -> pd.Series:
     order = levels.argsort()
     new_code = np.empty(len(levels), dtype=np.int8 if len(levels) < 128 else np.int32)  # few types: small codes
     new_code[order] = np.arange(len(levels))
-    lookup = np.append(new_code, new_code[levels.get_loc("unknown")] if "unknown" in levels else -1)
+    lookup = np.append(new_code, new_code[levels.get_loc("unknown")] if "unknown" in levels else -1).astype(new_code.dtype)
     categories = levels[order]
-    renumbered = np.empty(len(codes), dtype=lookup.dtype)
+    # In place when the codes are already as small (int8 from ``_encoded_words``, always our own array).
+    renumbered = codes if codes.dtype == lookup.dtype and codes.flags.writeable else np.empty(len(codes), lookup.dtype)
     compiled.renumber(codes, lookup, renumbered)
     # (validate=False: every code comes from ``lookup``, within the categories or -1)
     categorical = pd.Categorical.from_codes(renumbered, categories=categories, validate=False)
@@ -564,8 +562,8 @@ def _check_events(ev: pd.DataFrame, cu: pd.DataFrame, src: _Source, customers: _
             checks.append(pa.Check(_before(end + pd.Timedelta(days=1)), ignore_na=False,
                                    name=f"is after the declared end of the data ({end.date()}; data.end_date)"))
             if run.part:  # one partition's last event is not the data's: checked once, on all
-                run.latest_event = ev["event_time"].max()
-            elif problem := declared_end_problem(ev["event_time"].max(), run.settings, src.label,
+                run.latest_event = last_time(ev["event_time"])
+            elif problem := declared_end_problem(last_time(ev["event_time"]), run.settings, src.label,
                                                  src.user("event_time")):
                 run.problems.append(problem)
         cols["event_time"] = pa.Column(nullable=True, checks=checks)
@@ -834,7 +832,7 @@ def value_facts(customers: pd.DataFrame | None, events: pd.DataFrame | None, con
             else:
                 day_month[(key, user)] = day_month_facts(values)
         if key == "customers":
-            samples = {str(c): screen_sample(frame[c]) for c in screened_columns(frame, mapping, settings)}
+            samples = {str(c): s for c, s in screen_samples(frame, screened_columns(frame, mapping, settings)).items()}
     return ValueFacts(samples, day_month, numbers, zones)
 
 
@@ -861,7 +859,7 @@ def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, 
             dropped: dict[str, int], sort_customers: bool) -> Tables:
     declared = pd.Timestamp(settings.data.end_date) if settings.data.end_date else None
     if ev is not None and len(ev):
-        end = declared if declared is not None else ev["event_time"].max().normalize()
+        end = declared if declared is not None else last_time(ev["event_time"]).normalize()
     else:
         end = declared if declared is not None else pd.Timestamp.today().normalize()
     if ev is not None:
@@ -871,6 +869,15 @@ def _finish(cu: pd.DataFrame, ev: pd.DataFrame | None, co: pd.DataFrame | None, 
     for table, n in dropped.items():
         log.warning("dropped %d invalid row(s) from %s (data.drop_invalid_rows = true)", n, table)
     return Tables(customers=cu.reset_index(drop=True), events=ev, contacts=co, end_date=end, dropped_rows=dropped)
+
+
+def last_time(times: pd.Series) -> pd.Timestamp:
+    """The latest of ``times`` (NaT when none), as ``times.max()``: naive datetimes as one integer
+    max, which skips NaT (the smallest integer) by itself, where pandas masks NaT in more passes."""
+    values = times.to_numpy()
+    if values.dtype.kind != "M" or not len(values):
+        return times.max()
+    return pd.Timestamp(values.view(np.int64).max().view(values.dtype))
 
 
 def _sorted_by_customer_and_time(ev: pd.DataFrame) -> pd.DataFrame:

@@ -799,6 +799,23 @@ def test_event_types_become_sorted_categories_with_unknown_for_missing(chunks: l
     assert got.astype(str).tolist() == filled
 
 
+@pytest.mark.parametrize("times", [
+    ["2024-01-01", "2025-03-04 10:00", None], [None, None], [], ["2024-01-01"],
+])
+@pytest.mark.parametrize("unit", ["ns", "s"])
+@pytest.mark.parametrize("tz", [None, "UTC"])
+def test_the_last_time_is_pandas_max(times: list[str | None], unit: str, tz: str | None) -> None:
+    """The events' last time (the data's end) from one integer max: missing times skipped, unit
+    and zone kept."""
+    from churnflow.features.contracts import last_time
+
+    series = pd.Series(pd.to_datetime(times, format="ISO8601"), dtype="datetime64[ns]").astype(f"datetime64[{unit}]")
+    if tz:
+        series = series.dt.tz_localize(tz)
+    got, expected = last_time(series), series.max()
+    assert (pd.isna(got) and pd.isna(expected)) or (got == expected and got.unit == expected.unit)
+
+
 def test_a_refusal_crosses_processes_whole() -> None:
     """A worker's refusal is pickled to the client: it comes back with every problem (rebuilt from
     its message alone, it held one 'problem' per character) and any other state."""

@@ -93,6 +93,24 @@ def test_the_screen_s_samples_of_parts_sampled_again_are_the_whole_column_s() ->
     pd.testing.assert_series_equal(screen_sample(pd.concat(parts)).sort_index(), screen_sample(values))
 
 
+def test_the_screen_s_samples_of_a_table_are_each_column_s_own() -> None:
+    """``screen_samples`` hashes the row labels once and shares one sample between the columns
+    without gaps: the same values as each column's ``screen_sample``."""
+    from churnflow.features.personal import SAMPLE, screen_sample, screen_samples
+
+    n = 3 * SAMPLE
+    frame = pd.DataFrame({"full": [f"c{i}@example.com" for i in range(n)],
+                          "gaps": [f"+44 20 7946 {i:04d}" if i % 3 else None for i in range(n)],
+                          "number": [float(i) if i % 5 else float("nan") for i in range(n)]},
+                         index=pd.RangeIndex(n) * 7 + 3)
+    samples = screen_samples(frame, ["full", "gaps", "number"])
+    for col, sample in samples.items():
+        pd.testing.assert_series_equal(sample, screen_sample(frame[col]))
+    small = frame.head(SAMPLE // 2)
+    for col, sample in screen_samples(small, ["full", "gaps"]).items():
+        pd.testing.assert_series_equal(sample, small[col].dropna())
+
+
 def project_with(tmp_path: Path, change: object) -> Settings:
     """A small project whose customers table is first changed by ``change(customers, partition)``
     (``partition``: each customer's partition among ``N_PARTITIONS``)."""

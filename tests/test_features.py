@@ -479,6 +479,46 @@ def test_partitions_with_only_their_own_rows(main: Any) -> None:
     pd.testing.assert_frame_equal(part, feats.loc[ids])
 
 
+def test_features_of_ids_the_customers_table_lacks_are_missing(main: Any) -> None:
+    """An id asked for but not in the customers table (a partition's population given by the
+    caller) gets missing attributes, categories included, and the others their own."""
+    tables, s, feats, schema = main
+    part = build_features(tables, T, s, schema, customer_ids=pd.Index([7, 99, 1])).set_index("customer_id")
+    pd.testing.assert_frame_equal(part.loc[[7, 1]], feats.loc[[7, 1]])
+    assert part.loc[99, "fee"] != part.loc[99, "fee"]  # NaN
+    assert all(pd.isna(part.loc[99, c]) for c in schema.categorical_levels)
+
+
+@pytest.mark.parametrize("kind", ["int", "text"])
+def test_positions_are_get_indexer_s_whether_sorted_or_not(kind: str) -> None:
+    """Sorted unique ids are merged, others hashed: the same answer (-1: not there)."""
+    from churnflow.features.history import positions
+
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        index = np.sort(rng.choice(60, rng.integers(0, 25), replace=False))
+        values = np.sort(rng.choice(60, rng.integers(0, 25), replace=False))
+        if trial % 4 == 0:
+            values = index[rng.random(len(index)) < 0.6]  # a subset, or all of them
+        if trial % 5 == 0:
+            values = values[::-1]  # not sorted: hashed
+        if trial % 7 == 0:
+            values = np.sort(np.r_[values, values[:2]])  # repeated: hashed
+        wrap = (lambda a: pd.Index(a)) if kind == "int" else (lambda a: pd.Index([f"c{x:03d}" for x in a], dtype="str"))
+        found, expected = positions(wrap(index), wrap(values)), wrap(index).get_indexer(wrap(values))
+        assert np.array_equal(found, expected), (index, values)
+
+
+def test_run_starts_are_the_first_row_of_each_run() -> None:
+    from churnflow.features import compiled
+
+    rng = np.random.default_rng(8)
+    for n in [0, 1, 2, 50]:
+        values = np.sort(rng.integers(0, 9, n))
+        expected = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if n else np.zeros(0, np.intp)
+        assert np.array_equal(compiled.run_starts(values), expected)
+
+
 def test_partition_independence_numbers_as_text(main: Any) -> None:
     tables, s, feats, schema = main
     part = build_features(tables, T, s, schema, customer_ids=pd.Index([7, 1])).set_index("customer_id")
