@@ -27,6 +27,7 @@ from churnflow.features.naming import known_levels, slug
 from churnflow.features.schema import FeatureSchema
 from churnflow.features.settings import Settings
 from churnflow.features.spec import behaviour_features, declared_features
+from churnflow.features.words import factorize_text
 
 MAX_EVENT_TYPES = 8
 NUMERIC_SHARE = 0.95
@@ -363,7 +364,7 @@ def _known_levels_once_each(values: pd.Series, levels: list[str]) -> pd.Categori
     hold a handful of plans). Typed text only: in an object column ``True`` and ``1`` are one value."""
     if not isinstance(values.dtype, pd.StringDtype) or len(values) < 2:
         return known_levels(values, levels)
-    codes, distinct = pd.factorize(values)  # -1: missing, which is no level
+    codes, distinct = factorize_text(values)  # -1: missing, which is no level
     of_distinct = known_levels(pd.Series(distinct), levels)
     lookup = np.append(of_distinct.codes, -1).astype(of_distinct.codes.dtype)
     return pd.Categorical.from_codes(lookup[codes], dtype=of_distinct.dtype)

@@ -509,6 +509,21 @@ def test_positions_are_get_indexer_s_whether_sorted_or_not(kind: str) -> None:
         assert np.array_equal(found, expected), (index, values)
 
 
+@pytest.mark.parametrize("distinct", [3, 300])
+def test_categories_numbered_once_each_are_known_levels(distinct: int) -> None:
+    """Customers' categories are numbered per distinct text (compiled for a few, Arrow for many):
+    the same categorical as mapping every value, blanks, spaces and unseen texts included."""
+    from churnflow.features.build import _known_levels_once_each
+    from churnflow.features.naming import known_levels
+
+    texts = [f"plan {i % distinct}" for i in range(2_000)] + [None, " plan 1 ", "", "new plan"]
+    values = pd.Series(texts, dtype="str")
+    levels = ["plan 0", "plan 1", "plan 2"]
+    got = _known_levels_once_each(values, levels)
+    expected = known_levels(values, levels)
+    assert list(got.categories) == levels and np.array_equal(got.codes, expected.codes)
+
+
 def test_run_starts_are_the_first_row_of_each_run() -> None:
     from churnflow.features import compiled
 
