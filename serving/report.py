@@ -263,19 +263,27 @@ def _gains(gains: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
     return {"chart": line_chart([p["share"] for p in points], [p["recall"] for p in points]), "rows": rows}
 
 
-def _drift(drift: pd.DataFrame | None) -> dict[str, Any] | None:
+def _drift(drift: pd.DataFrame | None, words: Mapping[str, str]) -> dict[str, Any] | None:
+    """The drift table, worst first; each feature in the list's words, its column name beside
+    them (what an engineer searches the feature table for)."""
     if drift is None or drift.empty:
         return None
     d = drift.assign(
         _sev=drift["status"].map(_DRIFT_SEVERITY).fillna(3), _psi=drift["psi"].astype(float).fillna(np.inf)
     ).sort_values(["_sev", "_psi", "feature"], ascending=[True, False, True], kind="mergesort")
     rows = [
-        [(str(r.feature), ""), ("" if is_missing(r.psi) else f"{float(r.psi):.4f}", ""), (str(r.status), f"status-{r.status}")]
+        [(_named(str(r.feature), words), ""), ("" if is_missing(r.psi) else f"{float(r.psi):.4f}", ""),
+         (str(r.status), f"status-{r.status}")]
         for r in d.itertuples()
     ]
     counts = drift["status"].value_counts()
     note = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("fail", "warn", "ok") if counts.get(s, 0))
     return {"note": note, "rows": rows}
+
+
+def _named(feature: str, words: Mapping[str, str]) -> str:
+    said = words.get(feature)
+    return f"{said} ({feature})" if said and said != feature else feature
 
 
 def _span(values: Sequence[Any], floor: float | None = None, ceil: float | None = None) -> tuple[float, float]:
@@ -359,7 +367,7 @@ def render_report(
     ``summary``: ``serving.priority.build_summary`` output (any extra keys are listed under
     "Run details"); ``gains``: the records of ``training.evaluate.gains_table`` (the bundle's
     ``metrics["gains"]``); ``drift``: ``features.profile.population_stability`` output;
-    ``reason_words``: feature name → how the reasons chart names it
+    ``reason_words``: feature name → how the reasons chart and the drift table name it
     (``serving.reasons.phrase_outlines`` of the model's dictionary), else the name.
     """
     as_of = summary.get("as_of", "")
@@ -382,7 +390,7 @@ def render_report(
         actions=_actions(priority_list),
         reasons=_reasons(summary, priority_list, reason_words or {}),
         gains=_gains(gains),
-        drift=_drift(drift),
+        drift=_drift(drift, reason_words or {}),
         shown=f"{min(len(priority_list), max_rows):,}",
         total=f"{len(priority_list):,}" if len(priority_list) > max_rows else "",
         list=_list_rows(priority_list, max_rows),

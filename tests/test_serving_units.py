@@ -690,6 +690,10 @@ def test_report_counts_features_when_every_driver_is_an_attribute() -> None:
     page = render_report(build_summary(scored, lst, dropped, None, _cfg(), AS_OF), lst, None, None, reason_words=words)
     section = re.search(r'<section id="reasons">(.*?)</section>', page, re.S).group(1)
     assert ">over time: …<" in section and ">job satisfaction is …<" in section and ">none<" in section
+    drift = pd.DataFrame({"feature": ["overtime", "fee"], "psi": [0.3, 0.01], "status": ["fail", "ok"]})
+    page = render_report(build_summary(scored, lst, dropped, drift, _cfg(), AS_OF), lst, None, drift, reason_words=words)
+    section = re.search(r'<section id="drift">(.*?)</section>', page, re.S).group(1)
+    assert ">over time: … (overtime)<" in section and ">fee<" in section  # (no words for fee: its name)
     behaviour = scored.assign(reason_group_1=["recency", "satisfaction", "attribute", "recency", "price", ""])
     lst, dropped = build_priority_list(behaviour, _cfg(capacity=0), as_of=AS_OF)
     page = render_report(build_summary(behaviour, lst, dropped, None, _cfg(), AS_OF), lst, None, None)
