@@ -272,8 +272,8 @@ def _population(tables: Tables, as_of: pd.Timestamp, settings: Settings, schema:
 
 
 def _customer_rows(customers: pd.DataFrame, ids: pd.Index) -> np.ndarray:
-    """Row of each of ``ids`` in ``customers`` (-1: not there): one hash lookup per id, shared by
-    every column read (a ``reindex`` per column repeats it)."""
+    """Row of each of ``ids`` in ``customers`` (-1: not there): looked up once (merged when both
+    are sorted), shared by every column read (a ``reindex`` per column repeats the lookup)."""
     return positions(pd.Index(customers["customer_id"]), ids)
 
 
