@@ -161,6 +161,14 @@ class ComputeError(ChurnflowError, RuntimeError):
 # ---- the cluster -------------------------------------------------------------------------------
 
 
+def unreachable_scheduler(address: str, reason: str) -> ComputeError:
+    """What to do when nothing answers at the configured scheduler's address."""
+    return ComputeError(f"cannot reach the Dask scheduler at {address} (compute.scheduler_address): {reason}. "
+                        "Start it (`dask scheduler`, then `dask worker <its address>` on each machine), check "
+                        "the address, or leave compute.scheduler_address empty to have churnflow start a local "
+                        "cluster")
+
+
 @contextmanager
 def dask_client(compute: ComputeSettings, settings: Settings | None = None, timeout: str = "30s",
                 processes: bool = True) -> Iterator[Client]:
@@ -175,11 +183,7 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
         try:
             client = Client(compute.scheduler_address, timeout=timeout)
         except (OSError, TimeoutError) as exc:
-            raise ComputeError(
-                f"cannot reach the Dask scheduler at {compute.scheduler_address} "
-                f"(compute.scheduler_address): {exc}. Start it (`dask scheduler`) or leave the "
-                "address empty to let churnflow start a local cluster."
-            ) from exc
+            raise unreachable_scheduler(compute.scheduler_address, str(exc)) from exc
         with client:
             yield client
         return

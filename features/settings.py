@@ -308,6 +308,46 @@ class ComputeSettings(_Section):
     """Training rows Optuna tunes on (an exact, seeded sample stratified by as-of date and label,
     held by every worker); the final model is fitted on all rows (``training/distributed.py``)."""
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, v: str) -> str:
+        """What Dask reads as a worker's memory (a size, bytes, a share of the machine's memory, or
+        "auto"), checked here: a typo otherwise surfaces when the cluster starts, as Dask's error."""
+        v = v.strip()
+        try:
+            from dask.utils import parse_bytes
+        except ImportError:  # (without the dask extra the engine says what to install)
+            return v
+        try:
+            float(v) if v != "auto" else None
+        except ValueError:
+            try:
+                parse_bytes(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a memory size; write it as Dask does, e.g. \"2GiB\", \"4GB\" "
+                                 "or \"auto\"") from None
+        return v
+
+    @field_validator("scheduler_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        """A scheduler address distributed can parse (``tcp://host:8786``, ``host:8786``)."""
+        v = v.strip()
+        if not v:
+            return v
+        try:
+            from distributed.comm.addressing import parse_address, parse_host_port
+        except ImportError:
+            return v
+        try:
+            scheme, location = parse_address(v)
+            if scheme in ("tcp", "tls"):
+                parse_host_port(location, 8786)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a scheduler address; write it as tcp://host:8786 (the address "
+                             "`dask scheduler` prints)") from None
+        return v
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(

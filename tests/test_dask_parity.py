@@ -9,6 +9,7 @@ Skipped without the extra: ``pip install churnflow[dask]``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +306,27 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
     compute = ComputeSettings(engine="dask", scheduler_address="tcp://127.0.0.1:9")
     with pytest.raises(ComputeError, match=r"compute.scheduler_address"), dask_client(compute, timeout="2s"):
         pass
+
+
+def test_a_flow_on_an_unreachable_scheduler_stops_before_it_starts(tmp_path: Path) -> None:
+    """``churnflow features`` on a scheduler address where nothing listens: exit 2 and what to
+    do, at once (the runner's client would wait 30 s, then print distributed's traceback)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = write_project(tmp_path, n_customers=50)
+    env = dict(os.environ, CHURNFLOW_COMPUTE__ENGINE="dask",
+               CHURNFLOW_COMPUTE__SCHEDULER_ADDRESS=f"tcp://127.0.0.1:{port}")
+    done = subprocess.run([sys.executable, "-m", "churnflow.flows.cli", "features", "--config", str(config),
+                           "--out", str(tmp_path / "f.parquet")], capture_output=True, text=True, env=env, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in out and "Traceback" not in out
+    assert not (tmp_path / "f.parquet").exists()
 
 
 def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:

@@ -249,6 +249,8 @@ def test_bad_option_value_is_blamed_on_the_option(tmp_path: Path) -> None:
     ('[schedule]\ncron = "every monday"\n', "schedule.cron", "five fields"),
     ('[data]\nend_date = "31/12/2024"\n', "data.end_date", "YYYY-MM-DD"),
     ('[data]\nencoding = "latin-9x"\n', "data.encoding", "unknown encoding"),
+    ('[compute]\nmemory_limit = "2gigs"\n', "compute.memory_limit", '"2GiB", "4GB" or "auto"'),
+    ('[compute]\nscheduler_address = "localhost:8786x"\n', "compute.scheduler_address", "tcp://host:8786"),
 ])
 def test_unusable_values_name_the_key(tmp_path: Path, text: str, key: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -265,3 +267,8 @@ def test_code_defaults_require_no_demo_files(tmp_path: Path) -> None:
     s.check_sources()
     with pytest.raises(ConfigError, match="data.events"):
         load_settings(_write(tmp_path, '[data]\ncustomers = "crm.csv"\n')).check_sources()
+
+
+@pytest.mark.parametrize("limit", ["2GiB", "4 GB", "auto", "0.5", "2000000000"])
+def test_memory_limits_dask_reads_are_kept(tmp_path: Path, limit: str) -> None:
+    assert load_settings(_write(tmp_path, f'[compute]\nmemory_limit = "{limit}"\n')).compute.memory_limit == limit
