@@ -285,6 +285,10 @@ class ScheduleSettings(_Section):
         return v
 
 
+DASK_PACKAGES = ("dask", "distributed", "prefect_dask")
+"""What ``compute.engine = "dask"`` imports (``pip install churnflow[dask]``)."""
+
+
 class ComputeSettings(_Section):
     """Where per-customer work runs: this process, or a Dask cluster (``pip install churnflow[dask]``).
 
@@ -308,6 +312,19 @@ class ComputeSettings(_Section):
     """Training rows Optuna tunes on (an exact, seeded sample stratified by as-of date and label,
     held by every worker); the final model is fitted on all rows (``training/distributed.py``)."""
 
+    @field_validator("engine")
+    @classmethod
+    def _engine_installed(cls, v: str) -> str:
+        """The Dask engine's packages are an extra: say so with the settings, not as an import
+        error in the middle of a run."""
+        from importlib.util import find_spec
+
+        missing = [name for name in DASK_PACKAGES if find_spec(name) is None] if v == "dask" else []
+        if missing:
+            raise ValueError(f"engine \"dask\" needs the Dask extra ({', '.join(missing)} not installed): "
+                             "pip install \"churnflow[dask]\", or set compute.engine = \"local\"")
+        return v
+
     @field_validator("memory_limit")
     @classmethod
     def _memory_size(cls, v: str) -> str:
@@ -316,7 +333,7 @@ class ComputeSettings(_Section):
         v = v.strip()
         try:
             from dask.utils import parse_bytes
-        except ImportError:  # (without the dask extra the engine says what to install)
+        except ImportError:  # (without the dask extra, compute.engine says what to install)
             return v
         try:
             float(v) if v != "auto" else None

@@ -272,3 +272,15 @@ def test_code_defaults_require_no_demo_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("limit", ["2GiB", "4 GB", "auto", "0.5", "2000000000"])
 def test_memory_limits_dask_reads_are_kept(tmp_path: Path, limit: str) -> None:
     assert load_settings(_write(tmp_path, f'[compute]\nmemory_limit = "{limit}"\n')).compute.memory_limit == limit
+
+
+def test_the_dask_engine_without_its_extra_says_what_to_install(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prefect_dask" else real(name, *a))
+    cfg = _write(tmp_path, '[compute]\nengine = "dask"\n')
+    with pytest.raises(ConfigError, match=r'compute\.engine: .*prefect_dask not installed.*churnflow\[dask\]'):
+        load_settings(cfg)
+    assert load_settings(_write(tmp_path, '[compute]\nengine = "local"\n')).compute.engine == "local"
