@@ -69,6 +69,7 @@ engine needs memory for a block and a partition (``compute.n_partitions``), not 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import os
 import pickle
@@ -169,6 +170,24 @@ def unreachable_scheduler(address: str, reason: str) -> ComputeError:
                         "cluster")
 
 
+def worker_directory(compute: ComputeSettings, settings: Settings | None = None) -> str | None:
+    """``compute.local_directory`` (resolved against the config folder with ``settings``), made
+    if missing; ``None`` for Dask's default. A folder the workers cannot write is said here, with
+    its setting: each starting worker would log distributed's traceback, then the run fail."""
+    if not compute.local_directory:
+        return None
+    path = settings.path(compute.local_directory) if settings is not None else Path(compute.local_directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        raise ComputeError(f"compute.local_directory {path} cannot be the workers' scratch folder: "
+                           f"{exc.strerror or exc}; set it to a folder they may write, or leave it empty for "
+                           "the temp folder") from None
+    return str(path)
+
+
 @contextmanager
 def dask_client(compute: ComputeSettings, settings: Settings | None = None, timeout: str = "30s",
                 processes: bool = True) -> Iterator[Client]:
@@ -187,11 +206,8 @@ def dask_client(compute: ComputeSettings, settings: Settings | None = None, time
         with client:
             yield client
         return
-    directory = compute.local_directory
-    if directory and settings is not None:
-        directory = str(settings.path(directory))
     with LocalCluster(n_workers=compute.n_workers, threads_per_worker=compute.threads_per_worker,
-                      memory_limit=compute.memory_limit, local_directory=directory or None,
+                      memory_limit=compute.memory_limit, local_directory=worker_directory(compute, settings),
                       processes=processes, dashboard_address=":0",
                       **({"env": dict(WORKER_ENV)} if processes else {})) as cluster, Client(cluster) as client:
         yield client

@@ -287,6 +287,8 @@ class ScheduleSettings(_Section):
 
 DASK_PACKAGES = ("dask", "distributed", "prefect_dask")
 """What ``compute.engine = "dask"`` imports (``pip install churnflow[dask]``)."""
+MIN_WORKER_MEMORY = 2**30
+"""Bytes below which ``compute.memory_limit`` is refused."""
 
 
 class ComputeSettings(_Section):
@@ -329,20 +331,26 @@ class ComputeSettings(_Section):
     @classmethod
     def _memory_size(cls, v: str) -> str:
         """What Dask reads as a worker's memory (a size, bytes, a share of the machine's memory, or
-        "auto"), checked here: a typo otherwise surfaces when the cluster starts, as Dask's error."""
+        "auto"), checked here: a typo otherwise surfaces when the cluster starts, as Dask's error,
+        and a limit below ``MIN_WORKER_MEMORY`` pauses every worker before it holds a partition
+        (a worker pauses at 80 % of its limit, and churnflow's code alone takes a good part of
+        1 GiB): the run would wait forever."""
         v = v.strip()
         try:
             from dask.utils import parse_bytes
         except ImportError:  # (without the dask extra, compute.engine says what to install)
             return v
         try:
-            float(v) if v != "auto" else None
+            size = float(v) if v != "auto" else 0.0
         except ValueError:
             try:
-                parse_bytes(v)
+                size = float(parse_bytes(v))
             except ValueError:
                 raise ValueError(f"{v!r} is not a memory size; write it as Dask does, e.g. \"2GiB\", \"4GB\" "
                                  "or \"auto\"") from None
+        if 1 < size < MIN_WORKER_MEMORY:  # (0: no limit; up to 1: a share of the machine's memory)
+            raise ValueError(f"{v!r} is too little for a worker: give each at least 1GiB (2GiB or more for "
+                             "partitions of 100k customers), or \"auto\"")
         return v
 
     @field_validator("scheduler_address")

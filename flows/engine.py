@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from churnflow.features.partitioned import WORKER_ENV, unreachable_scheduler
+from churnflow.features.partitioned import WORKER_ENV, unreachable_scheduler, worker_directory
 from churnflow.features.settings import Settings
 from churnflow.flows.logs import hide_expected_failures
 
@@ -54,7 +54,7 @@ def dask_task_runner(settings: Settings) -> DaskTaskRunner:
     if compute.scheduler_address:
         check_scheduler_reachable(compute.scheduler_address)
         return DaskTaskRunner(address=compute.scheduler_address, client_kwargs={"timeout": CONNECT_TIMEOUT})
-    directory = str(settings.path(compute.local_directory)) if compute.local_directory else None
+    directory = worker_directory(compute, settings)
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": compute.n_workers, "threads_per_worker": compute.threads_per_worker,

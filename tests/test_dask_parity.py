@@ -329,6 +329,21 @@ def test_a_flow_on_an_unreachable_scheduler_stops_before_it_starts(tmp_path: Pat
     assert not (tmp_path / "f.parquet").exists()
 
 
+def test_the_workers_scratch_folder_is_made_or_refused_with_its_setting(tmp_path: Path) -> None:
+    from churnflow.features.partitioned import worker_directory
+
+    settings = load_settings(write_project(tmp_path, n_customers=0))
+    settings.compute.local_directory = "scratch/dask"
+    assert worker_directory(settings.compute, settings) == str(tmp_path / "scratch" / "dask")
+    assert (tmp_path / "scratch" / "dask").is_dir()
+    (tmp_path / "a_file").write_text("x")
+    settings.compute.local_directory = "a_file/dask"
+    with pytest.raises(ComputeError, match=r"compute.local_directory .*a_file/dask cannot be the workers' scratch"):
+        worker_directory(settings.compute, settings)
+    settings.compute.local_directory = ""
+    assert worker_directory(settings.compute, settings) is None
+
+
 def test_compute_settings_from_toml_and_refused_typos(tmp_path: Path) -> None:
     from churnflow.features.settings import ConfigError
 

@@ -251,6 +251,7 @@ def test_bad_option_value_is_blamed_on_the_option(tmp_path: Path) -> None:
     ('[data]\nencoding = "latin-9x"\n', "data.encoding", "unknown encoding"),
     ('[compute]\nmemory_limit = "2gigs"\n', "compute.memory_limit", '"2GiB", "4GB" or "auto"'),
     ('[compute]\nscheduler_address = "localhost:8786x"\n', "compute.scheduler_address", "tcp://host:8786"),
+    ('[compute]\nmemory_limit = "50MB"\n', "compute.memory_limit", "at least 1GiB"),
 ])
 def test_unusable_values_name_the_key(tmp_path: Path, text: str, key: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -269,7 +270,7 @@ def test_code_defaults_require_no_demo_files(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, '[data]\ncustomers = "crm.csv"\n')).check_sources()
 
 
-@pytest.mark.parametrize("limit", ["2GiB", "4 GB", "auto", "0.5", "2000000000"])
+@pytest.mark.parametrize("limit", ["2GiB", "4 GB", "1GiB", "auto", "0.5", "0", "2000000000"])
 def test_memory_limits_dask_reads_are_kept(tmp_path: Path, limit: str) -> None:
     assert load_settings(_write(tmp_path, f'[compute]\nmemory_limit = "{limit}"\n')).compute.memory_limit == limit
 
