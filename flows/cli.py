@@ -57,6 +57,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # ("INFO mlflow.pyfunc: Validating input example ...")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the Dask engine's cluster chatter
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; no display is needed or wanted

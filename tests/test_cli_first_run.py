@@ -48,3 +48,17 @@ def test_readme_snapshot_example_runs_as_written(tmp_path: Path, monkeypatch: py
     result = CliRunner().invoke(cli.app, ["train", "--config", str(config), "--trials", "2", "--timeout", "60"])
     assert result.exit_code == 0, result.stdout
     assert (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_the_cli_leaves_mlflow_s_info_lines_out() -> None:
+    """Every `churnflow train` printed MLflow's "INFO mlflow.pyfunc: Validating input example
+    against model signature" among its own lines: the CLI sets MLflow's level before MLflow
+    configures its loggers (a user's own MLFLOW_LOGGING_LEVEL wins)."""
+    import subprocess
+    import sys
+
+    code = ("import logging, churnflow.flows.cli as cli; cli._quiet_env(); import mlflow; "
+            "print(logging.getLevelName(logging.getLogger('mlflow').getEffectiveLevel()))")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "WARNING", done.stdout + done.stderr
