@@ -13,6 +13,7 @@ wall-clock time unless the summary carries one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -333,6 +334,10 @@ def _history(outcomes: Outcomes | None) -> dict[str, Any] | None:
             "n_closed": len(outcomes.cards), "n_open": len(outcomes.estimates)}
 
 
+_REASON = re.compile(r"reason_\d+")
+"""The list's reason columns: sentences, given room so that a row is not a column of words."""
+
+
 def _list_rows(priority_list: pd.DataFrame, max_rows: int) -> dict[str, Any]:
     """Header and cells of the list table: (text, data-v, class) per cell."""
     shown = priority_list.head(max_rows)
@@ -347,7 +352,7 @@ def _list_rows(priority_list: pd.DataFrame, max_rows: int) -> dict[str, Any]:
                 cells.append(("" if is_missing(v) else repr(float(v)), _fmt(v, _NUMERIC_LIST[c]), "num"))
             else:
                 text = "" if is_missing(v) else str(v)
-                cells.append((text, text, f"tier-{text}" if c == "risk_tier" else ""))
+                cells.append((text, text, f"tier-{text}" if c == "risk_tier" else "reason" if _REASON.fullmatch(c) else ""))
         rows.append(cells)
     return {"columns": columns, "rows": rows}
 

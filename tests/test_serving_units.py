@@ -669,6 +669,7 @@ def test_report_is_self_contained_escaped_and_deterministic() -> None:
     for section in ('id="headline"', 'id="tiers"', 'id="segments"', 'id="reasons"', 'id="gains"', 'id="drift"', 'id="list"', 'id="search"', "<svg", "polyline"):
         assert section in page, section
     assert re.search(r"status-fail[^>]*>fail<", page)
+    assert re.search(r'<td class="reason" data-v="[^"]+">', page)  # sentences get room (#list td.reason)
     assert page.count("<tr><td") >= len(lst)  # list rows rendered server-side
 
 
