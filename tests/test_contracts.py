@@ -689,6 +689,14 @@ def test_per_column_format_wins(tmp_path: Path) -> None:
     ("credit_limit", ["1,200", "3,450", "900", "12,000", "450", "7,800", "2,100", "660"], False),
     ("monthly_fee", [9.99, 19.99, 29.99, 9.99, 19.99, 49.0, 5.0, 7.5], False),
     ("city", ["New York", "Los Angeles"] * 4, False),
+    ("home", ["12 High Street", "4 Elm Road", "77 Baker St.", "Flat 2, 10 Mill Rd, Leeds", "1 Church Rd",
+              "3 Park Avenue", "Hauptstraße 5", "221b Baker Street"], True),  # addresses under any name
+    ("store", ["High Street", "Elm Road", "Retail Park"] * 3, False),  # places, not a person's address
+    ("dob", [f"19{60 + i}-0{1 + i % 9}-1{i}" for i in range(8)], True),
+    ("date_of_birth", pd.to_datetime([f"19{60 + i}-0{1 + i % 9}-1{i}" for i in range(8)]), True),
+    ("birth_year_band", ["1960s", "1970s"] * 4, False),
+    ("postcode", ["SW1A 1AA", "EC1A 1BB", "W1A 0AX", "M1 1AE", "B33 8TH", "CR2 6XH", "LS1 4AP", "G1 1XQ"], True),
+    ("zip_code", [10001 + 7 * i for i in range(8)], True),
 ])
 def test_personal_data_detector(column: str, values: list[Any], personal: bool) -> None:
     from churnflow.features.personal import personal_data_reason
