@@ -418,15 +418,42 @@ def _origin(loc: tuple[Any, ...], overrides: dict[str, Any], file: str) -> str:
     return file
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed beside the last part of ``loc`` (``("data", "columns", "cutomer_id")``:
+    the keys of ``[data.columns]``)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [k for k in model.model_fields if k != "root"]
+
+
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
+    """One settings error in the user's terms: pydantic's words, the value given, the near miss."""
+    import difflib
+
+    msg, given = str(err["msg"]).removeprefix("Value error, "), err.get("input")
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc), n=1) if loc else []
+        hint = f"did you mean '{close[0]}'? " if close else "check the spelling; "
+        return f"unknown key ({hint}see churnflow.toml for the allowed keys)"
+    if err["type"] == "list_type" and isinstance(given, str):
+        return f"must be a list, e.g. {loc[-1]} = [\"{given}\"] (got the text {given!r})"
+    if isinstance(given, (str, int, float, bool)) and not isinstance(err.get("ctx", {}).get("error"), Exception):
+        return f"{msg} (got {given!r})"
+    return msg
+
+
 def _format_validation_error(exc: ValidationError, source: str, overrides: dict[str, Any] | None = None) -> str:
     problems: list[str] = []
     origins: set[str] = set()
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc) or "(settings as a whole)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see churnflow.toml for the allowed keys)"
+        msg = _message(err, loc)
         origin = _origin(loc, overrides or {}, source)
         origins.add(origin)
         problems.append((key, msg, origin))
