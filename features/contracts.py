@@ -88,6 +88,8 @@ class Problem:
 
 def _show(value: Any) -> str:
     """A value as the user would write it: ``'2031-01-01'``, not ``Timestamp('2031-01-01 00:00:00')``."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return repr("<empty>")  # (an empty cell, not ``nan``)
     if isinstance(value, pd.Timestamp):
         return repr(str(value.date()) if value == value.normalize() else str(value))
     return repr(value)
