@@ -39,6 +39,7 @@ from churnflow.features.dates import (
     day_month_facts,
     day_month_order,
     number_unit,
+    out_of_range,
     parse_dates,
     zone_facts,
 )
@@ -272,19 +273,32 @@ class _Run:
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
-        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, no other fails
-            blank, unparsable = raw.isna(), None
+        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, others
+            blank = raw.isna()                           # fail only out of datetime64[ns]'s range
+            unit = raw.dtype.unit if isinstance(raw.dtype, pd.DatetimeTZDtype) else np.datetime_data(raw.dtype)[0]
+            unparsable = None if unit == "ns" else parsed.isna() & ~blank
         else:
             blank = raw.isna() | (raw.astype("string").str.strip() == "")
             unparsable = parsed.isna() & ~blank
         if required and blank.any():
             self.report(src, canonical, "has empty dates", raw[blank].astype("string").fillna("<empty>"))
         if unparsable is not None and unparsable.any():
-            rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
-            self.report(src, canonical, rule, raw[unparsable])
+            self._unparsable(src, canonical, raw[unparsable], fmt)
         frame = frame.assign(**{canonical: parsed})
         bad = [b for b in (unparsable, blank if required else None) if b is not None]
         return frame.loc[~np.logical_or.reduce(bad)] if self.drop and bad else frame
+
+    def _unparsable(self, src: _Source, canonical: str, bad: pd.Series, fmt: str) -> None:
+        """Dates that could not be read; placeholder years (``0001-01-01``, ``9999-12-31``) apart,
+        with their own fix."""
+        far = out_of_range(bad).to_numpy()
+        if far.any():
+            self.report(src, canonical, "has dates out of range (years before 1678 or after 2262, such as "
+                                        "0001-01-01 or 9999-12-31 written for 'unknown' or 'never'): leave "
+                                        "those cells empty", bad[far])
+        if not far.all():
+            rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
+            self.report(src, canonical, rule, bad[~far])
 
     def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
         """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""

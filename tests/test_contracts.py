@@ -668,6 +668,29 @@ def test_rare_second_format_in_a_long_column_is_named_not_misread() -> None:
     assert 33_333 in info.value.examples.index
 
 
+@pytest.mark.parametrize("values", [
+    ["2024-01-01", "0001-01-01"], ["2024-01-01", "9999-12-31 00:00"], ["20240101", "99991231"],
+    ["01/02/2024", "25/12/9999"], ["2024-01-01 10:00+02:00", "9999-12-31 00:00+00:00"],
+    ["2024/01/02", "9999/12/31"], ["Jan 5 2024", "Dec 31 9999"],
+])
+def test_placeholder_dates_out_of_range_are_missing_not_a_crash(values: list[str]) -> None:
+    parsed = parse_dates(pd.Series(values))
+    assert parsed.dtype == "datetime64[ns]" and parsed.notna().tolist() == [True, False]
+
+
+def test_placeholder_dates_are_reported_with_their_fix() -> None:
+    """Text or Parquet dates (microseconds hold year 1): the row is named, nothing crashes."""
+    ev = _events().assign(event_time=["2020-02-01", "0001-01-01", "2020-02-03", "next week"])
+    err = _fail(_customers(), ev, names=NAMES)
+    far = [p for p in err.problems if "out of range" in p.rule]
+    assert len(far) == 1 and far[0].rows == [1] and far[0].values == ["0001-01-01"] and "leave those cells empty" in far[0].rule
+    assert _only(err, "orders.parquet", "event_time").rows  # (the first: out of range)
+    assert [p.rows for p in err.problems if "cannot be parsed" in p.rule] == [[3]]
+    stored = pd.Series(pd.array(["2020-02-01", "0001-01-01", "2020-02-03", "2020-02-04"], dtype="datetime64[us]"))
+    err = _fail(_customers(), _events().assign(event_time=stored), names=NAMES)
+    assert [(p.rows, "out of range" in p.rule) for p in err.problems] == [([1], True)]
+
+
 def test_per_column_format_wins(tmp_path: Path) -> None:
     ev = _events().assign(event_time=["02/01/2020", "02/02/2020", "02/03/2020", "02/04/2020"])
     s = _settings(data={"date_formats": {"event_time": "%m/%d/%Y"}})
