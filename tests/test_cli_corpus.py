@@ -197,3 +197,14 @@ def test_entry_point_keeps_openmp_threads_from_spinning(churnflow, tmp_path: Pat
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_features_before_the_data_start_write_nothing(churnflow, tmp_path: Path) -> None:
+    """An as-of before every customer: an error naming the date, no empty feature table written."""
+    for f in (CORPUS / "surname_column_first_run").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "features.parquet"
+    code, text = churnflow("features", "--as-of", "2020-01-01", "--out", str(out), "--config",
+                           str(tmp_path / "churnflow.toml"))
+    assert code == 2 and "no customers at 2020-01-01" in text and "--as-of" in text, text
+    assert not out.exists() and not list(tmp_path.glob("*.json"))
