@@ -335,7 +335,19 @@ class Settings(BaseSettings):
             raise ValueError("churn.definition = 'label' needs data.columns.label (the churn flag column)")
         if self.churn.definition == "explicit" and not cols.churn_time:
             raise ValueError("churn.definition = 'explicit' needs data.columns.churn_time")
+        self._no_personal_column_used()
         return self
+
+    def _no_personal_column_used(self) -> None:
+        """A column declared personal (``data.columns.pii``) and also given a role that feeds the
+        model or the messages (a signup date, the value column) would be used after all."""
+        cols, personal = self.data.columns, set(self.data.columns.pii)
+        roles = {f"data.columns.{key}": getattr(cols, key) for key in type(cols).model_fields
+                 if key not in ("customer_id", "pii")} | {"features.value_column": self.features.value_column}
+        for key, name in roles.items():
+            if name and name in personal:
+                raise ValueError(f"data.columns.pii declares '{name}' personal data (never used), but {key} "
+                                 f"uses it; remove it from one of the two")
 
     def check_sources(self) -> None:
         """Refuse settings that configure no usable data (checked when data are loaded, so the
@@ -452,7 +464,7 @@ def _format_validation_error(exc: ValidationError, source: str, overrides: dict[
     origins: set[str] = set()
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(settings as a whole)"
+        key = ".".join(str(p) for p in loc)  # (none: a rule between keys, which its message names)
         msg = _message(err, loc)
         origin = _origin(loc, overrides or {}, source)
         origins.add(origin)
@@ -460,7 +472,7 @@ def _format_validation_error(exc: ValidationError, source: str, overrides: dict[
     head = f"invalid settings in {source}:" if origins <= {source} else "invalid settings:"
     lines = [head]
     for key, msg, origin in problems:
-        lines.append(f"  - {key}: {msg}" + ("" if origin == source and head.endswith(f"{source}:") else f" (from {origin})"))
+        lines.append(f"  - {key + ': ' if key else ''}{msg}" + ("" if origin == source and head.endswith(f"{source}:") else f" (from {origin})"))
     return "\n".join(lines)
 
 
