@@ -509,6 +509,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     path = Path(config) if config else Path(os.environ.get("CHURNFLOW_CONFIG", DEFAULT_CONFIG))
     if config and not path.exists():
         raise ConfigError(f"config file {path} not found; pass an existing file with --config")
+    if path.is_dir():  # (read as no file at all, the built-in defaults would be validated instead)
+        inside = path / DEFAULT_CONFIG
+        raise ConfigError(f"config {path} is a folder, not a settings file; pass the file itself with --config"
+                          + (f", e.g. --config {inside}" if inside.is_file() else ""))
     toml_file = path if path.exists() else None
     root = path.resolve().parent if toml_file else Path.cwd()
     clean = {k: v for k, v in overrides.items() if v is not None}
@@ -525,6 +529,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
             f"invalid environment variable {' or '.join(names) or 'CHURNFLOW_' + section.upper() + '__*'}: "
             "a list or table value must be JSON, e.g. CHURNFLOW_DATA__COLUMNS__PII='[\"full_name\", \"email\"]'"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read settings file {path}: it is not UTF-8 text (saved as UTF-16 or in an "
+                          "older encoding?); save it as UTF-8") from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

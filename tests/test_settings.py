@@ -229,6 +229,18 @@ def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
         load_settings(missing)
 
 
+def test_config_folder_or_utf16_file_is_a_config_error(tmp_path: Path) -> None:
+    """A folder passed as --config was read as no file (the defaults validated instead); a
+    settings file saved as UTF-16 (Notepad) got Python's codec message."""
+    _write(tmp_path, "[training]\nn_trials = 3\n")
+    with pytest.raises(ConfigError, match=r"is a folder, not a settings file.*--config .*churnflow\.toml"):
+        load_settings(tmp_path)
+    utf16 = tmp_path / "utf16.toml"
+    utf16.write_text("[training]\nn_trials = 3\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"utf16\.toml: it is not UTF-8 text.*save it as UTF-8"):
+        load_settings(utf16)
+
+
 def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "[churn\nhorizon_days = 3\n")
     with pytest.raises(ConfigError, match=str(cfg.name)):
