@@ -691,6 +691,17 @@ def test_placeholder_dates_are_reported_with_their_fix() -> None:
     assert [(p.rows, "out of range" in p.rule) for p in err.problems] == [([1], True)]
 
 
+@pytest.mark.parametrize(("values", "expected"), [
+    (["3/25/2024 10:00 AM", "3/26/2024 1:05 PM", "3/27/2024 12:00:00 AM"],
+     ["2024-03-25 10:00", "2024-03-26 13:05", "2024-03-27 00:00"]),  # US Excel, 12-hour clock
+    (["25/03/2024 10:00 AM", "26/03/2024 01:00 PM"], ["2024-03-25 10:00", "2024-03-26 13:00"]),
+    (["2024-03-25 10:00:00.000 +0000", "2024-03-26 11:00:00.000 +0200"],
+     ["2024-03-25 10:00", "2024-03-26 09:00"]),  # SQL export: a space before the offset
+])
+def test_export_time_formats_are_read(values: list[str], expected: list[str]) -> None:
+    assert parse_dates(pd.Series(values)).tolist() == [pd.Timestamp(e) for e in expected]
+
+
 def test_per_column_format_wins(tmp_path: Path) -> None:
     ev = _events().assign(event_time=["02/01/2020", "02/02/2020", "02/03/2020", "02/04/2020"])
     s = _settings(data={"date_formats": {"event_time": "%m/%d/%Y"}})
