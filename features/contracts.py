@@ -428,6 +428,7 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     if "label" in reserved:
         cu = _labels(cu, src, run)
     cu = _value_column(cu, src, run)
+    _label_copies(cu, src, run)
     cu = _left_before_joining(cu, src, run)
     columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
     for col in ("signup_time", "churn_time"):
@@ -454,6 +455,38 @@ def _left_before_joining(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFr
                    "leave before joining)",
                    cu["churn_time"][bad])
     return cu.loc[~bad] if run.drop and bad.any() else cu
+
+
+LEAK_MIN_CUSTOMERS, LEAK_MIN_CLASS, LEAK_MAX_LEVELS = 50, 10, 50
+"""A column gives the churn flag away only among enough customers of each kind, in few values
+(an identifier, one value per customer, goes with one flag each trivially)."""
+
+
+def _label_copies(cu: pd.DataFrame, src: _Source, run: _Run) -> None:
+    """Attribute columns whose every value goes with a single churn flag: a copy of the flag
+    ("Churn Label" beside "Churn Value") or a column filled in when a customer left ("Churn
+    Reason", blank for the others). As a feature it would leak the answer, and the model would
+    look perfect until it met customers who have not left yet. Reported with the fix."""
+    if "label" not in cu or run.settings.churn.definition != "label":
+        return
+    known = cu["label"].notna().to_numpy()
+    flags = cu["label"].to_numpy()[known].astype(np.int64)
+    churners = int(flags.sum())
+    if len(flags) < LEAK_MIN_CUSTOMERS or min(churners, len(flags) - churners) < LEAK_MIN_CLASS:
+        return
+    declared = set(run.settings.pii_columns) | set(run.settings.features.exclude)
+    for col in [c for c in cu.columns if c not in TABLE_COLUMNS["customers"] and c not in declared]:
+        codes, levels = pd.factorize(cu[col].iloc[np.flatnonzero(known)], use_na_sentinel=False)
+        if not 2 <= len(levels) <= min(LEAK_MAX_LEVELS, len(flags) // 5):
+            continue
+        rows, churned = np.bincount(codes, minlength=len(levels)), np.bincount(codes, flags, minlength=len(levels))
+        if ((churned == 0) | (churned == rows)).all():
+            first = pd.Series(codes).drop_duplicates().index[:MAX_EXAMPLES]  # one row per value
+            examples = cu[col].iloc[np.flatnonzero(known)[first]]
+            run.problems.append(replace(src.problem(col, (
+                "gives the churn flag away: each of its values goes with a single flag in every row (a copy of "
+                "the flag, or filled in when a customer left), so as a feature it would leak the answer; "
+                f"add it to features.exclude = [\"{col}\"]"), examples), count=0))
 
 
 def _labels(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:

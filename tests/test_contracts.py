@@ -233,6 +233,31 @@ def test_churn_time_before_signup_time_rows_are_dropped_when_asked() -> None:
     assert t.customers["customer_id"].tolist() == [1, 3]
 
 
+def _snapshot(n: int = 60) -> pd.DataFrame:
+    churned = [i % 3 == 0 for i in range(n)]
+    return pd.DataFrame({"customer_id": range(n), "Churn": [int(c) for c in churned],
+                         "plan": [("a", "b", "c", "d")[i % 4] for i in range(n)],  # mixed flags
+                         "fee": [10.0 + i for i in range(n)]})  # one value per customer: not a copy
+
+
+def test_a_copy_of_the_churn_flag_is_refused() -> None:
+    """'Churn Label' beside the flag, and a reason filled in only for churners: both named."""
+    s = _settings(data={"columns": {"label": "Churn", "signup_time": ""}}, churn={"definition": "label"})
+    cu = _snapshot()
+    validate_tables(cu, None, None, s)  # ordinary attributes pass
+    cu = cu.assign(label_text=["Yes" if c else "No" for c in cu["Churn"]],
+                   reason=["price" if c else None for c in cu["Churn"]])
+    err = _fail(cu, None, settings=s, names=NAMES)
+    assert sorted(p.column for p in err.problems) == ["label_text", "reason"], err.problems
+    p = _only(err, "crm.csv", "reason")
+    assert "gives the churn flag away" in p.rule and 'features.exclude = ["reason"]' in p.rule
+    assert p.rows == [0, 1] and p.count == 0  # one example per value, no row count: a column's problem
+    excluded = _settings(data={"columns": {"label": "Churn", "signup_time": ""}}, churn={"definition": "label"},
+                         features={"exclude": ["label_text", "reason"]})
+    validate_tables(cu, None, None, excluded)  # the fix the message names
+    validate_tables(cu.iloc[:40], None, None, s)  # too few customers to tell a copy from chance
+
+
 def test_contacts_for_unknown_customers() -> None:
     co = _contacts()
     co.loc[1, "customer_id"] = 7
