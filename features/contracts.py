@@ -428,6 +428,7 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     if "label" in reserved:
         cu = _labels(cu, src, run)
     cu = _value_column(cu, src, run)
+    cu = _placeholder_dates(cu, src, run)
     _label_copies(cu, src, run)
     cu = _left_before_joining(cu, src, run)
     columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
@@ -455,6 +456,24 @@ def _left_before_joining(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFr
                    "leave before joining)",
                    cu["churn_time"][bad])
     return cu.loc[~bad] if run.drop and bad.any() else cu
+
+
+PLACEHOLDER_DAY = pd.Timestamp("1900-01-01")
+"""Signup and churn dates on or before it are a system's "unknown" (SQL Server's and Excel's
+zero dates), not a customer's: a tenure of 124 years would be a feature."""
+
+
+def _placeholder_dates(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Signup and churn dates on or before ``PLACEHOLDER_DAY``, reported (or dropped) with the fix."""
+    for col in ("signup_time", "churn_time"):
+        if col not in cu or cu[col].dtype.kind != "M":
+            continue
+        early = (cu[col] <= PLACEHOLDER_DAY).to_numpy()
+        if early.any():
+            run.report(src, col, "has placeholder dates (1900-01-01 or earlier, a system's way of writing "
+                                 "'unknown'); leave unknown dates empty", cu[col][early])
+            cu = cu.loc[~early] if run.drop else cu
+    return cu
 
 
 LEAK_MIN_CUSTOMERS, LEAK_MIN_CLASS, LEAK_MAX_LEVELS = 50, 10, 50

@@ -240,6 +240,18 @@ def _snapshot(n: int = 60) -> pd.DataFrame:
                          "fee": [10.0 + i for i in range(n)]})  # one value per customer: not a copy
 
 
+def test_placeholder_signup_and_churn_dates_are_refused_or_dropped() -> None:
+    cu = _customers().assign(signup_time=["2020-01-01", "1900-01-01", None],
+                             cancelled=[None, None, "1899-12-30"])
+    s = _settings(data={"columns": {"churn_time": "cancelled"}})
+    err = _fail(cu, _events(), settings=s, names=NAMES)
+    assert [(p.column, p.rows) for p in err.problems] == [("signup_time", [1]), ("cancelled", [2])], err.problems
+    assert all("placeholder dates" in p.rule for p in err.problems)
+    kept = validate_tables(cu, _events().iloc[:1], None, _settings(data={"columns": {"churn_time": "cancelled"},
+                                                                        "drop_invalid_rows": True}))
+    assert kept.customers["customer_id"].tolist() == [1]
+
+
 def test_a_copy_of_the_churn_flag_is_refused() -> None:
     """'Churn Label' beside the flag, and a reason filled in only for churners: both named."""
     s = _settings(data={"columns": {"label": "Churn", "signup_time": ""}}, churn={"definition": "label"})
