@@ -51,18 +51,21 @@ def closest(name: str, present: list[str]) -> str:
 
 
 def _missing(table: str, column: str, key: str, present: list[str]) -> ColumnIssue:
+    if _headerless(present):  # the "names" are a customer's values: never shown (they may be personal data)
+        return ColumnIssue(table, column, f"is missing ({key} names it). The first line looks like data, not "
+                                          "column names: add a header line with the names, or name the columns "
+                                          "in [data.columns] after adding it")
     shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
     return ColumnIssue(table, column, f"is missing ({key} names it); {closest(column, present)}"
-                                      f"columns in the file: {shown}{_headerless(present)}")
+                                      f"columns in the file: {shown}")
 
 
-def _headerless(present: list[str]) -> str:
-    """A file without a header line: its first row of data became the column names."""
-    looks_like_data = [p for p in present if re.fullmatch(r"[-+$€£]?\s*[\d.,:/ T-]+", p.strip())]
-    if present and len(looks_like_data) >= max(1, len(present) // 2):
-        return (". The first line looks like data, not column names: add a header line with the names, "
-                "or name the columns in [data.columns] after adding it")
-    return ""
+def _headerless(present: list[str]) -> bool:
+    """A file without a header line: its first row of data became the column names (numbers,
+    dates, amounts or e-mail addresses, which no header names a column)."""
+    looks_like_data = [p for p in present if re.fullmatch(r"[-+$€£]?\s*[\d.,:/ T-]+|[^@\s]+@[^@\s]+\.\w+",
+                                                          p.strip())]
+    return bool(present) and len(looks_like_data) >= max(1, len(present) // 2)
 
 
 def column_mapping(table: str, present: list[str], settings: Settings, require_label: bool = True

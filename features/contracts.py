@@ -39,6 +39,7 @@ from churnflow.features.dates import (
     day_month_facts,
     day_month_order,
     number_unit,
+    out_of_range,
     parse_dates,
     zone_facts,
 )
@@ -88,6 +89,8 @@ class Problem:
 
 def _show(value: Any) -> str:
     """A value as the user would write it: ``'2031-01-01'``, not ``Timestamp('2031-01-01 00:00:00')``."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return repr("<empty>")  # (an empty cell, not ``nan``)
     if isinstance(value, pd.Timestamp):
         return repr(str(value.date()) if value == value.normalize() else str(value))
     return repr(value)
@@ -270,19 +273,32 @@ class _Run:
         except DateFormatError as exc:
             self.problems.append(replace(src.problem(user, exc.reason, exc.examples), count=0))
             return frame
-        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, no other fails
-            blank, unparsable = raw.isna(), None
+        if pd.api.types.is_datetime64_any_dtype(raw):  # dates already: the missing ones stay missing, others
+            blank = raw.isna()                           # fail only out of datetime64[ns]'s range
+            unit = raw.dtype.unit if isinstance(raw.dtype, pd.DatetimeTZDtype) else np.datetime_data(raw.dtype)[0]
+            unparsable = None if unit == "ns" else parsed.isna() & ~blank
         else:
             blank = raw.isna() | (raw.astype("string").str.strip() == "")
             unparsable = parsed.isna() & ~blank
         if required and blank.any():
             self.report(src, canonical, "has empty dates", raw[blank].astype("string").fillna("<empty>"))
         if unparsable is not None and unparsable.any():
-            rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
-            self.report(src, canonical, rule, raw[unparsable])
+            self._unparsable(src, canonical, raw[unparsable], fmt)
         frame = frame.assign(**{canonical: parsed})
         bad = [b for b in (unparsable, blank if required else None) if b is not None]
         return frame.loc[~np.logical_or.reduce(bad)] if self.drop and bad else frame
+
+    def _unparsable(self, src: _Source, canonical: str, bad: pd.Series, fmt: str) -> None:
+        """Dates that could not be read; placeholder years (``0001-01-01``, ``9999-12-31``) apart,
+        with their own fix."""
+        far = out_of_range(bad).to_numpy()
+        if far.any():
+            self.report(src, canonical, "has dates out of range (years before 1678 or after 2262, such as "
+                                        "0001-01-01 or 9999-12-31 written for 'unknown' or 'never'): leave "
+                                        "those cells empty", bad[far])
+        if not far.all():
+            rule = f"has dates that do not match {fmt!r}" if fmt else "has dates that cannot be parsed"
+            self.report(src, canonical, rule, bad[~far])
 
     def validate(self, frame: pd.DataFrame, schema: pa.DataFrameSchema, src: _Source) -> pd.DataFrame:
         """Run a pandera schema lazily; every failure becomes a Problem in the user's column names."""
@@ -363,7 +379,8 @@ def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
         if bad.any():  # (a masked assignment costs as much when nothing is masked)
             bad[bad] = before[bad].astype("string").str.strip() != ""
         if bad.any():
-            run.report(src, "amount", "is not a number (write decimals with a point: 12.50)", before[bad])
+            run.report(src, "amount", "is not a number (write decimals with a point, 12.50, and leave unknown "
+                                      "amounts empty)", before[bad])
             if run.drop:
                 ev = ev.loc[~bad]
     if "event_type" in ev:
@@ -411,21 +428,84 @@ def _customers(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
     if "label" in reserved:
         cu = _labels(cu, src, run)
     cu = _value_column(cu, src, run)
-    checks = []
-    if {"signup_time", "churn_time"} <= reserved and "churn_time" in cu and cu["churn_time"].dtype.kind == "M":
-        checks.append(pa.Check(lambda d: ~(d["churn_time"] < d["signup_time"]),
-                               name=f"{src.user('churn_time')} before {src.user('signup_time')}"))
+    cu = _placeholder_dates(cu, src, run)
+    _label_copies(cu, src, run)
+    cu = _left_before_joining(cu, src, run)
     columns = {"customer_id": pa.Column(nullable=False, unique=True, report_duplicates="exclude_first")}
     for col in ("signup_time", "churn_time"):
         if col in reserved and col in cu and cu[col].dtype.kind == "M":
             columns[col] = pa.Column(nullable=True, checks=_not_in_future("customers file"))
-    schema = pa.DataFrameSchema(columns, checks=checks)
+    schema = pa.DataFrameSchema(columns)
     cu = run.validate(cu, schema, src)
     if run.drop and cu["customer_id"].duplicated().any():
         dup = cu["customer_id"].duplicated()
         run.dropped[src.label] = run.dropped.get(src.label, 0) + int(dup.sum())
         cu = cu.loc[~dup]
     return cu
+
+
+def _left_before_joining(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Churn dates before signup dates, reported on the churn date column alone (a check on the
+    whole table would blame every column of those rows)."""
+    if not {"signup_time", "churn_time"} <= set(cu) or cu["churn_time"].dtype.kind != "M" \
+            or cu["signup_time"].dtype.kind != "M":
+        return cu
+    bad = (cu["churn_time"] < cu["signup_time"]).to_numpy()
+    if bad.any():
+        run.report(src, "churn_time", f"has dates before '{src.user('signup_time')}' (a customer cannot "
+                   "leave before joining)",
+                   cu["churn_time"][bad])
+    return cu.loc[~bad] if run.drop and bad.any() else cu
+
+
+PLACEHOLDER_DAY = pd.Timestamp("1900-01-01")
+"""Signup and churn dates on or before it are a system's "unknown" (SQL Server's and Excel's
+zero dates), not a customer's: a tenure of 124 years would be a feature."""
+
+
+def _placeholder_dates(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
+    """Signup and churn dates on or before ``PLACEHOLDER_DAY``, reported (or dropped) with the fix."""
+    for col in ("signup_time", "churn_time"):
+        if col not in cu or cu[col].dtype.kind != "M":
+            continue
+        early = (cu[col] <= PLACEHOLDER_DAY).to_numpy()
+        if early.any():
+            run.report(src, col, "has placeholder dates (1900-01-01 or earlier, a system's way of writing "
+                                 "'unknown'); leave unknown dates empty", cu[col][early])
+            cu = cu.loc[~early] if run.drop else cu
+    return cu
+
+
+LEAK_MIN_CUSTOMERS, LEAK_MIN_CLASS, LEAK_MAX_LEVELS = 50, 10, 50
+"""A column gives the churn flag away only among enough customers of each kind, in few values
+(an identifier, one value per customer, goes with one flag each trivially)."""
+
+
+def _label_copies(cu: pd.DataFrame, src: _Source, run: _Run) -> None:
+    """Attribute columns whose every value goes with a single churn flag: a copy of the flag
+    ("Churn Label" beside "Churn Value") or a column filled in when a customer left ("Churn
+    Reason", blank for the others). As a feature it would leak the answer, and the model would
+    look perfect until it met customers who have not left yet. Reported with the fix."""
+    if "label" not in cu or run.settings.churn.definition != "label":
+        return
+    known = cu["label"].notna().to_numpy()
+    flags = cu["label"].to_numpy()[known].astype(np.int64)
+    churners = int(flags.sum())
+    if len(flags) < LEAK_MIN_CUSTOMERS or min(churners, len(flags) - churners) < LEAK_MIN_CLASS:
+        return
+    declared = set(run.settings.pii_columns) | set(run.settings.features.exclude)
+    for col in [c for c in cu.columns if c not in TABLE_COLUMNS["customers"] and c not in declared]:
+        codes, levels = pd.factorize(cu[col].iloc[np.flatnonzero(known)], use_na_sentinel=False)
+        if not 2 <= len(levels) <= min(LEAK_MAX_LEVELS, len(flags) // 5):
+            continue
+        rows, churned = np.bincount(codes, minlength=len(levels)), np.bincount(codes, flags, minlength=len(levels))
+        if ((churned == 0) | (churned == rows)).all():
+            first = pd.Series(codes).drop_duplicates().index[:MAX_EXAMPLES]  # one row per value
+            examples = cu[col].iloc[np.flatnonzero(known)[first]]
+            run.problems.append(replace(src.problem(col, (
+                "gives the churn flag away: each of its values goes with a single flag in every row (a copy of "
+                "the flag, or filled in when a customer left), so as a feature it would leak the answer; "
+                f"add it to features.exclude = [\"{col}\"]"), examples), count=0))
 
 
 def _labels(cu: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-_TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
+_TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?: ?[AaPp][Mm])?)?"
+"""A time of day, 24-hour or with AM/PM (US Excel: ``3/25/2024 10:00:05 PM``)."""
 FAMILIES = {
-    "ISO": rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}(?:Z|[+-]\d{{2}}:?\d{{2}})?",
+    "ISO": rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}(?: ?(?:Z|[+-]\d{{2}}:?\d{{2}}))?",  # (SQL: ``10:00:00.000 +0000``)
     "yyyymmdd": r"\d{8}",
     # one separator throughout (25/03/2024, 25.03.2024, 25-03-2024), spelled without a backreference
     # so that Arrow's regex engine runs it (7x faster than Python's on a million values)
@@ -52,9 +53,9 @@ def parse_dates(values: pd.Series, fmt: str = "", dayfirst: bool | None = None, 
     or ``yyyymmdd``, :func:`number_unit`), when decided for a whole column of which these are a part.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+        return _ns(values.dt.tz_convert("UTC").dt.tz_localize(None))
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("datetime64[ns]")
+        return _ns(values)
     if pd.api.types.is_numeric_dtype(values):
         return _parse_numbers(values, unit)
     text = _text(values)
@@ -89,9 +90,9 @@ def _parse_numbers(values: pd.Series, unit: str = "") -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     unit = unit or number_unit(NumberFacts.of(numbers))
     if unit in ("s", "ms"):
-        return pd.to_datetime(numbers, unit=unit, errors="coerce").astype("datetime64[ns]")
+        return _ns(pd.to_datetime(numbers, unit=unit, errors="coerce"))
     as_text = numbers.round().astype("Int64").astype("string").where(numbers == numbers.round())
-    return pd.to_datetime(as_text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+    return _ns(pd.to_datetime(as_text, format="%Y%m%d", errors="coerce"))
 
 
 _UNITS = {"s": (1e9, 1e11), "ms": (1e12, 1e14), "excel": (1, 100_000)}
@@ -136,6 +137,29 @@ def number_unit(facts: NumberFacts) -> str:
     return "yyyymmdd"
 
 
+def _ns(parsed: pd.Series) -> pd.Series:
+    """Dates as datetime64[ns]; those it cannot hold (before 1677 or after 2262: the ``0001-01-01``
+    and ``9999-12-31`` systems write for "unknown" or "never") become missing, and the caller
+    reports them (:func:`out_of_range`). Checked only when the conversion fails."""
+    try:
+        return parsed.astype("datetime64[ns]")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        inside = (parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max)
+        return parsed.where(inside).astype("datetime64[ns]")
+
+
+YEAR_OUT_OF_RANGE = r"(?:^|\D)(?:0\d{3}|1[0-5]\d\d|16[0-6]\d|167[0-7]|226[3-9]|22[7-9]\d|2[3-9]\d\d|[3-9]\d{3})(?:\D|$)"
+"""A four-digit year a date column cannot hold (before 1678 or after 2262)."""
+
+
+def out_of_range(values: pd.Series) -> pd.Series:
+    """Which of the unparsed ``values`` hold such a year (or are such dates already): the
+    placeholders to report apart, with their fix."""
+    if pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.notna()
+    return values.astype("string").str.contains(YEAR_OUT_OF_RANGE, regex=True).fillna(False).astype(bool)
+
+
 def _labels(index: pd.Index) -> list[Any]:
     return [int(i) if isinstance(i, (int, np.integer)) else i for i in index]
 
@@ -143,7 +167,7 @@ def _labels(index: pd.Index) -> list[Any]:
 def _naive(parsed: pd.Series) -> pd.Series:
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+    return _ns(parsed)
 
 
 _ZONE = r"\d\s*(?:Z|UTC|[+-]\d{2}:?\d{2})$"
@@ -159,7 +183,7 @@ def _zoned_to_utc(text: pd.Series, **how: object) -> pd.Series:
     try:
         parsed = pd.to_datetime(text, errors="coerce", **how)
         if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
-            return parsed.astype("datetime64[ns]")
+            return _ns(parsed)
     except ValueError:  # several offsets, or zoned mixed with naive values
         pass
     check_zones(ZoneFacts.of(text))
@@ -322,7 +346,7 @@ def _parse_family(text: pd.Series, family: str, dayfirst: bool) -> pd.Series:
     if family == "ISO":
         return _zoned_to_utc(text, format="ISO8601")
     if family == "yyyymmdd":
-        return pd.to_datetime(text, format="%Y%m%d", errors="coerce").astype("datetime64[ns]")
+        return _ns(pd.to_datetime(text, format="%Y%m%d", errors="coerce"))
     if family == "year/month/day":
         iso = text.str.replace(r"^(\d{4})[/.](\d{1,2})[/.]", r"\1-\2-", regex=True)
         return _zoned_to_utc(iso, format="ISO8601")
@@ -331,10 +355,10 @@ def _parse_family(text: pd.Series, family: str, dayfirst: bool) -> pd.Series:
         day = "%d/%m" if dayfirst else "%m/%d"
         out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
         for year in ("%Y", "%y"):
-            for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f"):
+            for time in ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f", " %I:%M %p", " %I:%M:%S %p"):
                 todo = out.isna()
                 if not todo.any():
                     return out
-                out[todo] = pd.to_datetime(norm[todo], format=f"{day}/{year}{time}", errors="coerce")
+                out[todo] = _ns(pd.to_datetime(norm[todo], format=f"{day}/{year}{time}", errors="coerce"))
         return out
     return _zoned_to_utc(text, format="mixed", dayfirst=dayfirst)

@@ -4,9 +4,10 @@ Personal data must never become a feature: a name column turned into a category 
 customers' names into the model's schema, its drift reference and MLflow. Users declare such
 columns in ``data.columns.pii``; this detector catches the ones they forgot, from two signals:
 
-- the **values** look like e-mail addresses, phone numbers or person names (most of a sample
+- the **values** look like e-mail addresses, phone numbers, street addresses or person names (most of a sample
   matches, and most values are distinct: personal data identify people);
-- the column's **name** is a personal-data word (name, email, phone, address, street, mobile, ...)
+- the column's **name** is a personal-data word (name, email, phone, address, street, mobile,
+  postcode, date of birth, ...)
   and its values are mostly distinct (``PhoneService = Yes/No`` is a feature, not a phone number).
 
 A false alarm costs one line of settings (``features.allow_personal``); a miss leaks names.
@@ -32,12 +33,18 @@ _NAME_PART = r"[A-Z][a-z]+(?:[-'’][A-Za-z]+)?\.?"
 _PERSON = rf"(?:(?:Mr|Mrs|Ms|Dr)\.? )?{_NAME_PART}(?: {_NAME_PART}){{1,3}}|{_NAME_PART}, {_NAME_PART}"
 _DATE = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[ T][\d:.]+\S*)?"
 """Dates as text (``2024-03-14``, ``14/03/2024 10:00``): digits and separators, but not phones."""
+_STREET_TYPES = ("street|st|road|rd|avenue|ave|lane|ln|drive|dr|way|boulevard|blvd|place|pl|court|ct|close|"
+                 "crescent|terrace|square|sq|highway|hwy|parkway|pkwy")
+_STREET = (rf"(?i)(?:[\w.,/-]+ ){{0,3}}\d+[a-z]?,? (?:[a-z][\w'.-]* ){{0,4}}(?:{_STREET_TYPES})\.?(?:,.*)?"
+           r"|[\w-]+(?:straße|strasse|str\.|weg|gasse|allee|platz|laan|straat|gata|gatan|vej) \d+\w?(?:,.*)?")
+"""Street addresses (``12 High Street``, ``Flat 2, 10 Mill Rd, Leeds``, ``Hauptstraße 5``)."""
 _PERSON_NAME_WORDS = {"fullname", "firstname", "lastname", "surname", "forename", "givenname"}
 """Names that say the column holds people's names, however often they repeat (a bank's Surname)."""
 _NAME_WORDS = {
     "name", "fullname", "firstname", "lastname", "surname", "forename", "givenname",
     "email", "mail", "emailaddress", "phone", "telephone", "tel", "mobile", "cell", "msisdn",
     "address", "street", "addr", "ssn", "passport", "iban",
+    "postcode", "zip", "zipcode", "postalcode", "birth", "dob", "birthdate", "dateofbirth", "birthday",
 }
 
 
@@ -97,6 +104,8 @@ def personal_data_reason(values: pd.Series, column: str) -> str:
         if (varied and _share(text, _PHONE) >= VALUE_SHARE and not _share(text, r"-?\d+(\.\d+)?") >= VALUE_SHARE
                 and not _share(text, _DATE) >= VALUE_SHARE):
             return "its values look like phone numbers"
+        if varied and _share(text, _STREET) >= VALUE_SHARE:
+            return "its values look like street addresses"
         if varied and _share(text, _PERSON) >= VALUE_SHARE:
             return "its values look like person names"
         if _tokens(column) & _PERSON_NAME_WORDS and distinct >= MIN_DISTINCT:

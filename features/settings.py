@@ -400,7 +400,19 @@ class Settings(BaseSettings):
             raise ValueError("churn.definition = 'label' needs data.columns.label (the churn flag column)")
         if self.churn.definition == "explicit" and not cols.churn_time:
             raise ValueError("churn.definition = 'explicit' needs data.columns.churn_time")
+        self._no_personal_column_used()
         return self
+
+    def _no_personal_column_used(self) -> None:
+        """A column declared personal (``data.columns.pii``) and also given a role that feeds the
+        model or the messages (a signup date, the value column) would be used after all."""
+        cols, personal = self.data.columns, set(self.data.columns.pii)
+        roles = {f"data.columns.{key}": getattr(cols, key) for key in type(cols).model_fields
+                 if key not in ("customer_id", "pii")} | {"features.value_column": self.features.value_column}
+        for key, name in roles.items():
+            if name and name in personal:
+                raise ValueError(f"data.columns.pii declares '{name}' personal data (never used), but {key} "
+                                 f"uses it; remove it from one of the two")
 
     def check_sources(self) -> None:
         """Refuse settings that configure no usable data (checked when data are loaded, so the
@@ -483,22 +495,49 @@ def _origin(loc: tuple[Any, ...], overrides: dict[str, Any], file: str) -> str:
     return file
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed beside the last part of ``loc`` (``("data", "columns", "cutomer_id")``:
+    the keys of ``[data.columns]``)."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [k for k in model.model_fields if k != "root"]
+
+
+def _message(err: Any, loc: tuple[Any, ...]) -> str:
+    """One settings error in the user's terms: pydantic's words, the value given, the near miss."""
+    import difflib
+
+    msg, given = str(err["msg"]).removeprefix("Value error, "), err.get("input")
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc), n=1) if loc else []
+        hint = f"did you mean '{close[0]}'? " if close else "check the spelling; "
+        return f"unknown key ({hint}see churnflow.toml for the allowed keys)"
+    if err["type"] == "list_type" and isinstance(given, str):
+        return f"must be a list, e.g. {loc[-1]} = [\"{given}\"] (got the text {given!r})"
+    if isinstance(given, (str, int, float, bool)) and not isinstance(err.get("ctx", {}).get("error"), Exception):
+        return f"{msg} (got {given!r})"
+    return msg
+
+
 def _format_validation_error(exc: ValidationError, source: str, overrides: dict[str, Any] | None = None) -> str:
     problems: list[str] = []
     origins: set[str] = set()
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(settings as a whole)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see churnflow.toml for the allowed keys)"
+        key = ".".join(str(p) for p in loc)  # (none: a rule between keys, which its message names)
+        msg = _message(err, loc)
         origin = _origin(loc, overrides or {}, source)
         origins.add(origin)
         problems.append((key, msg, origin))
     head = f"invalid settings in {source}:" if origins <= {source} else "invalid settings:"
     lines = [head]
     for key, msg, origin in problems:
-        lines.append(f"  - {key}: {msg}" + ("" if origin == source and head.endswith(f"{source}:") else f" (from {origin})"))
+        lines.append(f"  - {key + ': ' if key else ''}{msg}" + ("" if origin == source and head.endswith(f"{source}:") else f" (from {origin})"))
     return "\n".join(lines)
 
 
@@ -535,6 +574,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     path = Path(config) if config else Path(os.environ.get("CHURNFLOW_CONFIG", DEFAULT_CONFIG))
     if config and not path.exists():
         raise ConfigError(f"config file {path} not found; pass an existing file with --config")
+    if path.is_dir():  # (read as no file at all, the built-in defaults would be validated instead)
+        inside = path / DEFAULT_CONFIG
+        raise ConfigError(f"config {path} is a folder, not a settings file; pass the file itself with --config"
+                          + (f", e.g. --config {inside}" if inside.is_file() else ""))
     toml_file = path if path.exists() else None
     root = path.resolve().parent if toml_file else Path.cwd()
     clean = {k: v for k, v in overrides.items() if v is not None}
@@ -551,6 +594,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
             f"invalid environment variable {' or '.join(names) or 'CHURNFLOW_' + section.upper() + '__*'}: "
             "a list or table value must be JSON, e.g. CHURNFLOW_DATA__COLUMNS__PII='[\"full_name\", \"email\"]'"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read settings file {path}: it is not UTF-8 text (saved as UTF-16 or in an "
+                          "older encoding?); save it as UTF-8") from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read settings file {path}: {exc}") from None
     finally:

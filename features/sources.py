@@ -7,6 +7,7 @@ comes back is the user's table with the user's column names; mapping and validat
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,29 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             "file's encoding, e.g. data.encoding = \"latin-1\" (or \"cp1252\" for Excel exports), or save "
             "the file as UTF-8.") from None
     except (ValueError, OSError) as exc:
-        raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
+        raise SourceError(f"{what}: {_unreadable(path, exc)} (data.{what})") from exc
     if suffix.endswith((".xlsx", ".xlsm", ".xls", ".ods", ".numbers")):
         raise SourceError(f"{what}: {path.name} is a spreadsheet workbook, not a data file; save the sheet "
                           f"as CSV (UTF-8) or Parquet and point data.{what} at that file")
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv or .parquet "
                       f"(check data.{what})")
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why a file cannot be read, in the file's terms: its lines, not the CSV parser's jargon."""
+    text = str(exc)
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return f"{path.name} is empty (no header line and no rows); export the data again or point at the right file"
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        return (f"{path.name}: line {line} has {saw} values but the header line names {expected} columns; a value "
+                "holding the separator must be quoted (\"1,200\", \"Lee, Ann\"), or the line has a separator too many")
+    quote = re.search(r"EOF inside string starting at row (\d+)", text)
+    if quote:
+        return (f"{path.name}: the quote (\") opened on line {int(quote.group(1)) + 1} is never closed; fix the stray "
+                "quote on that line (a quote inside a value is written twice: \"\")")
+    return f"cannot read {path}: {exc}"
 
 
 def _read_folder(path: Path, what: str) -> pd.DataFrame:

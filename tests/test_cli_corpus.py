@@ -4,7 +4,8 @@ their own files (``cust_no``, ``event_at``, ``order_value``), run through ``chur
 Every case must end with exit code 2 (or the code in its ``exit.txt``: 0 for input churnflow
 accepts but must say something about, e.g. a column left out as personal data), a message holding
 each fragment of its ``expect.txt`` (the user's own file, column and settings names, the fix), and
-no traceback. An ``env.txt`` (NAME=value lines) sets environment variables for the case.
+no traceback. An ``env.txt`` (NAME=value lines) sets environment variables for the case; an
+``absent.txt`` lists fragments the output must not hold (a customer's name or e-mail address).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def test_bad_input_gets_one_clear_message(case: str, churnflow, tmp_path: Path,
     assert "Traceback" not in out
     missing = [fragment for fragment in expected if fragment not in out]
     assert not missing, f"{missing} not in:\n{out}"
+    absent = folder / "absent.txt"
+    leaked = [line for line in (absent.read_text().splitlines() if absent.exists() else []) if line.strip() and line in out]
+    assert not leaked, f"{leaked} must not be shown:\n{out}"
     assert "0 row(s)" not in out and "canonical" not in out
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (CORPUS / case).iterdir()), \
         "validating must not create files (e.g. an empty SQLite database)"
@@ -193,3 +197,14 @@ def test_entry_point_keeps_openmp_threads_from_spinning(churnflow, tmp_path: Pat
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     churnflow("validate", "--config", str(tmp_path / "churnflow.toml"))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_features_before_the_data_start_write_nothing(churnflow, tmp_path: Path) -> None:
+    """An as-of before every customer: an error naming the date, no empty feature table written."""
+    for f in (CORPUS / "surname_column_first_run").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "features.parquet"
+    code, text = churnflow("features", "--as-of", "2020-01-01", "--out", str(out), "--config",
+                           str(tmp_path / "churnflow.toml"))
+    assert code == 2 and "no customers at 2020-01-01" in text and "--as-of" in text, text
+    assert not out.exists() and not list(tmp_path.glob("*.json"))

@@ -216,13 +216,58 @@ def test_churn_flag_not_parsable() -> None:
 
 
 def test_churn_time_before_signup_time() -> None:
+    """Blamed on the churn date alone, in the file's names (not on every column of the row)."""
     cu = _customers().assign(cancelled=[None, "2019-06-01", "2020-05-01"])
     s = _settings(data={"columns": {"churn_time": "cancelled"}})
     err = _fail(cu, _events(), settings=s, names=NAMES)
-    bad = [p for p in err.problems if p.rule == "cancelled before signup_time"]  # the file's names
-    assert bad, err.problems
-    assert all(p.table == "crm.csv" and p.rows == [1] for p in bad)
-    assert {"cancelled", "signup_time"} <= {p.column for p in bad}
+    assert len(err.problems) == 1, err.problems
+    p = _only(err, "crm.csv", "cancelled")
+    assert p.rule.startswith("has dates before 'signup_time'")
+    assert p.rows == [1] and str(p.values[0]).startswith("2019-06-01")
+
+
+def test_churn_time_before_signup_time_rows_are_dropped_when_asked() -> None:
+    cu = _customers().assign(cancelled=[None, "2019-06-01", "2020-05-01"])
+    s = _settings(data={"columns": {"churn_time": "cancelled"}, "drop_invalid_rows": True})
+    t = validate_tables(cu, _events(), None, s)
+    assert t.customers["customer_id"].tolist() == [1, 3]
+
+
+def _snapshot(n: int = 60) -> pd.DataFrame:
+    churned = [i % 3 == 0 for i in range(n)]
+    return pd.DataFrame({"customer_id": range(n), "Churn": [int(c) for c in churned],
+                         "plan": [("a", "b", "c", "d")[i % 4] for i in range(n)],  # mixed flags
+                         "fee": [10.0 + i for i in range(n)]})  # one value per customer: not a copy
+
+
+def test_placeholder_signup_and_churn_dates_are_refused_or_dropped() -> None:
+    cu = _customers().assign(signup_time=["2020-01-01", "1900-01-01", None],
+                             cancelled=[None, None, "1899-12-30"])
+    s = _settings(data={"columns": {"churn_time": "cancelled"}})
+    err = _fail(cu, _events(), settings=s, names=NAMES)
+    assert [(p.column, p.rows) for p in err.problems] == [("signup_time", [1]), ("cancelled", [2])], err.problems
+    assert all("placeholder dates" in p.rule for p in err.problems)
+    kept = validate_tables(cu, _events().iloc[:1], None, _settings(data={"columns": {"churn_time": "cancelled"},
+                                                                        "drop_invalid_rows": True}))
+    assert kept.customers["customer_id"].tolist() == [1]
+
+
+def test_a_copy_of_the_churn_flag_is_refused() -> None:
+    """'Churn Label' beside the flag, and a reason filled in only for churners: both named."""
+    s = _settings(data={"columns": {"label": "Churn", "signup_time": ""}}, churn={"definition": "label"})
+    cu = _snapshot()
+    validate_tables(cu, None, None, s)  # ordinary attributes pass
+    cu = cu.assign(label_text=["Yes" if c else "No" for c in cu["Churn"]],
+                   reason=["price" if c else None for c in cu["Churn"]])
+    err = _fail(cu, None, settings=s, names=NAMES)
+    assert sorted(p.column for p in err.problems) == ["label_text", "reason"], err.problems
+    p = _only(err, "crm.csv", "reason")
+    assert "gives the churn flag away" in p.rule and 'features.exclude = ["reason"]' in p.rule
+    assert p.rows == [0, 1] and p.count == 0  # one example per value, no row count: a column's problem
+    excluded = _settings(data={"columns": {"label": "Churn", "signup_time": ""}}, churn={"definition": "label"},
+                         features={"exclude": ["label_text", "reason"]})
+    validate_tables(cu, None, None, excluded)  # the fix the message names
+    validate_tables(cu.iloc[:40], None, None, s)  # too few customers to tell a copy from chance
 
 
 def test_contacts_for_unknown_customers() -> None:
@@ -660,6 +705,40 @@ def test_rare_second_format_in_a_long_column_is_named_not_misread() -> None:
     assert 33_333 in info.value.examples.index
 
 
+@pytest.mark.parametrize("values", [
+    ["2024-01-01", "0001-01-01"], ["2024-01-01", "9999-12-31 00:00"], ["20240101", "99991231"],
+    ["01/02/2024", "25/12/9999"], ["2024-01-01 10:00+02:00", "9999-12-31 00:00+00:00"],
+    ["2024/01/02", "9999/12/31"], ["Jan 5 2024", "Dec 31 9999"],
+])
+def test_placeholder_dates_out_of_range_are_missing_not_a_crash(values: list[str]) -> None:
+    parsed = parse_dates(pd.Series(values))
+    assert parsed.dtype == "datetime64[ns]" and parsed.notna().tolist() == [True, False]
+
+
+def test_placeholder_dates_are_reported_with_their_fix() -> None:
+    """Text or Parquet dates (microseconds hold year 1): the row is named, nothing crashes."""
+    ev = _events().assign(event_time=["2020-02-01", "0001-01-01", "2020-02-03", "next week"])
+    err = _fail(_customers(), ev, names=NAMES)
+    far = [p for p in err.problems if "out of range" in p.rule]
+    assert len(far) == 1 and far[0].rows == [1] and far[0].values == ["0001-01-01"] and "leave those cells empty" in far[0].rule
+    assert _only(err, "orders.parquet", "event_time").rows  # (the first: out of range)
+    assert [p.rows for p in err.problems if "cannot be parsed" in p.rule] == [[3]]
+    stored = pd.Series(pd.array(["2020-02-01", "0001-01-01", "2020-02-03", "2020-02-04"], dtype="datetime64[us]"))
+    err = _fail(_customers(), _events().assign(event_time=stored), names=NAMES)
+    assert [(p.rows, "out of range" in p.rule) for p in err.problems] == [([1], True)]
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (["3/25/2024 10:00 AM", "3/26/2024 1:05 PM", "3/27/2024 12:00:00 AM"],
+     ["2024-03-25 10:00", "2024-03-26 13:05", "2024-03-27 00:00"]),  # US Excel, 12-hour clock
+    (["25/03/2024 10:00 AM", "26/03/2024 01:00 PM"], ["2024-03-25 10:00", "2024-03-26 13:00"]),
+    (["2024-03-25 10:00:00.000 +0000", "2024-03-26 11:00:00.000 +0200"],
+     ["2024-03-25 10:00", "2024-03-26 09:00"]),  # SQL export: a space before the offset
+])
+def test_export_time_formats_are_read(values: list[str], expected: list[str]) -> None:
+    assert parse_dates(pd.Series(values)).tolist() == [pd.Timestamp(e) for e in expected]
+
+
 def test_per_column_format_wins(tmp_path: Path) -> None:
     ev = _events().assign(event_time=["02/01/2020", "02/02/2020", "02/03/2020", "02/04/2020"])
     s = _settings(data={"date_formats": {"event_time": "%m/%d/%Y"}})
@@ -681,6 +760,14 @@ def test_per_column_format_wins(tmp_path: Path) -> None:
     ("credit_limit", ["1,200", "3,450", "900", "12,000", "450", "7,800", "2,100", "660"], False),
     ("monthly_fee", [9.99, 19.99, 29.99, 9.99, 19.99, 49.0, 5.0, 7.5], False),
     ("city", ["New York", "Los Angeles"] * 4, False),
+    ("home", ["12 High Street", "4 Elm Road", "77 Baker St.", "Flat 2, 10 Mill Rd, Leeds", "1 Church Rd",
+              "3 Park Avenue", "Hauptstraße 5", "221b Baker Street"], True),  # addresses under any name
+    ("store", ["High Street", "Elm Road", "Retail Park"] * 3, False),  # places, not a person's address
+    ("dob", [f"19{60 + i}-0{1 + i % 9}-1{i}" for i in range(8)], True),
+    ("date_of_birth", pd.to_datetime([f"19{60 + i}-0{1 + i % 9}-1{i}" for i in range(8)]), True),
+    ("birth_year_band", ["1960s", "1970s"] * 4, False),
+    ("postcode", ["SW1A 1AA", "EC1A 1BB", "W1A 0AX", "M1 1AE", "B33 8TH", "CR2 6XH", "LS1 4AP", "G1 1XQ"], True),
+    ("zip_code", [10001 + 7 * i for i in range(8)], True),
 ])
 def test_personal_data_detector(column: str, values: list[Any], personal: bool) -> None:
     from churnflow.features.personal import personal_data_reason

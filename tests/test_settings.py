@@ -92,6 +92,25 @@ def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
     assert str(cfg) in msg
 
 
+def test_unknown_key_names_the_near_miss_in_its_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.columns\.cutomer_id: unknown key \(did you mean 'customer_id'\?"):
+        load_settings(_write(tmp_path, '[data.columns]\ncutomer_id = "cust_no"\n'))
+    with pytest.raises(ConfigError, match=r"churn\.zzz: unknown key \(check the spelling"):
+        load_settings(_write(tmp_path, "[churn]\nzzz = 3\n"))
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ('[serving]\ncapacity = "lots"\n', "serving.capacity: Input should be a valid integer, unable to parse string as an integer (got 'lots')"),
+    ("[serving]\ncapacity = -5\n", "serving.capacity: Input should be greater than or equal to 0 (got -5)"),
+    ('[data.columns]\npii = "email"\n', 'data.columns.pii: must be a list, e.g. pii = ["email"]'),
+    ('[features]\nwindows_days = [30, "x"]\n', "features.windows_days.1: Input should be a valid integer"),
+])
+def test_bad_value_is_shown_beside_its_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text))
+    assert fragment in str(info.value)
+
+
 def test_unknown_section_is_rejected(tmp_path: Path) -> None:
     cfg = _write(tmp_path, "[trainng]\nn_trials = 3\n")
     with pytest.raises(ConfigError, match=r"trainng.*unknown key"):
@@ -208,6 +227,18 @@ def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError, match="not found"):
         load_settings(missing)
+
+
+def test_config_folder_or_utf16_file_is_a_config_error(tmp_path: Path) -> None:
+    """A folder passed as --config was read as no file (the defaults validated instead); a
+    settings file saved as UTF-16 (Notepad) got Python's codec message."""
+    _write(tmp_path, "[training]\nn_trials = 3\n")
+    with pytest.raises(ConfigError, match=r"is a folder, not a settings file.*--config .*churnflow\.toml"):
+        load_settings(tmp_path)
+    utf16 = tmp_path / "utf16.toml"
+    utf16.write_text("[training]\nn_trials = 3\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"utf16\.toml: it is not UTF-8 text.*save it as UTF-8"):
+        load_settings(utf16)
 
 
 def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
