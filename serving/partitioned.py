@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from churnflow.features.btyd import Histories, fit_histories
 from churnflow.features.build import btyd_histories, with_btyd_params
-from churnflow.features.contracts import Tables, check_as_of
+from churnflow.features.contracts import Tables, check_as_of, source_names
 from churnflow.features.labels import Definition, active_customers
 from churnflow.features.partitioned import (
     PartitionStore,
@@ -78,6 +78,7 @@ from churnflow.serving.weekly import (
     TextCount,
     WeeklyOutputs,
     check_model_inputs,
+    numbers_with_text,
     scoring_date,
     text_in_numeric_inputs,
     week_outputs,
@@ -428,7 +429,8 @@ def _score_week_partitioned(raw: RawPartitions, as_of: pd.Timestamp | None, bund
         outputs = week_outputs(result, tables, day, bundle, model_version, settings, fingerprint,
                                previous_list=previous_list, force=force, model_name=model_name,
                                earlier_holdouts=earlier_holdouts, outcomes=outcomes,
-                               record=scores_on_workers(scored, day, str(model_version), settings))
+                               record=scores_on_workers(scored, day, str(model_version), settings),
+                               input_warnings=numbers_with_text(text_counts, source_names(settings)["customers"]))
         return replace(outputs, notes=validation_notes(summaries))
 
 

@@ -49,7 +49,7 @@ _HEADLINE = [
     ("list_value_at_risk", "value at risk on the list", "money"),
     ("mean_probability", "mean churn probability (all scored)", "pct"),
 ]
-_SECTION_KEYS = {"holdout_why", "decay_alarm", "estimate_before_horizon", "as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
+_SECTION_KEYS = {"warnings", "holdout_why", "decay_alarm", "estimate_before_horizon", "as_of", "tiers_listed", "tiers_scored", "segments_listed", "reason_groups_listed", "drift", "n_listed"}
 _TIER_ORDER = {"high": 0, "medium": 1, "low": 2}
 _DRIFT_SEVERITY = {"fail": 0, "missing": 0, "warn": 1, "ok": 2}
 
@@ -386,6 +386,7 @@ def render_report(
     return _environment().get_template("report.html").render(
         title=f"Churn priority list \u2014 {as_of}" if as_of else "Churn priority list",
         subtitle=subtitle,
+        warnings=[str(w) for w in summary.get("warnings") or []],
         holdout_why=str(summary.get("holdout_why", "")),
         history=_history(outcomes),
         cards=[(_fmt(summary.get(key), kind), label) for key, label, kind in _HEADLINE if key in summary],

@@ -12,7 +12,7 @@ loading the model and publishing stay outside (``features.contracts``, ``trainin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -188,6 +188,15 @@ def _numbers_turned_text(counts: Mapping[str, TextCount], file: str) -> list[str
             for column, c in counts.items() if c.values and c.not_numbers / c.values > 0.5]
 
 
+def numbers_with_text(counts: Mapping[str, TextCount], file: str) -> list[str]:
+    """Numeric model inputs with a few values today that are not numbers ("forty" among ages):
+    scored as unknown for those customers, which the team should hear (more than half refuses
+    the run: :func:`_numbers_turned_text`)."""
+    return [f"{file} column '{column}': {c.not_numbers:,} of {c.values:,} values are not numbers (e.g. "
+            f"{c.example!r}); those customers are scored as if the value were unknown: fix them in the source"
+            for column, c in counts.items() if c.not_numbers and c.not_numbers / c.values <= 0.5]
+
+
 def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, model_version: str,
                settings: Settings, *, previous_list: pd.DataFrame | None = None,
                force: bool = False, model_name: str | None = None,
@@ -206,12 +215,14 @@ def score_week(tables: Tables, as_of: pd.Timestamp | None, bundle: ModelBundle, 
     """
     day = scoring_date(tables, as_of)
     tables = cut_at(tables, day)
-    check_model_inputs(tables, bundle.schema, settings)
+    text_counts = text_in_numeric_inputs(tables.customers, bundle.schema)
+    check_model_inputs(tables, bundle.schema, settings, text_counts)
     bundle = bundle_for_date(bundle, tables, day, settings)
     result = score_customers(tables, day, bundle, settings)
     return week_outputs(result, tables, day, bundle, model_version, settings, tables.fingerprint(),
                         previous_list=previous_list, force=force, model_name=model_name,
-                        earlier_holdouts=earlier_holdouts, outcomes=outcomes)
+                        earlier_holdouts=earlier_holdouts, outcomes=outcomes,
+                        input_warnings=numbers_with_text(text_counts, source_names(settings)["customers"]))
 
 
 ScoresRecord = Callable[[pd.DataFrame], tuple["pd.DataFrame | ScoresFile", Population]]
@@ -232,13 +243,15 @@ def week_outputs(result: ScoreResult, tables: Tables, day: pd.Timestamp, bundle:
                  settings: Settings, fingerprint: dict[str, Any], *, previous_list: pd.DataFrame | None = None,
                  force: bool = False, model_name: str | None = None,
                  earlier_holdouts: Mapping[str, Iterable[object]] | None = None,
-                 outcomes: Outcomes | None = None, record: ScoresRecord | None = None) -> WeeklyOutputs:
+                 outcomes: Outcomes | None = None, record: ScoresRecord | None = None,
+                 input_warnings: Sequence[str] = ()) -> WeeklyOutputs:
     """The week's outputs from every customer's scores: drift gate, list with reasons, summary,
     report. ``tables`` (cut at ``day``) need only hold the rows of the customers who can make
     the list and every contact: the Dask engine passes just those, gathered from its partitions.
     ``record``: how the scores table is made once the list is known; the Dask engine passes only
-    the rows that can matter to the list in ``result`` and writes the table partition by partition."""
-    warnings = drift_gate(result.drift, settings, force)
+    the rows that can matter to the list in ``result`` and writes the table partition by partition.
+    ``input_warnings``: what the inputs' checks found that does not stop the run (:func:`numbers_with_text`)."""
+    warnings = [*input_warnings, *drift_gate(result.drift, settings, force)]
     priority_list, dropped, scored = priority_list_with_reasons(
         tables, day, bundle, settings, result.scored, previous_list)
     priority_list = hold_back(priority_list, day, settings, earlier_holdouts)

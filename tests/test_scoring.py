@@ -188,6 +188,24 @@ def test_a_numeric_input_turned_text_is_a_schema_error_even_when_forced() -> Non
         score_week(changed, AS_OF, bundle, "1", settings, force=True)
 
 
+def test_a_few_words_among_numbers_are_scored_as_unknown_and_said() -> None:
+    """'forty' among ages: the run goes on, those customers score as if the value were unknown,
+    and the week's warnings (printed, in the summary and the report) say so, with an example."""
+    from churnflow.serving.weekly import score_week
+
+    _, settings, tables, bundle = _week_setup()
+    fees = tables.customers["monthly_fee"].map(lambda v: f"{v:.2f}").astype("string")
+    fees.iloc[[3, 10]] = ["forty", "n/a"]
+    changed = type(tables)(customers=tables.customers.assign(monthly_fee=fees), events=tables.events,
+                           contacts=None, end_date=tables.end_date)
+    week = score_week(changed, AS_OF, bundle, "1", settings)
+    said = [w for w in week.warnings if "monthly_fee" in w]
+    assert said == [w for w in week.summary["warnings"] if "monthly_fee" in w]
+    assert len(said) == 1 and "2 of 554 values are not numbers (e.g. 'forty')" in said[0], said
+    assert "monthly_fee" in week.report_html and "scored as if the value were unknown" in week.report_html
+    assert not any("monthly_fee" in w for w in score_week(tables, AS_OF, bundle, "1", settings).warnings)
+
+
 def test_an_as_of_before_any_data_names_the_date_and_the_fix() -> None:
     import pytest
 
