@@ -52,8 +52,13 @@ def _parse_number_text(values: pd.Series) -> pd.Series:
 
 
 def _parse_each_number_text(values: pd.Series) -> pd.Series:
+    """Blanks, currency and percent signs dropped; a comma only as a thousands separator in
+    groups of three ("1,200"), as ``contracts.parse_amounts`` reads amounts: "35,99" (a decimal
+    comma) is not a number here, never 3599 (``data.decimal = ","`` reads such files)."""
     arrow = pa.array(values.astype("string[pyarrow]").array, type=pa.large_string()) if len(values) else pa.array([], pa.large_string())
-    cleaned = pc.replace_substring_regex(arrow, r"[,\s$€£%]", "")
+    cleaned = pc.replace_substring_regex(arrow, r"[\s$€£%]", "")
+    grouped = pc.match_substring_regex(cleaned, r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
+    cleaned = pc.if_else(grouped, pc.replace_substring(cleaned, ",", ""), cleaned)
     text = pd.Series(cleaned.to_pandas().to_numpy(), index=values.index, dtype="string[pyarrow]").replace("", pd.NA)
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
@@ -93,6 +98,9 @@ def _type_text(series: pd.Series, max_levels: int) -> list[str] | str | None:
     if len(text) and _looks_like_dates(distinct):
         return (f"{DATE_REASON}; if it is when the customer joined, map it: "
                 f"data.columns.signup_time = \"{series.name}\"")
+    if len(text) and distinct.str.fullmatch(r"[-+]?\d+,\d+").mean() >= NUMERIC_SHARE:
+        return (f"numbers written with a decimal comma (e.g. {distinct.iloc[0]!r}): set data.decimal = \",\" to read "
+                "them as numbers")
     if len(every) <= max_levels:
         return sorted(every.tolist())
     return (f"identifier or free text: {len(every)} distinct values "

@@ -379,8 +379,8 @@ def _events(raw: pd.DataFrame, src: _Source, run: _Run) -> pd.DataFrame:
         if bad.any():  # (a masked assignment costs as much when nothing is masked)
             bad[bad] = before[bad].astype("string").str.strip() != ""
         if bad.any():
-            run.report(src, "amount", "is not a number (write decimals with a point, 12.50, and leave unknown "
-                                      "amounts empty)", before[bad])
+            run.report(src, "amount", "is not a number (write decimals with a point, 12.50, or set data.decimal = "
+                                      "\",\" for a file written 12,50; leave unknown amounts empty)", before[bad])
             if run.drop:
                 ev = ev.loc[~bad]
     if "event_type" in ev:

@@ -89,6 +89,8 @@ class DataSettings(_Section):
     """Declared end of the data (ISO date). Events after it are an error; defaults to the last event."""
     encoding: str = "utf-8"
     """Text encoding of CSV/TSV files (e.g. "latin-1", "cp1252", "utf-16")."""
+    decimal: Literal[".", ","] = "."
+    """Decimal mark of numbers in CSV/TSV files: "," for exports written 12,50 (European Excel)."""
     date_format: str = ""
     """strftime format of every text date column (e.g. "%d/%m/%Y %H:%M"); empty: detected per column,
     refusing a column whose format is ambiguous."""

@@ -115,8 +115,8 @@ def _read_text(path: Path, sep: str, settings: Settings) -> pd.DataFrame:
 
 def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
     """``read_csv`` options for a CSV/TSV (pandas' or Dask's reader): the id column as text, a
-    byte-order mark (Excel) honoured, and a file separated by ``;`` (European Excel), tabs or
-    ``|`` read as such when its header line says so."""
+    byte-order mark (Excel) honoured, a file separated by ``;`` (European Excel), tabs or ``|``
+    read as such when its header line says so, and numbers with ``data.decimal``'s mark."""
     encoding = _text_encoding(path, settings.data.encoding)
     header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
     if len(header) == 1:  # another separator than the name says: the header line tells which
@@ -126,7 +126,7 @@ def text_options(path: Path, sep: str, settings: Settings) -> dict[str, Any]:
             header = pd.read_csv(path, sep=sep, nrows=0, encoding=encoding).columns
     _no_repeated_names(path, sep, encoding)
     ids = {c: str for c in header if str(c).strip() == settings.data.columns.customer_id}
-    return {"sep": sep, "dtype": ids, "encoding": encoding}
+    return {"sep": sep, "dtype": ids, "encoding": encoding, "decimal": settings.data.decimal}
 
 
 def trimmed(column: Any) -> Any:

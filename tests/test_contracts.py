@@ -914,3 +914,28 @@ def test_a_refusal_crosses_processes_whole() -> None:
     assert type(back) is DataValidationError and str(back) == str(error)
     assert back.problems == error.problems and back.latest_event == error.latest_event
     assert str(pickle.loads(pickle.dumps(SourceError("events: x.csv does not exist")))) == "events: x.csv does not exist"
+
+
+def test_a_file_written_with_decimal_commas_is_read_with_data_decimal(tmp_path: Path) -> None:
+    """European Excel: ';' between values and '12,50' for twelve and a half. With data.decimal = ","
+    amounts and numeric attributes are numbers; without it an amount '12,50' is reported (never
+    read as 1250), and an attribute column of them is left out saying which setting reads it."""
+    from churnflow.features.build import infer_schema
+
+    (tmp_path / "customers.csv").write_text(
+        "customer_id;signup_time;monthly_fee\n" + "".join(f"{i};2024-01-0{1 + i % 9};{20 + i},{i % 10}9\n" for i in range(1, 41)))
+    (tmp_path / "events.csv").write_text(
+        "customer_id;event_time;amount\n" + "".join(f"{i};2024-03-{10 + i % 18:02d} 10:00;1{i},50\n" for i in range(1, 41)))
+    data = {"customers": "customers.csv", "events": "events.csv", "contacts": ""}
+    tables = load_tables(_settings(data={**data, "decimal": ","}).model_copy(update={"root": tmp_path}))
+    assert tables.events.set_index("customer_id").loc[["1", "2"], "amount"].tolist() == [11.5, 12.5]
+    assert tables.customers.set_index("customer_id").loc[["1", "2"], "monthly_fee"].tolist() == [21.19, 22.29]
+    schema = infer_schema(tables, _settings(data={**data, "decimal": ","}))
+    assert "monthly_fee" in schema.numeric_attributes
+    with pytest.raises(DataValidationError, match=r"'amount' is not a number .*data\.decimal = \",\".* '11,50'"):
+        load_tables(_settings(data=data).model_copy(update={"root": tmp_path}))
+    (tmp_path / "events.csv").write_text("customer_id;event_time;amount\n1;2024-03-10 10:00;1\n")
+    plain = load_tables(_settings(data=data).model_copy(update={"root": tmp_path}))
+    schema = infer_schema(plain, _settings(data=data))
+    assert "monthly_fee" not in schema.numeric_attributes
+    assert "decimal comma (e.g. '21,19'): set data.decimal" in schema.dropped["monthly_fee"]

@@ -288,6 +288,16 @@ def test_numbers_as_text_become_float(main: Any) -> None:
     assert "score" in schema.numeric_attributes and np.isnan(feats.loc[3, "score"])
 
 
+def test_a_comma_in_a_number_is_a_thousands_separator_only_in_groups_of_three() -> None:
+    """'35,99' (a decimal comma) must never become 3599: not a number here, as for amounts."""
+    from churnflow.features.build import parse_number_text
+
+    text = pd.Series(["1,200", " 3 450 ", "$12.5", "", "35,99", "1,234,567.5", "-1,000", "12%", "1,2,3", None], dtype="str")
+    got = parse_number_text(text).tolist()
+    expected = [1200.0, 3450.0, 12.5, np.nan, np.nan, 1234567.5, -1000.0, 12.0, np.nan, np.nan]
+    assert np.allclose(got, expected, equal_nan=True)
+
+
 def test_low_cardinality_text_is_categorical(main: Any) -> None:
     feats, schema = main[2], main[3]
     assert schema.categorical_levels["plan"] == ["basic", "max", "pro"]
