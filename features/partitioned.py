@@ -73,6 +73,7 @@ import errno
 import itertools
 import os
 import pickle
+import re
 import shutil
 import socket
 import threading
@@ -129,6 +130,7 @@ from churnflow.features.sources import (
     source_kind,
     text_options,
     trimmed,
+    unreadable,
 )
 
 if TYPE_CHECKING:
@@ -437,7 +439,7 @@ def read_dask_source(source: str, table: str, settings: Settings, what: str,
                                 compression="gzip" if compressed else None)
             return frame.rename(columns=trimmed)
     except (ValueError, OSError) as exc:
-        raise SourceError(f"{what}: cannot read {path}: {exc}") from exc
+        raise SourceError(f"{what}: {unreadable(path, exc)} (data.{what})") from exc
     raise SourceError(f"{what}: unsupported file type {path.suffix!r} for {path}; use .csv, .tsv, .parquet "
                       "or a folder of Parquet files")
 
@@ -817,6 +819,24 @@ def write_parts(parts: Sequence[Delayed], folder: Path) -> list[Path]:
     return [Path(p) for p in paths if p is not None]
 
 
+@contextmanager
+def lines_refused_said(raw: RawPartitions, settings: Settings) -> Iterator[None]:
+    """A CSV line the parser refuses in a block after the first, read on a worker: said in the
+    file's terms. The parser counts that block's lines, not the file's, so the line is left to
+    ``churnflow validate``, which reads the file whole and names it (the first block's refusals
+    are said with their line when the source is opened: :func:`read_dask_source`)."""
+    try:
+        yield
+    except pd.errors.ParserError as exc:
+        names = source_names(settings)
+        files = " or ".join(names[t] for t in sorted(raw.text_files)) or "a CSV source"
+        fields = re.search(r"Expected (\d+) fields in line \d+, saw (\d+)", str(exc))
+        what = (f"a line has {fields.group(2)} values but the header line names {fields.group(1)} columns" if fields
+                else f"a line cannot be read ({str(exc).split('. ', 1)[-1]})")
+        raise SourceError(f"{files}: {what}; a value holding the separator must be quoted (\"1,200\", \"Lee, Ann\"). "
+                          "Run `churnflow validate`: it reads the file whole and names the line") from None
+
+
 def validate_partitions(raw: RawPartitions, settings: Settings, require_label: bool = True,
                         store: PartitionStore | None = None, for_schema: bool = True
                         ) -> tuple[list[Delayed], tuple[PartitionSummary, ...]]:
@@ -835,7 +855,8 @@ def validate_partitions(raw: RawPartitions, settings: Settings, require_label: b
     (index,) = dask.persist(keep_raw(raw, store))  # a few numbers per block: where the pieces are
     first = [validate(index, settings, require_label, None, store, i, for_schema) for i in range(raw.n_partitions)]
     facts = [dask.delayed(_facts, pure=True)(c) for c in first]
-    whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
+    with lines_refused_said(raw, settings):  # (the blocks are read on the workers from here)
+        whole, *summaries = dask.compute(dask.delayed(whole_decisions, pure=True)(facts), *[summary(c) for c in first])
     if not all(s.decided is None or s.decided.agrees_with(whole, settings.data.dayfirst) for s in summaries):
         # Some partition decided otherwise than the whole data decide: validate again with the
         # latter (rare; the split rows are still in the store).

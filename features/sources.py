@@ -58,7 +58,7 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
             "file's encoding, e.g. data.encoding = \"latin-1\" (or \"cp1252\" for Excel exports), or save "
             "the file as UTF-8.") from None
     except (ValueError, OSError) as exc:
-        raise SourceError(f"{what}: {_unreadable(path, exc)} (data.{what})") from exc
+        raise SourceError(f"{what}: {unreadable(path, exc)} (data.{what})") from exc
     if suffix.endswith((".xlsx", ".xlsm", ".xls", ".ods", ".numbers")):
         raise SourceError(f"{what}: {path.name} is a spreadsheet workbook, not a data file; save the sheet "
                           f"as CSV (UTF-8) or Parquet and point data.{what} at that file")
@@ -66,8 +66,10 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
                       f"(check data.{what})")
 
 
-def _unreadable(path: Path, exc: Exception) -> str:
-    """Why a file cannot be read, in the file's terms: its lines, not the CSV parser's jargon."""
+def unreadable(path: Path, exc: Exception) -> str:
+    """Why a file cannot be read, in the file's terms: its lines, not the CSV parser's jargon
+    (line numbers as the parser counted them from the file's start: the local reader's, and the
+    Dask reader's first block, read whole when the source is opened)."""
     text = str(exc)
     if isinstance(exc, pd.errors.EmptyDataError):
         return f"{path.name} is empty (no header line and no rows); export the data again or point at the right file"

@@ -348,3 +348,28 @@ def test_local_clusters_take_a_free_dashboard_port(client: object, tmp_path: Pat
     # the flow's own local cluster starts its workers as churnflow's do (Arrow's system
     # allocator, one thread for the passes over event rows)
     assert kwargs["env"] == {"ARROW_DEFAULT_MEMORY_POOL": "system", "CHURNFLOW_THREADS": "1"}
+
+
+def test_a_csv_line_refused_in_a_later_block_is_said_in_the_file_s_terms(client: object, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first block's refusal names its file line when the source is opened; a later block is
+    read on a worker, whose parser counts that block's lines: the message names the file and the
+    fault, and sends the user to `churnflow validate` for the line (never the parser's wrong one)."""
+    import churnflow.features.partitioned as partitioned
+    from churnflow.features.sources import SourceError
+
+    events = ["cust_no,event_at,order_value"] + [f"{1 + i % 40},2024-03-01 10:00,{i % 97}.5" for i in range(30_000)]
+    events[20_000] = "7,2024-03-01 10:00,1,5"
+    (tmp_path / "events.csv").write_text("\n".join(events) + "\n")
+    (tmp_path / "customers.csv").write_text("cust_no,joined\n" + "".join(f"{i},2024-01-01\n" for i in range(1, 41)))
+    settings = Settings(data={"customers": str(tmp_path / "customers.csv"), "events": str(tmp_path / "events.csv"),
+                              "contacts": "", "columns": {"customer_id": "cust_no", "event_time": "event_at",
+                                                          "amount": "order_value", "signup_time": "joined"}})
+    real = partitioned.read_dask_source
+    monkeypatch.setattr(partitioned, "read_dask_source", lambda *a, **k: real(*a, **k, blocksize="128KiB"))
+    raw = partitioned.read_partitioned(settings, 4)
+    assert raw.events is not None and raw.events.npartitions > 2  # the bad line is in a later block
+    with pytest.raises(SourceError, match=r"events.csv: a line has 4 values but the header line names 3 columns.*"
+                                          r"`churnflow validate`") as info:
+        partitioned.validate_partitions(raw, settings, store=partitioned.PartitionStore(tmp_path / "store"))
+    assert "line 2" not in str(info.value) and "C error" not in str(info.value)
