@@ -351,8 +351,8 @@ class ComputeSettings(_Section):
                 raise ValueError(f"{v!r} is not a memory size; write it as Dask does, e.g. \"2GiB\", \"4GB\" "
                                  "or \"auto\"") from None
         if 1 < size < MIN_WORKER_MEMORY:  # (0: no limit; up to 1: a share of the machine's memory)
-            raise ValueError(f"{v!r} is too little for a worker: give each at least 1GiB (2GiB or more for "
-                             "partitions of 100k customers), or \"auto\"")
+            raise ValueError(f"{v!r} is too little for a worker: give each at least 1GiB, or \"auto\" (in "
+                             "benchmarks/bench_dask.py workers peaked at 0.8 GB with 62,500 customers per partition)")
         return v
 
     @field_validator("scheduler_address")
