@@ -15,15 +15,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnflow.features.dictionary import dictionary_records
+from churnflow.features.errors import ChurnflowError
 from churnflow.features.io import atomic_write, write_json
 from churnflow.features.schema import FeatureSchema
 
 
-def write_feature_table(frame: pd.DataFrame, schema: FeatureSchema, out: Path) -> dict[str, Path]:
-    """Write ``frame`` to ``out`` (Parquet, schema in its metadata) and its dictionary beside it.
+class EmptyFeatureTableError(ChurnflowError, ValueError):
+    """No customer at the as-of date: an empty table is no feature table (an as-of before the data)."""
+
+
+def write_feature_table(frame: pd.DataFrame, schema: FeatureSchema, out: Path, as_of: pd.Timestamp) -> dict[str, Path]:
+    """Write ``frame`` (features as of ``as_of``) to ``out`` (Parquet, schema in its metadata) and
+    its dictionary beside it; an empty one is refused, nothing written.
 
     The dictionary is renamed into place first, so a table on disk always has its dictionary.
     """
+    if frame.empty:
+        raise EmptyFeatureTableError(
+            f"no customers at {as_of.date()}: nobody has a history before that date or every customer churned "
+            "before it, so there is no feature table to write. Check --as-of and that the sources are the ones "
+            "you meant.")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)

@@ -73,7 +73,6 @@ import errno
 import itertools
 import os
 import pickle
-import re
 import shutil
 import socket
 import threading
@@ -131,6 +130,7 @@ from churnflow.features.sources import (
     text_options,
     trimmed,
     unreadable,
+    values_refused,
 )
 
 if TYPE_CHECKING:
@@ -170,6 +170,26 @@ def unreachable_scheduler(address: str, reason: str) -> ComputeError:
                         "Start it (`dask scheduler`, then `dask worker <its address>` on each machine), check "
                         "the address, or leave compute.scheduler_address empty to have churnflow start a local "
                         "cluster")
+
+
+PROBE_TIMEOUT = 10.0
+"""Seconds to wait for the scheduler's port to answer before the run starts."""
+
+
+def check_scheduler_reachable(address: str) -> None:
+    """Fail before the flow starts, in the user's words, when nothing answers at the scheduler's
+    address: the runner's client would wait its timeout and end in distributed's traceback."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location, 8786)
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        raise unreachable_scheduler(address, "no answer" if isinstance(exc, TimeoutError)
+                                    else exc.strerror or str(exc)) from None
 
 
 def worker_directory(compute: ComputeSettings, settings: Settings | None = None) -> str | None:
@@ -830,8 +850,8 @@ def lines_refused_said(raw: RawPartitions, settings: Settings) -> Iterator[None]
     except pd.errors.ParserError as exc:
         names = source_names(settings)
         files = " or ".join(names[t] for t in sorted(raw.text_files)) or "a CSV source"
-        fields = re.search(r"Expected (\d+) fields in line \d+, saw (\d+)", str(exc))
-        what = (f"a line has {fields.group(2)} values but the header line names {fields.group(1)} columns" if fields
+        fields = values_refused(exc)  # (its line is the block's, not the file's)
+        what = (f"a line has {fields[2]} values but the header line names {fields[0]} columns" if fields
                 else f"a line cannot be read ({str(exc).split('. ', 1)[-1]})")
         raise SourceError(f"{files}: {what}; a value holding the separator must be quoted (\"1,200\", \"Lee, Ann\"). "
                           "Run `churnflow validate`: it reads the file whole and names the line") from None

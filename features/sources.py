@@ -66,6 +66,13 @@ def read_source(source: str, table: str, settings: Settings, what: str) -> pd.Da
                       f"(check data.{what})")
 
 
+def values_refused(exc: Exception) -> tuple[int, int, int] | None:
+    """(columns the header names, the parser's line, values on it) when the CSV parser refused a
+    line for holding more values than the header has names, else None."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
+
+
 def unreadable(path: Path, exc: Exception) -> str:
     """Why a file cannot be read, in the file's terms: its lines, not the CSV parser's jargon
     (line numbers as the parser counted them from the file's start: the local reader's, and the
@@ -73,9 +80,9 @@ def unreadable(path: Path, exc: Exception) -> str:
     text = str(exc)
     if isinstance(exc, pd.errors.EmptyDataError):
         return f"{path.name} is empty (no header line and no rows); export the data again or point at the right file"
-    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    fields = values_refused(exc)
     if fields:
-        expected, line, saw = fields.groups()
+        expected, line, saw = fields
         return (f"{path.name}: line {line} has {saw} values but the header line names {expected} columns; a value "
                 "holding the separator must be quoted (\"1,200\", \"Lee, Ann\"), or the line has a separator too many")
     quote = re.search(r"EOF inside string starting at row (\d+)", text)

@@ -11,12 +11,11 @@ client that is gone). Publishing stays in the flow's own process, where the outp
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from churnflow.features.partitioned import WORKER_ENV, unreachable_scheduler, worker_directory
+from churnflow.features.partitioned import WORKER_ENV, check_scheduler_reachable, worker_directory
 from churnflow.features.settings import Settings
 from churnflow.flows.logs import hide_expected_failures
 
@@ -26,24 +25,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = "30s"
 """How long a client waits for the scheduler: an unreachable cluster fails the run, never hangs it."""
-PROBE_TIMEOUT = 10.0
-"""Seconds to wait for the scheduler's port to answer before the run starts."""
-
-
-def check_scheduler_reachable(address: str) -> None:
-    """Fail before the flow starts, in the user's words, when nothing answers at the scheduler's
-    address: the runner's client would wait its timeout and end in distributed's traceback."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    scheme, location = parse_address(address)
-    if scheme not in ("tcp", "tls"):
-        return
-    host, port = parse_host_port(location, 8786)
-    try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
-    except OSError as exc:
-        raise unreachable_scheduler(address, "no answer" if isinstance(exc, TimeoutError)
-                                    else exc.strerror or str(exc)) from None
 
 
 def dask_task_runner(settings: Settings) -> DaskTaskRunner:

@@ -31,7 +31,6 @@ from churnflow.flows.tasks import (
     task_options,
     validate_task,
 )
-from churnflow.serving.score import NoActiveCustomersError
 from churnflow.serving.weekly import scoring_date
 
 
@@ -76,12 +75,7 @@ def build_features_flow(config: str | None = None, as_of: str | None = None, out
             check_as_of(tables, cut)  # a user's date after the data: said, not built
         day = scoring_date(tables, cut)  # the same default as scoring: the day after the data end
         frame, schema = build_features_task(tables, day, settings)
-    if frame.empty:  # an as-of before the data: an empty table is no feature table (nothing written)
-        raise NoActiveCustomersError(
-            f"no customers at {day.date()}: nobody has a history before that date or every customer churned "
-            "before it, so there is no feature table to write. Check --as-of and that the sources are the ones "
-            "you meant.")
     target = Path(out) if out else settings.path(f"outputs/features/features_{day.date()}.parquet")
-    paths = write_feature_table(frame, schema, target)
+    paths = write_feature_table(frame, schema, target, day)
     get_run_logger().info("wrote %d customers x %d features to %s", len(frame), len(schema.features), target)
     return {"as_of": str(day.date()), "rows": str(len(frame)), **{k: str(v) for k, v in paths.items()}}
