@@ -371,5 +371,5 @@ def test_a_csv_line_refused_in_a_later_block_is_said_in_the_file_s_terms(client:
     assert raw.events is not None and raw.events.npartitions > 2  # the bad line is in a later block
     with pytest.raises(SourceError, match=r"events.csv: a line has 4 values but the header line names 3 columns.*"
                                           r"`churnflow validate`") as info:
-        partitioned.validate_partitions(raw, settings, store=partitioned.PartitionStore(tmp_path / "store"))
+        partitioned.validate_partitions(raw, settings, store=partitioned.PartitionStore.beside(tmp_path / "out"))
     assert "line 2" not in str(info.value) and "C error" not in str(info.value)
